@@ -1,0 +1,297 @@
+//! Executing a [`Plan`]: building the runtime segment and editing the file.
+//!
+//! The steps, in order:
+//! 1. Build the runtime segment: the runtime's read-only part with its
+//!    contract filled in, the hook stubs, the hook table, the compiled policy,
+//!    the writable part's initial data and the runtime's relocations.
+//! 2. Program headers: the chosen PT_NOTE becomes a read+execute PT_LOAD for
+//!    that segment (moved in the table, if needed, so PT_LOADs stay sorted by
+//!    address); the last, writable PT_LOAD grows its zero-filled tail to cover
+//!    the runtime's writable part. No address in use moves; the table itself
+//!    does not move, so PT_PHDR and AT_PHDR stay right on every kernel.
+//! 3. Code: every planned site becomes a direct jmp/call to its stub.
+//! 4. Section headers: a new table at the end of the file, with `.dfpatch`,
+//!    `.dfpatch.data` and `.dfpatch.restore` added, so tools see what was added.
+//! 5. ELF header: the new entry point and section table.
+
+use crate::elf::{Elf, Phdr, Section, EHDR_SIZE, PHDR_SIZE, SHDR_SIZE};
+use crate::error::{malformed, Result};
+use crate::output::Output;
+use crate::plan::{align_up, Plan, PAGE};
+use crate::restore;
+use crate::runtime::Runtime;
+use crate::{plt, trampoline};
+use dfpatch_runtime::contract::{Contract, CONTRACT_VERSION, FLAG_PIE, MAGIC};
+use object::elf;
+
+/// What patching produced, for the summary line.
+pub struct Patched<'a> {
+    pub output: Output<'a>,
+    pub segment_size: u64,
+    pub policy_hash: [u8; 32],
+}
+
+pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) -> Result<Patched<'a>> {
+    let l = &plan.layout;
+    let policy_hash = dfpatch_policy::hash(policy_table);
+
+    // 1. The runtime segment.
+    let mut seg = rt.rx.clone();
+    seg.resize(align_up(seg.len() as u64, 16).unwrap_or(0) as usize, 0xcc);
+    debug_assert_eq!(l.rx_vaddr + seg.len() as u64, l.stubs_vaddr);
+    let hook_entry = l.rx_vaddr + (rt.hook - rt.rx_start);
+    for (k, h) in plan.hooks.iter().enumerate() {
+        let stub = trampoline::stub(k as u32, h.stub_vaddr, hook_entry, h.got_vaddr, h.prot_filter)
+            .ok_or_else(|| malformed(format!("the GOT slot of {} is out of rel32 range of the runtime", h.symbol)))?;
+        seg.extend_from_slice(&stub);
+    }
+    let hooks_vaddr = l.rx_vaddr + seg.len() as u64;
+    for h in &plan.hooks {
+        seg.extend_from_slice(&h.got_vaddr.to_le_bytes());
+        seg.extend_from_slice(&h.api_id.to_le_bytes());
+        seg.extend_from_slice(&[0; 6]);
+    }
+    let policy_vaddr = l.rx_vaddr + seg.len() as u64;
+    seg.extend_from_slice(policy_table);
+    pad8(&mut seg);
+    let rw_init_vaddr = l.rx_vaddr + seg.len() as u64;
+    seg.extend_from_slice(&rt.rw_init);
+    pad8(&mut seg);
+    let rel_vaddr = l.rx_vaddr + seg.len() as u64;
+    for (off, addend) in &rt.relocs {
+        seg.extend_from_slice(&off.to_le_bytes());
+        seg.extend_from_slice(&addend.to_le_bytes());
+    }
+    let seg_end = l.rx_vaddr + seg.len() as u64;
+
+    let exe_lo = e.loads().map(|p| p.p_vaddr).min().unwrap_or(0);
+    let mut tool_version = [0u8; 16];
+    let v = env!("CARGO_PKG_VERSION").as_bytes();
+    tool_version[..v.len().min(16)].copy_from_slice(&v[..v.len().min(16)]);
+    let contract = Contract {
+        magic: MAGIC,
+        version: CONTRACT_VERSION,
+        flags: if plan.flavour.pie { FLAG_PIE } else { 0 },
+        self_vaddr: l.rx_vaddr + (rt.contract - rt.rx_start),
+        orig_entry: e.e_entry,
+        rw_vaddr: l.rw_vaddr,
+        rw_init_vaddr,
+        rw_init_len: rt.rw_init.len() as u64,
+        rel_vaddr,
+        rel_count: rt.relocs.len() as u64,
+        dynamic_vaddr: e.dynamic_vaddr(),
+        exe_lo,
+        exe_hi: seg_end,
+        hooks_vaddr,
+        hooks_count: plan.hooks.len() as u64,
+        policy_vaddr,
+        policy_len: policy_table.len() as u64,
+        policy_hash,
+        tool_version,
+    };
+    let at = (rt.contract - rt.rx_start) as usize;
+    seg[at..at + std::mem::size_of::<Contract>()].copy_from_slice(&contract_bytes(&contract));
+
+    let mut out = Output::new(e.data);
+
+    // 2. Program headers.
+    let mut phdrs = e.phdrs.clone();
+    let rw = &mut phdrs[l.rw_phdr];
+    rw.p_memsz = l.rw_vaddr + l.rw_size - rw.p_vaddr;
+    let new_load = Phdr {
+        p_type: elf::PT_LOAD,
+        p_flags: elf::PF_R | elf::PF_X,
+        p_offset: l.rx_offset,
+        p_vaddr: l.rx_vaddr,
+        p_paddr: l.rx_vaddr,
+        p_filesz: seg.len() as u64,
+        p_memsz: seg.len() as u64,
+        p_align: PAGE,
+    };
+    phdrs.remove(l.note_phdr);
+    let last_load = phdrs.iter().rposition(|p| p.p_type == elf::PT_LOAD).map_or(0, |i| i + 1);
+    phdrs.insert(last_load, new_load);
+    let table: Vec<u8> = phdrs.iter().flat_map(|p| p.to_bytes()).collect();
+    out.edit(e.e_phoff, table)?;
+
+    // 3. Code.
+    for s in &plan.sites {
+        let site = plt::Site { vaddr: s.vaddr, len: s.len, kind: s.kind, section: s.section.clone(), got_vaddr: 0 };
+        let bytes = plt::site_bytes(&site, plan.hooks[s.hook].stub_vaddr)
+            .ok_or_else(|| malformed(format!("site at {:#x} is out of rel32 range of its stub", s.vaddr)))?;
+        out.edit(s.offset, bytes)?;
+    }
+
+    // The segment itself, page aligned at the end of the file.
+    out.append_at(l.rx_offset, &seg);
+
+    // 4. Section headers, with the restore data as a non-loaded section.
+    let names = [".dfpatch", ".dfpatch.data", ".dfpatch.restore"];
+    let old_shstr = e
+        .sections
+        .get(e.e_shstrndx as usize)
+        .ok_or_else(|| malformed("section name table index out of range"))?;
+    let mut shstrtab = e.section_data(old_shstr)?.to_vec();
+    let mut name_offs = Vec::new();
+    for n in names {
+        name_offs.push(shstrtab.len() as u32);
+        shstrtab.extend_from_slice(n.as_bytes());
+        shstrtab.push(0);
+    }
+    // The ELF header edit is made last but recorded now, so the restore data
+    // (taken from the edit list) holds the original header.
+    let mut ehdr = e.data[..EHDR_SIZE].to_vec();
+    out.edit(0, vec![0; EHDR_SIZE])?;
+    let restore_blob = restore::encode(e.data.len() as u64, &out.originals());
+
+    let restore_off = out.append_at(out.len(), &restore_blob);
+    let shstr_off = out.append_at(out.len(), &shstrtab);
+    let mut sections: Vec<Section> = e.sections.clone();
+    let shstr = &mut sections[e.e_shstrndx as usize];
+    shstr.sh_offset = shstr_off;
+    shstr.sh_size = shstrtab.len() as u64;
+    let base_index = sections.len();
+    sections.push(Section {
+        index: base_index,
+        name: names[0].into(),
+        sh_name: name_offs[0],
+        sh_type: elf::SHT_PROGBITS,
+        sh_flags: u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR),
+        sh_addr: l.rx_vaddr,
+        sh_offset: l.rx_offset,
+        sh_size: seg.len() as u64,
+        sh_link: 0,
+        sh_info: 0,
+        sh_addralign: PAGE,
+        sh_entsize: 0,
+    });
+    sections.push(Section {
+        index: base_index + 1,
+        name: names[1].into(),
+        sh_name: name_offs[1],
+        sh_type: elf::SHT_NOBITS,
+        sh_flags: u64::from(elf::SHF_ALLOC | elf::SHF_WRITE),
+        sh_addr: l.rw_vaddr,
+        sh_offset: l.rx_offset,
+        sh_size: l.rw_size,
+        sh_link: 0,
+        sh_info: 0,
+        sh_addralign: PAGE,
+        sh_entsize: 0,
+    });
+    sections.push(Section {
+        index: base_index + 2,
+        name: names[2].into(),
+        sh_name: name_offs[2],
+        sh_type: elf::SHT_PROGBITS,
+        sh_flags: 0,
+        sh_addr: 0,
+        sh_offset: restore_off,
+        sh_size: restore_blob.len() as u64,
+        sh_link: 0,
+        sh_info: 0,
+        sh_addralign: 1,
+        sh_entsize: 0,
+    });
+    let shnum = u16::try_from(sections.len()).map_err(|_| malformed("too many sections"))?;
+    if shnum >= elf::SHN_LORESERVE {
+        return Err(malformed("too many sections to add more"));
+    }
+    let shdr_bytes: Vec<u8> = sections.iter().flat_map(|s| s.to_bytes()).collect();
+    let shoff = align_up(out.len(), 8).ok_or_else(|| malformed("file too large"))?;
+    out.append_at(shoff, &shdr_bytes);
+
+    // 5. ELF header.
+    ehdr[24..32].copy_from_slice(&l.new_entry.to_le_bytes());
+    ehdr[40..48].copy_from_slice(&shoff.to_le_bytes());
+    ehdr[58..60].copy_from_slice(&(SHDR_SIZE as u16).to_le_bytes());
+    ehdr[60..62].copy_from_slice(&shnum.to_le_bytes());
+    out.replace_edit(0, ehdr)?;
+    debug_assert!(e.e_phoff as usize + e.phdrs.len() * PHDR_SIZE <= e.data.len());
+
+    Ok(Patched { output: out, segment_size: seg.len() as u64 + l.rw_size, policy_hash })
+}
+
+fn pad8(v: &mut Vec<u8>) {
+    while v.len() % 8 != 0 {
+        v.push(0);
+    }
+}
+
+/// The contract as the runtime reads it (`#[repr(C)]`, little-endian).
+fn contract_bytes(c: &Contract) -> Vec<u8> {
+    let mut b = Vec::with_capacity(std::mem::size_of::<Contract>());
+    b.extend_from_slice(&c.magic);
+    b.extend_from_slice(&c.version.to_le_bytes());
+    b.extend_from_slice(&c.flags.to_le_bytes());
+    for v in [
+        c.self_vaddr,
+        c.orig_entry,
+        c.rw_vaddr,
+        c.rw_init_vaddr,
+        c.rw_init_len,
+        c.rel_vaddr,
+        c.rel_count,
+        c.dynamic_vaddr,
+        c.exe_lo,
+        c.exe_hi,
+        c.hooks_vaddr,
+        c.hooks_count,
+        c.policy_vaddr,
+        c.policy_len,
+    ] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&c.policy_hash);
+    b.extend_from_slice(&c.tool_version);
+    assert_eq!(b.len(), std::mem::size_of::<Contract>(), "contract layout and encoder disagree");
+    b
+}
+
+/// Reads a contract back (for `inspect` of a patched file and re-patching).
+pub fn contract_from_bytes(b: &[u8]) -> Option<Contract> {
+    let u64_at = |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
+    let mut c = Contract::EMPTY;
+    c.magic.copy_from_slice(b.get(0..8)?);
+    c.version = u32::from_le_bytes(b.get(8..12)?.try_into().ok()?);
+    c.flags = u32::from_le_bytes(b.get(12..16)?.try_into().ok()?);
+    let fields: [&mut u64; 14] = [
+        &mut c.self_vaddr,
+        &mut c.orig_entry,
+        &mut c.rw_vaddr,
+        &mut c.rw_init_vaddr,
+        &mut c.rw_init_len,
+        &mut c.rel_vaddr,
+        &mut c.rel_count,
+        &mut c.dynamic_vaddr,
+        &mut c.exe_lo,
+        &mut c.exe_hi,
+        &mut c.hooks_vaddr,
+        &mut c.hooks_count,
+        &mut c.policy_vaddr,
+        &mut c.policy_len,
+    ];
+    for (i, f) in fields.into_iter().enumerate() {
+        *f = u64_at(16 + i * 8)?;
+    }
+    c.policy_hash.copy_from_slice(b.get(128..160)?);
+    c.tool_version.copy_from_slice(b.get(160..176)?);
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_round_trips() {
+        let mut c = Contract::EMPTY;
+        c.magic = MAGIC;
+        c.version = 9;
+        c.policy_len = 77;
+        c.exe_hi = 5;
+        c.policy_hash[31] = 1;
+        c.tool_version[0] = b'x';
+        assert_eq!(contract_from_bytes(&contract_bytes(&c)), Some(c));
+    }
+}

@@ -1,0 +1,55 @@
+//! dfpatch: rewrite an x86-64 ELF executable so that a monitoring runtime
+//! inside the file reports, and per policy refuses, sensitive behaviour.
+//!
+//! The pipeline is read ([`elf`]) → plan ([`plan`], using [`plt`]) → apply
+//! ([`inject`], using [`trampoline`], into an [`output::Output`]) → write
+//! ([`fsio`]). `inspect` stops after planning; `restore` reads [`restore`] data.
+#![deny(unsafe_code)]
+
+pub mod elf;
+pub mod error;
+pub mod fsio;
+pub mod inject;
+pub mod output;
+pub mod plan;
+pub mod plt;
+pub mod restore;
+pub mod runtime;
+pub mod trampoline;
+
+pub use error::{Error, Result};
+
+use dfpatch_policy::Policy;
+
+/// A finished patch, borrowing the input bytes.
+pub struct Patch<'a> {
+    pub plan: plan::Plan,
+    pub patched: inject::Patched<'a>,
+}
+
+/// Plans without writing anything: what `inspect` shows.
+pub fn plan(data: &[u8], policy: &Policy) -> Result<plan::Plan> {
+    let e = elf::Elf::parse(data)?;
+    let rt = runtime::Runtime::load()?;
+    plan::make(&e, &rt, policy)
+}
+
+/// Plans and applies a patch to `data`.
+pub fn patch<'a>(data: &'a [u8], policy: &Policy) -> Result<Patch<'a>> {
+    let e = elf::Elf::parse(data)?;
+    let rt = runtime::Runtime::load()?;
+    let plan = plan::make(&e, &rt, policy)?;
+    let table = policy.compile();
+    let patched = inject::apply(&e, &rt, &plan, &table)?;
+    Ok(Patch { plan, patched })
+}
+
+/// Whether `data` is a file dfpatch patched.
+pub fn is_patched(data: &[u8]) -> bool {
+    elf::Elf::parse(data).map(|e| e.section(".dfpatch").is_some()).unwrap_or(false)
+}
+
+/// The original bytes of a patched file.
+pub fn restore(data: &[u8]) -> Result<Vec<u8>> {
+    restore::restore(&elf::Elf::parse(data)?)
+}

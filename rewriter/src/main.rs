@@ -1,0 +1,306 @@
+//! The `dfpatch` command line. Thin: parse arguments, load the policy, call
+//! the library, write atomically, choose the exit code (0 done, 2 refused or failed).
+
+use clap::{Args, Parser, Subcommand};
+use dfpatch::{fsio, plan::Plan, Error};
+use dfpatch_policy::Policy;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "dfpatch",
+    version,
+    about = "Bake a behaviour monitor into an x86-64 ELF executable",
+    long_about = "dfpatch rewrites an x86-64 ELF executable offline so that calls to sensitive \
+functions (process execution, network, file access, executable memory, library loading, \
+debugging) go through a monitoring runtime carried inside the file itself. The patched program \
+reports what it does as JSON Lines events and, in enforce mode, refuses what its policy forbids. \
+No LD_PRELOAD, agent, root or kernel module is needed.",
+    after_help = "EXAMPLES:
+  dfpatch ./server                              patch in place with the default policy (monitor, alert on exec/network/...)
+  dfpatch --policy policy.toml -o server.hardened ./server
+  dfpatch --preset block-exec ./tool           use a bundled policy (see `dfpatch policy list`)
+  dfpatch inspect ./server                      what would be hooked, and why not elsewhere
+  dfpatch restore ./server                      give back the original file, byte for byte
+
+EXIT STATUS:
+  0  the file was patched (or inspected, restored)
+  2  the file or policy was refused, or writing failed; the reason is printed on one line
+     and no file was written or changed",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    patch: PatchArgs,
+}
+
+#[derive(Args)]
+struct PolicyArgs {
+    /// Policy file (TOML). Without it the embedded default policy applies.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "preset")]
+    policy: Option<PathBuf>,
+    /// A bundled policy by name: default, monitor-all, block-exec, strict.
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
+}
+
+#[derive(Args)]
+struct PatchArgs {
+    /// The executable to patch.
+    #[arg(value_name = "FILE", required = true)]
+    file: Option<PathBuf>,
+    /// Write the patched file here instead of replacing FILE.
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Re-patch a file dfpatch already patched: start again from its original bytes.
+    #[arg(long)]
+    force: bool,
+    /// Print nothing on success.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what would be patched and why, without writing anything.
+    Inspect {
+        file: PathBuf,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give back the original of a patched file, byte for byte.
+    Restore {
+        file: PathBuf,
+        /// Write the original here instead of replacing FILE.
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
+    },
+    /// Check a policy file, or print a bundled one.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file and print its decision for every monitored function.
+    Check { file: PathBuf },
+    /// Print a bundled policy (default: the embedded default policy).
+    Show { name: Option<String> },
+    /// List the bundled policies.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Inspect { file, policy, json }) => inspect(&file, &policy, json),
+        Some(Command::Restore { file, output }) => restore(&file, output.as_deref()),
+        Some(Command::Policy(p)) => policy_command(p),
+        None => patch(&cli.patch),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("dfpatch: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_policy(p: &PolicyArgs) -> Result<Policy, String> {
+    if let Some(path) = &p.policy {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Policy::parse_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let name = p.preset.as_deref().unwrap_or("default");
+    let text = dfpatch_policy::preset(name)
+        .ok_or_else(|| format!("no bundled policy named {name:?} (try `dfpatch policy list`)"))?;
+    Policy::parse(text).map_err(|e| format!("bundled policy {name}: {e}"))
+}
+
+/// Maps the input read-only. The mapping stays valid after the file is
+/// replaced by rename (the old inode lives on while mapped).
+fn map(path: &Path) -> Result<(File, memmap2::Mmap), String> {
+    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    // SAFETY: the file is only read; a concurrent writer could change the bytes
+    // under us, which the reader tolerates (every read is bounds checked) and
+    // which the atomic write-and-rename of outputs never does.
+    #[allow(unsafe_code)]
+    let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((f, m))
+}
+
+fn err(path: &Path, e: Error) -> String {
+    format!("{}: {e}", path.display())
+}
+
+fn patch(a: &PatchArgs) -> Result<(), String> {
+    let file = a.file.as_deref().ok_or("no FILE given (see --help)")?;
+    let policy = load_policy(&a.policy)?;
+    let (f, map) = map(file)?;
+    let mode = fsio::mode_of(&f).map_err(|e| format!("{}: {e}", file.display()))?;
+    let original;
+    let input: &[u8] = if dfpatch::is_patched(&map) && a.force {
+        original = dfpatch::restore(&map).map_err(|e| err(file, e))?;
+        &original
+    } else {
+        &map
+    };
+    let p = dfpatch::patch(input, &policy).map_err(|e| err(file, e))?;
+    let dest = a.output.as_deref().unwrap_or(file);
+    fsio::write_atomic(dest, mode, |w| p.patched.output.write_to(w)).map_err(|e| format!("{}: {e}", dest.display()))?;
+    if !a.quiet {
+        eprintln!("dfpatch: {}", summary(dest, &p.plan, p.patched.segment_size, &p.patched.policy_hash));
+    }
+    Ok(())
+}
+
+fn summary(dest: &Path, plan: &Plan, size: u64, hash: &[u8; 32]) -> String {
+    let mut layers = std::collections::BTreeMap::<&str, usize>::new();
+    for s in &plan.sites {
+        *layers.entry(s.layer).or_default() += 1;
+    }
+    let layers: Vec<String> = layers.iter().map(|(l, n)| format!("{l} {n}")).collect();
+    let names: Vec<&str> = plan.hooks.iter().map(|h| h.symbol.as_str()).collect();
+    format!(
+        "patched {}: {} hooks ({}) at {} sites ({}); runtime {:.1} KiB; policy sha256 {}",
+        dest.display(),
+        plan.hooks.len(),
+        if names.is_empty() { "none".to_string() } else { names.join(", ") },
+        plan.sites.len(),
+        if layers.is_empty() { "none".to_string() } else { layers.join(", ") },
+        size as f64 / 1024.0,
+        hex(&hash[..8]),
+    )
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn inspect(file: &Path, p: &PolicyArgs, json: bool) -> Result<(), String> {
+    let policy = load_policy(p)?;
+    let (_f, map) = map(file)?;
+    if dfpatch::is_patched(&map) {
+        let e = dfpatch::elf::Elf::parse(&map).map_err(|e| err(file, e))?;
+        let msg = dfpatch::restore::already_patched(&e).to_string();
+        if json {
+            println!("{}", serde_json::json!({"file": file, "patched": true, "message": msg}));
+        } else {
+            println!("{}: {msg}", file.display());
+        }
+        return Ok(());
+    }
+    let plan = dfpatch::plan(&map, &policy).map_err(|e| err(file, e))?;
+    if json {
+        let v = serde_json::json!({ "file": file, "patched": false, "plan": plan });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    print!("{}", describe(file, &plan));
+    Ok(())
+}
+
+fn describe(file: &Path, plan: &Plan) -> String {
+    use std::fmt::Write;
+    let f = &plan.flavour;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: dynamic {} executable, libc: {}, interpreter: {}, {}, CET: {}",
+        file.display(),
+        if f.pie { "PIE" } else { "non-PIE" },
+        f.libc.as_deref().unwrap_or("unknown"),
+        f.interpreter.as_deref().unwrap_or("none"),
+        if f.stripped { "stripped" } else { "not stripped" },
+        match (f.ibt, f.shstk) {
+            (false, false) => "none",
+            (true, false) => "IBT",
+            (false, true) => "SHSTK",
+            (true, true) => "IBT+SHSTK",
+        }
+    );
+    let l = &plan.layout;
+    let _ = writeln!(
+        s,
+        "layout: runtime segment at {:#x} (file offset {:#x}, program header #{} reused from PT_NOTE), \
+         runtime state at {:#x} ({} bytes, zero-filled tail of program header #{}), entry -> {:#x}",
+        l.rx_vaddr, l.rx_offset, l.note_phdr, l.rw_vaddr, l.rw_size, l.rw_phdr, l.new_entry
+    );
+    let _ = writeln!(s, "hooks ({}):", plan.hooks.len());
+    for (k, h) in plan.hooks.iter().enumerate() {
+        let sites: Vec<String> = plan
+            .sites
+            .iter()
+            .filter(|x| x.hook == k)
+            .map(|x| format!("{} {}@{:#x}", x.layer, x.section, x.vaddr))
+            .collect();
+        let _ = writeln!(s, "  {:<14} GOT {:#x} -> stub {:#x}: {}", h.symbol, h.got_vaddr, h.stub_vaddr, sites.join(", "));
+    }
+    if !plan.not_hooked.is_empty() {
+        let _ = writeln!(s, "not hooked ({}):", plan.not_hooked.len());
+        for n in &plan.not_hooked {
+            let _ = writeln!(s, "  {:<14} {}", n.symbol, n.reason);
+        }
+    }
+    let mut layers = std::collections::BTreeMap::<&str, usize>::new();
+    for x in &plan.sites {
+        *layers.entry(x.layer).or_default() += 1;
+    }
+    let layers: Vec<String> = layers.iter().map(|(l, n)| format!("{l}: {n}")).collect();
+    let _ = writeln!(s, "sites by layer: {}", if layers.is_empty() { "none".into() } else { layers.join(", ") });
+    s
+}
+
+fn restore(file: &Path, output: Option<&Path>) -> Result<(), String> {
+    let (f, map) = map(file)?;
+    let mode = fsio::mode_of(&f).map_err(|e| format!("{}: {e}", file.display()))?;
+    let original = dfpatch::restore(&map).map_err(|e| err(file, e))?;
+    let dest = output.unwrap_or(file);
+    fsio::write_atomic(dest, mode, |w| w.write_all(&original)).map_err(|e| format!("{}: {e}", dest.display()))?;
+    eprintln!("dfpatch: restored {} ({} bytes)", dest.display(), original.len());
+    Ok(())
+}
+
+fn policy_command(p: PolicyCommand) -> Result<(), String> {
+    match p {
+        PolicyCommand::Check { file } => {
+            let policy = load_policy(&PolicyArgs { policy: Some(file.clone()), preset: None })?;
+            println!("{}: valid ({} mode, default {}, {} rules)", file.display(), policy.mode.name(), policy.default.name(), policy.rules.len());
+            for api in dfpatch_runtime::apis::ApiId::ALL {
+                let (action, rule) = policy.decision(*api);
+                let by = rule.map_or("default".to_string(), |i| format!("rule {}", policy.rules[i].id));
+                println!("  {:<14} {:<8} {:<6} ({by})", api.name(), api.class().name(), action.name());
+            }
+            Ok(())
+        }
+        PolicyCommand::Show { name } => {
+            let name = name.as_deref().unwrap_or("default");
+            let text = dfpatch_policy::preset(name).ok_or_else(|| format!("no bundled policy named {name:?} (try `dfpatch policy list`)"))?;
+            print!("{text}");
+            Ok(())
+        }
+        PolicyCommand::List => {
+            for name in ["default", "monitor-all", "block-exec", "strict"] {
+                let text = dfpatch_policy::preset(name).unwrap_or("");
+                let first = text.lines().find(|l| l.starts_with('#')).unwrap_or("").trim_start_matches('#').trim();
+                println!("{name:<12} {first}");
+            }
+            Ok(())
+        }
+    }
+}

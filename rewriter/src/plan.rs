@@ -1,0 +1,252 @@
+//! The patch plan: what the file is, which imports are hooked at which sites,
+//! and where everything dfpatch adds will live. `inspect` prints a plan and
+//! `patch` executes the same plan, so the two never disagree.
+
+use crate::elf::{Elf, Phdr};
+use crate::error::{Error, Result};
+use crate::plt::{self, Import, Site};
+use crate::runtime::Runtime;
+use crate::trampoline::STUB_SIZE;
+use dfpatch_policy::{Action, Policy};
+use object::elf;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub const PAGE: u64 = 4096;
+
+pub fn align_up(v: u64, a: u64) -> Option<u64> {
+    Some(v.checked_add(a - 1)? & !(a - 1))
+}
+
+/// What kind of executable this is.
+#[derive(Clone, Debug, Serialize)]
+pub struct Flavour {
+    pub pie: bool,
+    pub dynamic: bool,
+    pub interpreter: Option<String>,
+    pub libc: Option<String>,
+    /// No `.symtab`.
+    pub stripped: bool,
+    /// CET indirect branch tracking / shadow stack marked in `.note.gnu.property`.
+    pub ibt: bool,
+    pub shstk: bool,
+}
+
+/// A hooked import: hook number = index in `Plan::hooks`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hook {
+    pub api: String,
+    pub symbol: String,
+    pub got_vaddr: u64,
+    pub stub_vaddr: u64,
+    #[serde(skip)]
+    pub api_id: u16,
+    #[serde(skip)]
+    pub prot_filter: bool,
+}
+
+/// A site to rewrite.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedSite {
+    pub vaddr: u64,
+    pub len: usize,
+    pub layer: &'static str,
+    pub section: String,
+    pub kind: plt::SiteKind,
+    pub hook: usize,
+    #[serde(skip)]
+    pub offset: u64,
+}
+
+/// An import that is monitored in general but not hooked in this file, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotHooked {
+    pub symbol: String,
+    pub reason: String,
+}
+
+/// Where the added parts go (link-time addresses and file offsets).
+#[derive(Clone, Debug, Serialize)]
+pub struct Layout {
+    /// The runtime's zero-filled writable part, at the end of the last RW segment.
+    pub rw_vaddr: u64,
+    pub rw_size: u64,
+    /// Index of the last PT_LOAD (writable), whose p_memsz grows to cover `rw`.
+    pub rw_phdr: usize,
+    /// The new read+execute segment.
+    pub rx_vaddr: u64,
+    pub rx_offset: u64,
+    /// Index of the PT_NOTE entry reused for it.
+    pub note_phdr: usize,
+    pub stubs_vaddr: u64,
+    pub new_entry: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub flavour: Flavour,
+    pub hooks: Vec<Hook>,
+    pub sites: Vec<PlannedSite>,
+    pub not_hooked: Vec<NotHooked>,
+    pub layout: Layout,
+}
+
+/// Checks the file can be patched at all and describes it.
+pub fn flavour(e: &Elf) -> Result<Flavour> {
+    let pie = e.e_type == elf::ET_DYN;
+    if pie && e.interp.is_none() && !e.flags_1_pie {
+        return Err(Error::SharedLibrary);
+    }
+    if !e.is_dynamic() || e.interp.is_none() {
+        return Err(Error::Static);
+    }
+    if e.sections.is_empty() {
+        return Err(Error::NoSectionHeaders);
+    }
+    let libc = e
+        .needed
+        .iter()
+        .find(|n| n.starts_with("libc.so") || n.starts_with("libc.musl"))
+        .map(|n| if n.contains("musl") { format!("musl ({n})") } else { format!("glibc ({n})") })
+        .or_else(|| e.interp.as_ref().filter(|i| i.contains("musl")).map(|i| format!("musl ({i})")));
+    let (ibt, shstk) = x86_features(e);
+    Ok(Flavour {
+        pie,
+        dynamic: true,
+        interpreter: e.interp.clone(),
+        libc,
+        stripped: e.section(".symtab").is_none(),
+        ibt,
+        shstk,
+    })
+}
+
+/// IBT and SHSTK bits of GNU_PROPERTY_X86_FEATURE_1_AND.
+fn x86_features(e: &Elf) -> (bool, bool) {
+    let Some(s) = e.section(".note.gnu.property") else { return (false, false) };
+    let Ok(d) = e.section_data(s) else { return (false, false) };
+    // namesz(4) descsz(4) type(4) "GNU\0", then properties: type(4) size(4) data, 8-aligned.
+    let mut at = 16usize;
+    while let (Some(t), Some(sz)) = (d.get(at..at + 4), d.get(at + 4..at + 8)) {
+        let t = u32::from_le_bytes(t.try_into().unwrap_or([0; 4]));
+        let sz = u32::from_le_bytes(sz.try_into().unwrap_or([0; 4])) as usize;
+        if t == 0xc000_0002 {
+            if let Some(v) = d.get(at + 8..at + 12) {
+                let v = u32::from_le_bytes(v.try_into().unwrap_or([0; 4]));
+                return (v & 1 != 0, v & 2 != 0);
+            }
+        }
+        at = match at.checked_add(8 + ((sz + 7) & !7)) {
+            Some(n) => n,
+            None => break,
+        };
+    }
+    (false, false)
+}
+
+pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
+    let flavour = flavour(e)?;
+    if e.section(".dfpatch").is_some() {
+        return Err(crate::restore::already_patched(e));
+    }
+    let layout = layout(e, rt)?;
+
+    // 1. Imports worth hooking under this policy.
+    let mut hooks = Vec::new();
+    let mut not_hooked = Vec::new();
+    for Import { api, symbol, got_vaddr } in plt::monitored_imports(e) {
+        if policy.decision(api).0 == Action::Allow {
+            not_hooked.push(NotHooked { symbol, reason: "the policy allows every call: not hooked".into() });
+            continue;
+        }
+        hooks.push(Hook {
+            api: api.name().to_string(),
+            symbol,
+            got_vaddr,
+            stub_vaddr: 0,
+            api_id: api as u16,
+            prot_filter: api.shape().prot_exec_filter().is_some(),
+        });
+    }
+    let slots: BTreeMap<u64, usize> = hooks.iter().enumerate().map(|(i, h)| (h.got_vaddr, i)).collect();
+
+    // 2. The sites that reach them.
+    let found: Vec<Site> = plt::find_sites(e, &slots)?;
+    let mut sites = Vec::new();
+    for s in found {
+        let offset = e
+            .offset_of(s.vaddr, s.len as u64)
+            .ok_or_else(|| crate::error::malformed(format!("code at {:#x} is not in the file", s.vaddr)))?;
+        sites.push(PlannedSite {
+            vaddr: s.vaddr,
+            len: s.len,
+            layer: s.layer(),
+            section: s.section.clone(),
+            kind: s.kind,
+            hook: slots[&s.got_vaddr],
+            offset,
+        });
+    }
+    // Imports no instruction calls through (e.g. only their address is taken) need no stub.
+    let used: std::collections::BTreeSet<usize> = sites.iter().map(|s| s.hook).collect();
+    let mut renumber = vec![usize::MAX; hooks.len()];
+    let mut kept = Vec::new();
+    for (i, h) in hooks.into_iter().enumerate() {
+        if used.contains(&i) {
+            renumber[i] = kept.len();
+            kept.push(h);
+        } else {
+            not_hooked.push(NotHooked {
+                symbol: h.symbol,
+                reason: "no jmp/call through its GOT slot in the executable's code".into(),
+            });
+        }
+    }
+    for s in &mut sites {
+        s.hook = renumber[s.hook];
+    }
+    let mut hooks = kept;
+
+    // 3. One stub per hook, in hook order.
+    for (k, h) in hooks.iter_mut().enumerate() {
+        h.stub_vaddr = layout.stubs_vaddr + k as u64 * STUB_SIZE;
+    }
+    Ok(Plan { flavour, hooks, sites, not_hooked, layout })
+}
+
+/// Chooses the PT_NOTE to reuse: one that does not carry the GNU property
+/// note (which PT_GNU_PROPERTY also points at), the last such one.
+fn pick_note(phdrs: &[Phdr]) -> Option<usize> {
+    let prop = phdrs.iter().find(|p| p.p_type == elf::PT_GNU_PROPERTY).map(|p| p.p_offset);
+    let notes: Vec<usize> = phdrs.iter().enumerate().filter(|(_, p)| p.p_type == elf::PT_NOTE).map(|(i, _)| i).collect();
+    notes.iter().rev().copied().find(|&i| Some(phdrs[i].p_offset) != prop).or_else(|| notes.last().copied())
+}
+
+fn layout(e: &Elf, rt: &Runtime) -> Result<Layout> {
+    let (rw_phdr, last) = e
+        .phdrs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.p_type == elf::PT_LOAD)
+        .max_by_key(|(_, p)| p.p_vaddr)
+        .ok_or_else(|| crate::error::malformed("no PT_LOAD segment"))?;
+    if last.p_flags & elf::PF_W == 0 {
+        return Err(Error::LastSegmentNotWritable);
+    }
+    let note_phdr = pick_note(&e.phdrs).ok_or(Error::NoSpareHeader)?;
+    let overflow = || crate::error::malformed("addresses overflow");
+    let rw_vaddr = align_up(last.mem_end().ok_or_else(overflow)?, PAGE).ok_or_else(overflow)?;
+    let rx_vaddr = rw_vaddr.checked_add(rt.rx_start).ok_or_else(overflow)?;
+    let rx_offset = align_up(e.data.len() as u64, PAGE).ok_or_else(overflow)?;
+    let stubs_vaddr = rx_vaddr + align_up(rt.rx.len() as u64, 16).ok_or_else(overflow)?;
+    Ok(Layout {
+        rw_vaddr,
+        rw_size: rt.rw_size,
+        rw_phdr,
+        rx_vaddr,
+        rx_offset,
+        note_phdr,
+        stubs_vaddr,
+        new_entry: rx_vaddr + (rt.entry - rt.rx_start),
+    })
+}

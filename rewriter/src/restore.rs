@@ -1,0 +1,76 @@
+//! Restore data: the original bytes under every edit and the original file
+//! length, kept in the non-loaded `.dfpatch.restore` section. Restoring
+//! truncates the file to its original length (everything dfpatch appended
+//! goes) and puts the original bytes back, giving the input byte for byte.
+//!
+//! Format (little-endian): `b"DFPRSTR1"`, original length `u64`, entry count
+//! `u64`, then per entry: offset `u64`, length `u64`, the bytes, padded to 8.
+
+use crate::elf::{slice, Elf};
+use crate::error::{Error, Result};
+use crate::inject::contract_from_bytes;
+use crate::runtime::Runtime;
+
+const MAGIC: &[u8; 8] = b"DFPRSTR1";
+
+pub fn encode(orig_len: u64, originals: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&orig_len.to_le_bytes());
+    b.extend_from_slice(&(originals.len() as u64).to_le_bytes());
+    for (off, bytes) in originals {
+        b.extend_from_slice(&off.to_le_bytes());
+        b.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        b.extend_from_slice(bytes);
+        while b.len() % 8 != 0 {
+            b.push(0);
+        }
+    }
+    b
+}
+
+/// The original file of a patched `e`.
+pub fn restore(e: &Elf) -> Result<Vec<u8>> {
+    let s = e.section(".dfpatch.restore").ok_or(Error::NotPatched)?;
+    let blob = e.section_data(s)?;
+    let bad = |why: &str| Error::BadRestoreData(why.to_string());
+    let u64_at = |i: usize| -> Result<u64> {
+        Ok(u64::from_le_bytes(blob.get(i..i + 8).ok_or_else(|| bad("truncated"))?.try_into().map_err(|_| bad("truncated"))?))
+    };
+    if blob.get(..8) != Some(MAGIC.as_slice()) {
+        return Err(bad("wrong magic"));
+    }
+    let orig_len = u64_at(8)?;
+    let count = u64_at(16)?;
+    let mut out = slice(e.data, 0, orig_len).ok_or_else(|| bad("original length beyond the file"))?.to_vec();
+    let mut at = 24usize;
+    for _ in 0..count {
+        let off = u64_at(at)?;
+        let len = u64_at(at + 8)?;
+        at += 16;
+        let bytes = slice(blob, at as u64, len).ok_or_else(|| bad("entry beyond the data"))?;
+        let end = off.checked_add(len).ok_or_else(|| bad("entry overflows"))?;
+        out.get_mut(off as usize..end as usize).ok_or_else(|| bad("entry beyond the original"))?.copy_from_slice(bytes);
+        at += (len as usize).div_ceil(8) * 8;
+    }
+    Ok(out)
+}
+
+/// The contract of a patched file, read from its `.dfpatch` section.
+pub fn contract_of(e: &Elf) -> Option<dfpatch_runtime::contract::Contract> {
+    let s = e.section(".dfpatch")?;
+    let rt = Runtime::load().ok()?;
+    let data = e.section_data(s).ok()?;
+    contract_from_bytes(data.get((rt.contract - rt.rx_start) as usize..)?)
+}
+
+/// The "already patched" error, naming the version and policy that did it.
+pub fn already_patched(e: &Elf) -> Error {
+    match contract_of(e) {
+        Some(c) => Error::AlreadyPatched {
+            version: String::from_utf8_lossy(&c.tool_version).trim_end_matches('\0').to_string(),
+            policy_hash: c.policy_hash.iter().map(|b| format!("{b:02x}")).collect::<String>()[..16].to_string(),
+        },
+        None => Error::AlreadyPatched { version: "unknown".into(), policy_hash: "unknown".into() },
+    }
+}

@@ -1,0 +1,217 @@
+//! The monitored functions: one table that the rewriter, the policy compiler
+//! and the runtime all read, so an API number means the same thing everywhere.
+
+/// Behaviour classes, as they appear in events and in policy `apis`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Class {
+    Exec = 0,
+    Network = 1,
+    File = 2,
+    Memory = 3,
+    Library = 4,
+    Debug = 5,
+}
+
+impl Class {
+    pub const ALL: [Class; 6] = [
+        Class::Exec,
+        Class::Network,
+        Class::File,
+        Class::Memory,
+        Class::Library,
+        Class::Debug,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Exec => "exec",
+            Class::Network => "network",
+            Class::File => "file",
+            Class::Memory => "memory",
+            Class::Library => "library",
+            Class::Debug => "debug",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Class> {
+        Class::ALL.iter().copied().find(|c| c.name() == name)
+    }
+}
+
+/// How a function's arguments are laid out (`a0`..`a5` are the integer
+/// argument registers, in order), which decides how the runtime decodes them
+/// and how a refused call fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// `system(command)`
+    System,
+    /// `popen(command, mode)`
+    Popen,
+    /// `execve(path, argv, envp)` and the `execv*` family.
+    Execv,
+    /// `execl(path, arg0, ..., NULL)`: argv is the variadic tail.
+    Execl,
+    /// `fexecve(fd, argv, envp)`
+    Fexecve,
+    /// `posix_spawn(pid, path, actions, attr, argv, envp)`
+    Spawn,
+    /// `connect`/`bind(fd, addr, len)`
+    Sockaddr,
+    /// `listen(fd, backlog)`
+    Listen,
+    /// `open(path, flags, mode)`, `__open_2(path, flags)`
+    Open,
+    /// `openat(dirfd, path, flags, mode)`
+    OpenAt,
+    /// `fopen(path, mode)`
+    Fopen,
+    /// `creat(path, mode)`
+    Creat,
+    /// `mmap(addr, len, prot, flags, fd, off)`
+    Mmap,
+    /// `mprotect(addr, len, prot)`
+    Mprotect,
+    /// `dlopen(path, flags)`, `dlmopen(lmid, path, flags)` uses [`Shape::Dlmopen`].
+    Dlopen,
+    Dlmopen,
+    /// `ptrace(request, pid, addr, data)`
+    Ptrace,
+}
+
+/// How a refused call reports failure, matching the real function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Returns -1 and sets `errno` to `EPERM`.
+    MinusOneErrno,
+    /// Returns NULL and sets `errno` to `EPERM`.
+    NullErrno,
+    /// Returns the error number `EPERM` (`posix_spawn`).
+    ErrorNumber,
+}
+
+impl Shape {
+    pub fn failure(self) -> Failure {
+        match self {
+            Shape::Popen | Shape::Fopen | Shape::Dlopen | Shape::Dlmopen => Failure::NullErrno,
+            Shape::Spawn => Failure::ErrorNumber,
+            _ => Failure::MinusOneErrno,
+        }
+    }
+
+    /// Index of the argument register holding `prot`, for the shapes whose
+    /// calls are only of interest when they ask for `PROT_EXEC`.
+    pub fn prot_exec_filter(self) -> Option<usize> {
+        match self {
+            Shape::Mmap | Shape::Mprotect => Some(2),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! apis {
+    ($( $id:ident = $name:literal, $class:ident, $shape:ident; )*) => {
+        /// Every monitored function, numbered from 0.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u16)]
+        #[allow(non_camel_case_types)]
+        pub enum ApiId { $($id),* }
+
+        impl ApiId {
+            pub const ALL: &'static [ApiId] = &[$(ApiId::$id),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(ApiId::$id => $name),* }
+            }
+
+            pub fn class(self) -> Class {
+                match self { $(ApiId::$id => Class::$class),* }
+            }
+
+            pub fn shape(self) -> Shape {
+                match self { $(ApiId::$id => Shape::$shape),* }
+            }
+
+            pub fn from_u16(n: u16) -> Option<ApiId> {
+                const ALL: &[ApiId] = &[$(ApiId::$id),*];
+                // A plain loop: no table of pointers, so no relocation in the runtime image.
+                let mut i = 0;
+                while i < ALL.len() {
+                    if ALL[i] as u16 == n {
+                        return Some(ALL[i]);
+                    }
+                    i += 1;
+                }
+                None
+            }
+
+            pub fn from_name(name: &str) -> Option<ApiId> {
+                match name { $($name => Some(ApiId::$id),)* _ => None }
+            }
+        }
+    };
+}
+
+apis! {
+    system = "system", Exec, System;
+    popen = "popen", Exec, Popen;
+    execve = "execve", Exec, Execv;
+    execv = "execv", Exec, Execv;
+    execvp = "execvp", Exec, Execv;
+    execvpe = "execvpe", Exec, Execv;
+    execl = "execl", Exec, Execl;
+    execle = "execle", Exec, Execl;
+    execlp = "execlp", Exec, Execl;
+    fexecve = "fexecve", Exec, Fexecve;
+    posix_spawn = "posix_spawn", Exec, Spawn;
+    posix_spawnp = "posix_spawnp", Exec, Spawn;
+    connect = "connect", Network, Sockaddr;
+    bind = "bind", Network, Sockaddr;
+    listen = "listen", Network, Listen;
+    open = "open", File, Open;
+    open64 = "open64", File, Open;
+    open_2 = "__open_2", File, Open;
+    open64_2 = "__open64_2", File, Open;
+    openat = "openat", File, OpenAt;
+    openat64 = "openat64", File, OpenAt;
+    openat_2 = "__openat_2", File, OpenAt;
+    openat64_2 = "__openat64_2", File, OpenAt;
+    fopen = "fopen", File, Fopen;
+    fopen64 = "fopen64", File, Fopen;
+    creat = "creat", File, Creat;
+    creat64 = "creat64", File, Creat;
+    mmap = "mmap", Memory, Mmap;
+    mmap64 = "mmap64", Memory, Mmap;
+    mprotect = "mprotect", Memory, Mprotect;
+    dlopen = "dlopen", Library, Dlopen;
+    dlmopen = "dlmopen", Library, Dlmopen;
+    ptrace = "ptrace", Debug, Ptrace;
+}
+
+pub const API_COUNT: usize = ApiId::ALL.len();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbering_is_dense_and_names_round_trip() {
+        for (i, api) in ApiId::ALL.iter().enumerate() {
+            assert_eq!(*api as usize, i);
+            assert_eq!(ApiId::from_u16(i as u16), Some(*api));
+            assert_eq!(ApiId::from_name(api.name()), Some(*api));
+        }
+        assert_eq!(ApiId::from_u16(API_COUNT as u16), None);
+        assert_eq!(ApiId::from_name("printf"), None);
+    }
+
+    #[test]
+    fn classes_round_trip() {
+        for c in Class::ALL {
+            assert_eq!(Class::from_name(c.name()), Some(c));
+        }
+        assert_eq!(ApiId::posix_spawn.shape().failure(), Failure::ErrorNumber);
+        assert_eq!(ApiId::fopen.shape().failure(), Failure::NullErrno);
+        assert_eq!(ApiId::mmap.shape().prot_exec_filter(), Some(2));
+    }
+}

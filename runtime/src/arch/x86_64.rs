@@ -1,0 +1,197 @@
+//! All of the runtime's inline assembly, and nothing else.
+//!
+//! * `syscallN`: raw Linux system calls. The kernel clobbers `rcx` and `r11`;
+//!   each wrapper declares that once. Results are the raw kernel value
+//!   (negative errno on failure).
+//! * `dfp_entry`: the new ELF entry point. It runs before the program's own
+//!   `_start`, keeps `%rdx` (the dynamic loader's fini function) and the
+//!   initial stack untouched, calls `dfp_start` and jumps to the original entry.
+//! * `dfp_hook`: where every hook stub goes when a call needs the runtime.
+//!   `%r11` holds the hook number; the caller's stack is exactly as at the
+//!   call. It saves the argument registers into a [`HookFrame`], calls
+//!   `dfp_dispatch`, then either restores everything and jumps to the real
+//!   function (variadic arguments and `%al` untouched) or returns the value the
+//!   runtime chose. The runtime is built without SSE (x86_64-unknown-none is
+//!   soft-float), so vector registers need no saving.
+
+use core::arch::{asm, global_asm};
+
+/// The registers `dfp_hook` saved, lowest address first.
+#[repr(C)]
+pub struct HookFrame {
+    /// In: the hook number. Out: the address to jump to when forwarding.
+    pub r11: u64,
+    /// In: the caller's `%rax` (`%al` = vector registers used by a variadic call).
+    /// Out: the return value when the call is refused.
+    pub rax: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub rbp: u64,
+    /// The caller's return address; the caller's stack arguments follow it.
+    pub ret: u64,
+}
+
+impl HookFrame {
+    /// Integer argument `n` (0-based) of the intercepted call.
+    pub fn arg(&self, n: usize) -> u64 {
+        match n {
+            0 => self.rdi,
+            1 => self.rsi,
+            2 => self.rdx,
+            3 => self.rcx,
+            4 => self.r8,
+            5 => self.r9,
+            _ => 0,
+        }
+    }
+
+    /// Address of stack argument `n` (the 7th integer argument is stack argument 0).
+    pub fn stack_arg_addr(&self, n: usize) -> u64 {
+        (&self.ret as *const u64 as u64).wrapping_add(8 + 8 * n as u64)
+    }
+}
+
+/// `dfp_dispatch` result: restore the registers and jump to `HookFrame::r11`.
+pub const FORWARD: u64 = 0;
+/// `dfp_dispatch` result: return `HookFrame::rax` to the caller.
+pub const RETURN: u64 = 1;
+
+global_asm!(
+    ".pushsection .text.dfp_entry,\"ax\",@progbits",
+    ".globl dfp_entry",
+    ".hidden dfp_entry",
+    ".type dfp_entry,@function",
+    "dfp_entry:",
+    "endbr64",
+    "mov rdi, rsp",
+    "push rdx",
+    "sub rsp, 8",
+    "call {start}",
+    "add rsp, 8",
+    "pop rdx",
+    "jmp rax",
+    ".size dfp_entry, . - dfp_entry",
+    "",
+    ".globl dfp_hook",
+    ".hidden dfp_hook",
+    ".type dfp_hook,@function",
+    "dfp_hook:",
+    "push rbp",
+    "mov rbp, rsp",
+    "push r9",
+    "push r8",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push rax",
+    "push r11",
+    "mov rdi, rsp",
+    "call {dispatch}",
+    "test eax, eax",
+    "pop r11",
+    "pop rax",
+    "jnz 2f",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop r8",
+    "pop r9",
+    "pop rbp",
+    "jmp r11",
+    "2:",
+    "add rsp, 48",
+    "pop rbp",
+    "ret",
+    ".size dfp_hook, . - dfp_hook",
+    ".popsection",
+    start = sym crate::hook::dfp_start,
+    dispatch = sym crate::hook::dfp_dispatch,
+);
+
+/// # Safety
+/// The call must be one the kernel accepts with these arguments without
+/// breaking Rust's memory model (no unmapping of memory Rust still uses, ...).
+#[inline(always)]
+pub unsafe fn syscall1(n: u64, a0: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: the caller upholds the system call's contract; rcx/r11 are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") n as i64 => ret, in("rdi") a0,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// # Safety
+/// As [`syscall1`].
+#[inline(always)]
+pub unsafe fn syscall2(n: u64, a0: u64, a1: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: as syscall1.
+    unsafe {
+        asm!("syscall", inlateout("rax") n as i64 => ret, in("rdi") a0, in("rsi") a1,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// # Safety
+/// As [`syscall1`].
+#[inline(always)]
+pub unsafe fn syscall3(n: u64, a0: u64, a1: u64, a2: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: as syscall1.
+    unsafe {
+        asm!("syscall", inlateout("rax") n as i64 => ret, in("rdi") a0, in("rsi") a1,
+             in("rdx") a2, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// # Safety
+/// As [`syscall1`].
+#[inline(always)]
+pub unsafe fn syscall4(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: as syscall1.
+    unsafe {
+        asm!("syscall", inlateout("rax") n as i64 => ret, in("rdi") a0, in("rsi") a1,
+             in("rdx") a2, in("r10") a3, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// # Safety
+/// As [`syscall1`].
+#[inline(always)]
+pub unsafe fn syscall6(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: as syscall1.
+    unsafe {
+        asm!("syscall", inlateout("rax") n as i64 => ret, in("rdi") a0, in("rsi") a1,
+             in("rdx") a2, in("r10") a3, in("r8") a4, in("r9") a5,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Run-time address of the contract, computed PC-relatively from the symbol
+/// `link.ld` defines. Rust's own references to a `#[used]` static may go
+/// through a GOT entry, which is not relocated yet when start-up needs the
+/// contract; an assembler `lea` of a linker-defined symbol never does.
+#[cfg(target_os = "none")]
+#[inline(always)]
+pub fn contract_addr() -> u64 {
+    let a: u64;
+    // SAFETY: a RIP-relative `lea` of a symbol of this image reads no memory.
+    unsafe {
+        asm!("lea {0}, [rip + __dfp_contract]", out(reg) a, options(nomem, nostack, preserves_flags));
+    }
+    a
+}

@@ -1,0 +1,412 @@
+//! The runtime proper: start-up, the hook dispatcher, events and the sink.
+//!
+//! Rules for this module (it runs inside any thread of any program, before
+//! libc is ready, in signal handlers and in vfork children):
+//! * no libc, no allocation, no TLS, no locks: state is atomics only;
+//! * until `init` has copied the writable image and applied relocations, only
+//!   zero-initialised statics (`.bss`) may be touched, and no code may rely on
+//!   a pointer stored in data;
+//! * nothing here may call a hooked function; system calls are raw;
+//! * an event is built on the stack and written with one `write`.
+
+use crate::apis::{ApiId, Failure};
+use crate::arch::x86_64::{HookFrame, FORWARD, RETURN};
+use crate::contract::{action, Contract, HookEntry, CONTRACT_VERSION, MAGIC};
+use crate::json::Json;
+use crate::ptable::{action_name, PolicyTable, Sink};
+use crate::{decode, loader, mem, sys};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Filled in by the rewriter in the output file; all zero in the build. The
+/// rewriter finds it as the `.dfp_contract` output section. It is deliberately
+/// not exported (`#[no_mangle]`): an exported static may be reached through a
+/// GOT entry, and the GOT is not relocated yet when start-up reads the contract.
+#[used]
+#[link_section = ".dfp_contract"]
+static DFP_CONTRACT: Contract = Contract::EMPTY;
+
+/// 0: not started; 1: a thread is initialising; 2: ready.
+static INIT: AtomicU32 = AtomicU32::new(0);
+/// The sink descriptor + 1 (0 = none yet).
+static SINK_FD: AtomicI32 = AtomicI32::new(0);
+/// Identity of a `file:` sink, to notice when the program closed or replaced it.
+static SINK_DEV: AtomicU64 = AtomicU64::new(0);
+static SINK_INO: AtomicU64 = AtomicU64::new(0);
+/// `__errno_location`: 0 not looked up yet, 1 not found, else its address.
+static ERRNO_FN: AtomicU64 = AtomicU64::new(0);
+static EXE_LEN: AtomicUsize = AtomicUsize::new(0);
+static EXE: RacyBytes<512> = RacyBytes(UnsafeCell::new([0; 512]));
+
+/// Bytes written once by `init` (single writer, before `INIT` becomes 2 with
+/// Release) and only read after an Acquire load of `INIT` sees 2.
+struct RacyBytes<const N: usize>(UnsafeCell<[u8; N]>);
+// SAFETY: see the type's comment: the one write happens-before every read.
+unsafe impl<const N: usize> Sync for RacyBytes<N> {}
+
+/// Where the contract is at run time.
+fn contract_ptr() -> *const Contract {
+    #[cfg(target_os = "none")]
+    {
+        crate::arch::x86_64::contract_addr() as *const Contract
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        core::ptr::addr_of!(DFP_CONTRACT)
+    }
+}
+
+fn contract() -> Contract {
+    // SAFETY: the pointer is to DFP_CONTRACT, a valid static; the volatile read
+    // stops the compiler from folding in the all-zero value it was built with.
+    unsafe { core::ptr::read_volatile(contract_ptr()) }
+}
+
+/// Run-time address minus link-time address of the patched executable.
+fn bias(c: &Contract) -> u64 {
+    (contract_ptr() as u64).wrapping_sub(c.self_vaddr)
+}
+
+fn valid(c: &Contract) -> bool {
+    c.magic == MAGIC && c.version == CONTRACT_VERSION
+}
+
+/// Bytes of the running image at link-time address `vaddr`.
+fn image(c: &Contract, vaddr: u64, len: u64) -> &'static [u8] {
+    if vaddr == 0 || len == 0 || len > (1 << 30) {
+        return &[];
+    }
+    // SAFETY: the rewriter placed `len` bytes at `vaddr` in a loaded, read-only
+    // segment of this executable; they live as long as the process.
+    unsafe { core::slice::from_raw_parts(vaddr.wrapping_add(bias(c)) as *const u8, len as usize) }
+}
+
+fn policy(c: &Contract) -> Option<PolicyTable<'static>> {
+    PolicyTable::parse(image(c, c.policy_vaddr, c.policy_len))
+}
+
+/// Called by `dfp_entry` with the initial stack pointer; returns where the
+/// program's own entry point is loaded.
+pub extern "C" fn dfp_start(_sp: *const u64) -> u64 {
+    let c = contract();
+    ensure_init(&c);
+    c.orig_entry.wrapping_add(bias(&c))
+}
+
+/// Makes sure `init` ran once; returns whether the runtime is ready.
+fn ensure_init(c: &Contract) -> bool {
+    match INIT.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {
+            init(c);
+            INIT.store(2, Ordering::Release);
+            true
+        }
+        Err(2) => true,
+        Err(_) => {
+            // Another thread is initialising (only possible when hooks fire
+            // before the entry point, from a constructor's thread).
+            for _ in 0..10_000 {
+                if INIT.load(Ordering::Acquire) == 2 {
+                    return true;
+                }
+                sys::sched_yield();
+            }
+            false
+        }
+    }
+}
+
+fn init(c: &Contract) {
+    if !valid(c) {
+        return;
+    }
+    let b = bias(c);
+    let rw = c.rw_vaddr.wrapping_add(b);
+    // 1. The writable image's initial data (its .bss part is already zero).
+    let init_bytes = image(c, c.rw_init_vaddr, c.rw_init_len);
+    for (i, &byte) in init_bytes.iter().enumerate() {
+        // SAFETY: the rewriter sized the zero-filled writable area to hold the
+        // runtime's whole writable image; the data part is rw_init_len bytes.
+        unsafe { core::ptr::write_volatile((rw + i as u64) as *mut u8, byte) };
+    }
+    // 2. Our own R_X86_64_RELATIVE relocations, all inside the writable image.
+    let rel = image(c, c.rel_vaddr, c.rel_count.saturating_mul(16));
+    for pair in rel.chunks_exact(16) {
+        let off = u64::from_le_bytes(pair[..8].try_into().unwrap_or([0; 8]));
+        let addend = u64::from_le_bytes(pair[8..].try_into().unwrap_or([0; 8]));
+        // SAFETY: the rewriter checked that every offset lies in the writable image.
+        unsafe { core::ptr::write_volatile((rw + off) as *mut u64, rw.wrapping_add(addend)) };
+    }
+    // 3. Who we are, for every event.
+    let mut buf = [0u8; 512];
+    if let Ok(n) = sys::readlink(b"/proc/self/exe\0", &mut buf) {
+        // SAFETY: single writer before INIT becomes 2 (see RacyBytes).
+        let exe = unsafe { &mut *EXE.0.get() };
+        let n = n.min(exe.len());
+        exe[..n].copy_from_slice(&buf[..n]);
+        EXE_LEN.store(n, Ordering::Relaxed);
+    }
+    // 4. The sink.
+    if let Some(p) = policy(c) {
+        open_sink(&p);
+    }
+}
+
+fn exe_path() -> &'static [u8] {
+    if INIT.load(Ordering::Acquire) != 2 {
+        return b"";
+    }
+    // SAFETY: written once before INIT became 2 (see RacyBytes).
+    let exe = unsafe { &*EXE.0.get() };
+    exe.get(..EXE_LEN.load(Ordering::Relaxed)).unwrap_or(b"")
+}
+
+/// Lowest descriptor number a `file:` sink is moved to, out of the way of
+/// programs that assume small numbers or close 3..N.
+const SINK_MIN_FD: i32 = 1000;
+
+fn open_sink(p: &PolicyTable) {
+    match p.sink() {
+        Sink::Stderr => SINK_FD.store(2 + 1, Ordering::Relaxed),
+        Sink::Fd(fd) => SINK_FD.store(fd + 1, Ordering::Relaxed),
+        Sink::File(path) => {
+            if let Some(fd) = open_file_sink(path) {
+                if let Ok((dev, ino)) = sys::fstat_id(fd) {
+                    SINK_DEV.store(dev, Ordering::Relaxed);
+                    SINK_INO.store(ino, Ordering::Relaxed);
+                }
+                SINK_FD.store(fd + 1, Ordering::Release);
+            }
+        }
+    }
+}
+
+fn open_file_sink(path: &[u8]) -> Option<i32> {
+    let mut z = [0u8; 1025];
+    let dst = z.get_mut(..path.len())?;
+    dst.copy_from_slice(path);
+    let flags = sys::O_WRONLY | sys::O_APPEND | sys::O_CREAT | sys::O_CLOEXEC;
+    let fd = sys::open(z.get(..path.len() + 1)?, flags, 0o600).ok()?;
+    match sys::dupfd_cloexec(fd, SINK_MIN_FD) {
+        Ok(high) => {
+            sys::close(fd);
+            Some(high)
+        }
+        Err(_) => Some(fd),
+    }
+}
+
+/// The descriptor to write an event to, reopening a `file:` sink that the
+/// program closed or replaced (`dup2` over it).
+fn sink_fd(p: &PolicyTable) -> Option<i32> {
+    let fd = SINK_FD.load(Ordering::Acquire) - 1;
+    match p.sink() {
+        Sink::File(path) => {
+            let same = fd >= 0
+                && sys::fstat_id(fd).ok()
+                    == Some((SINK_DEV.load(Ordering::Relaxed), SINK_INO.load(Ordering::Relaxed)));
+            if same {
+                return Some(fd);
+            }
+            let new = open_file_sink(path)?;
+            let id = sys::fstat_id(new).unwrap_or((0, 0));
+            match SINK_FD.compare_exchange(fd + 1, new + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    SINK_DEV.store(id.0, Ordering::Relaxed);
+                    SINK_INO.store(id.1, Ordering::Relaxed);
+                    Some(new)
+                }
+                Err(other) => {
+                    // Another thread reopened it first: use theirs.
+                    sys::close(new);
+                    Some(other - 1)
+                }
+            }
+        }
+        _ if fd >= 0 => Some(fd),
+        Sink::Stderr => Some(2),
+        Sink::Fd(n) => Some(n),
+    }
+}
+
+/// The hook dispatcher, called by `dfp_hook` for every stub that needs the runtime.
+pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
+    let c = contract();
+    let hook = f.r11;
+    let entry = match hook_entry(&c, hook) {
+        Some(e) => e,
+        None => sys::kill_self(), // a stub without a table entry: the file is damaged
+    };
+    let b = bias(&c);
+    // SAFETY: the GOT slot is a loaded, aligned u64 of this executable.
+    let target = unsafe { core::ptr::read_volatile(entry.got_vaddr.wrapping_add(b) as *const u64) };
+    f.r11 = target;
+    let api = match ApiId::from_u16(entry.api) {
+        Some(a) => a,
+        None => return FORWARD,
+    };
+    if let Some(i) = api.shape().prot_exec_filter() {
+        if f.arg(i) & 4 == 0 {
+            return FORWARD;
+        }
+    }
+    let ready = ensure_init(&c);
+    let p = match policy(&c) {
+        Some(p) => p,
+        None => return FORWARD,
+    };
+    let d = p.decision(entry.api);
+    if d.action == action::ALLOW {
+        return FORWARD;
+    }
+    let done = if p.enforce() { d.action } else { action::ALERT };
+    if ready {
+        emit(&c, &p, api, f, done, d.action, d.rule);
+    }
+    match done {
+        action::DENY => {
+            refuse(&c, api, f);
+            RETURN
+        }
+        action::KILL => sys::kill_self(),
+        _ => FORWARD,
+    }
+}
+
+fn hook_entry(c: &Contract, hook: u64) -> Option<HookEntry> {
+    if hook >= c.hooks_count {
+        return None;
+    }
+    let bytes = image(c, c.hooks_vaddr.checked_add(hook * 16)?, 16);
+    let got = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let api = u16::from_le_bytes(bytes.get(8..10)?.try_into().ok()?);
+    Some(HookEntry { got_vaddr: got, api, _pad: [0; 6] })
+}
+
+/// Makes the refused call fail the way the real function fails.
+fn refuse(c: &Contract, api: ApiId, f: &mut HookFrame) {
+    const EPERM: i32 = 1;
+    match api.shape().failure() {
+        Failure::ErrorNumber => f.rax = EPERM as u64,
+        Failure::MinusOneErrno => {
+            set_errno(c, EPERM);
+            f.rax = u64::MAX;
+        }
+        Failure::NullErrno => {
+            set_errno(c, EPERM);
+            f.rax = 0;
+        }
+    }
+}
+
+fn set_errno(c: &Contract, value: i32) {
+    let mut fp = ERRNO_FN.load(Ordering::Relaxed);
+    if fp == 0 {
+        let dynamic = if c.dynamic_vaddr == 0 { 0 } else { c.dynamic_vaddr.wrapping_add(bias(c)) };
+        fp = if dynamic == 0 { None } else { loader::lookup(dynamic, b"__errno_location") }.unwrap_or(1);
+        ERRNO_FN.store(fp, Ordering::Relaxed);
+    }
+    if fp > 1 {
+        // SAFETY: `fp` is the address of libc's `int *__errno_location(void)`,
+        // found in the loaded libc's dynamic symbol table; it returns the
+        // calling thread's errno slot.
+        unsafe {
+            let f: extern "C" fn() -> *mut i32 = core::mem::transmute(fp as usize);
+            let slot = f();
+            if !slot.is_null() {
+                *slot = value;
+            }
+        }
+    }
+}
+
+/// Builds one event on the stack and writes it with one `write`.
+fn emit(c: &Contract, p: &PolicyTable, api: ApiId, f: &HookFrame, done: u8, wanted: u8, rule: u16) {
+    let fd = match sink_fd(p) {
+        Some(fd) => fd,
+        None => return,
+    };
+    let mut buf = [0u8; 4096];
+    let mut j = Json::new(&mut buf, 40);
+    j.raw(b"{");
+    j.key(true, b"time");
+    let (s, ns) = sys::realtime();
+    let mut t = [0u8; 30];
+    crate::time::rfc3339(s, ns, &mut t);
+    j.string(&t);
+    j.key(false, b"pid");
+    j.u64(sys::getpid());
+    j.key(false, b"tid");
+    j.u64(sys::gettid());
+    j.key(false, b"exe");
+    j.string(exe_path());
+    j.key(false, b"api");
+    j.string(api.name().as_bytes());
+    j.key(false, b"class");
+    j.string(api.class().name().as_bytes());
+    j.key(false, b"action");
+    j.string(action_name(done).as_bytes());
+    if wanted != done {
+        j.key(false, b"policy_action");
+        j.string(action_name(wanted).as_bytes());
+    }
+    j.key(false, b"rule");
+    j.string(p.rule_name(rule));
+    j.key(false, b"mode");
+    j.string(p.mode_name().as_bytes());
+    caller(c, &mut j, f.ret);
+    decode::args(&mut j, api.shape(), f);
+    if j.truncated() {
+        j.raw_closing(b",\"truncated\":true");
+    }
+    j.finish();
+    let _ = sys::write_nosigpipe(fd, j.bytes());
+}
+
+/// Start of the call instruction that returns to `ret`: `call rel32` (5
+/// bytes), `call *disp(%rip)` or our `addr32 call rel32` (6 bytes); otherwise
+/// the return address itself.
+fn call_site(ret: u64) -> u64 {
+    let mut b = [0u8; 6];
+    if mem::read(ret.wrapping_sub(6), &mut b) != 6 {
+        return ret;
+    }
+    if b[1] == 0xe8 {
+        ret - 5
+    } else if (b[0] == 0xff && b[1] == 0x15) || (b[0] == 0x67 && b[1] == 0xe8) {
+        ret - 6
+    } else {
+        ret
+    }
+}
+
+/// `"caller":{"module":..., "offset":..., "return_address":...}`.
+fn caller(c: &Contract, j: &mut Json, ret: u64) {
+    let site = call_site(ret);
+    j.key(false, b"caller");
+    j.raw(b"{");
+    let link = site.wrapping_sub(bias(c));
+    j.key(true, b"module");
+    if link >= c.exe_lo && link < c.exe_hi {
+        j.string(exe_path());
+        j.key(false, b"offset");
+        j.hex(link);
+    } else {
+        let mut path = [0u8; 256];
+        match loader::module_of(site, &mut path) {
+            Some((n, off)) => {
+                j.string(path.get(..n).unwrap_or(&[]));
+                j.key(false, b"offset");
+                j.hex(off);
+            }
+            None => {
+                j.raw(b"null");
+                j.key(false, b"offset");
+                j.hex(site);
+            }
+        }
+    }
+    j.key(false, b"return_address");
+    j.hex(ret);
+    j.raw_closing(b"}");
+}

@@ -1,0 +1,22 @@
+//! The dfpatch monitoring runtime, `#![no_std]`.
+//!
+//! This crate is compiled twice: for the host, where its pure parts (the
+//! contract, the API table, JSON and time formatting, argument decoding, the
+//! policy table reader) are unit tested, and inside `runtime/blob` for
+//! `x86_64-unknown-none`, as the freestanding image the rewriter injects.
+//! `hook.rs` states the rules for code that runs inside a patched program.
+#![no_std]
+
+pub mod apis;
+pub mod arch {
+    pub mod x86_64;
+}
+pub mod contract;
+pub mod decode;
+pub mod hook;
+pub mod json;
+pub mod loader;
+pub mod mem;
+pub mod ptable;
+pub mod sys;
+pub mod time;

@@ -1,0 +1,142 @@
+//! Reading the compiled policy table (see `contract::PolicyHeader`).
+//! The table was written by our own compiler, but every read is still bounds
+//! checked: a damaged file must not make the runtime fault.
+
+use crate::contract::{
+    action, mode, sink, ApiDecision, PolicyHeader, StrRef, POLICY_MAGIC, POLICY_VERSION,
+    RULE_DEFAULT,
+};
+
+#[derive(Clone, Copy)]
+pub struct PolicyTable<'a> {
+    bytes: &'a [u8],
+    head: PolicyHeader,
+}
+
+/// Where events go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink<'a> {
+    Stderr,
+    Fd(i32),
+    File(&'a [u8]),
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    let s = b.get(off..off.checked_add(2)?)?;
+    Some(u16::from_le_bytes([s[0], s[1]]))
+}
+
+impl<'a> PolicyTable<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Option<PolicyTable<'a>> {
+        let magic = bytes.get(0..4)?;
+        if magic != POLICY_MAGIC || u32_at(bytes, 4)? != POLICY_VERSION {
+            return None;
+        }
+        let head = PolicyHeader {
+            magic: POLICY_MAGIC,
+            version: POLICY_VERSION,
+            mode: *bytes.get(8)?,
+            default_action: *bytes.get(9)?,
+            sink_kind: *bytes.get(10)?,
+            _pad: 0,
+            sink_fd: u32_at(bytes, 12)? as i32,
+            sink_path_off: u32_at(bytes, 16)?,
+            sink_path_len: u32_at(bytes, 20)?,
+            decisions_off: u32_at(bytes, 24)?,
+            api_count: u32_at(bytes, 28)?,
+            rules_off: u32_at(bytes, 32)?,
+            rule_count: u32_at(bytes, 36)?,
+        };
+        Some(PolicyTable { bytes, head })
+    }
+
+    pub fn enforce(&self) -> bool {
+        self.head.mode == mode::ENFORCE
+    }
+
+    pub fn mode_name(&self) -> &'static str {
+        if self.enforce() {
+            "enforce"
+        } else {
+            "monitor"
+        }
+    }
+
+    pub fn sink(&self) -> Sink<'a> {
+        match self.head.sink_kind {
+            sink::FILE => {
+                let off = self.head.sink_path_off as usize;
+                let end = off.saturating_add(self.head.sink_path_len as usize);
+                match self.bytes.get(off..end) {
+                    Some(p) if !p.is_empty() => Sink::File(p),
+                    _ => Sink::Stderr,
+                }
+            }
+            sink::FD => Sink::Fd(self.head.sink_fd),
+            _ => Sink::Stderr,
+        }
+    }
+
+    /// The decision for API number `api`; a table too short for it means the default.
+    pub fn decision(&self, api: u16) -> ApiDecision {
+        let fallback = ApiDecision { action: self.head.default_action, _pad: 0, rule: RULE_DEFAULT };
+        if api as u32 >= self.head.api_count {
+            return fallback;
+        }
+        let off = (self.head.decisions_off as usize).saturating_add(api as usize * 4);
+        match (self.bytes.get(off), u16_at(self.bytes, off + 2)) {
+            (Some(&a), Some(rule)) if a <= action::KILL => ApiDecision { action: a, _pad: 0, rule },
+            _ => fallback,
+        }
+    }
+
+    /// The id of rule `rule`, or `default`.
+    pub fn rule_name(&self, rule: u16) -> &'a [u8] {
+        if rule == RULE_DEFAULT || rule as u32 >= self.head.rule_count {
+            return b"default";
+        }
+        let at = (self.head.rules_off as usize).saturating_add(rule as usize * 8);
+        let r = match (u32_at(self.bytes, at), u32_at(self.bytes, at + 4)) {
+            (Some(off), Some(len)) => StrRef { off, len },
+            _ => return b"default",
+        };
+        let end = (r.off as usize).saturating_add(r.len as usize);
+        self.bytes.get(r.off as usize..end).unwrap_or(b"default")
+    }
+}
+
+pub fn action_name(a: u8) -> &'static str {
+    match a {
+        action::ALLOW => "allow",
+        action::ALERT => "alert",
+        action::DENY => "deny",
+        _ => "kill",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_garbage_and_short_tables() {
+        assert!(PolicyTable::parse(b"").is_none());
+        assert!(PolicyTable::parse(b"DFPX\x01\0\0\0").is_none());
+        let mut t = [0u8; 40];
+        t[..4].copy_from_slice(b"DFPP");
+        t[4] = 1;
+        t[9] = action::ALERT;
+        t[24] = 40; // decisions start at the end of the table...
+        t[28] = 200; // ...and claim 200 entries that are not there
+        let p = PolicyTable::parse(&t).unwrap();
+        assert_eq!(p.decision(3).action, action::ALERT);
+        assert_eq!(p.decision(3).rule, RULE_DEFAULT);
+        assert_eq!(p.rule_name(0), b"default");
+        assert_eq!(p.sink(), Sink::Stderr);
+    }
+}

@@ -1,0 +1,195 @@
+//! Typed wrappers over the raw system calls the runtime needs. Results are
+//! `Ok(value)` or `Err(errno)`; nothing here touches libc's `errno`.
+
+use crate::arch::x86_64::{syscall1, syscall2, syscall3, syscall4, syscall6};
+
+pub const EINTR: i64 = 4;
+pub const EBADF: i64 = 9;
+pub const EPERM: i64 = 1;
+pub const ENOSYS: i64 = 38;
+
+const SYS_READ: u64 = 0;
+const SYS_WRITE: u64 = 1;
+const SYS_CLOSE: u64 = 3;
+const SYS_FSTAT: u64 = 5;
+const SYS_RT_SIGPROCMASK: u64 = 14;
+const SYS_SCHED_YIELD: u64 = 24;
+const SYS_GETPID: u64 = 39;
+const SYS_GETSOCKNAME: u64 = 51;
+const SYS_EXIT_GROUP: u64 = 231;
+const SYS_FCNTL: u64 = 72;
+const SYS_READLINK: u64 = 89;
+const SYS_GETTID: u64 = 186;
+const SYS_CLOCK_GETTIME: u64 = 228;
+const SYS_TGKILL: u64 = 234;
+const SYS_OPENAT: u64 = 257;
+const SYS_RT_SIGTIMEDWAIT: u64 = 128;
+const SYS_PROCESS_VM_READV: u64 = 310;
+
+pub const AT_FDCWD: i64 = -100;
+pub const O_RDONLY: u64 = 0;
+pub const O_WRONLY: u64 = 1;
+pub const O_CREAT: u64 = 0o100;
+pub const O_APPEND: u64 = 0o2000;
+pub const O_CLOEXEC: u64 = 0o2000000;
+pub const F_DUPFD_CLOEXEC: u64 = 1030;
+pub const SIGKILL: u64 = 9;
+pub const SIGPIPE: u64 = 13;
+const SIG_BLOCK: u64 = 0;
+const SIG_SETMASK: u64 = 2;
+
+fn result(r: i64) -> Result<u64, i64> {
+    if (-4095..0).contains(&r) {
+        Err(-r)
+    } else {
+        Ok(r as u64)
+    }
+}
+
+pub fn write(fd: i32, buf: &[u8]) -> Result<u64, i64> {
+    // SAFETY: the kernel reads `buf.len()` bytes of a live slice.
+    result(unsafe { syscall3(SYS_WRITE, fd as u64, buf.as_ptr() as u64, buf.len() as u64) })
+}
+
+pub fn read(fd: i32, buf: &mut [u8]) -> Result<u64, i64> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into a live exclusive slice.
+    result(unsafe { syscall3(SYS_READ, fd as u64, buf.as_mut_ptr() as u64, buf.len() as u64) })
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: closing a descriptor touches no memory.
+    unsafe { syscall1(SYS_CLOSE, fd as u64) };
+}
+
+/// `openat(AT_FDCWD, path, flags, mode)`; `path` must end with a NUL byte.
+pub fn open(path: &[u8], flags: u64, mode: u64) -> Result<i32, i64> {
+    if path.last() != Some(&0) {
+        return Err(crate::sys::EBADF);
+    }
+    // SAFETY: `path` is a live NUL-terminated buffer.
+    result(unsafe { syscall4(SYS_OPENAT, AT_FDCWD as u64, path.as_ptr() as u64, flags, mode) })
+        .map(|fd| fd as i32)
+}
+
+pub fn dupfd_cloexec(fd: i32, min: i32) -> Result<i32, i64> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) touches no memory.
+    result(unsafe { syscall3(SYS_FCNTL, fd as u64, F_DUPFD_CLOEXEC, min as u64) }).map(|v| v as i32)
+}
+
+/// Device and inode of an open descriptor.
+pub fn fstat_id(fd: i32) -> Result<(u64, u64), i64> {
+    let mut st = [0u64; 18]; // struct stat is 144 bytes on x86-64
+    // SAFETY: the kernel writes one struct stat (144 bytes) into `st`.
+    result(unsafe { syscall2(SYS_FSTAT, fd as u64, st.as_mut_ptr() as u64) })?;
+    Ok((st[0], st[1]))
+}
+
+/// `readlink`; `path` must end with a NUL byte. Returns the length written.
+pub fn readlink(path: &[u8], out: &mut [u8]) -> Result<usize, i64> {
+    if path.last() != Some(&0) {
+        return Err(EBADF);
+    }
+    // SAFETY: live NUL-terminated path; the kernel writes at most out.len() bytes.
+    result(unsafe {
+        syscall3(SYS_READLINK, path.as_ptr() as u64, out.as_mut_ptr() as u64, out.len() as u64)
+    })
+    .map(|n| n as usize)
+}
+
+pub fn getpid() -> u64 {
+    // SAFETY: no arguments, no memory.
+    unsafe { syscall1(SYS_GETPID, 0) as u64 }
+}
+
+pub fn gettid() -> u64 {
+    // SAFETY: no arguments, no memory.
+    unsafe { syscall1(SYS_GETTID, 0) as u64 }
+}
+
+pub fn sched_yield() {
+    // SAFETY: no memory.
+    unsafe { syscall1(SYS_SCHED_YIELD, 0) };
+}
+
+/// `CLOCK_REALTIME` as (seconds, nanoseconds).
+pub fn realtime() -> (i64, u32) {
+    let mut ts = [0i64; 2];
+    // SAFETY: the kernel writes one struct timespec (16 bytes).
+    let r = unsafe { syscall2(SYS_CLOCK_GETTIME, 0, ts.as_mut_ptr() as u64) };
+    if r != 0 {
+        return (0, 0);
+    }
+    (ts[0], ts[1] as u32)
+}
+
+/// Ends the calling process at once with SIGKILL.
+pub fn kill_self() -> ! {
+    let pid = getpid();
+    let tid = gettid();
+    // SAFETY: sending a signal to ourselves touches no memory.
+    unsafe { syscall3(SYS_TGKILL, pid, tid, SIGKILL) };
+    loop {
+        // SAFETY: exit_group does not return.
+        unsafe { syscall1(SYS_EXIT_GROUP, 137) };
+    }
+}
+
+/// Reads `out.len()` bytes of this process's memory at `addr` with
+/// `process_vm_readv`, so an invalid address is an error instead of a fault.
+/// Returns how many bytes were read (fewer at an unmapped page).
+pub fn read_own_memory(addr: u64, out: &mut [u8]) -> Result<usize, i64> {
+    let local = [out.as_mut_ptr() as u64, out.len() as u64];
+    let remote = [addr, out.len() as u64];
+    // SAFETY: the kernel writes at most out.len() bytes into `out` and reads
+    // the remote range itself, reporting EFAULT instead of faulting.
+    result(unsafe {
+        syscall6(
+            SYS_PROCESS_VM_READV,
+            getpid(),
+            local.as_ptr() as u64,
+            1,
+            remote.as_ptr() as u64,
+            1,
+            0,
+        )
+    })
+    .map(|n| n as usize)
+}
+
+/// `getsockname` into a 128-byte buffer; returns the address length.
+pub fn getsockname(fd: i32, out: &mut [u8; 128]) -> Result<usize, i64> {
+    let mut len: u32 = 128;
+    // SAFETY: the kernel writes at most `len` bytes into `out` and updates `len`.
+    result(unsafe {
+        syscall3(SYS_GETSOCKNAME, fd as u64, out.as_mut_ptr() as u64, &mut len as *mut u32 as u64)
+    })?;
+    Ok((len as usize).min(128))
+}
+
+/// Writes `buf` to `fd` in one `write` with SIGPIPE blocked, so a closed pipe
+/// yields EPIPE instead of killing the program; a SIGPIPE raised by our write
+/// is consumed before the old mask comes back.
+pub fn write_nosigpipe(fd: i32, buf: &[u8]) -> Result<u64, i64> {
+    let block: u64 = 1 << (SIGPIPE - 1);
+    let mut old: u64 = 0;
+    // SAFETY: rt_sigprocmask reads `block` and writes `old`, both live u64s (sigsetsize 8).
+    let masked = unsafe {
+        syscall4(SYS_RT_SIGPROCMASK, SIG_BLOCK, &block as *const u64 as u64, &mut old as *mut u64 as u64, 8)
+    } == 0;
+    let mut r = write(fd, buf);
+    while r == Err(EINTR) {
+        r = write(fd, buf);
+    }
+    if masked {
+        if r == Err(32) && old & block == 0 {
+            let ts = [0i64; 2];
+            // SAFETY: waits for SIGPIPE with a zero timeout; reads `block` and `ts`.
+            unsafe {
+                syscall4(SYS_RT_SIGTIMEDWAIT, &block as *const u64 as u64, 0, ts.as_ptr() as u64, 8)
+            };
+        }
+        // SAFETY: restores the mask read above.
+        unsafe { syscall4(SYS_RT_SIGPROCMASK, SIG_SETMASK, &old as *const u64 as u64, 0, 8) };
+    }
+    r
+}
