@@ -29,7 +29,7 @@ struct RawPolicy {
     default: Option<Spanned<String>>,
     report: Option<RawReport>,
     #[serde(default)]
-    rule: Vec<RawRule>,
+    rule: Vec<Spanned<RawRule>>,
 }
 
 /// The `[report]` table.
@@ -39,10 +39,18 @@ struct RawReport {
     sink: Option<Spanned<String>>,
 }
 
-/// One `[[rule]]` table.
+/// One `[[rule]]` table. Its keys are optional here so that a missing one
+/// is reported at the rule it is missing from.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
+    id: Option<Spanned<String>>,
+    apis: Option<Spanned<Vec<Spanned<String>>>>,
+    action: Option<Spanned<String>>,
+}
+
+/// A `[[rule]]` table that has all its keys.
+struct RuleFields {
     id: Spanned<String>,
     apis: Spanned<Vec<Spanned<String>>>,
     action: Spanned<String>,
@@ -82,9 +90,7 @@ fn toml_error(text: &str, error: &toml::de::Error) -> PolicyError {
 
 /// Advice for the TOML errors people make most with this format.
 fn hint(message: &str) -> Option<&'static str> {
-    if message.starts_with("missing field") {
-        Some("every [[rule]] needs id, apis and action")
-    } else if message.starts_with("unknown field `rules`") || message.starts_with("invalid type: map, expected a sequence") {
+    if message.starts_with("unknown field `rules`") || message.starts_with("invalid type: map, expected a sequence") {
         Some("write each rule as a [[rule]] table, with double brackets")
     } else if message.ends_with("expected a sequence") {
         Some("apis takes a list, e.g. apis = [\"exec\"]")
@@ -118,34 +124,50 @@ impl Checker<'_> {
     }
 
     /// Validates the rules, their ids and that the ids are unique.
-    fn rules(&self, raw: Vec<RawRule>) -> Result<Vec<Rule>, PolicyError> {
-        let mut first_lines: HashMap<String, usize> = HashMap::new();
+    fn rules(&self, raw: Vec<Spanned<RawRule>>) -> Result<Vec<Rule>, PolicyError> {
+        let mut first_seen: HashMap<String, usize> = HashMap::new();
         let mut rules = Vec::with_capacity(raw.len().min(MAX_RULES));
         for raw_rule in raw {
             if rules.len() == MAX_RULES {
                 let reason = format!("too many rules: at most {MAX_RULES} are allowed");
-                return Err(self.error(&raw_rule.id, reason));
+                return Err(self.error(&raw_rule, reason));
             }
-            self.locate(&raw_rule.id, check_rule_id)?;
-            self.check_unique(&raw_rule.id, &mut first_lines)?;
-            rules.push(self.rule(raw_rule)?);
+            let fields = self.complete(raw_rule)?;
+            self.locate(&fields.id, check_rule_id)?;
+            self.check_unique(&fields.id, &mut first_seen)?;
+            rules.push(self.rule(fields)?);
         }
         Ok(rules)
     }
 
-    /// Records the line of `id` in `first_lines`, failing if an earlier rule has it.
-    fn check_unique(&self, id: &Spanned<String>, first_lines: &mut HashMap<String, usize>) -> Result<(), PolicyError> {
-        if let Some(first) = first_lines.get(id.get_ref()) {
-            let reason = format!("duplicate rule id {} (first at line {first})", quote(id.get_ref()));
+    /// Checks that a rule has all its keys, pointing at the rule if not.
+    fn complete(&self, raw: Spanned<RawRule>) -> Result<RuleFields, PolicyError> {
+        let span = raw.span();
+        let RawRule { id, apis, action } = raw.into_inner();
+        match (id, apis, action) {
+            (Some(id), Some(apis), Some(action)) => Ok(RuleFields { id, apis, action }),
+            (id, apis, _) => {
+                let missing = if id.is_none() { "id" } else if apis.is_none() { "apis" } else { "action" };
+                let which = id.map_or("this rule".to_string(), |id| format!("rule {}", quote(id.get_ref())));
+                let reason = format!("{which} has no {missing}: every [[rule]] needs id, apis and action");
+                Err(PolicyError::spanning(self.text, span, reason))
+            }
+        }
+    }
+
+    /// Records where `id` is in `first_seen`, failing if an earlier rule has it.
+    fn check_unique(&self, id: &Spanned<String>, first_seen: &mut HashMap<String, usize>) -> Result<(), PolicyError> {
+        if let Some(&first) = first_seen.get(id.get_ref()) {
+            let (line, _) = line_column(self.text.as_bytes(), first);
+            let reason = format!("duplicate rule id {} (first at line {line})", quote(id.get_ref()));
             return Err(self.error(id, reason));
         }
-        let (line, _) = line_column(self.text.as_bytes(), id.span().start);
-        first_lines.insert(id.get_ref().clone(), line);
+        first_seen.insert(id.get_ref().clone(), id.span().start);
         Ok(())
     }
 
     /// Validates one rule whose id is already checked.
-    fn rule(&self, raw: RawRule) -> Result<Rule, PolicyError> {
+    fn rule(&self, raw: RuleFields) -> Result<Rule, PolicyError> {
         if raw.apis.get_ref().is_empty() {
             let reason = format!(
                 "rule {} has an empty apis list: name at least one class ({}) or function such as \"system\"",

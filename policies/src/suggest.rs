@@ -33,22 +33,23 @@ pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a s
         .map(|(_, c)| c)
 }
 
-/// Levenshtein distance between `a` and `b`, in characters.
+/// Levenshtein distance between `a` and `b`, in characters (one row of the
+/// classic table at a time).
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
-        let mut current = Vec::with_capacity(b.len() + 1);
-        current.push(i + 1);
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous[j] + usize::from(ca != *cb);
-            let delete = previous[j + 1] + 1;
-            let insert = current[j] + 1;
-            current.push(substitute.min(delete).min(insert));
+        let (mut diagonal, mut left) = (i, i + 1);
+        let mut next = Vec::with_capacity(row.len());
+        next.push(left);
+        for (&cb, &above) in b.iter().zip(row.iter().skip(1)) {
+            let cost = (diagonal + usize::from(ca != cb)).min(above + 1).min(left + 1);
+            next.push(cost);
+            (diagonal, left) = (above, cost);
         }
-        previous = current;
+        row = next;
     }
-    previous[b.len()]
+    row.last().copied().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -63,6 +64,9 @@ mod tests {
         assert_eq!(closest("netwrok", names), Some("network"));
         assert_eq!(closest("zz", names), None);
         assert_eq!(closest("", names), None);
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("abc", ""), 3);
     }
 
     #[test]

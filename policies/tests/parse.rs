@@ -128,9 +128,14 @@ fn wrong_types_are_located() {
 
 #[test]
 fn missing_rule_fields() {
-    assert_error("\n[[rule]]\napis = [\"exec\"]\naction = \"deny\"\n", 2, "missing field `id`");
-    assert_error("[[rule]]\nid = \"a\"\n", 1, "missing field `apis`: every [[rule]] needs id, apis and action");
-    assert_error("[[rule]]\nid = \"a\"\napis = [\"exec\"]\n\n[[rule]]\nid = \"b\"\napis = [\"exec\"]\n", 5, "missing field `action`");
+    assert_error("\n[[rule]]\napis = [\"exec\"]\naction = \"deny\"\n", 2, "this rule has no id");
+    assert_eq!(
+        error("[[rule]]\nid = \"a\"\n"),
+        "line 1, column 1: rule \"a\" has no apis: every [[rule]] needs id, apis and action"
+    );
+    let text = "[[rule]]\nid = \"a\"\napis = [\"exec\"]\naction = \"deny\"\n\n[[rule]]\nid = \"b\"\napis = [\"exec\"]\n";
+    assert_error(text, 6, "rule \"b\" has no action");
+    assert_error("rule = [{ id = \"a\", apis = [\"exec\"], action = \"deny\" },\n  { id = \"b\" }]\n", 2, "rule \"b\" has no apis");
     assert_error("[[rule]]\nid = \"a\"\napis = []\naction = \"deny\"\n", 3, "rule \"a\" has an empty apis list");
 }
 

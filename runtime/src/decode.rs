@@ -390,7 +390,8 @@ fn open_flags(j: &mut Json, flags: u64, mode: u64) {
 fn octal(j: &mut Json, key: &[u8], mode: u64) {
     j.key(false, key);
     let m = mode & 0o7777;
-    let digits = [b'0', b'0' + ((m >> 9) & 7) as u8, b'0' + ((m >> 6) & 7) as u8, b'0' + ((m >> 3) & 7) as u8, b'0' + (m & 7) as u8];
+    // Four octal digits, as chmod takes them: "0644", "4755".
+    let digits = [b'0' + ((m >> 9) & 7) as u8, b'0' + ((m >> 6) & 7) as u8, b'0' + ((m >> 3) & 7) as u8, b'0' + (m & 7) as u8];
     j.string(&digits);
 }
 

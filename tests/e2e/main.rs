@@ -1,1 +1,11 @@
+//! End-to-end tests: build the C samples with the system compiler in every
+//! flavour, patch them with the real `dfpatch` binary, run them, and check
+//! what really happened (files created or not, processes run or not) and the
+//! events the runtime wrote.
 
+mod bad_input;
+mod behaviours;
+mod benign;
+mod common;
+mod properties;
+mod tools;

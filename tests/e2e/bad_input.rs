@@ -1,0 +1,142 @@
+//! Bad input: one line on stderr, exit status 2, nothing written or changed.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+
+/// Runs `dfpatch -o OUT FILE` on bad input and checks the refusal.
+fn refused(file: &Path, want: &str) {
+    let before = sha256(file);
+    let out = file.with_extension("out");
+    let o = dfpatch(&["-o".as_ref(), out.as_os_str(), file.as_os_str()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}: {err}", file.display());
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(want), "{:?} does not say {want:?}", err);
+    assert!(!out.exists(), "an output was written for {}", file.display());
+    // And in place: the input stays as it was.
+    let o = dfpatch(&[file.as_os_str()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(sha256(file), before, "{} was changed", file.display());
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+fn with_bytes(dir: &Path, name: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(sample("behaviours", "pie")).unwrap();
+    f(&mut bytes);
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn bad_inputs_are_refused_cleanly() {
+    let dir = scratch("bad-input");
+    let text = dir.join("text");
+    std::fs::write(&text, "#!/bin/sh\necho hi\n").unwrap();
+    refused(&text, "not an ELF file");
+
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "").unwrap();
+    refused(&empty, "not an ELF file");
+
+    refused(&with_bytes(&dir, "truncated", |b| b.truncate(100)), "truncated or malformed ELF");
+    refused(&with_bytes(&dir, "bad-phoff", |b| b[32..40].copy_from_slice(&u64::MAX.to_le_bytes())), "malformed");
+    refused(&with_bytes(&dir, "elf32", |b| b[4] = 1), "32-bit");
+    refused(&with_bytes(&dir, "aarch64", |b| b[18..20].copy_from_slice(&183u16.to_le_bytes())), "machine 0xb7");
+    refused(&with_bytes(&dir, "bigendian", |b| b[5] = 2), "big-endian");
+
+    let obj = dir.join("obj.o");
+    assert!(std::process::Command::new("cc").args(["-c", "-o"]).arg(&obj).arg(samples_dir().join("benign.c")).status().unwrap().success());
+    refused(&obj, "relocatable object");
+
+    let lib = dir.join("libx.so");
+    assert!(std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(samples_dir().join("benign.c")).status().unwrap().success());
+    refused(&lib, "shared library");
+
+    // No PT_NOTE to reuse: turn every PT_NOTE into PT_NULL.
+    let no_note = with_bytes(&dir, "no-note", |b| {
+        let phoff = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
+        let phnum = u16::from_le_bytes(b[56..58].try_into().unwrap()) as usize;
+        for i in 0..phnum {
+            let at = phoff + i * 56;
+            if u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) == 4 {
+                b[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+            }
+        }
+    });
+    refused(&no_note, "no spare program header");
+
+    let stat = dir.join("static");
+    assert!(std::process::Command::new("cc").args(["-static", "-O2", "-o"]).arg(&stat).arg(samples_dir().join("benign.c")).status().unwrap().success());
+    refused(&stat, "statically linked");
+
+    // Already patched: says so and says how to re-patch.
+    let once = dir.join("once");
+    patch(&sample("behaviours", "pie"), &once, &policy("monitor", "alert", &dir.join("e.jsonl"), &[]));
+    refused(&once, "already patched by dfpatch");
+    let o = dfpatch(&[once.as_os_str()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("dfpatch restore") && err.contains("--force"), "{err}");
+}
+
+#[test]
+fn bad_policies_name_the_line() {
+    let dir = scratch("bad-policy");
+    let pol = dir.join("p.toml");
+    std::fs::write(&pol, "mode = \"enforce\"\n\n[[rule]]\nid = \"a\"\napis = [\"sytem\"]\naction = \"deny\"\n").unwrap();
+    let out = dir.join("out");
+    let o = dfpatch(&["-p".as_ref(), pol.as_os_str(), "-o".as_ref(), out.as_os_str(), sample("behaviours", "pie").as_os_str()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("line 5") && err.contains("sytem"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn in_place_is_atomic_and_keeps_the_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("in-place");
+    let f = dir.join("prog");
+    std::fs::copy(sample("behaviours", "pie"), &f).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o751)).unwrap();
+    let o = dfpatch(&["-q".as_ref(), f.as_os_str()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o7777, 0o751);
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(run(&f, &["bind"], &dir).status.success());
+}
+
+#[test]
+fn output_is_deterministic_and_restorable() {
+    let dir = scratch("determinism");
+    for (flavour, _, _) in FLAVOURS {
+        let input = sample("behaviours", flavour);
+        let a = dir.join(format!("a-{flavour}"));
+        let b = dir.join(format!("b-{flavour}"));
+        let pol = policy("enforce", "alert", Path::new("/tmp/x.jsonl"), &[("r", "\"exec\"", "deny")]);
+        patch(&input, &a, &pol);
+        patch(&input, &b, &pol);
+        assert_eq!(sha256(&a), sha256(&b), "{flavour}: two patches differ");
+        let r = dir.join(format!("r-{flavour}"));
+        let o = dfpatch(&["restore".as_ref(), "-o".as_ref(), r.as_os_str(), a.as_os_str()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(sha256(&r), sha256(&input), "{flavour}: restore is not byte-identical");
+        // --force re-patches from the original: same bytes as patching the original.
+        let c = dir.join(format!("c-{flavour}"));
+        let pol2 = policy("monitor", "alert", Path::new("/tmp/y.jsonl"), &[]);
+        patch(&input, &c, &pol2);
+        std::fs::copy(&a, dir.join("again")).unwrap();
+        let pf = dir.join("again.toml");
+        std::fs::write(&pf, &pol2).unwrap();
+        let o = dfpatch(&["-q".as_ref(), "--force".as_ref(), "-p".as_ref(), pf.as_os_str(), dir.join("again").as_os_str()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(sha256(&dir.join("again")), sha256(&c), "{flavour}: --force differs from patching the original");
+    }
+}

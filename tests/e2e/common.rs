@@ -1,0 +1,106 @@
+//! Shared helpers: sample builds (once per test run), patching, running, events.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const DFPATCH: &str = env!("CARGO_BIN_EXE_dfpatch");
+
+/// The dynamic flavours every behaviour is checked in.
+pub const FLAVOURS: &[(&str, &[&str], bool)] = &[
+    ("pie", &["-O2"], false),
+    ("nopie", &["-O2", "-no-pie"], false),
+    ("noplt-now", &["-O2", "-fno-plt", "-Wl,-z,now,-z,relro"], false),
+    ("cet", &["-O2", "-fcf-protection=full"], false),
+    ("stripped", &["-O2"], true),
+];
+
+pub fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples")
+}
+
+/// A scratch folder kept for the whole test run (under target/), so failures can be looked at.
+pub fn scratch(name: &str) -> PathBuf {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+    let dir = base.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch folder");
+    dir
+}
+
+struct Built {
+    dir: PathBuf,
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = scratch("samples");
+        for (flavour, flags, strip) in FLAVOURS {
+            for prog in ["behaviours", "benign"] {
+                let out = dir.join(format!("{prog}-{flavour}"));
+                let st = Command::new("cc")
+                    .args(*flags)
+                    .arg("-o")
+                    .arg(&out)
+                    .arg(samples_dir().join(format!("{prog}.c")))
+                    .status()
+                    .expect("run cc");
+                assert!(st.success(), "building {prog} ({flavour}) failed");
+                if *strip {
+                    assert!(Command::new("strip").arg(&out).status().expect("run strip").success());
+                }
+            }
+        }
+        Built { dir }
+    })
+}
+
+/// Path of a built sample, e.g. `sample("behaviours", "pie")`.
+pub fn sample(prog: &str, flavour: &str) -> PathBuf {
+    built().dir.join(format!("{prog}-{flavour}"))
+}
+
+pub fn dfpatch(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(DFPATCH).args(args).output().expect("run dfpatch")
+}
+
+/// Patches `input` into `out` with the policy text, asserting success.
+pub fn patch(input: &Path, out: &Path, policy: &str) {
+    let pol = out.with_extension("toml");
+    std::fs::write(&pol, policy).unwrap();
+    let o = dfpatch(&["--quiet".as_ref(), "--policy".as_ref(), pol.as_os_str(), "-o".as_ref(), out.as_os_str(), input.as_os_str()]);
+    assert!(o.status.success(), "dfpatch failed on {}: {}", input.display(), String::from_utf8_lossy(&o.stderr));
+}
+
+pub fn run(exe: &Path, args: &[&str], cwd: &Path) -> Output {
+    Command::new(exe).args(args).current_dir(cwd).output().expect("run sample")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Every line of a JSON Lines file, parsed; a line that is not JSON fails the test.
+pub fn events(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event is not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// A policy with a file sink.
+pub fn policy(mode: &str, default: &str, sink: &Path, rules: &[(&str, &str, &str)]) -> String {
+    let mut s = format!("mode = \"{mode}\"\ndefault = \"{default}\"\n\n[report]\nsink = \"file:{}\"\n", sink.display());
+    for (id, apis, action) in rules {
+        s += &format!("\n[[rule]]\nid = \"{id}\"\napis = [{apis}]\naction = \"{action}\"\n");
+    }
+    s
+}
+
+pub fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap();
+    sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
