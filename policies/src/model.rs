@@ -207,7 +207,9 @@ impl Policy {
             .iter()
             .enumerate()
             .find(|(_, rule)| rule.matches(api))
-            .map_or((self.default, None), |(index, rule)| (rule.action, Some(index)))
+            .map_or((self.default, None), |(index, rule)| {
+                (rule.action, Some(index))
+            })
     }
 
     /// Writes the policy back as TOML that [`Policy::parse`] reads to an equal policy.

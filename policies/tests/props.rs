@@ -7,10 +7,11 @@ use proptest::prelude::*;
 
 /// Pieces of policy text, so random inputs get past the TOML syntax often.
 const FRAGMENTS: &[&str] = &[
-    "mode", "default", "report", "sink", "rule", "id", "apis", "action", " = ", "=", "\"", "'", "[", "]", "[[",
-    "]]", "{", "}", ",", "\n", " ", "#", ".", "\\", "\"\"\"", "monitor", "enforce", "allow", "alert", "deny",
-    "kill", "exec", "network", "file", "memory", "library", "debug", "system", "__open_2", "stderr", "fd:",
-    "file:/", "3", "-1", "é", "\u{0}", "\u{feff}", "1e9", "true",
+    "mode", "default", "report", "sink", "rule", "id", "apis", "action", " = ", "=", "\"", "'",
+    "[", "]", "[[", "]]", "{", "}", ",", "\n", " ", "#", ".", "\\", "\"\"\"", "monitor", "enforce",
+    "allow", "alert", "deny", "kill", "exec", "network", "file", "memory", "library", "debug",
+    "system", "__open_2", "stderr", "fd:", "file:/", "3", "-1", "é", "\u{0}", "\u{feff}", "1e9",
+    "true",
 ];
 
 /// Every name an `apis` entry may use.
@@ -57,7 +58,12 @@ fn policy() -> impl Strategy<Value = Policy> {
             for (i, rule) in rules.iter_mut().enumerate() {
                 rule.id = format!("{i}{}", rule.id);
             }
-            Policy { mode, default, sink, rules }
+            Policy {
+                mode,
+                default,
+                sink,
+                rules,
+            }
         })
 }
 
