@@ -9,6 +9,8 @@
 //!    address); the last, writable PT_LOAD grows its zero-filled tail to cover
 //!    the runtime's writable part. No address in use moves; the table itself
 //!    does not move, so PT_PHDR and AT_PHDR stay right on every kernel.
+//!    In glibc executables two spare `DT_NULL` entries of `.dynamic` become
+//!    `DT_PREINIT_ARRAY` (see [`crate::dynamic`]).
 //! 3. Code: every planned site becomes a direct jmp/call to its stub.
 //! 4. Section headers: a new table at the end of the file, with `.dfpatch`,
 //!    `.dfpatch.data` and `.dfpatch.restore` added, so tools see what was added.
@@ -20,6 +22,7 @@ use crate::output::Output;
 use crate::plan::{align_up, Plan, PAGE};
 use crate::restore;
 use crate::runtime::Runtime;
+use crate::dynamic::{self, Preinit};
 use crate::{plt, trampoline};
 use dfpatch_runtime::contract::{Contract, CONTRACT_VERSION, FLAG_PIE, MAGIC};
 use object::elf;
@@ -62,6 +65,28 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
         seg.extend_from_slice(&off.to_le_bytes());
         seg.extend_from_slice(&addend.to_le_bytes());
     }
+    // The DT_PREINIT_ARRAY element: in the segment when its value is known
+    // now (non-PIE), else in the writable area after the runtime's image,
+    // written by the loader through the copied relocation table.
+    let preinit_target = l.rx_vaddr + (rt.preinit - rt.rx_start);
+    let mut rw_end = l.rw_vaddr + l.rw_size;
+    let array_vaddr = match plan.preinit {
+        Preinit::Direct => {
+            let at = l.rx_vaddr + seg.len() as u64;
+            seg.extend_from_slice(&preinit_target.to_le_bytes());
+            at
+        }
+        _ => {
+            let at = align_up(rw_end, 8).unwrap_or(rw_end);
+            rw_end = at + 8;
+            at
+        }
+    };
+    let new_rela_vaddr = l.rx_vaddr + seg.len() as u64;
+    let preinit = dynamic::preinit_edits(e, &plan.preinit, array_vaddr, new_rela_vaddr, preinit_target)?;
+    if let Some((_, _, rela)) = &preinit {
+        seg.extend_from_slice(rela);
+    }
     let seg_end = l.rx_vaddr + seg.len() as u64;
 
     let exe_lo = e.loads().map(|p| p.p_vaddr).min().unwrap_or(0);
@@ -97,7 +122,7 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     // 2. Program headers.
     let mut phdrs = e.phdrs.clone();
     let rw = &mut phdrs[l.rw_phdr];
-    rw.p_memsz = l.rw_vaddr + l.rw_size - rw.p_vaddr;
+    rw.p_memsz = rw_end - rw.p_vaddr;
     let new_load = Phdr {
         p_type: elf::PT_LOAD,
         p_flags: elf::PF_R | elf::PF_X,
@@ -113,6 +138,10 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     phdrs.insert(last_load, new_load);
     let table: Vec<u8> = phdrs.iter().flat_map(|p| p.to_bytes()).collect();
     out.edit(e.e_phoff, table)?;
+
+    if let Some((offset, dynamic, _)) = preinit {
+        out.edit(offset, dynamic)?;
+    }
 
     // 3. Code.
     for s in &plan.sites {
@@ -173,7 +202,7 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
         sh_flags: u64::from(elf::SHF_ALLOC | elf::SHF_WRITE),
         sh_addr: l.rw_vaddr,
         sh_offset: l.rx_offset,
-        sh_size: l.rw_size,
+        sh_size: rw_end - l.rw_vaddr,
         sh_link: 0,
         sh_info: 0,
         sh_addralign: PAGE,
@@ -209,7 +238,7 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     out.replace_edit(0, ehdr)?;
     debug_assert!(e.e_phoff as usize + e.phdrs.len() * PHDR_SIZE <= e.data.len());
 
-    Ok(Patched { output: out, segment_size: seg.len() as u64 + l.rw_size, policy_hash })
+    Ok(Patched { output: out, segment_size: seg.len() as u64 + (rw_end - l.rw_vaddr), policy_hash })
 }
 
 fn pad8(v: &mut Vec<u8>) {

@@ -6,6 +6,7 @@
 //! ([`fsio`]). `inspect` stops after planning; `restore` reads [`restore`] data.
 #![deny(unsafe_code)]
 
+pub mod dynamic;
 pub mod elf;
 pub mod error;
 pub mod fsio;

@@ -241,6 +241,16 @@ fn describe(file: &Path, plan: &Plan) -> String {
          runtime state at {:#x} ({} bytes, zero-filled tail of program header #{}), entry -> {:#x}",
         l.rx_vaddr, l.rx_offset, l.note_phdr, l.rw_vaddr, l.rw_size, l.rw_phdr, l.new_entry
     );
+    let _ = writeln!(
+        s,
+        "start-up: {}",
+        match &plan.preinit {
+            dfpatch::dynamic::Preinit::Direct => "DT_PREINIT_ARRAY (before library constructors), then the entry point".to_string(),
+            dfpatch::dynamic::Preinit::Relocated { .. } =>
+                "DT_PREINIT_ARRAY through a copied DT_RELA table (before library constructors), then the entry point".to_string(),
+            dfpatch::dynamic::Preinit::Skipped(why) => format!("entry point only, after library constructors ({why})"),
+        }
+    );
     let _ = writeln!(s, "hooks ({}):", plan.hooks.len());
     for (k, h) in plan.hooks.iter().enumerate() {
         let sites: Vec<String> = plan

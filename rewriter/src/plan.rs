@@ -2,6 +2,7 @@
 //! and where everything dfpatch adds will live. `inspect` prints a plan and
 //! `patch` executes the same plan, so the two never disagree.
 
+use crate::dynamic::Preinit;
 use crate::elf::{Elf, Phdr};
 use crate::error::{Error, Result};
 use crate::plt::{self, Import, Site};
@@ -85,6 +86,8 @@ pub struct Layout {
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
     pub flavour: Flavour,
+    /// How the runtime starts before library constructors (or why it cannot).
+    pub preinit: Preinit,
     pub hooks: Vec<Hook>,
     pub sites: Vec<PlannedSite>,
     pub not_hooked: Vec<NotHooked>,
@@ -211,7 +214,8 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
     for (k, h) in hooks.iter_mut().enumerate() {
         h.stub_vaddr = layout.stubs_vaddr + k as u64 * STUB_SIZE;
     }
-    Ok(Plan { flavour, hooks, sites, not_hooked, layout })
+    let preinit = Preinit::plan(e, flavour.libc.as_deref().is_some_and(|l| l.starts_with("glibc")))?;
+    Ok(Plan { flavour, preinit, hooks, sites, not_hooked, layout })
 }
 
 /// Chooses the PT_NOTE to reuse: one that does not carry the GNU property

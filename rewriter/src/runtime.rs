@@ -33,6 +33,7 @@ pub struct Runtime {
     /// `R_X86_64_RELATIVE` relocations: (offset, addend).
     pub relocs: Vec<(u64, u64)>,
     pub entry: u64,
+    pub preinit: u64,
     pub hook: u64,
     pub contract: u64,
 }
@@ -110,13 +111,14 @@ impl Runtime {
             }
         }
         let entry = sym(b"dfp_entry")?;
+        let preinit = sym(b"dfp_preinit")?;
         let hook = sym(b"dfp_hook")?;
         let contract = find(b".dfp_contract").ok_or_else(|| bad("no .dfp_contract section"))?.sh_addr(endian);
-        for (name, a) in [("dfp_entry", entry), ("dfp_hook", hook), ("DFP_CONTRACT", contract)] {
+        for (name, a) in [("dfp_entry", entry), ("dfp_preinit", preinit), ("dfp_hook", hook), ("DFP_CONTRACT", contract)] {
             if a < rx_start || a >= rx_start + rx.len() as u64 {
                 return Err(bad(format!("{name} is not in the read-only part")));
             }
         }
-        Ok(Runtime { rw_size, rw_init, rx_start, rx, relocs, entry, hook, contract })
+        Ok(Runtime { rw_size, rw_init, rx_start, rx, relocs, entry, preinit, hook, contract })
     }
 }

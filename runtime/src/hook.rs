@@ -93,6 +93,13 @@ pub extern "C" fn dfp_start(_sp: *const u64) -> u64 {
     c.orig_entry.wrapping_add(bias(&c))
 }
 
+/// Called by the dynamic loader from `DT_PREINIT_ARRAY` (glibc), after
+/// relocation and before any library constructor runs.
+#[no_mangle]
+pub extern "C" fn dfp_preinit(_argc: i32, _argv: *const *const u8, _envp: *const *const u8) {
+    ensure_init(&contract());
+}
+
 /// Makes sure `init` ran once; returns whether the runtime is ready.
 fn ensure_init(c: &Contract) -> bool {
     match INIT.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire) {

@@ -8,4 +8,5 @@ mod behaviours;
 mod benign;
 mod common;
 mod properties;
+mod startup;
 mod tools;

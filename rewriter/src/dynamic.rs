@@ -1,0 +1,139 @@
+//! The executable's dynamic section, and the `DT_PREINIT_ARRAY` entry that
+//! makes glibc's loader start the runtime before any library constructor.
+//!
+//! Linkers leave spare `DT_NULL` entries at the end of `.dynamic` (GNU ld
+//! leaves several); two of them become `DT_PREINIT_ARRAY` and
+//! `DT_PREINIT_ARRAYSZ`. The array's one element must hold the run-time
+//! address of `dfp_preinit`:
+//! * non-PIE: the address is known, the array sits in the runtime segment;
+//! * PIE: the element needs an `R_X86_64_RELATIVE` relocation, so the
+//!   relocation table `DT_RELA` names is copied into the runtime segment with
+//!   that one entry appended, and `DT_RELA`/`DT_RELASZ` point at the copy. The
+//!   element lives in the runtime's zero-filled writable area, which the
+//!   loader can write while relocating.
+
+use crate::elf::{slice, Elf};
+use crate::error::{malformed, Result};
+use object::elf;
+use serde::Serialize;
+
+const DT_RELA: u64 = 7;
+const DT_RELASZ: u64 = 8;
+const DT_RELAENT: u64 = 9;
+const DT_JMPREL: u64 = 23;
+const DT_PLTRELSZ: u64 = 2;
+const DT_PREINIT_ARRAY: u64 = 32;
+const DT_PREINIT_ARRAYSZ: u64 = 33;
+
+/// The dynamic section as found in the file.
+#[derive(Clone, Debug)]
+pub struct Dynamic {
+    pub offset: u64,
+    pub entries: Vec<(u64, u64)>,
+}
+
+impl Dynamic {
+    pub fn read(e: &Elf) -> Result<Option<Dynamic>> {
+        let Some(p) = e.phdrs.iter().find(|p| p.p_type == elf::PT_DYNAMIC) else { return Ok(None) };
+        let bytes = slice(e.data, p.p_offset, p.p_filesz).ok_or_else(|| malformed("PT_DYNAMIC lies outside the file"))?;
+        let entries = bytes
+            .chunks_exact(16)
+            .map(|c| (u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8])), u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8]))))
+            .collect();
+        Ok(Some(Dynamic { offset: p.p_offset, entries }))
+    }
+
+    pub fn get(&self, tag: u64) -> Option<u64> {
+        self.entries.iter().take_while(|(t, _)| *t != 0).find(|(t, _)| *t == tag).map(|(_, v)| *v)
+    }
+
+    fn first_null(&self) -> usize {
+        self.entries.iter().position(|(t, _)| *t == 0).unwrap_or(self.entries.len())
+    }
+
+    fn set(&mut self, tag: u64, value: u64) {
+        let n = self.first_null();
+        if let Some(e) = self.entries.iter_mut().take(n).find(|(t, _)| *t == tag) {
+            e.1 = value;
+        }
+    }
+
+    fn push(&mut self, tag: u64, value: u64) {
+        let n = self.first_null();
+        if let Some(e) = self.entries.get_mut(n) {
+            *e = (tag, value);
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.entries.iter().flat_map(|(t, v)| t.to_le_bytes().into_iter().chain(v.to_le_bytes())).collect()
+    }
+}
+
+/// How the runtime gets started before library constructors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "how", content = "detail")]
+pub enum Preinit {
+    /// Non-PIE: a `DT_PREINIT_ARRAY` holding the runtime's address.
+    Direct,
+    /// PIE: a `DT_PREINIT_ARRAY` element relocated through a copied `DT_RELA` table.
+    Relocated { rela_vaddr: u64, rela_size: u64 },
+    /// Not possible here; the entry point still starts the runtime before `main`.
+    Skipped(String),
+}
+
+impl Preinit {
+    pub fn plan(e: &Elf, glibc: bool) -> Result<Preinit> {
+        let skip = |why: &str| Ok(Preinit::Skipped(why.to_string()));
+        if !glibc {
+            return skip("only glibc's loader runs DT_PREINIT_ARRAY");
+        }
+        let Some(d) = Dynamic::read(e)? else { return skip("no dynamic section") };
+        if d.get(DT_PREINIT_ARRAY).is_some() {
+            return skip("the executable already has a DT_PREINIT_ARRAY");
+        }
+        if d.entries.len() < d.first_null() + 3 {
+            return skip("no two spare DT_NULL entries in the dynamic section");
+        }
+        if e.e_type == elf::ET_EXEC {
+            return Ok(Preinit::Direct);
+        }
+        let (Some(rela), Some(size)) = (d.get(DT_RELA), d.get(DT_RELASZ)) else {
+            return skip("PIE without a DT_RELA table to extend");
+        };
+        if d.get(DT_RELAENT).is_some_and(|n| n != 24) || size % 24 != 0 {
+            return skip("unusual DT_RELAENT");
+        }
+        if let (Some(jmprel), Some(pltsz)) = (d.get(DT_JMPREL), d.get(DT_PLTRELSZ)) {
+            if jmprel < rela + size && rela < jmprel + pltsz {
+                return skip("DT_RELA overlaps DT_JMPREL");
+            }
+        }
+        if e.offset_of(rela, size).is_none() {
+            return skip("DT_RELA is not in the file");
+        }
+        Ok(Preinit::Relocated { rela_vaddr: rela, rela_size: size })
+    }
+}
+
+/// The new dynamic section bytes, and for PIE the new relocation table.
+pub fn preinit_edits(e: &Elf, how: &Preinit, array_vaddr: u64, new_rela_vaddr: u64, target: u64) -> Result<Option<(u64, Vec<u8>, Vec<u8>)>> {
+    let Some(mut d) = Dynamic::read(e)? else { return Ok(None) };
+    let mut rela = Vec::new();
+    match how {
+        Preinit::Skipped(_) => return Ok(None),
+        Preinit::Direct => {}
+        Preinit::Relocated { rela_vaddr, rela_size } => {
+            let off = e.offset_of(*rela_vaddr, *rela_size).ok_or_else(|| malformed("DT_RELA moved"))?;
+            rela.extend_from_slice(slice(e.data, off, *rela_size).ok_or_else(|| malformed("DT_RELA outside the file"))?);
+            rela.extend_from_slice(&array_vaddr.to_le_bytes());
+            rela.extend_from_slice(&u64::from(elf::R_X86_64_RELATIVE).to_le_bytes());
+            rela.extend_from_slice(&target.to_le_bytes());
+            d.set(DT_RELA, new_rela_vaddr);
+            d.set(DT_RELASZ, rela_size + 24);
+        }
+    }
+    d.push(DT_PREINIT_ARRAY, array_vaddr);
+    d.push(DT_PREINIT_ARRAYSZ, 8);
+    Ok(Some((d.offset, d.to_bytes(), rela)))
+}
