@@ -307,7 +307,16 @@ fn policy_command(p: PolicyCommand) -> Result<(), String> {
         PolicyCommand::List => {
             for name in ["default", "monitor-all", "block-exec", "strict"] {
                 let text = dfpatch_policy::preset(name).unwrap_or("");
-                let first = text.lines().find(|l| l.starts_with('#')).unwrap_or("").trim_start_matches('#').trim();
+                // The first sentence of the comment block under the title line.
+                let about: Vec<&str> = text
+                    .lines()
+                    .skip(1)
+                    .take_while(|l| l.starts_with('#'))
+                    .map(|l| l.trim_start_matches('#').trim())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let about = about.join(" ");
+                let first = about.split_inclusive(". ").next().unwrap_or("").trim();
                 println!("{name:<12} {first}");
             }
             Ok(())
