@@ -8,5 +8,6 @@ mod behaviours;
 mod benign;
 mod common;
 mod properties;
+mod runtime;
 mod startup;
 mod tools;

@@ -1,0 +1,108 @@
+//! The runtime inside a busy or hostile program: many threads, vfork
+//! children, signal handlers, and programs that take the sink's descriptor away.
+
+use crate::common::*;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn stress() -> &'static PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let dir = scratch("stress-build");
+        let exe = dir.join("stress");
+        let st = Command::new("cc").args(["-O2", "-pthread", "-o"]).arg(&exe).arg(samples_dir().join("stress.c")).status().unwrap();
+        assert!(st.success());
+        exe
+    })
+}
+
+/// Patches the stress sample so that `open` and `exec` are reported to a file.
+fn patched(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let ev = dir.join("ev.jsonl");
+    let p = dir.join("stress");
+    patch(stress(), &p, &policy("monitor", "allow", &ev, &[("f", "\"file\", \"exec\"", "alert")]));
+    (dir, p, ev)
+}
+
+#[test]
+fn sixty_four_threads_every_event_whole_and_counted() {
+    let (dir, p, ev) = patched("threads");
+    let out = run(&p, &["threads", "64", "50"], &dir);
+    assert_eq!(stdout(&out), "threads done: 64 x 50\n");
+    let text = std::fs::read_to_string(&ev).unwrap();
+    // `events` fails on any line that is not one whole JSON object.
+    let evs = events(&ev);
+    assert_eq!(text.lines().count(), 64 * 50);
+    let opens = evs.iter().filter(|e| e["api"] == "open" && e["args"]["path"].as_str().is_some_and(|p| p.starts_with("/nonexistent/t"))).count();
+    assert_eq!(opens, 64 * 50);
+    let mut paths: Vec<&str> = evs.iter().filter_map(|e| e["args"]["path"].as_str()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 64 * 50, "every call reported exactly once");
+    let tids: std::collections::BTreeSet<u64> = evs.iter().filter_map(|e| e["tid"].as_u64()).collect();
+    assert!(tids.len() > 1, "events came from one thread only");
+}
+
+#[test]
+fn vfork_child_is_reported_and_runs() {
+    let (dir, p, ev) = patched("vfork");
+    let out = run(&p, &["vfork"], &dir);
+    assert_eq!(stdout(&out), "vfork-child-ran\nvfork child exit=0\n");
+    let evs = events(&ev);
+    let exec: Vec<_> = evs.iter().filter(|e| e["api"] == "execve").collect();
+    assert_eq!(exec.len(), 1, "{evs:?}");
+    assert_eq!(exec[0]["args"]["argv"][1], "vfork-child-ran");
+}
+
+#[test]
+fn hooked_calls_from_a_signal_handler_and_errno_kept() {
+    let (dir, p, ev) = patched("signal");
+    let out = run(&p, &["signal"], &dir);
+    assert_eq!(stdout(&out), "signals handled=10\n", "errno was not kept or the handler failed");
+    let evs = events(&ev);
+    assert_eq!(evs.iter().filter(|e| e["args"]["path"] == "/nonexistent/from-signal-handler").count(), 10);
+    assert_eq!(evs.iter().filter(|e| e["args"]["path"] == "/nonexistent/main-loop").count(), 200);
+}
+
+#[test]
+fn sink_survives_dup2_and_close_all() {
+    for what in ["dup2-sink", "close-all"] {
+        let (dir, p, ev) = patched(what);
+        let out = run(&p, &[what], &dir);
+        assert_eq!(stdout(&out), format!("open after {what}: -1 errno=ENOENT\n"));
+        let evs = events(&ev);
+        assert!(evs.iter().any(|e| e["args"]["path"] == "/nonexistent/after-sink-change"), "{what}: event lost: {evs:?}");
+    }
+}
+
+/// A sink that cannot be written never changes what the program does.
+#[test]
+fn sink_that_fails_does_not_affect_the_program() {
+    let dir = scratch("broken-sink");
+    let p = dir.join("stress");
+    // A sink in a folder that does not exist: the runtime cannot open it.
+    patch(stress(), &p, &policy("monitor", "allow", &dir.join("missing/ev.jsonl"), &[("f", "\"file\"", "alert")]));
+    let out = run(&p, &["threads", "4", "10"], &dir);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "threads done: 4 x 10\n");
+    // stderr sink closed under the program: writes fail with EBADF/EPIPE, never SIGPIPE.
+    let p2 = dir.join("stress2");
+    let pol = "mode = \"monitor\"\n[report]\nsink = \"stderr\"\n[[rule]]\nid = \"f\"\napis = [\"file\"]\naction = \"alert\"\n";
+    std::fs::write(dir.join("p2.toml"), pol).unwrap();
+    let o = dfpatch(&["-q".as_ref(), "-p".as_ref(), dir.join("p2.toml").as_os_str(), "-o".as_ref(), p2.as_os_str(), stress().as_os_str()]);
+    assert!(o.status.success());
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{}' threads 2 10 2>&- ; echo rc=$?", p2.display()))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&st), "threads done: 2 x 10\nrc=0\n");
+    // A pipe whose reader is gone as stderr: writes get EPIPE, SIGPIPE must not kill the program.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(&p2).args(["threads", "2", "10"]).stderr(writer).output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(stdout(&out), "threads done: 2 x 10\n");
+}
