@@ -116,8 +116,19 @@ impl Preinit {
     }
 }
 
-/// The new dynamic section bytes, and for PIE the new relocation table.
-pub fn preinit_edits(e: &Elf, how: &Preinit, array_vaddr: u64, new_rela_vaddr: u64, target: u64) -> Result<Option<(u64, Vec<u8>, Vec<u8>)>> {
+/// What adding the preinit entry changes.
+pub struct PreinitEdits {
+    /// File offset and new bytes of the dynamic section.
+    pub dynamic_offset: u64,
+    pub dynamic: Vec<u8>,
+    /// For PIE, the relocation table copy with the new entry (goes into the runtime segment).
+    pub rela: Vec<u8>,
+}
+
+/// The edits that make the loader call `target` from `DT_PREINIT_ARRAY`,
+/// whose one element is at `array_vaddr`; a PIE's new relocation table will
+/// be placed at `new_rela_vaddr`.
+pub fn preinit_edits(e: &Elf, how: &Preinit, array_vaddr: u64, new_rela_vaddr: u64, target: u64) -> Result<Option<PreinitEdits>> {
     let Some(mut d) = Dynamic::read(e)? else { return Ok(None) };
     let mut rela = Vec::new();
     match how {
@@ -135,5 +146,5 @@ pub fn preinit_edits(e: &Elf, how: &Preinit, array_vaddr: u64, new_rela_vaddr: u
     }
     d.push(DT_PREINIT_ARRAY, array_vaddr);
     d.push(DT_PREINIT_ARRAYSZ, 8);
-    Ok(Some((d.offset, d.to_bytes(), rela)))
+    Ok(Some(PreinitEdits { dynamic_offset: d.offset, dynamic: d.to_bytes(), rela }))
 }

@@ -139,7 +139,7 @@ impl<'a> Elf<'a> {
         for p in &phdrs {
             if p.p_type == elf::PT_LOAD {
                 let end = p.p_offset.checked_add(p.p_filesz);
-                if end.map_or(true, |e| e > data.len() as u64) || p.p_filesz > p.p_memsz {
+                if end.is_none_or(|e| e > data.len() as u64) || p.p_filesz > p.p_memsz {
                     return Err(malformed("a PT_LOAD segment lies outside the file"));
                 }
                 p.mem_end().ok_or_else(|| malformed("a PT_LOAD segment wraps around"))?;

@@ -84,8 +84,8 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     };
     let new_rela_vaddr = l.rx_vaddr + seg.len() as u64;
     let preinit = dynamic::preinit_edits(e, &plan.preinit, array_vaddr, new_rela_vaddr, preinit_target)?;
-    if let Some((_, _, rela)) = &preinit {
-        seg.extend_from_slice(rela);
+    if let Some(p) = &preinit {
+        seg.extend_from_slice(&p.rela);
     }
     let seg_end = l.rx_vaddr + seg.len() as u64;
 
@@ -139,8 +139,8 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     let table: Vec<u8> = phdrs.iter().flat_map(|p| p.to_bytes()).collect();
     out.edit(e.e_phoff, table)?;
 
-    if let Some((offset, dynamic, _)) = preinit {
-        out.edit(offset, dynamic)?;
+    if let Some(p) = preinit {
+        out.edit(p.dynamic_offset, p.dynamic)?;
     }
 
     // 3. Code.
@@ -242,7 +242,7 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
 }
 
 fn pad8(v: &mut Vec<u8>) {
-    while v.len() % 8 != 0 {
+    while !v.len().is_multiple_of(8) {
         v.push(0);
     }
 }

@@ -94,11 +94,12 @@ fn gnu_lookup(table: u64, name: &[u8], check: &impl Fn(u64) -> Option<u64>) -> O
     let h = name.iter().fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
     let buckets = table + 16 + bloom_size * 8;
     let chains = buckets + nbuckets * 4;
-    let mut sym = mem::read_u32(buckets + (h as u64 % nbuckets) * 4)? as u64;
-    if sym < symoffset {
+    let first = mem::read_u32(buckets + (h as u64 % nbuckets) * 4)? as u64;
+    if first < symoffset {
         return None;
     }
-    for _ in 0..(1 << 20) {
+    // A chain ends at the entry whose low bit is set; bound the walk anyway.
+    for sym in first..first + (1 << 20) {
         let ch = mem::read_u32(chains + (sym - symoffset) * 4)?;
         if ch | 1 == h | 1 {
             if let Some(addr) = check(sym) {
@@ -108,7 +109,6 @@ fn gnu_lookup(table: u64, name: &[u8], check: &impl Fn(u64) -> Option<u64>) -> O
         if ch & 1 == 1 {
             break;
         }
-        sym += 1;
     }
     None
 }
