@@ -3,9 +3,10 @@
 //! Rules for this module (it runs inside any thread of any program, before
 //! libc is ready, in signal handlers and in vfork children):
 //! * no libc, no allocation, no TLS, no locks: state is atomics only;
-//! * until `init` has copied the writable image and applied relocations, only
-//!   zero-initialised statics (`.bss`) may be touched, and no code may rely on
-//!   a pointer stored in data;
+//! * until `relocate` has copied the writable image and applied relocations,
+//!   only zero-initialised statics (`.bss`) may be touched, no code may rely
+//!   on a pointer stored in data, and nothing may call `memcpy`/`memset`
+//!   (the compiler reaches them through the not yet relocated GOT);
 //! * nothing here may call a hooked function; system calls are raw;
 //! * an event is built on the stack and written with one `write`.
 
@@ -127,24 +128,52 @@ fn init(c: &Contract) {
     if !valid(c) {
         return;
     }
+    relocate(c);
+    init_relocated(c);
+}
+
+/// Steps 1 and 2 of start-up. Until they are done the runtime's GOT is
+/// zero, and the compiler reaches `memcpy`/`memset` through it: so this
+/// function uses volatile single-word accesses only (no slices copied, no
+/// arrays initialised), and everything else happens in [`init_relocated`],
+/// which is never inlined here.
+#[inline(never)]
+fn relocate(c: &Contract) {
     let b = bias(c);
     let rw = c.rw_vaddr.wrapping_add(b);
     // 1. The writable image's initial data (its .bss part is already zero).
     let init_bytes = image(c, c.rw_init_vaddr, c.rw_init_len);
-    for (i, &byte) in init_bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < init_bytes.len() {
         // SAFETY: the rewriter sized the zero-filled writable area to hold the
-        // runtime's whole writable image; the data part is rw_init_len bytes.
-        unsafe { core::ptr::write_volatile((rw + i as u64) as *mut u8, byte) };
+        // runtime's whole writable image; the data part is rw_init_len bytes,
+        // and `i` is in bounds of `init_bytes`.
+        unsafe {
+            let byte = core::ptr::read_volatile(init_bytes.as_ptr().add(i));
+            core::ptr::write_volatile((rw + i as u64) as *mut u8, byte);
+        }
+        i += 1;
     }
     // 2. Our own R_X86_64_RELATIVE relocations, all inside the writable image.
     let rel = image(c, c.rel_vaddr, c.rel_count.saturating_mul(16));
-    for pair in rel.chunks_exact(16) {
-        let off = u64::from_le_bytes(pair[..8].try_into().unwrap_or([0; 8]));
-        let addend = u64::from_le_bytes(pair[8..].try_into().unwrap_or([0; 8]));
-        // SAFETY: the rewriter checked that every offset lies in the writable image.
-        unsafe { core::ptr::write_volatile((rw + off) as *mut u64, rw.wrapping_add(addend)) };
+    let mut k = 0;
+    while k + 16 <= rel.len() {
+        // SAFETY: `k + 16 <= rel.len()`; the rewriter checked that every
+        // offset lies in the writable image. Unaligned reads: the table is
+        // 8-aligned by the rewriter, but nothing here relies on it.
+        unsafe {
+            let at = rel.as_ptr().add(k);
+            let off = core::ptr::read_unaligned(at as *const u64);
+            let addend = core::ptr::read_unaligned(at.add(8) as *const u64);
+            core::ptr::write_volatile((rw + off) as *mut u64, rw.wrapping_add(addend));
+        }
+        k += 16;
     }
-    // 3. Who we are, for every event.
+}
+
+/// Start-up after self-relocation: who we are, and the sink.
+#[inline(never)]
+fn init_relocated(c: &Contract) {
     let mut buf = [0u8; 512];
     if let Ok(n) = sys::readlink(b"/proc/self/exe\0", &mut buf) {
         // SAFETY: single writer before INIT becomes 2 (see RacyBytes).
@@ -153,7 +182,6 @@ fn init(c: &Contract) {
         exe[..n].copy_from_slice(&buf[..n]);
         EXE_LEN.store(n, Ordering::Relaxed);
     }
-    // 4. The sink.
     if let Some(p) = policy(c) {
         open_sink(&p);
     }
@@ -239,6 +267,8 @@ fn sink_fd(p: &PolicyTable) -> Option<i32> {
 /// The hook dispatcher, called by `dfp_hook` for every stub that needs the runtime.
 pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     let c = contract();
+    // First of all: nothing below may run before self-relocation.
+    let ready = ensure_init(&c);
     let hook = f.r11;
     let entry = match hook_entry(&c, hook) {
         Some(e) => e,
@@ -248,6 +278,11 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // SAFETY: the GOT slot is a loaded, aligned u64 of this executable.
     let target = unsafe { core::ptr::read_volatile(entry.got_vaddr.wrapping_add(b) as *const u64) };
     f.r11 = target;
+    if !ready {
+        // Start-up is stuck in another thread: let the call through rather
+        // than run code that needs the relocated image.
+        return FORWARD;
+    }
     let api = match ApiId::from_u16(entry.api) {
         Some(a) => a,
         None => return FORWARD,
@@ -257,7 +292,6 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
             return FORWARD;
         }
     }
-    let ready = ensure_init(&c);
     let p = match policy(&c) {
         Some(p) => p,
         None => return FORWARD,
@@ -267,9 +301,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         return FORWARD;
     }
     let done = if p.enforce() { d.action } else { action::ALERT };
-    if ready {
-        emit(&c, &p, api, f, done, d.action, d.rule);
-    }
+    emit(&c, &p, api, f, done, d.action, d.rule);
     match done {
         action::DENY => {
             refuse(&c, api, f);
