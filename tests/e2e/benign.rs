@@ -2,8 +2,8 @@
 
 use crate::common::*;
 
-fn same_output(flavour: &str, policy_text: impl Fn(&std::path::Path) -> String) {
-    let dir = scratch(&format!("benign-{flavour}"));
+fn same_output(label: &str, flavour: &str, policy_text: impl Fn(&std::path::Path) -> String) {
+    let dir = scratch(&format!("benign-{label}-{flavour}"));
     let orig = sample("benign", flavour);
     let patched = dir.join("benign");
     let ev = dir.join("ev.jsonl");
@@ -23,7 +23,7 @@ fn same_output(flavour: &str, policy_text: impl Fn(&std::path::Path) -> String) 
 #[test]
 fn benign_unchanged_under_default_policy_every_flavour() {
     for (flavour, _, _) in FLAVOURS {
-        same_output(flavour, |ev| {
+        same_output("default", flavour, |ev| {
             // The default preset, with the sink moved to a file so stderr stays comparable.
             dfpatch_policy::DEFAULT_POLICY.replace("sink = \"stderr\"", &format!("sink = \"file:{}\"", ev.display()))
         });
@@ -33,7 +33,7 @@ fn benign_unchanged_under_default_policy_every_flavour() {
 #[test]
 fn benign_unchanged_when_everything_is_reported() {
     for (flavour, _, _) in FLAVOURS {
-        same_output(flavour, |ev| policy("monitor", "alert", ev, &[]));
+        same_output("all", flavour, |ev| policy("monitor", "alert", ev, &[]));
     }
     // And its file accesses were indeed seen.
     let dir = scratch("benign-seen");

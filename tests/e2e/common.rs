@@ -20,8 +20,16 @@ pub fn samples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples")
 }
 
-/// A scratch folder kept for the whole test run (under target/), so failures can be looked at.
+/// A scratch folder kept for the whole test run (under target/), so failures
+/// can be looked at. Each name may be used once per run: tests run in
+/// parallel, and two tests sharing a folder would delete each other's files.
 pub fn scratch(name: &str) -> PathBuf {
+    static USED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(!used.iter().any(|u| u == name), "scratch folder {name:?} used twice");
+        used.push(name.to_string());
+    }
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
     let dir = base.join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -74,8 +82,17 @@ pub fn patch(input: &Path, out: &Path, policy: &str) {
     assert!(o.status.success(), "dfpatch failed on {}: {}", input.display(), String::from_utf8_lossy(&o.stderr));
 }
 
+/// Runs a program. A file this test process has just written can be briefly
+/// "busy" (ETXTBSY) because another test thread forked while it was open;
+/// that is retried.
 pub fn run(exe: &Path, args: &[&str], cwd: &Path) -> Output {
-    Command::new(exe).args(args).current_dir(cwd).output().expect("run sample")
+    for _ in 0..100 {
+        match Command::new(exe).args(args).current_dir(cwd).output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => std::thread::sleep(std::time::Duration::from_millis(10)),
+            other => return other.expect("run sample"),
+        }
+    }
+    panic!("{} stayed busy (ETXTBSY)", exe.display());
 }
 
 pub fn stdout(o: &Output) -> String {
