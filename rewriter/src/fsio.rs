@@ -1,14 +1,30 @@
 //! Writing outputs atomically: a temporary file in the destination's folder,
-//! fully written and synced, given the wanted mode, then renamed over the
-//! destination. On any failure the temporary file is removed and the
-//! destination is untouched.
+//! fully written and synced, given the input's mode (and, where we may, its
+//! owner), then renamed over the destination. On any failure the temporary
+//! file is removed and the destination is untouched.
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub fn write_atomic(dest: &Path, mode: u32, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+/// Mode and owner to give an output: those of the input it replaces.
+#[derive(Clone, Copy, Debug)]
+pub struct Attrs {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Attrs {
+    pub fn of(f: &File) -> io::Result<Attrs> {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata()?;
+        Ok(Attrs { mode: m.mode(), uid: m.uid(), gid: m.gid() })
+    }
+}
+
+pub fn write_atomic(dest: &Path, attrs: Attrs, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -31,7 +47,10 @@ pub fn write_atomic(dest: &Path, mode: u32, write: impl FnOnce(&mut dyn Write) -
         write(&mut w)?;
         w.flush()?;
         drop(w);
-        file.set_permissions(Permissions::from_mode(mode & 0o7777))?;
+        // Owner first (changing it clears set-id bits), then the mode. Only
+        // root may give a file away; for anyone else the owner is already right.
+        let _ = std::os::unix::fs::fchown(&file, Some(attrs.uid), Some(attrs.gid));
+        file.set_permissions(Permissions::from_mode(attrs.mode & 0o7777))?;
         file.sync_all()?;
         fs::rename(&tmp, dest)
     })();
@@ -41,7 +60,8 @@ pub fn write_atomic(dest: &Path, mode: u32, write: impl FnOnce(&mut dyn Write) -
     result
 }
 
-/// Mode bits of an existing file.
-pub fn mode_of(f: &File) -> io::Result<u32> {
-    Ok(f.metadata()?.permissions().mode())
+/// Where an in-place write goes: through symbolic links, so that patching
+/// `/usr/bin/python3 -> python3.11` patches the file and keeps the link.
+pub fn in_place_target(path: &Path) -> io::Result<PathBuf> {
+    fs::canonicalize(path)
 }

@@ -152,7 +152,7 @@ fn patch(a: &PatchArgs) -> Result<(), String> {
     let file = a.file.as_deref().ok_or("no FILE given (see --help)")?;
     let policy = load_policy(&a.policy)?;
     let (f, map) = map(file)?;
-    let mode = fsio::mode_of(&f).map_err(|e| format!("{}: {e}", file.display()))?;
+    let attrs = fsio::Attrs::of(&f).map_err(|e| format!("{}: {e}", file.display()))?;
     let original;
     let input: &[u8] = if dfpatch::is_patched(&map) && a.force {
         original = dfpatch::restore(&map).map_err(|e| err(file, e))?;
@@ -161,10 +161,13 @@ fn patch(a: &PatchArgs) -> Result<(), String> {
         &map
     };
     let p = dfpatch::patch(input, &policy).map_err(|e| err(file, e))?;
-    let dest = a.output.as_deref().unwrap_or(file);
-    fsio::write_atomic(dest, mode, |w| p.patched.output.write_to(w)).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let dest = match &a.output {
+        Some(o) => o.clone(),
+        None => fsio::in_place_target(file).map_err(|e| format!("{}: {e}", file.display()))?,
+    };
+    fsio::write_atomic(&dest, attrs, |w| p.patched.output.write_to(w)).map_err(|e| format!("{}: {e}", dest.display()))?;
     if !a.quiet {
-        eprintln!("dfpatch: {}", summary(dest, &p.plan, p.patched.segment_size, &p.patched.policy_hash));
+        eprintln!("dfpatch: {}", summary(&dest, &p.plan, p.patched.segment_size, &p.patched.policy_hash));
     }
     Ok(())
 }
@@ -278,10 +281,13 @@ fn describe(file: &Path, plan: &Plan) -> String {
 
 fn restore(file: &Path, output: Option<&Path>) -> Result<(), String> {
     let (f, map) = map(file)?;
-    let mode = fsio::mode_of(&f).map_err(|e| format!("{}: {e}", file.display()))?;
+    let attrs = fsio::Attrs::of(&f).map_err(|e| format!("{}: {e}", file.display()))?;
     let original = dfpatch::restore(&map).map_err(|e| err(file, e))?;
-    let dest = output.unwrap_or(file);
-    fsio::write_atomic(dest, mode, |w| w.write_all(&original)).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let dest = match output {
+        Some(o) => o.to_path_buf(),
+        None => fsio::in_place_target(file).map_err(|e| format!("{}: {e}", file.display()))?,
+    };
+    fsio::write_atomic(&dest, attrs, |w| w.write_all(&original)).map_err(|e| format!("{}: {e}", dest.display()))?;
     eprintln!("dfpatch: restored {} ({} bytes)", dest.display(), original.len());
     Ok(())
 }

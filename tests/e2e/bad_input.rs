@@ -113,6 +113,21 @@ fn in_place_is_atomic_and_keeps_the_mode() {
     assert!(run(&f, &["bind"], &dir).status.success());
 }
 
+/// In place through a symbolic link: the file it points to is patched, the link stays a link.
+#[test]
+fn in_place_follows_symlinks() {
+    let dir = scratch("symlink");
+    let real = dir.join("prog-1.0");
+    std::fs::copy(sample("behaviours", "pie"), &real).unwrap();
+    let link = dir.join("prog");
+    std::os::unix::fs::symlink("prog-1.0", &link).unwrap();
+    let o = dfpatch(&["-q".as_ref(), link.as_os_str()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    let o = dfpatch(&["inspect".as_ref(), real.as_os_str()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already patched"), "the target was not patched");
+}
+
 #[test]
 fn output_is_deterministic_and_restorable() {
     let dir = scratch("determinism");
