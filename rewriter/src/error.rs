@@ -28,7 +28,7 @@ pub enum Error {
     NoSectionHeaders,
     #[error("already patched by dfpatch {version} (policy sha256 {policy_hash}): run `dfpatch restore FILE` to get the original back, or pass --force to re-patch it from the original")]
     AlreadyPatched { version: String, policy_hash: String },
-    #[error("no spare program header: the file has no PT_NOTE entry that dfpatch can turn into a loadable segment")]
+    #[error("no spare program header: no PT_NULL or PT_NOTE entry to reuse, and the program header table cannot be moved (its first PT_LOAD maps a file offset above its address)")]
     NoSpareHeader,
     #[error("the highest loadable segment is not writable, so there is nowhere to put the runtime's zero-initialised state")]
     LastSegmentNotWritable,

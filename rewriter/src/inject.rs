@@ -4,11 +4,13 @@
 //! 1. Build the runtime segment: the runtime's read-only part with its
 //!    contract filled in, the hook stubs, the hook table, the compiled policy,
 //!    the writable part's initial data and the runtime's relocations.
-//! 2. Program headers: the chosen PT_NOTE becomes a read+execute PT_LOAD for
-//!    that segment (moved in the table, if needed, so PT_LOADs stay sorted by
-//!    address); the last, writable PT_LOAD grows its zero-filled tail to cover
-//!    the runtime's writable part. No address in use moves; the table itself
-//!    does not move, so PT_PHDR and AT_PHDR stay right on every kernel.
+//! 2. Program headers: a read+execute PT_LOAD for that segment, placed after
+//!    the last PT_LOAD so they stay sorted by address; the last, writable
+//!    PT_LOAD grows its zero-filled tail to cover the runtime's writable part.
+//!    No address in use moves. The new entry replaces a PT_NOTE where there is
+//!    one (the table stays put); otherwise the table, one entry longer, moves
+//!    to the end of the new segment at an offset that keeps `AT_PHDR` right
+//!    on old kernels (see [`PhdrTactic`]).
 //!    In glibc executables two spare `DT_NULL` entries of `.dynamic` become
 //!    `DT_PREINIT_ARRAY` (see [`crate::dynamic`]).
 //! 3. Code: every planned site becomes a direct jmp/call to its stub.
@@ -19,7 +21,7 @@
 use crate::elf::{Elf, Phdr, Section, EHDR_SIZE, PHDR_SIZE, SHDR_SIZE};
 use crate::error::{malformed, Result};
 use crate::output::Output;
-use crate::plan::{align_up, Plan, PAGE};
+use crate::plan::{align_up, PhdrTactic, Plan, PAGE};
 use crate::restore;
 use crate::runtime::Runtime;
 use crate::dynamic::{self, Preinit};
@@ -87,8 +89,60 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     if let Some(p) = &preinit {
         seg.extend_from_slice(&p.rela);
     }
+    let mut out = Output::new(e.data);
+
+    // 2. Program headers.
+    let mut phdrs = e.phdrs.clone();
+    let rw = &mut phdrs[l.rw_phdr];
+    rw.p_memsz = rw_end - rw.p_vaddr;
+    let mut new_load = Phdr {
+        p_type: elf::PT_LOAD,
+        p_flags: elf::PF_R | elf::PF_X,
+        p_offset: l.rx_offset,
+        p_vaddr: l.rx_vaddr,
+        p_paddr: l.rx_vaddr,
+        p_filesz: 0,
+        p_memsz: 0,
+        p_align: PAGE,
+    };
+    let mut ehdr_phdrs = None;
+    match l.phdrs {
+        PhdrTactic::Reuse { index, .. } => {
+            phdrs.remove(index);
+        }
+        PhdrTactic::MoveTable => {
+            pad8(&mut seg);
+            let at = seg.len() as u64;
+            let size = ((phdrs.len() + 1) * PHDR_SIZE) as u64;
+            seg.resize(seg.len() + size as usize, 0);
+            for p in phdrs.iter_mut().filter(|p| p.p_type == elf::PT_PHDR) {
+                p.p_offset = l.rx_offset + at;
+                p.p_vaddr = l.rx_vaddr + at;
+                p.p_paddr = l.rx_vaddr + at;
+                p.p_filesz = size;
+                p.p_memsz = size;
+            }
+            ehdr_phdrs = Some((l.rx_offset + at, at as usize));
+        }
+    }
+    new_load.p_filesz = seg.len() as u64;
+    new_load.p_memsz = seg.len() as u64;
+    let last_load = phdrs.iter().rposition(|p| p.p_type == elf::PT_LOAD).map_or(0, |i| i + 1);
+    phdrs.insert(last_load, new_load);
+    let table: Vec<u8> = phdrs.iter().flat_map(|p| p.to_bytes()).collect();
+    let (phoff, phnum) = match ehdr_phdrs {
+        Some((offset, at)) => {
+            seg[at..at + table.len()].copy_from_slice(&table);
+            (offset, phdrs.len())
+        }
+        None => {
+            out.edit(e.e_phoff, table)?;
+            (e.e_phoff, phdrs.len())
+        }
+    };
     let seg_end = l.rx_vaddr + seg.len() as u64;
 
+    // The contract, now that every address in the segment is known.
     let exe_lo = e.loads().map(|p| p.p_vaddr).min().unwrap_or(0);
     let mut tool_version = [0u8; 16];
     let v = env!("CARGO_PKG_VERSION").as_bytes();
@@ -116,28 +170,6 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     };
     let at = (rt.contract - rt.rx_start) as usize;
     seg[at..at + std::mem::size_of::<Contract>()].copy_from_slice(&contract_bytes(&contract));
-
-    let mut out = Output::new(e.data);
-
-    // 2. Program headers.
-    let mut phdrs = e.phdrs.clone();
-    let rw = &mut phdrs[l.rw_phdr];
-    rw.p_memsz = rw_end - rw.p_vaddr;
-    let new_load = Phdr {
-        p_type: elf::PT_LOAD,
-        p_flags: elf::PF_R | elf::PF_X,
-        p_offset: l.rx_offset,
-        p_vaddr: l.rx_vaddr,
-        p_paddr: l.rx_vaddr,
-        p_filesz: seg.len() as u64,
-        p_memsz: seg.len() as u64,
-        p_align: PAGE,
-    };
-    phdrs.remove(l.note_phdr);
-    let last_load = phdrs.iter().rposition(|p| p.p_type == elf::PT_LOAD).map_or(0, |i| i + 1);
-    phdrs.insert(last_load, new_load);
-    let table: Vec<u8> = phdrs.iter().flat_map(|p| p.to_bytes()).collect();
-    out.edit(e.e_phoff, table)?;
 
     if let Some(p) = preinit {
         out.edit(p.dynamic_offset, p.dynamic)?;
@@ -232,6 +264,8 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
 
     // 5. ELF header.
     ehdr[24..32].copy_from_slice(&l.new_entry.to_le_bytes());
+    ehdr[32..40].copy_from_slice(&phoff.to_le_bytes());
+    ehdr[56..58].copy_from_slice(&u16::try_from(phnum).map_err(|_| malformed("too many program headers"))?.to_le_bytes());
     ehdr[40..48].copy_from_slice(&shoff.to_le_bytes());
     ehdr[58..60].copy_from_slice(&(SHDR_SIZE as u16).to_le_bytes());
     ehdr[60..62].copy_from_slice(&shnum.to_le_bytes());

@@ -240,9 +240,18 @@ fn describe(file: &Path, plan: &Plan) -> String {
     let l = &plan.layout;
     let _ = writeln!(
         s,
-        "layout: runtime segment at {:#x} (file offset {:#x}, program header #{} reused from PT_NOTE), \
+        "layout: runtime segment at {:#x} (file offset {:#x}, {}), \
          runtime state at {:#x} ({} bytes, zero-filled tail of program header #{}), entry -> {:#x}",
-        l.rx_vaddr, l.rx_offset, l.note_phdr, l.rw_vaddr, l.rw_size, l.rw_phdr, l.new_entry
+        l.rx_vaddr,
+        l.rx_offset,
+        match l.phdrs {
+            dfpatch::plan::PhdrTactic::Reuse { index, was } => format!("program header #{index} reused, was {was}"),
+            dfpatch::plan::PhdrTactic::MoveTable => "no spare entry: program header table moved into it".to_string(),
+        },
+        l.rw_vaddr,
+        l.rw_size,
+        l.rw_phdr,
+        l.new_entry
     );
     let _ = writeln!(
         s,

@@ -66,6 +66,20 @@ pub struct NotHooked {
     pub reason: String,
 }
 
+/// How the new loadable segment gets a program header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "tactic")]
+pub enum PhdrTactic {
+    /// The entry at `index` (a PT_NULL, else a PT_NOTE) becomes the new
+    /// PT_LOAD; the table stays put.
+    Reuse { index: usize, was: &'static str },
+    /// No PT_NULL or PT_NOTE: a copy of the table with one more entry goes at the end of
+    /// the new segment, placed so that its file offset and its address agree
+    /// the way old kernels compute `AT_PHDR` (first PT_LOAD's
+    /// `p_vaddr - p_offset` + `e_phoff`); PT_PHDR points at the copy.
+    MoveTable,
+}
+
 /// Where the added parts go (link-time addresses and file offsets).
 #[derive(Clone, Debug, Serialize)]
 pub struct Layout {
@@ -77,8 +91,8 @@ pub struct Layout {
     /// The new read+execute segment.
     pub rx_vaddr: u64,
     pub rx_offset: u64,
-    /// Index of the PT_NOTE entry reused for it.
-    pub note_phdr: usize,
+    /// How the new segment gets its program header.
+    pub phdrs: PhdrTactic,
     pub stubs_vaddr: u64,
     pub new_entry: u64,
 }
@@ -106,12 +120,11 @@ pub fn flavour(e: &Elf) -> Result<Flavour> {
     if e.sections.is_empty() {
         return Err(Error::NoSectionHeaders);
     }
-    let libc = e
-        .needed
-        .iter()
-        .find(|n| n.starts_with("libc.so") || n.starts_with("libc.musl"))
-        .map(|n| if n.contains("musl") { format!("musl ({n})") } else { format!("glibc ({n})") })
-        .or_else(|| e.interp.as_ref().filter(|i| i.contains("musl")).map(|i| format!("musl ({i})")));
+    let musl_interp = e.interp.as_ref().filter(|i| i.contains("musl"));
+    let libc = match musl_interp {
+        Some(i) => Some(format!("musl ({i})")),
+        None => e.needed.iter().find(|n| n.starts_with("libc.so")).map(|n| format!("glibc ({n})")),
+    };
     let (ibt, shstk) = x86_features(e);
     Ok(Flavour {
         pie,
@@ -218,12 +231,22 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
     Ok(Plan { flavour, preinit, hooks, sites, not_hooked, layout })
 }
 
-/// Chooses the PT_NOTE to reuse: one that does not carry the GNU property
-/// note (which PT_GNU_PROPERTY also points at), the last such one.
-fn pick_note(phdrs: &[Phdr]) -> Option<usize> {
+/// Chooses the program header to reuse: a PT_NULL (unused) entry, else a
+/// PT_NOTE that does not carry the GNU property note (which PT_GNU_PROPERTY
+/// also points at), the last such one, else any PT_NOTE.
+fn pick_spare(phdrs: &[Phdr]) -> Option<(usize, &'static str)> {
+    if let Some(i) = phdrs.iter().position(|p| p.p_type == elf::PT_NULL) {
+        return Some((i, "PT_NULL"));
+    }
     let prop = phdrs.iter().find(|p| p.p_type == elf::PT_GNU_PROPERTY).map(|p| p.p_offset);
     let notes: Vec<usize> = phdrs.iter().enumerate().filter(|(_, p)| p.p_type == elf::PT_NOTE).map(|(i, _)| i).collect();
-    notes.iter().rev().copied().find(|&i| Some(phdrs[i].p_offset) != prop).or_else(|| notes.last().copied())
+    notes
+        .iter()
+        .rev()
+        .copied()
+        .find(|&i| Some(phdrs[i].p_offset) != prop)
+        .or_else(|| notes.last().copied())
+        .map(|i| (i, "PT_NOTE"))
 }
 
 fn layout(e: &Elf, rt: &Runtime) -> Result<Layout> {
@@ -237,11 +260,26 @@ fn layout(e: &Elf, rt: &Runtime) -> Result<Layout> {
     if last.p_flags & elf::PF_W == 0 {
         return Err(Error::LastSegmentNotWritable);
     }
-    let note_phdr = pick_note(&e.phdrs).ok_or(Error::NoSpareHeader)?;
     let overflow = || crate::error::malformed("addresses overflow");
-    let rw_vaddr = align_up(last.mem_end().ok_or_else(overflow)?, PAGE).ok_or_else(overflow)?;
+    let file_end = align_up(e.data.len() as u64, PAGE).ok_or_else(overflow)?;
+    let mut rw_vaddr = align_up(last.mem_end().ok_or_else(overflow)?, PAGE).ok_or_else(overflow)?;
+    let (phdrs, rx_offset) = match pick_spare(&e.phdrs) {
+        Some((index, was)) => (PhdrTactic::Reuse { index, was }, file_end),
+        None => {
+            // The table moves into the new segment: its offset must be its
+            // address minus (first PT_LOAD's p_vaddr - p_offset), at or after
+            // the end of the file, so the runtime may sit higher than it must.
+            let first = e.loads().next().ok_or_else(overflow)?;
+            let delta = first.p_vaddr.checked_sub(first.p_offset).ok_or(Error::NoSpareHeader)?;
+            if delta % PAGE != 0 || e.phdrs.len() + 1 >= usize::from(elf::PN_XNUM) {
+                return Err(Error::NoSpareHeader);
+            }
+            let lowest_rx = file_end.checked_add(delta).ok_or_else(overflow)?;
+            rw_vaddr = rw_vaddr.max(lowest_rx.saturating_sub(rt.rx_start));
+            (PhdrTactic::MoveTable, rw_vaddr + rt.rx_start - delta)
+        }
+    };
     let rx_vaddr = rw_vaddr.checked_add(rt.rx_start).ok_or_else(overflow)?;
-    let rx_offset = align_up(e.data.len() as u64, PAGE).ok_or_else(overflow)?;
     let stubs_vaddr = rx_vaddr + align_up(rt.rx.len() as u64, 16).ok_or_else(overflow)?;
     Ok(Layout {
         rw_vaddr,
@@ -249,7 +287,7 @@ fn layout(e: &Elf, rt: &Runtime) -> Result<Layout> {
         rw_phdr,
         rx_vaddr,
         rx_offset,
-        note_phdr,
+        phdrs,
         stubs_vaddr,
         new_entry: rx_vaddr + (rt.entry - rt.rx_start),
     })

@@ -58,18 +58,25 @@ fn bad_inputs_are_refused_cleanly() {
     assert!(std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(samples_dir().join("benign.c")).status().unwrap().success());
     refused(&lib, "shared library");
 
-    // No PT_NOTE to reuse: turn every PT_NOTE into PT_NULL.
-    let no_note = with_bytes(&dir, "no-note", |b| {
+    // No spare program header, and a table that cannot move: the first PT_LOAD maps
+    // file offset 0x1000 at address 0 (so no offset can match an address above it).
+    let no_spare = with_bytes(&dir, "no-spare", |b| {
         let phoff = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
         let phnum = u16::from_le_bytes(b[56..58].try_into().unwrap()) as usize;
+        let mut first_load = true;
         for i in 0..phnum {
             let at = phoff + i * 56;
-            if u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) == 4 {
-                b[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+            match u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) {
+                4 => b[at..at + 4].copy_from_slice(&0x6474e551u32.to_le_bytes()), // PT_NOTE -> another GNU_STACK-like entry
+                1 if first_load => {
+                    first_load = false;
+                    b[at + 8..at + 16].copy_from_slice(&0x1000u64.to_le_bytes());
+                }
+                _ => {}
             }
         }
     });
-    refused(&no_note, "no spare program header");
+    refused(&no_spare, "no spare program header");
 
     let stat = dir.join("static");
     assert!(std::process::Command::new("cc").args(["-static", "-O2", "-o"]).arg(&stat).arg(samples_dir().join("benign.c")).status().unwrap().success());
@@ -131,7 +138,7 @@ fn in_place_follows_symlinks() {
 #[test]
 fn output_is_deterministic_and_restorable() {
     let dir = scratch("determinism");
-    for (flavour, _, _) in FLAVOURS {
+    for (flavour, _, _, _) in FLAVOURS {
         let input = sample("behaviours", flavour);
         let a = dir.join(format!("a-{flavour}"));
         let b = dir.join(format!("b-{flavour}"));

@@ -7,13 +7,15 @@ use std::sync::OnceLock;
 
 pub const DFPATCH: &str = env!("CARGO_BIN_EXE_dfpatch");
 
-/// The dynamic flavours every behaviour is checked in.
-pub const FLAVOURS: &[(&str, &[&str], bool)] = &[
-    ("pie", &["-O2"], false),
-    ("nopie", &["-O2", "-no-pie"], false),
-    ("noplt-now", &["-O2", "-fno-plt", "-Wl,-z,now,-z,relro"], false),
-    ("cet", &["-O2", "-fcf-protection=full"], false),
-    ("stripped", &["-O2"], true),
+/// The dynamic flavours every behaviour is checked in: name, compiler, flags, stripped.
+pub const FLAVOURS: &[(&str, &str, &[&str], bool)] = &[
+    ("pie", "cc", &["-O2"], false),
+    ("nopie", "cc", &["-O2", "-no-pie"], false),
+    ("noplt-now", "cc", &["-O2", "-fno-plt", "-Wl,-z,now,-z,relro"], false),
+    ("cet", "cc", &["-O2", "-fcf-protection=full"], false),
+    ("stripped", "cc", &["-O2"], true),
+    // musl's gcc wrapper links without any PT_NOTE: the program header table has to move.
+    ("musl", "musl-gcc", &["-O2"], false),
 ];
 
 pub fn samples_dir() -> PathBuf {
@@ -45,16 +47,16 @@ fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
         let dir = scratch("samples");
-        for (flavour, flags, strip) in FLAVOURS {
+        for (flavour, cc, flags, strip) in FLAVOURS {
             for prog in ["behaviours", "benign"] {
                 let out = dir.join(format!("{prog}-{flavour}"));
-                let st = Command::new("cc")
+                let st = Command::new(cc)
                     .args(*flags)
                     .arg("-o")
                     .arg(&out)
                     .arg(samples_dir().join(format!("{prog}.c")))
                     .status()
-                    .expect("run cc");
+                    .unwrap_or_else(|e| panic!("run {cc}: {e}"));
                 assert!(st.success(), "building {prog} ({flavour}) failed");
                 if *strip {
                     assert!(Command::new("strip").arg(&out).status().expect("run strip").success());

@@ -6,7 +6,7 @@ use std::process::Command;
 #[test]
 fn readelf_objdump_gdb_work_on_patched_files() {
     let dir = scratch("tools");
-    for (flavour, _, _) in FLAVOURS {
+    for (flavour, _, _, _) in FLAVOURS {
         let p = dir.join(format!("p-{flavour}"));
         patch(&sample("behaviours", flavour), &p, &policy("monitor", "alert", &dir.join("e.jsonl"), &[]));
         let o = Command::new("readelf").arg("-aW").arg(&p).output().unwrap();
@@ -42,4 +42,28 @@ fn no_writable_and_executable_mapping_at_run_time() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("r-xp"), "no mappings printed: {out}");
     assert!(!out.lines().any(|l| l.contains("rwx")), "W+X mapping: {out}");
+}
+
+/// A PT_NULL entry is reused before a PT_NOTE; with neither (musl-gcc output)
+/// the program header table moves (covered by the `musl` flavour everywhere).
+#[test]
+fn program_header_tactics() {
+    let dir = scratch("phdr-tactics");
+    let mut bytes = std::fs::read(sample("behaviours", "pie")).unwrap();
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let phnum = u16::from_le_bytes(bytes[56..58].try_into().unwrap()) as usize;
+    let note = (0..phnum).map(|i| phoff + i * 56).find(|&at| bytes[at..at + 4] == 4u32.to_le_bytes()).unwrap();
+    bytes[note..note + 4].copy_from_slice(&0u32.to_le_bytes());
+    let input = dir.join("with-null");
+    std::fs::write(&input, &bytes).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = dfpatch(&["inspect".as_ref(), input.as_os_str()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("was PT_NULL"), "{}", String::from_utf8_lossy(&o.stdout));
+    let p = dir.join("p");
+    patch(&input, &p, &policy("enforce", "allow", &dir.join("e.jsonl"), &[("x", "\"exec\"", "deny")]));
+    assert_eq!(stdout(&run(&p, &["popen"], &dir)), "popen=0 errno=EPERM\ndone\n");
+
+    let o = dfpatch(&["inspect".as_ref(), sample("behaviours", "musl").as_os_str()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("program header table moved"), "{}", String::from_utf8_lossy(&o.stdout));
 }
