@@ -203,7 +203,7 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     // (taken from the edit list) holds the original header.
     let mut ehdr = e.data[..EHDR_SIZE].to_vec();
     out.edit(0, vec![0; EHDR_SIZE])?;
-    let restore_blob = restore::encode(e.data.len() as u64, &out.originals());
+    let restore_blob = restore::encode(e.data.len() as u64, l.rx_offset, &out.originals());
 
     let restore_off = out.append_at(out.len(), &restore_blob);
     let shstr_off = out.append_at(out.len(), &shstrtab);

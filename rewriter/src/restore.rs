@@ -3,8 +3,11 @@
 //! truncates the file to its original length (everything dfpatch appended
 //! goes) and puts the original bytes back, giving the input byte for byte.
 //!
-//! Format (little-endian): `b"DFPRSTR1"`, original length `u64`, entry count
-//! `u64`, then per entry: offset `u64`, length `u64`, the bytes, padded to 8.
+//! Format (little-endian): `b"DFPRSTR1"`, original length `u64`, file offset
+//! of the runtime segment `u64`, entry count `u64`, then per entry: offset
+//! `u64`, length `u64`, the bytes, padded to 8. The segment's offset lets
+//! restore notice a file that was rewritten after patching (by `strip` or
+//! `objcopy`, which move things): such a file is refused, not "restored" wrong.
 
 use crate::elf::{slice, Elf};
 use crate::error::{Error, Result};
@@ -13,10 +16,11 @@ use crate::runtime::Runtime;
 
 const MAGIC: &[u8; 8] = b"DFPRSTR1";
 
-pub fn encode(orig_len: u64, originals: &[(u64, &[u8])]) -> Vec<u8> {
+pub fn encode(orig_len: u64, segment_offset: u64, originals: &[(u64, &[u8])]) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&orig_len.to_le_bytes());
+    b.extend_from_slice(&segment_offset.to_le_bytes());
     b.extend_from_slice(&(originals.len() as u64).to_le_bytes());
     for (off, bytes) in originals {
         b.extend_from_slice(&off.to_le_bytes());
@@ -41,9 +45,13 @@ pub fn restore(e: &Elf) -> Result<Vec<u8>> {
         return Err(bad("wrong magic"));
     }
     let orig_len = u64_at(8)?;
-    let count = u64_at(16)?;
+    let segment_offset = u64_at(16)?;
+    let count = u64_at(24)?;
+    if e.section(".dfpatch").map(|s| s.sh_offset) != Some(segment_offset) || segment_offset < orig_len {
+        return Err(bad("the file was rewritten after patching (by strip or objcopy?): its original cannot be rebuilt"));
+    }
     let mut out = slice(e.data, 0, orig_len).ok_or_else(|| bad("original length beyond the file"))?.to_vec();
-    let mut at = 24usize;
+    let mut at = 32usize;
     for _ in 0..count {
         let off = u64_at(at)?;
         let len = u64_at(at + 8)?;

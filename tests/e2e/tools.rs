@@ -67,3 +67,19 @@ fn program_header_tactics() {
     let o = dfpatch(&["inspect".as_ref(), sample("behaviours", "musl").as_os_str()]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("program header table moved"), "{}", String::from_utf8_lossy(&o.stdout));
 }
+
+/// `strip` on a patched file keeps it working; `restore` then refuses rather than rebuild a wrong original.
+#[test]
+fn strip_after_patching() {
+    let dir = scratch("strip-after");
+    let p = dir.join("p");
+    let ev = dir.join("e.jsonl");
+    patch(&sample("behaviours", "pie"), &p, &policy("monitor", "alert", &ev, &[]));
+    assert!(Command::new("strip").arg(&p).status().unwrap().success());
+    assert_eq!(stdout(&run(&p, &["bind"], &dir)), "bind=0 errno=0\ndone\n");
+    assert!(events(&ev).iter().any(|e| e["api"] == "bind"));
+    let o = dfpatch(&["restore".as_ref(), "-o".as_ref(), dir.join("r").as_os_str(), p.as_os_str()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("rewritten after patching"));
+    assert!(!dir.join("r").exists());
+}
