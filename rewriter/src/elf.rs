@@ -191,6 +191,10 @@ impl<'a> Elf<'a> {
                 else {
                     continue;
                 };
+                // IRELATIVE-only tables of static executables link no symbol table.
+                if link.0 == 0 {
+                    continue;
+                }
                 let symtab = table
                     .symbol_table_by_index(endian, data, link)
                     .map_err(|e| malformed(format!("relocation symbol table: {e}")))?;

@@ -81,6 +81,11 @@ fn bad_inputs_are_refused_cleanly() {
     let stat = dir.join("static");
     assert!(std::process::Command::new("cc").args(["-static", "-O2", "-o"]).arg(&stat).arg(samples_dir().join("benign.c")).status().unwrap().success());
     refused(&stat, "statically linked");
+    // Regression: busybox-static's IRELATIVE relocation table links no symbol table;
+    // it used to be refused as "malformed" instead of "statically linked".
+    let bb = dir.join("busybox");
+    std::fs::copy("/bin/busybox", &bb).expect("busybox-static is installed by .ci/run");
+    refused(&bb, "statically linked");
 
     // Already patched: says so and says how to re-patch.
     let once = dir.join("once");
