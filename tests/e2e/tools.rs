@@ -83,3 +83,27 @@ fn strip_after_patching() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("rewritten after patching"));
     assert!(!dir.join("r").exists());
 }
+
+/// checksec reports the same RELRO, canary, NX, PIE and FORTIFY before and after patching.
+#[test]
+fn hardening_is_kept() {
+    let dir = scratch("checksec");
+    for (name, flags) in [
+        ("hardened", &["-O2", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", "-Wl,-z,now,-z,relro"][..]),
+        ("partial-relro-nopie", &["-O2", "-no-pie", "-fno-stack-protector"][..]),
+    ] {
+        let exe = dir.join(name);
+        assert!(Command::new("cc").args(flags).arg("-o").arg(&exe).arg(samples_dir().join("behaviours.c")).status().unwrap().success());
+        let p = dir.join(format!("{name}.patched"));
+        patch(&exe, &p, &policy("monitor", "alert", &dir.join("e.jsonl"), &[]));
+        let props = |f: &std::path::Path| -> serde_json::Value {
+            let o = Command::new("checksec").arg("--format=json").arg(format!("--file={}", f.display())).output().expect("checksec is installed by .ci/run");
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("checksec output: {e}: {}", String::from_utf8_lossy(&o.stdout)));
+            let r = &v[f.to_str().unwrap()];
+            serde_json::json!([r["relro"], r["canary"], r["nx"], r["pie"], r["fortify_source"], r["fortified"]])
+        };
+        let (before, after) = (props(&exe), props(&p));
+        assert!(before.as_array().unwrap().iter().all(|x| x.is_string()), "{before}");
+        assert_eq!(before, after, "{name}: hardening changed");
+    }
+}
