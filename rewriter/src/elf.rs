@@ -262,6 +262,31 @@ impl<'a> Elf<'a> {
         })
     }
 
+    /// Addresses known to start a function, hence an instruction: the
+    /// initial locations of `.eh_frame_hdr`'s search table (present in
+    /// stripped files too) and the `STT_FUNC` symbols of `.symtab`/`.dynsym`.
+    pub fn function_starts(&self) -> std::collections::BTreeSet<u64> {
+        let mut starts = std::collections::BTreeSet::new();
+        if let Some(hdr) = self.section(".eh_frame_hdr") {
+            if let Ok(d) = self.section_data(hdr) {
+                eh_frame_hdr_starts(d, hdr.sh_addr, &mut starts);
+            }
+        }
+        for name in [".symtab", ".dynsym"] {
+            let Some(sec) = self.section(name) else { continue };
+            let Ok(d) = self.section_data(sec) else { continue };
+            for sym in d.chunks_exact(24) {
+                let info = sym[4];
+                let shndx = u16::from_le_bytes([sym[6], sym[7]]);
+                let value = u64::from_le_bytes(sym[8..16].try_into().unwrap_or([0; 8]));
+                if info & 0xf == 2 && shndx != 0 && value != 0 {
+                    starts.insert(value);
+                }
+            }
+        }
+        starts
+    }
+
     pub fn section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
     }
@@ -293,6 +318,30 @@ impl<'a> Elf<'a> {
             let rel = vaddr.checked_sub(p.p_vaddr)?;
             (rel.checked_add(len)? <= p.p_filesz).then(|| p.p_offset + rel)
         })
+    }
+}
+
+/// Reads the binary search table of `.eh_frame_hdr` (version 1, the usual
+/// encodings: any 4- or 8-byte `eh_frame_ptr`, a `udata4` count and a
+/// `datarel|sdata4` table); anything else is left alone.
+fn eh_frame_hdr_starts(d: &[u8], base: u64, out: &mut std::collections::BTreeSet<u64>) {
+    let (Some(&1), Some(&ptr_enc), Some(&count_enc), Some(&table_enc)) = (d.first(), d.get(1), d.get(2), d.get(3)) else {
+        return;
+    };
+    let ptr_size = match ptr_enc & 0x0f {
+        0x03 | 0x0b => 4,
+        0x04 | 0x0c => 8,
+        _ => return,
+    };
+    if count_enc != 0x03 || table_enc != 0x3b {
+        return;
+    }
+    let at = 4 + ptr_size;
+    let Some(count) = d.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])) else { return };
+    let table = d.get(at + 4..).unwrap_or(&[]);
+    for entry in table.chunks_exact(8).take(count as usize) {
+        let rel = i32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
+        out.insert(base.wrapping_add(rel as i64 as u64));
     }
 }
 

@@ -271,7 +271,10 @@ fn describe(file: &Path, plan: &Plan) -> String {
             .filter(|x| x.hook == k)
             .map(|x| format!("{} {}@{:#x}", x.layer, x.section, x.vaddr))
             .collect();
-        let _ = writeln!(s, "  {:<14} GOT {:#x} -> stub {:#x}: {}", h.symbol, h.got_vaddr, h.stub_vaddr, sites.join(", "));
+        const SHOWN: usize = 6;
+        let more = if sites.len() > SHOWN { format!(", and {} more (see --json)", sites.len() - SHOWN) } else { String::new() };
+        let shown = &sites[..sites.len().min(SHOWN)];
+        let _ = writeln!(s, "  {:<14} GOT {:#x} -> stub {:#x}: {}{more}", h.symbol, h.got_vaddr, h.stub_vaddr, shown.join(", "));
     }
     if !plan.not_hooked.is_empty() {
         let _ = writeln!(s, "not hooked ({}):", plan.not_hooked.len());

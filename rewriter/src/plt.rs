@@ -3,10 +3,10 @@
 //! `.plt` and `.plt.sec` entries, `.plt.got` entries, and `-fno-plt` call
 //! sites in the program's own code (`call *sym@GOTPCREL(%rip)`).
 //!
-//! Executable sections are decoded linearly with iced-x86 from their start.
-//! Only an instruction that decodes as an indirect `jmp`/`call` through
-//! `[rip + disp32]` whose target is exactly a monitored GOT slot is
-//! rewritten, and it is rewritten in place, within its own bytes.
+//! Only an instruction that decodes (iced-x86, from a known instruction
+//! boundary) as an indirect `jmp`/`call` through `[rip + disp32]` whose target
+//! is exactly a monitored GOT slot is rewritten, and it is rewritten in place,
+//! within its own bytes. See [`find_sites`] for how candidates are found.
 
 use crate::elf::Elf;
 use crate::error::Result;
@@ -65,18 +65,55 @@ pub fn monitored_imports(elf: &Elf) -> Vec<Import> {
 }
 
 /// Every `jmp`/`call` through one of `slots` in the executable sections.
+///
+/// Such an instruction is `[prefixes] ff 15|25 disp32`, and its target is the
+/// address after those six bytes plus `disp32`. So a fast scan for `ff 15` and
+/// `ff 25` whose target is a monitored slot finds every candidate; each is then
+/// confirmed by decoding instructions from the nearest known instruction
+/// boundary before it (a function start from `.eh_frame_hdr` or the symbol
+/// tables, else where the previous decode stopped, else the section start) up
+/// to the candidate: only an instruction that really starts there and really
+/// is that `jmp`/`call` becomes a site. Bytes that merely look like one (inside
+/// another instruction, or data) are never rewritten.
 pub fn find_sites(elf: &Elf, slots: &BTreeMap<u64, usize>) -> Result<Vec<Site>> {
     let mut sites = Vec::new();
-    if slots.is_empty() {
+    let (Some(&lo), Some(&hi)) = (slots.keys().next(), slots.keys().next_back()) else {
         return Ok(sites);
-    }
+    };
+    let starts = elf.function_starts();
     for s in elf.sections.iter().filter(|s| s.is_exec()) {
         let bytes = elf.section_data(s)?;
-        let mut decoder = Decoder::with_ip(64, bytes, s.sh_addr, DecoderOptions::NONE);
-        let mut ins = Instruction::default();
-        while decoder.can_decode() {
-            decoder.decode_out(&mut ins);
-            if ins.is_invalid() || !ins.is_ip_rel_memory_operand() {
+        // An instruction boundary: where the last decode in this section stopped.
+        let mut resume = s.sh_addr;
+        for pair in memchr::memchr_iter(0xff, bytes) {
+            let (Some(&modrm), Some(disp)) = (bytes.get(pair + 1), bytes.get(pair + 2..pair + 6)) else { continue };
+            if modrm != 0x15 && modrm != 0x25 {
+                continue;
+            }
+            let end = s.sh_addr + pair as u64 + 6;
+            let target = end.wrapping_add(i32::from_le_bytes([disp[0], disp[1], disp[2], disp[3]]) as i64 as u64);
+            if target < lo || target > hi || !slots.contains_key(&target) {
+                continue;
+            }
+            let pair_vaddr = s.sh_addr + pair as u64;
+            // Nearest boundary at or before the candidate: a function start, or the resume point.
+            let from = match starts.range(s.sh_addr..=pair_vaddr).next_back() {
+                Some(&f) if f >= resume => f,
+                _ => resume,
+            };
+            let off = (from - s.sh_addr) as usize;
+            let mut decoder = Decoder::with_ip(64, bytes.get(off..).unwrap_or(&[]), from, DecoderOptions::NONE);
+            let mut ins = Instruction::default();
+            while decoder.can_decode() {
+                decoder.decode_out(&mut ins);
+                if ins.next_ip() > pair_vaddr {
+                    break;
+                }
+            }
+            if ins.next_ip() > resume {
+                resume = ins.next_ip();
+            }
+            if ins.ip() > pair_vaddr || ins.next_ip() != end || !ins.is_ip_rel_memory_operand() {
                 continue;
             }
             let kind = match ins.code() {
@@ -84,8 +121,7 @@ pub fn find_sites(elf: &Elf, slots: &BTreeMap<u64, usize>) -> Result<Vec<Site>> 
                 Code::Call_rm64 => SiteKind::Call,
                 _ => continue,
             };
-            let target = ins.ip_rel_memory_address();
-            if slots.contains_key(&target) && ins.len() >= 6 {
+            if ins.ip_rel_memory_address() == target && ins.len() >= 6 {
                 sites.push(Site { vaddr: ins.ip(), len: ins.len(), kind, section: s.name.clone(), got_vaddr: target });
             }
         }
