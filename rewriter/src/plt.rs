@@ -156,3 +156,83 @@ pub fn site_bytes(site: &Site, stub: u64) -> Option<Vec<u8>> {
 pub fn rel32(from: u64, to: u64) -> Option<i32> {
     i32::try_from(to.wrapping_sub(from) as i64).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::Section;
+
+    fn elf_with_text<'a>(data: &'a [u8], addr: u64) -> Elf<'a> {
+        Elf {
+            data,
+            e_type: object::elf::ET_DYN,
+            e_entry: addr,
+            e_phoff: 0,
+            e_shoff: 0,
+            e_shstrndx: 0,
+            phdrs: Vec::new(),
+            sections: vec![Section {
+                index: 1,
+                name: ".text".into(),
+                sh_name: 0,
+                sh_type: object::elf::SHT_PROGBITS,
+                sh_flags: u64::from(object::elf::SHF_ALLOC | object::elf::SHF_EXECINSTR),
+                sh_addr: addr,
+                sh_offset: 0,
+                sh_size: data.len() as u64,
+                sh_link: 0,
+                sh_info: 0,
+                sh_addralign: 16,
+                sh_entsize: 0,
+            }],
+            got_slots: Vec::new(),
+            needed: Vec::new(),
+            interp: None,
+            flags_1_pie: false,
+        }
+    }
+
+    /// Bytes that look like `call *slot(%rip)` inside another instruction are
+    /// not sites; the real call after them is.
+    #[test]
+    fn only_real_instructions_become_sites() {
+        let base = 0x1000u64;
+        let slot = 0x5000u64;
+        let mut code = Vec::new();
+        // movabs rax, imm64 whose bytes are `ff 15 disp32 90 90`, disp aimed at the slot.
+        let fake_disp = (slot as i64 - (base + 2 + 6) as i64) as i32;
+        code.extend_from_slice(&[0x48, 0xb8, 0xff, 0x15]);
+        code.extend_from_slice(&fake_disp.to_le_bytes());
+        code.extend_from_slice(&[0x90, 0x90]);
+        // A real `call *slot(%rip)` at offset 10, then `jmp *slot(%rip)`.
+        let at = base + code.len() as u64;
+        code.extend_from_slice(&[0xff, 0x15]);
+        code.extend_from_slice(&((slot as i64 - (at + 6) as i64) as i32).to_le_bytes());
+        let at2 = base + code.len() as u64;
+        code.extend_from_slice(&[0xff, 0x25]);
+        code.extend_from_slice(&((slot as i64 - (at2 + 6) as i64) as i32).to_le_bytes());
+        // A call through some other slot is not a site.
+        let at3 = base + code.len() as u64;
+        code.extend_from_slice(&[0xff, 0x15]);
+        code.extend_from_slice(&((0x6000i64 - (at3 + 6) as i64) as i32).to_le_bytes());
+        let elf = elf_with_text(&code, base);
+        let slots: BTreeMap<u64, usize> = [(slot, 0)].into();
+        let sites = find_sites(&elf, &slots).unwrap();
+        let found: Vec<(u64, SiteKind)> = sites.iter().map(|s| (s.vaddr, s.kind)).collect();
+        assert_eq!(found, [(at, SiteKind::Call), (at2, SiteKind::Jmp)]);
+    }
+
+    #[test]
+    fn rewritten_sites_keep_length_and_return_address() {
+        let call = Site { vaddr: 0x1000, len: 6, kind: SiteKind::Call, section: ".text".into(), got_vaddr: 0 };
+        let b = site_bytes(&call, 0x2000).unwrap();
+        assert_eq!(b.len(), 6);
+        assert_eq!(&b[..2], &[0x67, 0xe8]);
+        assert_eq!(i32::from_le_bytes(b[2..6].try_into().unwrap()), 0x2000 - 0x1006);
+        let jmp = Site { vaddr: 0x1000, len: 7, kind: SiteKind::Jmp, section: ".plt.sec".into(), got_vaddr: 0 };
+        let b = site_bytes(&jmp, 0x2000).unwrap();
+        assert_eq!(b, [0xe9, 0xfb, 0x0f, 0, 0, 0x90, 0x90]);
+        let far = Site { vaddr: 0, len: 6, kind: SiteKind::Call, section: ".text".into(), got_vaddr: 0 };
+        assert!(site_bytes(&far, 1 << 40).is_none());
+    }
+}
