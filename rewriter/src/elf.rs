@@ -262,11 +262,12 @@ impl<'a> Elf<'a> {
         })
     }
 
-    /// Addresses known to start a function, hence an instruction: the
-    /// initial locations of `.eh_frame_hdr`'s search table (present in
-    /// stripped files too) and the `STT_FUNC` symbols of `.symtab`/`.dynsym`.
-    pub fn function_starts(&self) -> std::collections::BTreeSet<u64> {
-        let mut starts = std::collections::BTreeSet::new();
+    /// Addresses known to start a function, hence an instruction, sorted and
+    /// without duplicates: the initial locations of `.eh_frame_hdr`'s search
+    /// table (present in stripped files too) and the `STT_FUNC` symbols of
+    /// `.symtab`/`.dynsym`.
+    pub fn function_starts(&self) -> Vec<u64> {
+        let mut starts = Vec::new();
         if let Some(hdr) = self.section(".eh_frame_hdr") {
             if let Ok(d) = self.section_data(hdr) {
                 eh_frame_hdr_starts(d, hdr.sh_addr, &mut starts);
@@ -280,10 +281,12 @@ impl<'a> Elf<'a> {
                 let shndx = u16::from_le_bytes([sym[6], sym[7]]);
                 let value = u64::from_le_bytes(sym[8..16].try_into().unwrap_or([0; 8]));
                 if info & 0xf == 2 && shndx != 0 && value != 0 {
-                    starts.insert(value);
+                    starts.push(value);
                 }
             }
         }
+        starts.sort_unstable();
+        starts.dedup();
         starts
     }
 
@@ -324,7 +327,7 @@ impl<'a> Elf<'a> {
 /// Reads the binary search table of `.eh_frame_hdr` (version 1, the usual
 /// encodings: any 4- or 8-byte `eh_frame_ptr`, a `udata4` count and a
 /// `datarel|sdata4` table); anything else is left alone.
-fn eh_frame_hdr_starts(d: &[u8], base: u64, out: &mut std::collections::BTreeSet<u64>) {
+fn eh_frame_hdr_starts(d: &[u8], base: u64, out: &mut Vec<u64>) {
     let (Some(&1), Some(&ptr_enc), Some(&count_enc), Some(&table_enc)) = (d.first(), d.get(1), d.get(2), d.get(3)) else {
         return;
     };
@@ -339,10 +342,10 @@ fn eh_frame_hdr_starts(d: &[u8], base: u64, out: &mut std::collections::BTreeSet
     let at = 4 + ptr_size;
     let Some(count) = d.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])) else { return };
     let table = d.get(at + 4..).unwrap_or(&[]);
-    for entry in table.chunks_exact(8).take(count as usize) {
+    out.extend(table.chunks_exact(8).take(count as usize).map(|entry| {
         let rel = i32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
-        out.insert(base.wrapping_add(rel as i64 as u64));
-    }
+        base.wrapping_add(rel as i64 as u64)
+    }));
 }
 
 /// `data[off..off+len]`, or None when out of range.

@@ -97,8 +97,9 @@ pub fn find_sites(elf: &Elf, slots: &BTreeMap<u64, usize>) -> Result<Vec<Site>> 
             }
             let pair_vaddr = s.sh_addr + pair as u64;
             // Nearest boundary at or before the candidate: a function start, or the resume point.
-            let from = match starts.range(s.sh_addr..=pair_vaddr).next_back() {
-                Some(&f) if f >= resume => f,
+            let nearest = starts.partition_point(|&f| f <= pair_vaddr).checked_sub(1).map(|i| starts[i]);
+            let from = match nearest {
+                Some(f) if f >= resume && f >= s.sh_addr => f,
                 _ => resume,
             };
             let off = (from - s.sh_addr) as usize;
