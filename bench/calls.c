@@ -9,6 +9,13 @@
  *             it is never hooked; it is there so the loop does not run out of
  *             address space). Non-exec: a hooked mmap takes the stub's
  *             PROT_EXEC filter and goes straight to libc ("allowed hooked call").
+ *   mmap-einval
+ *             mmap(NULL, 4096, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS,
+ *             -1, 1): the offset is not page aligned, so glibc's mmap returns
+ *             MAP_FAILED with EINVAL before making any system call. A hooked
+ *             call that never reaches the kernel: the cheapest, most stable
+ *             libc call a monitored function offers, so the stub's (or a
+ *             wrapper's) own cost is not hidden in system call noise.
  *   mprotect  mprotect(page, 4096, PROT_READ|PROT_WRITE) on one page that is
  *             already RW: a real but cheap system call, non-exec, so again the
  *             allowed path of the hook.
@@ -65,6 +72,15 @@ __attribute__((noinline)) static void loop_mmap(long n, void *unused)
     }
 }
 
+__attribute__((noinline)) static void loop_mmap_einval(long n, void *unused)
+{
+    (void)unused;
+    for (long i = 0; i < n; i++) {
+        sink = (long)mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 1);
+        BARRIER();
+    }
+}
+
 __attribute__((noinline)) static void loop_mprotect(long n, void *page)
 {
     for (long i = 0; i < n; i++) {
@@ -108,7 +124,7 @@ __attribute__((noinline)) static void loop_none(long n, void *unused)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s mmap|mprotect|open|getpid|none [N]\n", argv[0]);
+        fprintf(stderr, "usage: %s mmap|mmap-einval|mprotect|open|getpid|none [N]\n", argv[0]);
         return 2;
     }
     const char *call = argv[1];
@@ -131,6 +147,13 @@ int main(int argc, char **argv)
     if (strcmp(call, "mmap") == 0) {
         loop_mmap(1, NULL);
         run = loop_mmap;
+    } else if (strcmp(call, "mmap-einval") == 0) {
+        loop_mmap_einval(1, NULL);
+        if (errno != EINVAL || sink != (long)MAP_FAILED) {
+            fprintf(stderr, "mmap with a misaligned offset did not fail with EINVAL\n");
+            return 1;
+        }
+        run = loop_mmap_einval;
     } else if (strcmp(call, "mprotect") == 0) {
         loop_mprotect(1, page);
         run = loop_mprotect;
