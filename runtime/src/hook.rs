@@ -206,7 +206,7 @@ fn open_sink(p: &PolicyTable) {
         Sink::Fd(fd) => SINK_FD.store(fd + 1, Ordering::Relaxed),
         Sink::File(path) => {
             if let Some(fd) = open_file_sink(path) {
-                if let Ok((dev, ino)) = sys::fstat_id(fd) {
+                if let Ok((dev, ino, _)) = sys::fstat_id(fd) {
                     SINK_DEV.store(dev, Ordering::Relaxed);
                     SINK_INO.store(ino, Ordering::Relaxed);
                 }
@@ -231,36 +231,38 @@ fn open_file_sink(path: &[u8]) -> Option<i32> {
     }
 }
 
-/// The descriptor to write an event to, reopening a `file:` sink that the
-/// program closed or replaced (`dup2` over it).
-fn sink_fd(p: &PolicyTable) -> Option<i32> {
+/// The descriptor to write an event to, and whether it is known to be a
+/// regular file (which cannot raise SIGPIPE). A `file:` sink that the program
+/// closed or replaced (`dup2` over it) is reopened.
+fn sink_fd(p: &PolicyTable) -> Option<(i32, bool)> {
     let fd = SINK_FD.load(Ordering::Acquire) - 1;
     match p.sink() {
         Sink::File(path) => {
-            let same = fd >= 0
-                && sys::fstat_id(fd).ok()
-                    == Some((SINK_DEV.load(Ordering::Relaxed), SINK_INO.load(Ordering::Relaxed)));
-            if same {
-                return Some(fd);
+            if fd >= 0 {
+                if let Ok((dev, ino, regular)) = sys::fstat_id(fd) {
+                    if (dev, ino) == (SINK_DEV.load(Ordering::Relaxed), SINK_INO.load(Ordering::Relaxed)) {
+                        return Some((fd, regular));
+                    }
+                }
             }
             let new = open_file_sink(path)?;
-            let id = sys::fstat_id(new).unwrap_or((0, 0));
+            let (dev, ino, regular) = sys::fstat_id(new).unwrap_or((0, 0, false));
             match SINK_FD.compare_exchange(fd + 1, new + 1, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    SINK_DEV.store(id.0, Ordering::Relaxed);
-                    SINK_INO.store(id.1, Ordering::Relaxed);
-                    Some(new)
+                    SINK_DEV.store(dev, Ordering::Relaxed);
+                    SINK_INO.store(ino, Ordering::Relaxed);
+                    Some((new, regular))
                 }
                 Err(other) => {
                     // Another thread reopened it first: use theirs.
                     sys::close(new);
-                    Some(other - 1)
+                    Some((other - 1, false))
                 }
             }
         }
-        _ if fd >= 0 => Some(fd),
-        Sink::Stderr => Some(2),
-        Sink::Fd(n) => Some(n),
+        _ if fd >= 0 => Some((fd, false)),
+        Sink::Stderr => Some((2, false)),
+        Sink::Fd(n) => Some((n, false)),
     }
 }
 
@@ -361,8 +363,8 @@ fn set_errno(c: &Contract, value: i32) {
 
 /// Builds one event on the stack and writes it with one `write`.
 fn emit(c: &Contract, p: &PolicyTable, api: ApiId, f: &HookFrame, done: u8, wanted: u8, rule: u16) {
-    let fd = match sink_fd(p) {
-        Some(fd) => fd,
+    let (fd, regular) = match sink_fd(p) {
+        Some(s) => s,
         None => return,
     };
     let mut buf = [0u8; 4096];
@@ -399,7 +401,8 @@ fn emit(c: &Contract, p: &PolicyTable, api: ApiId, f: &HookFrame, done: u8, want
         j.raw_closing(b",\"truncated\":true");
     }
     j.finish();
-    let _ = sys::write_nosigpipe(fd, j.bytes());
+    // A regular file cannot raise SIGPIPE: skip the two signal-mask calls.
+    let _ = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
 }
 
 /// Start of the call instruction that returns to `ret`: `call rel32` (5

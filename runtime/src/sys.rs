@@ -76,12 +76,24 @@ pub fn dupfd_cloexec(fd: i32, min: i32) -> Result<i32, i64> {
     result(unsafe { syscall3(SYS_FCNTL, fd as u64, F_DUPFD_CLOEXEC, min as u64) }).map(|v| v as i32)
 }
 
-/// Device and inode of an open descriptor.
-pub fn fstat_id(fd: i32) -> Result<(u64, u64), i64> {
+/// Device, inode and whether it is a regular file, of an open descriptor.
+pub fn fstat_id(fd: i32) -> Result<(u64, u64, bool), i64> {
     let mut st = [0u64; 18]; // struct stat is 144 bytes on x86-64
     // SAFETY: the kernel writes one struct stat (144 bytes) into `st`.
     result(unsafe { syscall2(SYS_FSTAT, fd as u64, st.as_mut_ptr() as u64) })?;
-    Ok((st[0], st[1]))
+    // st_dev, st_ino, st_nlink, then st_mode in the low half of the fourth word.
+    const S_IFMT: u64 = 0o170000;
+    const S_IFREG: u64 = 0o100000;
+    Ok((st[0], st[1], st[3] & S_IFMT == S_IFREG))
+}
+
+/// Writes `buf` to `fd` in one `write`, retried on EINTR.
+pub fn write_all_once(fd: i32, buf: &[u8]) -> Result<u64, i64> {
+    let mut r = write(fd, buf);
+    while r == Err(EINTR) {
+        r = write(fd, buf);
+    }
+    r
 }
 
 /// `readlink`; `path` must end with a NUL byte. Returns the length written.
@@ -176,10 +188,7 @@ pub fn write_nosigpipe(fd: i32, buf: &[u8]) -> Result<u64, i64> {
     let masked = unsafe {
         syscall4(SYS_RT_SIGPROCMASK, SIG_BLOCK, &block as *const u64 as u64, &mut old as *mut u64 as u64, 8)
     } == 0;
-    let mut r = write(fd, buf);
-    while r == Err(EINTR) {
-        r = write(fd, buf);
-    }
+    let r = write_all_once(fd, buf);
     if masked {
         if r == Err(32) && old & block == 0 {
             let ts = [0i64; 2];
