@@ -58,10 +58,16 @@ impl Dynamic {
         }
     }
 
-    fn push(&mut self, tag: u64, value: u64) {
+    /// Puts an entry in the first DT_NULL slot; `plan` checked there are spare ones.
+    fn push(&mut self, tag: u64, value: u64) -> Result<()> {
         let n = self.first_null();
-        if let Some(e) = self.entries.get_mut(n) {
-            *e = (tag, value);
+        let len = self.entries.len();
+        match self.entries.get_mut(n) {
+            Some(e) if n + 1 < len => {
+                *e = (tag, value);
+                Ok(())
+            }
+            _ => Err(malformed("no spare DT_NULL entry left in the dynamic section")),
         }
     }
 
@@ -92,7 +98,8 @@ impl Preinit {
         if d.get(DT_PREINIT_ARRAY).is_some() {
             return skip("the executable already has a DT_PREINIT_ARRAY");
         }
-        if d.entries.len() < d.first_null() + 3 {
+        let n = d.first_null();
+        if d.entries.get(n..n + 3).is_none_or(|e| e.iter().any(|(t, _)| *t != 0)) {
             return skip("no two spare DT_NULL entries in the dynamic section");
         }
         if e.e_type == elf::ET_EXEC {
@@ -144,7 +151,7 @@ pub fn preinit_edits(e: &Elf, how: &Preinit, array_vaddr: u64, new_rela_vaddr: u
             d.set(DT_RELASZ, rela_size + 24);
         }
     }
-    d.push(DT_PREINIT_ARRAY, array_vaddr);
-    d.push(DT_PREINIT_ARRAYSZ, 8);
+    d.push(DT_PREINIT_ARRAY, array_vaddr)?;
+    d.push(DT_PREINIT_ARRAYSZ, 8)?;
     Ok(Some(PreinitEdits { dynamic_offset: d.offset, dynamic: d.to_bytes(), rela }))
 }

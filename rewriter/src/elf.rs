@@ -102,6 +102,8 @@ pub struct Elf<'a> {
     pub needed: Vec<String>,
     pub interp: Option<String>,
     pub flags_1_pie: bool,
+    /// The dynamic section names the object (`DT_SONAME`): a shared library.
+    pub has_soname: bool,
 }
 
 impl<'a> Elf<'a> {
@@ -156,6 +158,7 @@ impl<'a> Elf<'a> {
         let mut got_slots = Vec::new();
         let mut needed = Vec::new();
         let mut flags_1_pie = false;
+        let mut has_soname = false;
         if e_shoff != 0 {
             if hdr.e_shentsize(endian) as usize != SHDR_SIZE {
                 return Err(malformed("section header entry size is not 64"));
@@ -164,10 +167,12 @@ impl<'a> Elf<'a> {
                 .sections(endian, data)
                 .map_err(|e| malformed(format!("section headers: {e}")))?;
             for (index, s) in table.iter().enumerate() {
+                // A name outside the name table would change meaning once names are
+                // appended to that table: refuse it.
                 let name = table
                     .section_name(endian, s)
                     .map(|n| String::from_utf8_lossy(n).into_owned())
-                    .unwrap_or_default();
+                    .map_err(|_| malformed(format!("section {index} has a name outside the section name table")))?;
                 sections.push(Section {
                     index,
                     name,
@@ -243,6 +248,9 @@ impl<'a> Elf<'a> {
                     if tag == u64::from(elf::DT_FLAGS_1) && val & u64::from(elf::DF_1_PIE) != 0 {
                         flags_1_pie = true;
                     }
+                    if tag == u64::from(elf::DT_SONAME) {
+                        has_soname = true;
+                    }
                 }
             }
         }
@@ -259,6 +267,7 @@ impl<'a> Elf<'a> {
             needed,
             interp,
             flags_1_pie,
+            has_soname,
         })
     }
 
@@ -292,6 +301,12 @@ impl<'a> Elf<'a> {
 
     pub fn section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// The last section of that name: dfpatch appends its own sections after
+    /// all others, so this finds them even if an input section had the name.
+    pub fn last_section(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().rev().find(|s| s.name == name)
     }
 
     /// Bytes of a section that occupies file space.

@@ -20,7 +20,7 @@ pub enum Error {
     Core,
     #[error("unsupported ELF type {0}: only ET_EXEC and ET_DYN executables can be patched")]
     UnsupportedType(u16),
-    #[error("a shared library, not an executable (no PT_INTERP and not flagged PIE): patch the program that loads it")]
+    #[error("a shared library, not an executable (it has a DT_SONAME or no PT_INTERP, and is not flagged PIE): patch the program that loads it")]
     SharedLibrary,
     #[error("statically linked executable: not supported yet (only dynamically linked executables can be patched so far)")]
     Static,
@@ -28,8 +28,10 @@ pub enum Error {
     NoSectionHeaders,
     #[error("already patched by dfpatch {version} (policy sha256 {policy_hash}): run `dfpatch restore FILE` to get the original back, or pass --force to re-patch it from the original")]
     AlreadyPatched { version: String, policy_hash: String },
-    #[error("no spare program header: no PT_NULL or PT_NOTE entry to reuse, and the program header table cannot be moved (its first PT_LOAD maps a file offset above its address)")]
-    NoSpareHeader,
+    #[error("no spare program header: no PT_NULL or PT_NOTE entry to reuse, and the program header table cannot be moved: {0}")]
+    NoSpareHeader(String),
+    #[error("addresses out of range: {0}")]
+    OutOfRange(String),
     #[error("the highest loadable segment is not writable, so there is nowhere to put the runtime's zero-initialised state")]
     LastSegmentNotWritable,
     #[error("not patched by dfpatch: nothing to restore")]

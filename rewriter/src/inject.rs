@@ -19,9 +19,9 @@
 //! 5. ELF header: the new entry point and section table.
 
 use crate::elf::{Elf, Phdr, Section, EHDR_SIZE, PHDR_SIZE, SHDR_SIZE};
-use crate::error::{malformed, Result};
+use crate::error::{malformed, Error, Result};
 use crate::output::Output;
-use crate::plan::{align_up, PhdrTactic, Plan, PAGE};
+use crate::plan::{align_up, PhdrTactic, Plan, PAGE, USER_TOP};
 use crate::restore;
 use crate::runtime::Runtime;
 use crate::dynamic::{self, Preinit};
@@ -46,8 +46,12 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     debug_assert_eq!(l.rx_vaddr + seg.len() as u64, l.stubs_vaddr);
     let hook_entry = l.rx_vaddr + (rt.hook - rt.rx_start);
     for (k, h) in plan.hooks.iter().enumerate() {
-        let stub = trampoline::stub(k as u32, h.stub_vaddr, hook_entry, h.got_vaddr, h.prot_filter)
-            .ok_or_else(|| malformed(format!("the GOT slot of {} is out of rel32 range of the runtime", h.symbol)))?;
+        let stub = trampoline::stub(k as u32, h.stub_vaddr, hook_entry, h.got_vaddr, h.prot_filter).ok_or_else(|| {
+            Error::OutOfRange(format!(
+                "the GOT slot of {} would be more than 2 GiB from the runtime placed after the executable's data",
+                h.symbol
+            ))
+        })?;
         seg.extend_from_slice(&stub);
     }
     let hooks_vaddr = l.rx_vaddr + seg.len() as u64;
@@ -141,6 +145,9 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
         }
     };
     let seg_end = l.rx_vaddr + seg.len() as u64;
+    if seg_end > USER_TOP {
+        return Err(Error::OutOfRange(format!("the runtime would end at {seg_end:#x}, above user space")));
+    }
 
     // The contract, now that every address in the segment is known.
     let exe_lo = e.loads().map(|p| p.p_vaddr).min().unwrap_or(0);
@@ -178,8 +185,12 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     // 3. Code.
     for s in &plan.sites {
         let site = plt::Site { vaddr: s.vaddr, len: s.len, kind: s.kind, section: s.section.clone(), got_vaddr: 0 };
-        let bytes = plt::site_bytes(&site, plan.hooks[s.hook].stub_vaddr)
-            .ok_or_else(|| malformed(format!("site at {:#x} is out of rel32 range of its stub", s.vaddr)))?;
+        let bytes = plt::site_bytes(&site, plan.hooks[s.hook].stub_vaddr).ok_or_else(|| {
+            Error::OutOfRange(format!(
+                "the call at {:#x} would be more than 2 GiB from the runtime placed after the executable's data",
+                s.vaddr
+            ))
+        })?;
         out.edit(s.offset, bytes)?;
     }
 

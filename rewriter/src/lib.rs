@@ -47,7 +47,7 @@ pub fn patch<'a>(data: &'a [u8], policy: &Policy) -> Result<Patch<'a>> {
 
 /// Whether `data` is a file dfpatch patched.
 pub fn is_patched(data: &[u8]) -> bool {
-    elf::Elf::parse(data).map(|e| e.section(".dfpatch").is_some()).unwrap_or(false)
+    elf::Elf::parse(data).map(|e| e.last_section(".dfpatch").is_some()).unwrap_or(false)
 }
 
 /// The original bytes of a patched file.

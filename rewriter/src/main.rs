@@ -136,9 +136,11 @@ fn map(path: &Path) -> Result<(File, memmap2::Mmap), String> {
     if !meta.is_file() {
         return Err(format!("{}: not a regular file", path.display()));
     }
-    // SAFETY: the file is only read; a concurrent writer could change the bytes
-    // under us, which the reader tolerates (every read is bounds checked) and
-    // which the atomic write-and-rename of outputs never does.
+    // SAFETY: the file is only read. Another process rewriting it in place while
+    // we run could change bytes under us (every read is bounds checked, so that
+    // gives an error or a consistent patch of what was read) or truncate it (the
+    // kernel then raises SIGBUS); dfpatch's own outputs are renamed into place,
+    // never rewritten in place.
     #[allow(unsafe_code)]
     let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((f, m))

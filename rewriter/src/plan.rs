@@ -14,6 +14,11 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 pub const PAGE: u64 = 4096;
+/// Highest user-space address on x86-64 with 4-level page tables: nothing
+/// dfpatch adds may end above it.
+pub const USER_TOP: u64 = 0x7fff_ffff_f000;
+/// Most zero bytes the moved program header table may force into the file.
+pub const MAX_FILE_GAP: u64 = 64 << 20;
 
 pub fn align_up(v: u64, a: u64) -> Option<u64> {
     Some(v.checked_add(a - 1)? & !(a - 1))
@@ -111,7 +116,9 @@ pub struct Plan {
 /// Checks the file can be patched at all and describes it.
 pub fn flavour(e: &Elf) -> Result<Flavour> {
     let pie = e.e_type == elf::ET_DYN;
-    if pie && e.interp.is_none() && !e.flags_1_pie {
+    // A library may carry PT_INTERP to be runnable (libc.so.6 prints its
+    // version): a DT_SONAME without the PIE flag says library.
+    if pie && !e.flags_1_pie && (e.interp.is_none() || e.has_soname) {
         return Err(Error::SharedLibrary);
     }
     if !e.is_dynamic() || e.interp.is_none() {
@@ -162,7 +169,7 @@ fn x86_features(e: &Elf) -> (bool, bool) {
 
 pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
     let flavour = flavour(e)?;
-    if e.section(".dfpatch").is_some() {
+    if e.last_section(".dfpatch").is_some() {
         return Err(crate::restore::already_patched(e));
     }
     let layout = layout(e, rt)?;
@@ -270,17 +277,33 @@ fn layout(e: &Elf, rt: &Runtime) -> Result<Layout> {
             // address minus (first PT_LOAD's p_vaddr - p_offset), at or after
             // the end of the file, so the runtime may sit higher than it must.
             let first = e.loads().next().ok_or_else(overflow)?;
-            let delta = first.p_vaddr.checked_sub(first.p_offset).ok_or(Error::NoSpareHeader)?;
+            let cannot = Error::NoSpareHeader;
+            let delta = first
+                .p_vaddr
+                .checked_sub(first.p_offset)
+                .ok_or_else(|| cannot("its first PT_LOAD maps a file offset above its address".into()))?;
             if delta % PAGE != 0 || e.phdrs.len() + 1 >= usize::from(elf::PN_XNUM) {
-                return Err(Error::NoSpareHeader);
+                return Err(cannot("its first PT_LOAD is not page aligned".into()));
             }
             let lowest_rx = file_end.checked_add(delta).ok_or_else(overflow)?;
             rw_vaddr = rw_vaddr.max(lowest_rx.saturating_sub(rt.rx_start));
-            (PhdrTactic::MoveTable, rw_vaddr + rt.rx_start - delta)
+            let rx_offset = rw_vaddr.checked_add(rt.rx_start).ok_or_else(overflow)? - delta;
+            let gap = rx_offset - file_end;
+            if gap > MAX_FILE_GAP {
+                return Err(cannot(format!(
+                    "the copy would have to sit {} MiB past the end of the file (past the zero-filled data)",
+                    gap >> 20
+                )));
+            }
+            (PhdrTactic::MoveTable, rx_offset)
         }
     };
     let rx_vaddr = rw_vaddr.checked_add(rt.rx_start).ok_or_else(overflow)?;
-    let stubs_vaddr = rx_vaddr + align_up(rt.rx.len() as u64, 16).ok_or_else(overflow)?;
+    let stubs_vaddr = rx_vaddr.checked_add(align_up(rt.rx.len() as u64, 16).ok_or_else(overflow)?).ok_or_else(overflow)?;
+    // Room for the runtime, its stubs and tables: checked exactly once they are built.
+    if stubs_vaddr >= USER_TOP {
+        return Err(Error::OutOfRange(format!("the runtime would be placed at {rx_vaddr:#x}, above user space")));
+    }
     Ok(Layout {
         rw_vaddr,
         rw_size: rt.rw_size,

@@ -136,7 +136,7 @@ pub fn site_bytes(site: &Site, stub: u64) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(site.len);
     match site.kind {
         SiteKind::Jmp => {
-            let rel = rel32(site.vaddr + 5, stub)?;
+            let rel = rel32(site.vaddr.checked_add(5)?, stub)?;
             out.push(0xe9);
             out.extend_from_slice(&rel.to_le_bytes());
             out.resize(site.len, 0x90);
@@ -145,7 +145,7 @@ pub fn site_bytes(site: &Site, stub: u64) -> Option<Vec<u8>> {
             // `addr32 call rel32` is 6 bytes, as the linker writes when it relaxes a GOT call.
             let pad = site.len.checked_sub(6)?;
             out.resize(pad, 0x90);
-            let rel = rel32(site.vaddr + site.len as u64, stub)?;
+            let rel = rel32(site.vaddr.checked_add(site.len as u64)?, stub)?;
             out.extend_from_slice(&[0x67, 0xe8]);
             out.extend_from_slice(&rel.to_le_bytes());
         }
@@ -153,9 +153,9 @@ pub fn site_bytes(site: &Site, stub: u64) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `to - from` as a rel32, if it fits.
+/// `to - from` as a rel32, if it fits (computed without wrapping around).
 pub fn rel32(from: u64, to: u64) -> Option<i32> {
-    i32::try_from(to.wrapping_sub(from) as i64).ok()
+    i32::try_from(i128::from(to) - i128::from(from)).ok()
 }
 
 #[cfg(test)]
@@ -190,6 +190,7 @@ mod tests {
             needed: Vec::new(),
             interp: None,
             flags_1_pie: false,
+            has_soname: false,
         }
     }
 

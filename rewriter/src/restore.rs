@@ -35,7 +35,7 @@ pub fn encode(orig_len: u64, segment_offset: u64, originals: &[(u64, &[u8])]) ->
 
 /// The original file of a patched `e`.
 pub fn restore(e: &Elf) -> Result<Vec<u8>> {
-    let s = e.section(".dfpatch.restore").ok_or(Error::NotPatched)?;
+    let s = e.last_section(".dfpatch.restore").ok_or(Error::NotPatched)?;
     let blob = e.section_data(s)?;
     let bad = |why: &str| Error::BadRestoreData(why.to_string());
     let u64_at = |i: usize| -> Result<u64> {
@@ -47,7 +47,7 @@ pub fn restore(e: &Elf) -> Result<Vec<u8>> {
     let orig_len = u64_at(8)?;
     let segment_offset = u64_at(16)?;
     let count = u64_at(24)?;
-    if e.section(".dfpatch").map(|s| s.sh_offset) != Some(segment_offset) || segment_offset < orig_len {
+    if e.last_section(".dfpatch").map(|s| s.sh_offset) != Some(segment_offset) || segment_offset < orig_len {
         return Err(bad("the file was rewritten after patching (by strip or objcopy?): its original cannot be rebuilt"));
     }
     let mut out = slice(e.data, 0, orig_len).ok_or_else(|| bad("original length beyond the file"))?.to_vec();
@@ -66,7 +66,7 @@ pub fn restore(e: &Elf) -> Result<Vec<u8>> {
 
 /// The contract of a patched file, read from its `.dfpatch` section.
 pub fn contract_of(e: &Elf) -> Option<dfpatch_runtime::contract::Contract> {
-    let s = e.section(".dfpatch")?;
+    let s = e.last_section(".dfpatch")?;
     let rt = Runtime::load().ok()?;
     let data = e.section_data(s).ok()?;
     contract_from_bytes(data.get((rt.contract - rt.rx_start) as usize..)?)

@@ -70,7 +70,9 @@ impl Runtime {
                 .ok_or_else(|| bad(format!("no symbol {}", String::from_utf8_lossy(want))))
         };
         let rx_start = sym(b"__dfp_rx_start")?;
-        if rx_start % 4096 != 0 || rx_start < rw_size {
+        // The writable part, then 8 bytes for a DT_PREINIT_ARRAY element, must end
+        // before the read-only part's page.
+        if rx_start % 4096 != 0 || rx_start < rw_size.div_ceil(8) * 8 + 8 {
             return Err(bad("the read-only part does not start on a page after the writable part"));
         }
 

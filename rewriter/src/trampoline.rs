@@ -26,10 +26,10 @@ pub fn stub(k: u32, at: u64, hook_entry: u64, got: u64, prot_filter: bool) -> Op
     }
     b.extend_from_slice(&[0x41, 0xbb]);
     b.extend_from_slice(&k.to_le_bytes());
-    let rel = rel32(at + b.len() as u64 + 5, hook_entry)?;
+    let rel = rel32(at.checked_add(b.len() as u64 + 5)?, hook_entry)?;
     b.push(0xe9);
     b.extend_from_slice(&rel.to_le_bytes());
-    let disp = rel32(at + b.len() as u64 + 6, got)?;
+    let disp = rel32(at.checked_add(b.len() as u64 + 6)?, got)?;
     b.extend_from_slice(&[0xff, 0x25]);
     b.extend_from_slice(&disp.to_le_bytes());
     b.resize(STUB_SIZE as usize, 0xcc);
