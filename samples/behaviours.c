@@ -164,8 +164,8 @@ int main(int argc, char **argv) {
         report(b, r, r ? errno : 0);
     } else if (!strcmp(b, "dlopen")) {
         void *h = dlopen("libm.so.6", RTLD_NOW);
-        int e = errno;
-        report("dlopen", h != NULL, h ? 0 : e);
+        const char *why = h ? NULL : dlerror();
+        printf("dlopen=%d dlerror=%s\n", h != NULL, why ? why : "(none)");
     } else if (!strcmp(b, "ptrace")) {
         fflush(stdout);
         pid_t pid = fork();

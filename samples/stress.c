@@ -6,6 +6,10 @@
  *   stress signal          a SIGUSR1 handler calls open() while main is in a loop of open()
  *   stress dup2-sink       dup2() /dev/null over descriptors 1000..1009, then open()
  *   stress close-all       close every descriptor above 2, then open()
+ *   stress altstack SIZE   a SIGUSR1 handler on a SIZE-byte alternate stack calls open()
+ *   stress seccomp         with process_vm_readv refused by seccomp, open() a bad pointer
+ *   stress long-exec       execve a child with 60 arguments of 200 bytes (events get cut)
+ *   stress long-system     system() with a 6000-byte command line
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,6 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int per_thread;
@@ -41,6 +50,25 @@ static void on_usr1(int sig) {
     int fd = open("/nonexistent/from-signal-handler", O_RDONLY);
     if (fd == -1 && errno == ENOENT) handled++;
     errno = saved;
+}
+
+static void on_usr1_altstack(int sig) {
+    (void)sig;
+    int fd = open("/nonexistent/from-altstack", O_RDONLY);
+    if (fd == -1) handled++;
+}
+
+/* Makes process_vm_readv fail with EPERM, as some container profiles do. */
+static int refuse_process_vm_readv(void) {
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_process_vm_readv, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
 }
 
 int main(int argc, char **argv) {
@@ -82,8 +110,51 @@ int main(int argc, char **argv) {
         }
         int fd = open("/nonexistent/after-sink-change", O_RDONLY);
         printf("open after %s: %d errno=%s\n", what, fd, errno == ENOENT ? "ENOENT" : "other");
+    } else if (!strcmp(what, "altstack")) {
+        size_t size = argc > 2 ? strtoul(argv[2], NULL, 0) : 8192;
+        stack_t ss = {.ss_sp = malloc(size), .ss_size = size, .ss_flags = 0};
+        sigaltstack(&ss, NULL);
+        struct sigaction sa = {.sa_handler = on_usr1_altstack, .sa_flags = SA_ONSTACK};
+        sigaction(SIGUSR1, &sa, NULL);
+        raise(SIGUSR1);
+        printf("altstack %zu handled=%d\n", size, (int)handled);
+    } else if (!strcmp(what, "seccomp")) {
+        if (refuse_process_vm_readv()) {
+            printf("seccomp unavailable\n");
+            return 1;
+        }
+        errno = 0;
+        int fd = open((const char *)16, O_RDONLY);
+        printf("open bad pointer -> %d errno=%s\n", fd, errno == EFAULT ? "EFAULT" : "other");
+        fd = open("/nonexistent/after-seccomp", O_RDONLY);
+        printf("open good pointer -> %d\n", fd);
+    } else if (!strcmp(what, "long-exec")) {
+        static char args[60][201];
+        char *av[62];
+        av[0] = "true";
+        for (int i = 0; i < 60; i++) {
+            memset(args[i], 'a' + i % 26, 200);
+            av[i + 1] = args[i];
+        }
+        av[61] = NULL;
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            execve("/bin/true", av, NULL);
+            _exit(3);
+        }
+        int status;
+        waitpid(pid, &status, 0);
+        printf("long-exec child exit=%d\n", WEXITSTATUS(status));
+    } else if (!strcmp(what, "long-system")) {
+        static char cmd[6100];
+        memset(cmd, ' ', sizeof cmd);
+        memcpy(cmd, "true", 4);
+        strcpy(cmd + 6000, "; echo long-system-tail");
+        int r = system(cmd);
+        printf("system=%d\n", r);
     } else {
-        fprintf(stderr, "usage: %s threads N M | vfork | signal | dup2-sink | close-all\n", argv[0]);
+        fprintf(stderr, "usage: %s threads N M | vfork | signal | dup2-sink | close-all | altstack SIZE | seccomp | long-exec | long-system\n", argv[0]);
         return 2;
     }
     return 0;

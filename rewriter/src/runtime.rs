@@ -113,10 +113,10 @@ impl Runtime {
             }
         }
         let entry = sym(b"dfp_entry")?;
-        let preinit = sym(b"dfp_preinit")?;
+        let preinit = sym(b"dfp_preinit_entry")?;
         let hook = sym(b"dfp_hook")?;
         let contract = find(b".dfp_contract").ok_or_else(|| bad("no .dfp_contract section"))?.sh_addr(endian);
-        for (name, a) in [("dfp_entry", entry), ("dfp_preinit", preinit), ("dfp_hook", hook), ("DFP_CONTRACT", contract)] {
+        for (name, a) in [("dfp_entry", entry), ("dfp_preinit_entry", preinit), ("dfp_hook", hook), ("DFP_CONTRACT", contract)] {
             if a < rx_start || a >= rx_start + rx.len() as u64 {
                 return Err(bad(format!("{name} is not in the read-only part")));
             }

@@ -5,7 +5,5 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=--no-dynamic-linker");
     println!("cargo:rustc-link-arg-bins=-znorelro");
     println!("cargo:rustc-link-arg-bins=--gc-sections");
-    // Called only by the dynamic loader, through DT_PREINIT_ARRAY: keep it.
-    println!("cargo:rustc-link-arg-bins=--undefined=dfp_preinit");
     println!("cargo:rustc-link-arg-bins=--build-id=none");
 }

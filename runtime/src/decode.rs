@@ -5,15 +5,18 @@ use crate::arch::x86_64::HookFrame;
 use crate::json::Json;
 use crate::mem;
 
-/// Longest string copied out of the program per argument.
-const MAX_STR: usize = 1024;
+/// Longest string read out of the program per argument (the event buffer is
+/// the real limit; this bounds the reading loop).
+const MAX_STR: usize = 4096;
 /// Most argv entries reported.
 const MAX_ARGV: usize = 64;
+/// Bytes read from the program at a time: small, so a hook needs little stack.
+const CHUNK: usize = 256;
 
 /// Writes `"args":{...}` for a call of the given shape.
 pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
     j.key(false, b"args");
-    j.raw(b"{");
+    let opened = j.open(b'{');
     match shape {
         Shape::System => str_arg(j, true, b"command", f.arg(0)),
         Shape::Popen => {
@@ -104,7 +107,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             num(j, false, b"pid", f.arg(1) as i32 as i64);
         }
     }
-    j.raw_closing(b"}");
+    j.close(b'}', opened);
 }
 
 fn num(j: &mut Json, first: bool, key: &[u8], v: i64) {
@@ -115,54 +118,100 @@ fn num(j: &mut Json, first: bool, key: &[u8], v: i64) {
 /// `"key":"string"`, or `"key":null` for a NULL or unreadable pointer.
 fn str_arg(j: &mut Json, first: bool, key: &[u8], ptr: u64) {
     j.key(first, key);
-    let mut buf = [0u8; MAX_STR];
-    match mem::read_cstr(ptr, &mut buf) {
-        Some((n, _cut)) => j.string(buf.get(..n).unwrap_or(&[])),
-        None => j.raw(b"null"),
+    user_string(j, ptr);
+}
+
+/// Writes the NUL-terminated string at `ptr` in the program's memory as a
+/// JSON string, read in small chunks that never cross a page (so a string
+/// ending just before an unmapped page is read whole); `null` when the
+/// pointer is NULL or unreadable. A string longer than [`MAX_STR`] is cut and
+/// the event marked truncated.
+fn user_string(j: &mut Json, ptr: u64) {
+    if ptr == 0 {
+        j.null();
+        return;
     }
+    let mut chunk = [0u8; CHUNK];
+    let mut at = ptr;
+    let mut total = 0usize;
+    let mut open = false;
+    loop {
+        let want = (4096 - (at & 4095) as usize).min(CHUNK);
+        let got = mem::read(at, chunk.get_mut(..want).unwrap_or(&mut []));
+        if !open {
+            if got == 0 {
+                j.null();
+                return;
+            }
+            if !j.string_start() {
+                return;
+            }
+            open = true;
+        }
+        let part = chunk.get(..got).unwrap_or(&[]);
+        let (part, ended) = match part.iter().position(|&b| b == 0) {
+            Some(n) => (part.get(..n).unwrap_or(&[]), true),
+            // An unreadable rest ends the string where reading stopped.
+            None => (part, got < want),
+        };
+        let allowed = MAX_STR - total;
+        if part.len() > allowed {
+            j.string_bytes(part.get(..allowed).unwrap_or(&[]));
+            j.mark_cut();
+            break;
+        }
+        j.string_bytes(part);
+        total += part.len();
+        if ended {
+            break;
+        }
+        at = at.wrapping_add(got as u64);
+    }
+    j.string_end();
 }
 
 /// `"argv":[...]` from a NULL-terminated array of string pointers.
 fn argv_array(j: &mut Json, argv: u64) {
     j.key(false, b"argv");
     if argv == 0 {
-        j.raw(b"null");
+        j.null();
         return;
     }
-    j.raw(b"[");
+    let opened = j.open(b'[');
     for i in 0..MAX_ARGV as u64 {
         let p = match mem::read_u64(argv.wrapping_add(i * 8)) {
             Some(p) if p != 0 => p,
             _ => break,
         };
-        argv_item(j, i == 0, p);
+        if !j.element(i == 0) {
+            break;
+        }
+        user_string(j, p);
+        if i + 1 == MAX_ARGV as u64 {
+            j.mark_cut();
+        }
     }
-    j.raw_closing(b"]");
+    j.close(b']', opened);
 }
 
 /// `"argv":[...]` from `execl`'s variadic list: `a1`..`a5`, then the stack.
 fn argv_variadic(j: &mut Json, f: &HookFrame) {
     j.key(false, b"argv");
-    j.raw(b"[");
+    let opened = j.open(b'[');
     for i in 0..MAX_ARGV {
         let p = if i < 5 { f.arg(i + 1) } else { mem::read_u64(f.stack_arg_addr(i - 5)).unwrap_or(0) };
         if p == 0 {
             break;
         }
-        argv_item(j, i == 0, p);
+        if !j.element(i == 0) {
+            break;
+        }
+        user_string(j, p);
+        if i + 1 == MAX_ARGV {
+            j.mark_cut();
+        }
     }
-    j.raw_closing(b"]");
-}
-
-fn argv_item(j: &mut Json, first: bool, p: u64) {
-    if !first {
-        j.raw(b",");
-    }
-    let mut buf = [0u8; MAX_STR];
-    match mem::read_cstr(p, &mut buf) {
-        Some((n, _)) => j.string(buf.get(..n).unwrap_or(&[])),
-        None => j.raw(b"null"),
-    }
+    j.close(b']', opened);
 }
 
 /// `"family"`, and `"ip"`/`"port"` or `"path"`, from a socket address.

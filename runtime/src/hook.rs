@@ -10,14 +10,14 @@
 //! * nothing here may call a hooked function; system calls are raw;
 //! * an event is built on the stack and written with one `write`.
 
-use crate::apis::{ApiId, Failure};
+use crate::apis::{ApiId, Failure, Shape};
 use crate::arch::x86_64::{HookFrame, FORWARD, RETURN};
 use crate::contract::{action, Contract, HookEntry, CONTRACT_VERSION, MAGIC};
 use crate::json::Json;
 use crate::ptable::{action_name, PolicyTable, Sink};
 use crate::{decode, loader, mem, sys};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 /// Filled in by the rewriter in the output file; all zero in the build. The
 /// rewriter finds it as the `.dfp_contract` output section. It is deliberately
@@ -27,8 +27,11 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 #[link_section = ".dfp_contract"]
 static DFP_CONTRACT: Contract = Contract::EMPTY;
 
-/// 0: not started; 1: a thread is initialising; 2: ready.
-static INIT: AtomicU32 = AtomicU32::new(0);
+/// Start-up state: 0 not started, [`READY`], or `pid << 1 | 1` while a thread
+/// of process `pid` runs start-up. The pid tells a child forked in the middle
+/// of start-up that nobody in it will finish the job.
+static INIT: AtomicU64 = AtomicU64::new(0);
+const READY: u64 = 2;
 /// The sink descriptor + 1 (0 = none yet).
 static SINK_FD: AtomicI32 = AtomicI32::new(0);
 /// Identity of a `file:` sink, to notice when the program closed or replaced it.
@@ -39,8 +42,8 @@ static ERRNO_FN: AtomicU64 = AtomicU64::new(0);
 static EXE_LEN: AtomicUsize = AtomicUsize::new(0);
 static EXE: RacyBytes<512> = RacyBytes(UnsafeCell::new([0; 512]));
 
-/// Bytes written once by `init` (single writer, before `INIT` becomes 2 with
-/// Release) and only read after an Acquire load of `INIT` sees 2.
+/// Bytes written once by `init` (single writer, before `INIT` becomes READY
+/// with Release) and only read after an Acquire load of `INIT` sees READY.
 struct RacyBytes<const N: usize>(UnsafeCell<[u8; N]>);
 // SAFETY: see the type's comment: the one write happens-before every read.
 unsafe impl<const N: usize> Sync for RacyBytes<N> {}
@@ -94,33 +97,44 @@ pub extern "C" fn dfp_start(_sp: *const u64) -> u64 {
     c.orig_entry.wrapping_add(bias(&c))
 }
 
-/// Called by the dynamic loader from `DT_PREINIT_ARRAY` (glibc), after
-/// relocation and before any library constructor runs.
-#[no_mangle]
+/// Called by the dynamic loader from `DT_PREINIT_ARRAY` (glibc), through
+/// `dfp_preinit_entry`, after relocation and before any library constructor runs.
 pub extern "C" fn dfp_preinit(_argc: i32, _argv: *const *const u8, _envp: *const *const u8) {
     ensure_init(&contract());
 }
 
 /// Makes sure `init` ran once; returns whether the runtime is ready.
 fn ensure_init(c: &Contract) -> bool {
-    match INIT.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire) {
-        Ok(_) => {
-            init(c);
-            INIT.store(2, Ordering::Release);
-            true
+    let mut cur = INIT.load(Ordering::Acquire);
+    loop {
+        if cur == READY {
+            return true;
         }
-        Err(2) => true,
-        Err(_) => {
-            // Another thread is initialising (only possible when hooks fire
-            // before the entry point, from a constructor's thread).
-            for _ in 0..10_000 {
-                if INIT.load(Ordering::Acquire) == 2 {
+        let pid = sys::getpid();
+        if cur == 0 || cur >> 1 != pid {
+            // Not started, or started by a thread of the process we were forked
+            // from, which does not exist here: run start-up ourselves.
+            match INIT.compare_exchange(cur, pid << 1 | 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    init(c);
+                    INIT.store(READY, Ordering::Release);
                     return true;
                 }
-                sys::sched_yield();
+                Err(now) => {
+                    cur = now;
+                    continue;
+                }
             }
-            false
         }
+        // Another thread of this process is running start-up (only possible when
+        // hooks fire before the entry point, from a constructor's thread).
+        for _ in 0..10_000 {
+            if INIT.load(Ordering::Acquire) == READY {
+                return true;
+            }
+            sys::sched_yield();
+        }
+        return false;
     }
 }
 
@@ -176,7 +190,7 @@ fn relocate(c: &Contract) {
 fn init_relocated(c: &Contract) {
     let mut buf = [0u8; 512];
     if let Ok(n) = sys::readlink(b"/proc/self/exe\0", &mut buf) {
-        // SAFETY: single writer before INIT becomes 2 (see RacyBytes).
+        // SAFETY: single writer before INIT becomes READY (see RacyBytes).
         let exe = unsafe { &mut *EXE.0.get() };
         let n = n.min(exe.len());
         exe[..n].copy_from_slice(&buf[..n]);
@@ -188,10 +202,10 @@ fn init_relocated(c: &Contract) {
 }
 
 fn exe_path() -> &'static [u8] {
-    if INIT.load(Ordering::Acquire) != 2 {
+    if INIT.load(Ordering::Acquire) != READY {
         return b"";
     }
-    // SAFETY: written once before INIT became 2 (see RacyBytes).
+    // SAFETY: written once before INIT became READY (see RacyBytes).
     let exe = unsafe { &*EXE.0.get() };
     exe.get(..EXE_LEN.load(Ordering::Relaxed)).unwrap_or(b"")
 }
@@ -247,12 +261,13 @@ fn sink_fd(p: &PolicyTable) -> Option<(i32, bool)> {
             }
             let new = open_file_sink(path)?;
             let (dev, ino, regular) = sys::fstat_id(new).unwrap_or((0, 0, false));
+            // The identity first: a thread that sees the new descriptor must not
+            // find it "replaced" and reopen again. (Threads that reopen at the
+            // same time open the same path, so they store the same identity.)
+            SINK_DEV.store(dev, Ordering::Relaxed);
+            SINK_INO.store(ino, Ordering::Release);
             match SINK_FD.compare_exchange(fd + 1, new + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    SINK_DEV.store(dev, Ordering::Relaxed);
-                    SINK_INO.store(ino, Ordering::Relaxed);
-                    Some((new, regular))
-                }
+                Ok(_) => Some((new, regular)),
                 Err(other) => {
                     // Another thread reopened it first: use theirs.
                     sys::close(new);
@@ -305,10 +320,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     let done = if p.enforce() { d.action } else { action::ALERT };
     emit(&c, &p, api, f, done, d.action, d.rule);
     match done {
-        action::DENY => {
-            refuse(&c, api, f);
-            RETURN
-        }
+        action::DENY => refuse(&c, api, f),
         action::KILL => sys::kill_self(),
         _ => FORWARD,
     }
@@ -324,9 +336,27 @@ fn hook_entry(c: &Contract, hook: u64) -> Option<HookEntry> {
     Some(HookEntry { got_vaddr: got, api, _pad: [0; 6] })
 }
 
-/// Makes the refused call fail the way the real function fails.
-fn refuse(c: &Contract, api: ApiId, f: &mut HookFrame) {
+/// The library path a refused `dlopen` is given instead: the real `dlopen`
+/// then fails as it does for any missing library, so `dlerror()` has a
+/// message ("/dfpatch: dlopen denied by policy: cannot open shared object
+/// file: ...") for programs that print it.
+static DENIED_LIBRARY: &[u8] = b"/dfpatch: dlopen denied by policy\0";
+
+/// Makes the refused call fail the way the real function fails; returns
+/// what `dfp_hook` must do ([`RETURN`] the value set, or [`FORWARD`]).
+fn refuse(c: &Contract, api: ApiId, f: &mut HookFrame) -> u64 {
     const EPERM: i32 = 1;
+    match api.shape() {
+        Shape::Dlopen => {
+            f.rdi = DENIED_LIBRARY.as_ptr() as u64;
+            return FORWARD;
+        }
+        Shape::Dlmopen => {
+            f.rsi = DENIED_LIBRARY.as_ptr() as u64;
+            return FORWARD;
+        }
+        _ => {}
+    }
     match api.shape().failure() {
         Failure::ErrorNumber => f.rax = EPERM as u64,
         Failure::MinusOneErrno => {
@@ -338,6 +368,7 @@ fn refuse(c: &Contract, api: ApiId, f: &mut HookFrame) {
             f.rax = 0;
         }
     }
+    RETURN
 }
 
 fn set_errno(c: &Contract, value: i32) {
@@ -361,62 +392,89 @@ fn set_errno(c: &Contract, value: i32) {
     }
 }
 
-/// Builds one event on the stack and writes it with one `write`.
+/// Builds one event on the stack and writes it with one `write`. On an
+/// alternate signal stack with little room left (they are often 8 KiB), the
+/// event is built in a smaller buffer and cut to fit, and with under 4 KiB
+/// left it is not written at all: overflowing the program's signal stack
+/// would crash it. (The policy is still applied.)
 fn emit(c: &Contract, p: &PolicyTable, api: ApiId, f: &HookFrame, done: u8, wanted: u8, rule: u16) {
-    let (fd, regular) = match sink_fd(p) {
-        Some(s) => s,
-        None => return,
-    };
-    let mut buf = [0u8; 4096];
-    let mut j = Json::new(&mut buf, 40);
-    j.raw(b"{");
-    j.key(true, b"time");
-    let (s, ns) = sys::realtime();
-    let mut t = [0u8; 30];
-    crate::time::rfc3339(s, ns, &mut t);
-    j.string(&t);
-    j.key(false, b"pid");
-    j.u64(sys::getpid());
-    j.key(false, b"tid");
-    j.u64(sys::gettid());
-    j.key(false, b"exe");
-    j.string(exe_path());
-    j.key(false, b"api");
-    j.string(api.name().as_bytes());
-    j.key(false, b"class");
-    j.string(api.class().name().as_bytes());
-    j.key(false, b"action");
-    j.string(action_name(done).as_bytes());
-    if wanted != done {
-        j.key(false, b"policy_action");
-        j.string(action_name(wanted).as_bytes());
+    let room = sys::altstack_room();
+    if room.is_some_and(|r| r < 4096) {
+        return;
     }
-    j.key(false, b"rule");
-    j.string(p.rule_name(rule));
-    j.key(false, b"mode");
-    j.string(p.mode_name().as_bytes());
-    caller(c, &mut j, f.ret);
-    decode::args(&mut j, api.shape(), f);
-    if j.truncated() {
-        j.raw_closing(b",\"truncated\":true");
+    let Some((fd, regular)) = sink_fd(p) else { return };
+    let event = Event { c, p, api, f, done, wanted, rule };
+    match room {
+        Some(r) if r < 16 * 1024 => event.write::<1024>(fd, regular),
+        _ => event.write::<4096>(fd, regular),
     }
-    j.finish();
-    // A regular file cannot raise SIGPIPE: skip the two signal-mask calls.
-    let _ = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
 }
 
-/// Start of the call instruction that returns to `ret`: `call rel32` (5
-/// bytes), `call *disp(%rip)` or our `addr32 call rel32` (6 bytes); otherwise
-/// the return address itself.
+struct Event<'a> {
+    c: &'a Contract,
+    p: &'a PolicyTable<'a>,
+    api: ApiId,
+    f: &'a HookFrame,
+    done: u8,
+    wanted: u8,
+    rule: u16,
+}
+
+impl Event<'_> {
+    /// At most N bytes (4096 is PIPE_BUF: one write to a pipe stays whole).
+    #[inline(never)]
+    fn write<const N: usize>(&self, fd: i32, regular: bool) {
+        let mut buf = [0u8; N];
+        let mut j = Json::new(&mut buf);
+        if !j.open(b'{') {
+            return;
+        }
+        j.key(true, b"time");
+        let (s, ns) = sys::realtime();
+        let mut t = [0u8; 30];
+        crate::time::rfc3339(s, ns, &mut t);
+        j.string(&t);
+        j.key(false, b"pid");
+        j.u64(sys::getpid());
+        j.key(false, b"tid");
+        j.u64(sys::gettid());
+        j.key(false, b"exe");
+        j.string(exe_path());
+        j.key(false, b"api");
+        j.string(self.api.name().as_bytes());
+        j.key(false, b"class");
+        j.string(self.api.class().name().as_bytes());
+        j.key(false, b"action");
+        j.string(action_name(self.done).as_bytes());
+        if self.wanted != self.done {
+            j.key(false, b"policy_action");
+            j.string(action_name(self.wanted).as_bytes());
+        }
+        j.key(false, b"rule");
+        j.string(self.p.rule_name(self.rule));
+        j.key(false, b"mode");
+        j.string(self.p.mode_name().as_bytes());
+        caller(self.c, &mut j, self.f.ret);
+        decode::args(&mut j, self.api.shape(), self.f);
+        j.finish();
+        // A regular file cannot raise SIGPIPE: skip the two signal-mask calls.
+        let _ = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
+    }
+}
+
+/// Start of the call instruction that returns to `ret`: our `addr32 call
+/// rel32` or `call *disp(%rip)` (6 bytes, checked first: the 5-byte test
+/// would also match the last five of them), then `call rel32` (5 bytes);
+/// otherwise the return address itself.
 fn call_site(ret: u64) -> u64 {
     let mut b = [0u8; 6];
     if mem::read(ret.wrapping_sub(6), &mut b) != 6 {
         return ret;
     }
-    if b[1] == 0xe8 {
-        ret - 5
-    } else if (b[0] == 0xff && b[1] == 0x15) || (b[0] == 0x67 && b[1] == 0xe8) {
+    if (b[0] == 0x67 && b[1] == 0xe8) || (b[0] == 0xff && b[1] == 0x15) {
         ret - 6
+    } else if b[1] == 0xe8 {
+        ret - 5
     } else {
         ret
     }
@@ -426,7 +484,7 @@ fn call_site(ret: u64) -> u64 {
 fn caller(c: &Contract, j: &mut Json, ret: u64) {
     let site = call_site(ret);
     j.key(false, b"caller");
-    j.raw(b"{");
+    let opened = j.open(b'{');
     let link = site.wrapping_sub(bias(c));
     j.key(true, b"module");
     if link >= c.exe_lo && link < c.exe_hi {
@@ -442,7 +500,7 @@ fn caller(c: &Contract, j: &mut Json, ret: u64) {
                 j.hex(off);
             }
             None => {
-                j.raw(b"null");
+                j.null();
                 j.key(false, b"offset");
                 j.hex(site);
             }
@@ -450,5 +508,5 @@ fn caller(c: &Contract, j: &mut Json, ret: u64) {
     }
     j.key(false, b"return_address");
     j.hex(ret);
-    j.raw_closing(b"}");
+    j.close(b'}', opened);
 }

@@ -7,8 +7,12 @@ pub const EINTR: i64 = 4;
 pub const EBADF: i64 = 9;
 pub const EPERM: i64 = 1;
 pub const ENOSYS: i64 = 38;
+pub const EIO: i64 = 5;
+pub const EFAULT: i64 = 14;
 
 const SYS_READ: u64 = 0;
+const SYS_PREAD64: u64 = 17;
+const SYS_SIGALTSTACK: u64 = 131;
 const SYS_WRITE: u64 = 1;
 const SYS_CLOSE: u64 = 3;
 const SYS_FSTAT: u64 = 5;
@@ -166,6 +170,33 @@ pub fn read_own_memory(addr: u64, out: &mut [u8]) -> Result<usize, i64> {
         )
     })
     .map(|n| n as usize)
+}
+
+/// Reads this process's memory at `addr` through `/proc/self/mem` (which
+/// reports EIO for an unmapped address instead of faulting). One descriptor
+/// per call, closed again: no state to go stale across fork or `close_range`.
+pub fn read_proc_self_mem(addr: u64, out: &mut [u8]) -> Result<usize, i64> {
+    let fd = open(b"/proc/self/mem\0", O_RDONLY | O_CLOEXEC, 0)?;
+    // SAFETY: the kernel writes at most out.len() bytes into `out`.
+    let r = result(unsafe { syscall4(SYS_PREAD64, fd as u64, out.as_mut_ptr() as u64, out.len() as u64, addr) });
+    close(fd);
+    r.map(|n| n as usize)
+}
+
+/// Whether the calling thread is running on its alternate signal stack, and
+/// if so how many bytes of it are left below the current stack pointer.
+pub fn altstack_room() -> Option<u64> {
+    let mut ss = [0u64; 3]; // stack_t: ss_sp, ss_flags (int, padded), ss_size
+    // SAFETY: sigaltstack(NULL, &old) writes one stack_t (24 bytes) into `ss`.
+    if unsafe { syscall2(SYS_SIGALTSTACK, 0, ss.as_mut_ptr() as u64) } != 0 {
+        return None;
+    }
+    const SS_ONSTACK: u64 = 1;
+    if ss[1] & 0xffff_ffff & SS_ONSTACK == 0 {
+        return None;
+    }
+    let here = &ss as *const _ as u64;
+    Some(here.saturating_sub(ss[0]))
 }
 
 /// `getsockname` into a 128-byte buffer; returns the address length.

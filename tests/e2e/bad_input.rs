@@ -57,6 +57,11 @@ fn bad_inputs_are_refused_cleanly() {
     let lib = dir.join("libx.so");
     assert!(std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(samples_dir().join("benign.c")).status().unwrap().success());
     refused(&lib, "shared library");
+    // Regression (review): libc.so.6 has a PT_INTERP (it runs and prints its version),
+    // and was taken for a PIE executable.
+    let libc = dir.join("libc.so.6");
+    std::fs::copy("/lib/x86_64-linux-gnu/libc.so.6", &libc).unwrap();
+    refused(&libc, "shared library");
 
     // No spare program header, and a table that cannot move: the first PT_LOAD maps
     // file offset 0x1000 at address 0 (so no offset can match an address above it).

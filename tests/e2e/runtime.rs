@@ -106,3 +106,52 @@ fn sink_that_fails_does_not_affect_the_program() {
     assert!(out.status.success(), "{:?}", out.status);
     assert_eq!(stdout(&out), "threads done: 2 x 10\n");
 }
+
+/// Regression (review): a hooked call in a handler on an 8 KiB alternate
+/// signal stack used to overflow it (the hook's event buffers are large).
+#[test]
+fn hooked_call_on_a_small_alternate_signal_stack() {
+    let (dir, p, ev) = patched("altstack");
+    for size in ["8192", "16384", "65536"] {
+        let plain = run(stress(), &["altstack", size], &dir);
+        let out = run(&p, &["altstack", size], &dir);
+        assert_eq!(out.status.code(), plain.status.code(), "altstack {size}: {:?}", out.status);
+        assert_eq!(stdout(&out), format!("altstack {size} handled=1\n"));
+    }
+    // With room to spare the event is written; all events are whole JSON.
+    assert!(events(&ev).iter().any(|e| e["args"]["path"] == "/nonexistent/from-altstack"));
+}
+
+/// Regression (review): with process_vm_readv refused by seccomp, the runtime
+/// used to read program memory directly and crash on a bad pointer that the
+/// real call answers with EFAULT.
+#[test]
+fn bad_pointer_with_process_vm_readv_refused() {
+    let (dir, p, ev) = patched("seccomp");
+    let plain = run(stress(), &["seccomp"], &dir);
+    assert_eq!(stdout(&plain), "open bad pointer -> -1 errno=EFAULT\nopen good pointer -> -1\n");
+    let out = run(&p, &["seccomp"], &dir);
+    assert_eq!(stdout(&out), stdout(&plain));
+    let evs = events(&ev);
+    // The good pointer is still decoded (through /proc/self/mem), the bad one is null.
+    assert!(evs.iter().any(|e| e["api"] == "open" && e["args"]["path"].is_null()), "{evs:?}");
+    assert!(evs.iter().any(|e| e["args"]["path"] == "/nonexistent/after-seccomp"), "{evs:?}");
+}
+
+/// Regression (review): cut events were not valid JSON, and cut arguments were not marked.
+#[test]
+fn long_arguments_are_cut_into_valid_marked_events() {
+    let (dir, p, ev) = patched("long-args");
+    assert_eq!(stdout(&run(&p, &["long-exec"], &dir)), "long-exec child exit=0\n");
+    let out = run(&p, &["long-system"], &dir);
+    assert_eq!(stdout(&out), "long-system-tail\nsystem=0\n");
+    let evs = events(&ev); // fails on any line that is not valid JSON
+    let exec = evs.iter().find(|e| e["api"] == "execve").expect("execve event");
+    assert_eq!(exec["truncated"], true);
+    assert!(exec["args"]["argv"].as_array().is_some_and(|a| a.len() > 5 && a.len() < 61));
+    let system = evs.iter().find(|e| e["api"] == "system").expect("system event");
+    assert_eq!(system["truncated"], true);
+    assert!(system["args"]["command"].as_str().is_some_and(|c| c.starts_with("true    ")));
+    let text = std::fs::read_to_string(&ev).unwrap();
+    assert!(text.lines().all(|l| l.len() < 4096), "an event longer than PIPE_BUF");
+}

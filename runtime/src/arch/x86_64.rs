@@ -6,6 +6,8 @@
 //! * `dfp_entry`: the new ELF entry point. It runs before the program's own
 //!   `_start`, keeps `%rdx` (the dynamic loader's fini function) and the
 //!   initial stack untouched, calls `dfp_start` and jumps to the original entry.
+//! * `dfp_preinit_entry`: what `DT_PREINIT_ARRAY` points at (glibc calls it
+//!   before any library constructor); it runs start-up like `dfp_entry`.
 //! * `dfp_hook`: where every hook stub goes when a call needs the runtime.
 //!   `%r11` holds the hook number; the caller's stack is exactly as at the
 //!   call. It saves the argument registers into a [`HookFrame`], calls
@@ -76,6 +78,16 @@ global_asm!(
     "jmp rax",
     ".size dfp_entry, . - dfp_entry",
     "",
+    // Called indirectly by the dynamic loader (DT_PREINIT_ARRAY): starts with
+    // endbr64 for indirect branch tracking, then goes on to Rust unchanged.
+    ".globl dfp_preinit_entry",
+    ".hidden dfp_preinit_entry",
+    ".type dfp_preinit_entry,@function",
+    "dfp_preinit_entry:",
+    "endbr64",
+    "jmp {preinit}",
+    ".size dfp_preinit_entry, . - dfp_preinit_entry",
+    "",
     ".globl dfp_hook",
     ".hidden dfp_hook",
     ".type dfp_hook,@function",
@@ -111,6 +123,7 @@ global_asm!(
     ".size dfp_hook, . - dfp_hook",
     ".popsection",
     start = sym crate::hook::dfp_start,
+    preinit = sym crate::hook::dfp_preinit,
     dispatch = sym crate::hook::dfp_dispatch,
 );
 
