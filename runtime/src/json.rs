@@ -9,6 +9,7 @@
 //! * once something does not fit, the writer is *full*: every later write is
 //!   dropped, except the closers of containers that were opened;
 //! * a string that does not fit is cut at a character boundary and closed.
+//!
 //! [`Json::finish`] adds `"truncated":true` when anything was dropped or cut.
 
 /// Bytes kept back for closers and the truncation marker.

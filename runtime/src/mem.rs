@@ -22,7 +22,7 @@ pub fn read(addr: u64, out: &mut [u8]) -> usize {
         match sys::read_own_memory(addr, out) {
             Ok(n) => {
                 WAY.store(1, Ordering::Relaxed);
-                return n as usize;
+                return n;
             }
             Err(e) if e == sys::ENOSYS || e == sys::EPERM => WAY.store(2, Ordering::Relaxed),
             Err(_) => return 0,
