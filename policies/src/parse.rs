@@ -309,6 +309,9 @@ fn check_rule_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("rule id is empty: name the rule, e.g. id = \"no-shell\"".to_string());
     }
+    if id == "default" {
+        return Err("rule id \"default\" is reserved: events name the default action that way; choose another id".to_string());
+    }
     if id.len() > MAX_RULE_ID_LEN {
         return Err(format!(
             "rule id {} is {} bytes long: at most {MAX_RULE_ID_LEN} are allowed",

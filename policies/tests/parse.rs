@@ -276,6 +276,8 @@ fn bad_rule_ids() {
     assert_error(&rule("quote\"d"), 3, "contains '\"'");
     assert_error(&rule("new\nline"), 3, "contains '\\n'");
     assert_error(&rule("café"), 3, "contains 'é'");
+    // Events say "rule":"default" when no rule matched.
+    assert_error(&rule("default"), 3, "\"default\" is reserved");
     parse(&rule(&"a".repeat(64)));
     parse(&rule("A-z_0.9:x"));
 }

@@ -119,3 +119,44 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The reader that matters is the runtime's (`dfpatch_runtime::ptable`), which
+    /// the patched program uses: for every valid policy it must see exactly the
+    /// compiler's decisions, rule ids, mode and sink.
+    #[test]
+    fn the_runtime_reads_what_the_compiler_wrote(policy in policy()) {
+        use dfpatch_runtime::contract::{action, RULE_DEFAULT};
+        use dfpatch_runtime::ptable::{PolicyTable, Sink as RtSink};
+        let table = policy.compile();
+        let rt = PolicyTable::parse(&table).ok_or_else(|| TestCaseError::fail("runtime rejects the table"))?;
+        prop_assert_eq!(rt.enforce(), policy.mode == Mode::Enforce);
+        match (&policy.sink, rt.sink()) {
+            (Sink::Stderr, RtSink::Stderr) => {}
+            (Sink::Fd(a), RtSink::Fd(b)) => prop_assert_eq!(*a, b),
+            (Sink::File(a), RtSink::File(b)) => prop_assert_eq!(a.as_bytes(), b),
+            (want, got) => prop_assert!(false, "sink {:?} read back as {:?}", want, got),
+        }
+        for &api in ApiId::ALL {
+            let (want_action, want_rule) = policy.decision(api);
+            let got = rt.decision(api as u16);
+            let want_code = match want_action {
+                Action::Allow => action::ALLOW,
+                Action::Alert => action::ALERT,
+                Action::Deny => action::DENY,
+                Action::Kill => action::KILL,
+            };
+            prop_assert_eq!(got.action, want_code, "{}", api.name());
+            match want_rule {
+                Some(i) => {
+                    prop_assert_eq!(got.rule as usize, i);
+                    prop_assert_eq!(rt.rule_name(got.rule), policy.rules[i].id.as_bytes());
+                }
+                None => {
+                    prop_assert_eq!(got.rule, RULE_DEFAULT);
+                    prop_assert_eq!(rt.rule_name(got.rule), b"default");
+                }
+            }
+        }
+    }
+}
