@@ -82,11 +82,12 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
             seg.extend_from_slice(&preinit_target.to_le_bytes());
             at
         }
-        _ => {
+        Preinit::Relocated { .. } => {
             let at = align_up(rw_end, 8).unwrap_or(rw_end);
             rw_end = at + 8;
             at
         }
+        Preinit::Skipped(_) => 0,
     };
     let new_rela_vaddr = l.rx_vaddr + seg.len() as u64;
     let preinit = dynamic::preinit_edits(e, &plan.preinit, array_vaddr, new_rela_vaddr, preinit_target)?;
