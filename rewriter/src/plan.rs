@@ -206,7 +206,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
             layer: s.layer(),
             section: s.section.clone(),
             kind: s.kind,
-            hook: slots[&s.got_vaddr],
+            hook: *slots.get(&s.got_vaddr).ok_or_else(|| crate::error::malformed("a site through an unplanned GOT slot"))?,
             offset,
         });
     }
