@@ -185,9 +185,10 @@ fn relocate(c: &Contract) {
     }
 }
 
-/// Start-up after self-relocation: who we are, and the sink.
+/// Start-up after self-relocation: who we are. (A `file:` sink is opened by
+/// the first event, so a program that reports nothing holds no descriptor of ours.)
 #[inline(never)]
-fn init_relocated(c: &Contract) {
+fn init_relocated(_c: &Contract) {
     let mut buf = [0u8; 512];
     if let Ok(n) = sys::readlink(b"/proc/self/exe\0", &mut buf) {
         // SAFETY: single writer before INIT becomes READY (see RacyBytes).
@@ -195,9 +196,6 @@ fn init_relocated(c: &Contract) {
         let n = n.min(exe.len());
         exe[..n].copy_from_slice(&buf[..n]);
         EXE_LEN.store(n, Ordering::Relaxed);
-    }
-    if let Some(p) = policy(c) {
-        open_sink(&p);
     }
 }
 
@@ -213,22 +211,6 @@ fn exe_path() -> &'static [u8] {
 /// Lowest descriptor number a `file:` sink is moved to, out of the way of
 /// programs that assume small numbers or close 3..N.
 const SINK_MIN_FD: i32 = 1000;
-
-fn open_sink(p: &PolicyTable) {
-    match p.sink() {
-        Sink::Stderr => SINK_FD.store(2 + 1, Ordering::Relaxed),
-        Sink::Fd(fd) => SINK_FD.store(fd + 1, Ordering::Relaxed),
-        Sink::File(path) => {
-            if let Some(fd) = open_file_sink(path) {
-                if let Ok((dev, ino, _)) = sys::fstat_id(fd) {
-                    SINK_DEV.store(dev, Ordering::Relaxed);
-                    SINK_INO.store(ino, Ordering::Relaxed);
-                }
-                SINK_FD.store(fd + 1, Ordering::Release);
-            }
-        }
-    }
-}
 
 fn open_file_sink(path: &[u8]) -> Option<i32> {
     let mut z = [0u8; 1025];
@@ -246,8 +228,10 @@ fn open_file_sink(path: &[u8]) -> Option<i32> {
 }
 
 /// The descriptor to write an event to, and whether it is known to be a
-/// regular file (which cannot raise SIGPIPE). A `file:` sink that the program
-/// closed or replaced (`dup2` over it) is reopened.
+/// regular file (which cannot raise SIGPIPE). A `file:` sink is opened by the
+/// first event and kept (so events still flow after the program drops
+/// privileges or changes root); when the program closed or replaced it
+/// (`dup2` over it), it is reopened.
 fn sink_fd(p: &PolicyTable) -> Option<(i32, bool)> {
     let fd = SINK_FD.load(Ordering::Acquire) - 1;
     match p.sink() {
