@@ -97,9 +97,7 @@ fn sink_fields(target: &Sink) -> (u8, i32) {
 
 /// A rule index as stored, clamped below [`RULE_DEFAULT`].
 fn rule_number(index: usize) -> u16 {
-    u16::try_from(index)
-        .unwrap_or(RULE_DEFAULT)
-        .min(RULE_DEFAULT - 1)
+    u16::try_from(index).unwrap_or(RULE_DEFAULT).min(RULE_DEFAULT - 1)
 }
 
 /// An offset or length as stored; saturates (only reachable for policies
@@ -128,12 +126,7 @@ impl Layout {
         let rules_off = align(decisions_off + API_COUNT * DECISION_SIZE);
         let strings_off = align(rules_off.saturating_add(rule_count.saturating_mul(STR_REF_SIZE)));
         let total = align(strings_off.saturating_add(strings_len));
-        Layout {
-            decisions_off,
-            rules_off,
-            strings_off,
-            total,
-        }
+        Layout { decisions_off, rules_off, strings_off, total }
     }
 }
 
@@ -149,11 +142,7 @@ struct StringArea {
 impl StringArea {
     /// The rule ids, then the sink path.
     fn of(policy: &Policy) -> StringArea {
-        let mut area = StringArea {
-            bytes: Vec::new(),
-            rule_ids: Vec::new(),
-            sink_path: None,
-        };
+        let mut area = StringArea { bytes: Vec::new(), rule_ids: Vec::new(), sink_path: None };
         for rule in &policy.rules {
             let place = area.add(&rule.id);
             area.rule_ids.push(place);
@@ -179,9 +168,7 @@ struct Writer {
 
 impl Writer {
     fn with_capacity(capacity: usize) -> Writer {
-        Writer {
-            out: Vec::with_capacity(capacity),
-        }
+        Writer { out: Vec::with_capacity(capacity) }
     }
 
     fn u8(&mut self, v: u8) {
@@ -238,28 +225,15 @@ mod tests {
             mode: Mode::Enforce,
             default: Action::Alert,
             sink: Sink::File("/x".into()),
-            rules: vec![Rule {
-                id: "r".into(),
-                apis: vec![ApiSelector::Class(Class::Exec)],
-                action: Action::Kill,
-            }],
+            rules: vec![Rule { id: "r".into(), apis: vec![ApiSelector::Class(Class::Exec)], action: Action::Kill }],
         };
         let table = policy.compile();
-        let u32_at = |at: usize| {
-            table
-                .get(at..at + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_le_bytes)
-        };
+        let u32_at = |at: usize| table.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
         assert_eq!(table.get(8..12), Some(&[1u8, 1, sink::FILE, 0][..]));
         assert_eq!(table.get(12..16), Some(&NO_FD.to_le_bytes()[..]));
         let rules_off = align(HEADER_SIZE + API_COUNT * DECISION_SIZE);
         let strings_off = rules_off + 8;
-        assert_eq!(
-            u32_at(16),
-            Some(to_u32(strings_off + 1)),
-            "path after the id"
-        );
+        assert_eq!(u32_at(16), Some(to_u32(strings_off + 1)), "path after the id");
         assert_eq!(u32_at(20), Some(2));
         assert_eq!(u32_at(24), Some(40));
         assert_eq!(u32_at(28), Some(to_u32(API_COUNT)));
@@ -269,9 +243,6 @@ mod tests {
         // system: kill by rule 0; connect: alert by default.
         assert_eq!(table.get(40..44), Some(&[3u8, 0, 0, 0][..]));
         let connect = 40 + ApiId::connect as usize * DECISION_SIZE;
-        assert_eq!(
-            table.get(connect..connect + 4),
-            Some(&[1u8, 0, 0xFF, 0xFF][..])
-        );
+        assert_eq!(table.get(connect..connect + 4), Some(&[1u8, 0, 0xFF, 0xFF][..]));
     }
 }

@@ -21,22 +21,14 @@ impl PolicyError {
     }
 
     /// An error about the value that `span` (byte offsets into `text`) covers.
-    pub(crate) fn spanning(
-        text: &str,
-        span: Range<usize>,
-        reason: impl Into<String>,
-    ) -> PolicyError {
+    pub(crate) fn spanning(text: &str, span: Range<usize>, reason: impl Into<String>) -> PolicyError {
         PolicyError::at(text, span.start, reason)
     }
 
     /// An error about byte offset `offset` of `bytes`, which may not be UTF-8.
     pub(crate) fn at_bytes(bytes: &[u8], offset: usize, reason: impl Into<String>) -> PolicyError {
         let (line, column) = line_column(bytes, offset);
-        PolicyError {
-            line,
-            column,
-            reason: one_line(&reason.into()),
-        }
+        PolicyError { line, column, reason: one_line(&reason.into()) }
     }
 
     /// The 1-based line of the problem.
@@ -61,10 +53,7 @@ impl PolicyError {
 /// characters (bytes that are not continuation bytes).
 pub(crate) fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
     let before = bytes.get(..offset).unwrap_or(bytes);
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
     let this_line = before.get(line_start..).unwrap_or_default();
     let column = 1 + this_line.iter().filter(|&&b| !is_continuation(b)).count();
@@ -78,11 +67,7 @@ fn is_continuation(b: u8) -> bool {
 
 /// Folds a possibly multi-line message into one line.
 fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]

@@ -81,15 +81,8 @@ mod tests {
 
     #[test]
     fn default_policy_is_the_parsed_preset() {
-        assert_eq!(
-            Policy::parse(DEFAULT_POLICY).as_ref(),
-            Ok(&default_policy())
-        );
-        assert_ne!(
-            default_policy(),
-            Policy::default(),
-            "the fallback must not be what we got"
-        );
+        assert_eq!(Policy::parse(DEFAULT_POLICY).as_ref(), Ok(&default_policy()));
+        assert_ne!(default_policy(), Policy::default(), "the fallback must not be what we got");
     }
 
     #[test]

@@ -142,9 +142,7 @@ pub enum ApiSelector {
 impl ApiSelector {
     /// Reads a class name or a function name, classes first.
     pub fn from_name(name: &str) -> Option<ApiSelector> {
-        Class::from_name(name)
-            .map(ApiSelector::Class)
-            .or_else(|| ApiId::from_name(name).map(ApiSelector::Api))
+        Class::from_name(name).map(ApiSelector::Class).or_else(|| ApiId::from_name(name).map(ApiSelector::Api))
     }
 
     /// The name as written in a policy file.
@@ -207,9 +205,7 @@ impl Policy {
             .iter()
             .enumerate()
             .find(|(_, rule)| rule.matches(api))
-            .map_or((self.default, None), |(index, rule)| {
-                (rule.action, Some(index))
-            })
+            .map_or((self.default, None), |(index, rule)| (rule.action, Some(index)))
     }
 
     /// Writes the policy back as TOML that [`Policy::parse`] reads to an equal policy.
@@ -230,12 +226,7 @@ impl Policy {
 /// One `[[rule]]` table as TOML text, preceded by a blank line.
 fn rule_to_toml(rule: &Rule) -> String {
     let apis: Vec<String> = rule.apis.iter().map(|s| toml_string(s.name())).collect();
-    format!(
-        "\n[[rule]]\nid = {}\napis = [{}]\naction = \"{}\"\n",
-        toml_string(&rule.id),
-        apis.join(", "),
-        rule.action
-    )
+    format!("\n[[rule]]\nid = {}\napis = [{}]\naction = \"{}\"\n", toml_string(&rule.id), apis.join(", "), rule.action)
 }
 
 /// Quotes `text` as a TOML basic string.

@@ -90,9 +90,7 @@ fn toml_error(text: &str, error: &toml::de::Error) -> PolicyError {
 
 /// Advice for the TOML errors people make most with this format.
 fn hint(message: &str) -> Option<&'static str> {
-    if message.starts_with("unknown field `rules`")
-        || message.starts_with("invalid type: map, expected a sequence")
-    {
+    if message.starts_with("unknown field `rules`") || message.starts_with("invalid type: map, expected a sequence") {
         Some("write each rule as a [[rule]] table, with double brackets")
     } else if message.ends_with("expected a sequence") {
         Some("apis takes a list, e.g. apis = [\"exec\"]")
@@ -165,28 +163,18 @@ impl Checker<'_> {
                 } else {
                     "action"
                 };
-                let which = id.map_or("this rule".to_string(), |id| {
-                    format!("rule {}", quote(id.get_ref()))
-                });
-                let reason =
-                    format!("{which} has no {missing}: every [[rule]] needs id, apis and action");
+                let which = id.map_or("this rule".to_string(), |id| format!("rule {}", quote(id.get_ref())));
+                let reason = format!("{which} has no {missing}: every [[rule]] needs id, apis and action");
                 Err(PolicyError::spanning(self.text, span, reason))
             }
         }
     }
 
     /// Records where `id` is in `first_seen`, failing if an earlier rule has it.
-    fn check_unique(
-        &self,
-        id: &Spanned<String>,
-        first_seen: &mut HashMap<String, usize>,
-    ) -> Result<(), PolicyError> {
+    fn check_unique(&self, id: &Spanned<String>, first_seen: &mut HashMap<String, usize>) -> Result<(), PolicyError> {
         if let Some(&first) = first_seen.get(id.get_ref()) {
             let (line, _) = line_column(self.text.as_bytes(), first);
-            let reason = format!(
-                "duplicate rule id {} (first at line {line})",
-                quote(id.get_ref())
-            );
+            let reason = format!("duplicate rule id {} (first at line {line})", quote(id.get_ref()));
             return Err(self.error(id, reason));
         }
         first_seen.insert(id.get_ref().clone(), id.span().start);
@@ -203,11 +191,7 @@ impl Checker<'_> {
             );
             return Err(self.error(&raw.apis, reason));
         }
-        let apis = raw
-            .apis
-            .get_ref()
-            .iter()
-            .map(|name| self.locate(name, parse_selector));
+        let apis = raw.apis.get_ref().iter().map(|name| self.locate(name, parse_selector));
         Ok(Rule {
             id: raw.id.into_inner(),
             apis: apis.collect::<Result<_, _>>()?,
@@ -216,11 +200,7 @@ impl Checker<'_> {
     }
 
     /// Runs `check` on a located string, pointing any error at it.
-    fn locate<T>(
-        &self,
-        value: &Spanned<String>,
-        check: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, PolicyError> {
+    fn locate<T>(&self, value: &Spanned<String>, check: impl Fn(&str) -> Result<T, String>) -> Result<T, PolicyError> {
         check(value.get_ref()).map_err(|reason| self.error(value, reason))
     }
 
@@ -232,18 +212,13 @@ impl Checker<'_> {
 
 /// Reads `mode`.
 fn parse_mode(name: &str) -> Result<Mode, String> {
-    Mode::from_name(name)
-        .ok_or_else(|| format!("unknown mode {}: expected monitor or enforce", quote(name)))
+    Mode::from_name(name).ok_or_else(|| format!("unknown mode {}: expected monitor or enforce", quote(name)))
 }
 
 /// Reads an action (`default` or a rule's `action`).
 fn parse_action(name: &str) -> Result<Action, String> {
-    Action::from_name(name).ok_or_else(|| {
-        format!(
-            "unknown action {}: expected allow, alert, deny or kill",
-            quote(name)
-        )
-    })
+    Action::from_name(name)
+        .ok_or_else(|| format!("unknown action {}: expected allow, alert, deny or kill", quote(name)))
 }
 
 /// Reads `sink`: `stderr`, `file:/absolute/path` or `fd:N`.
@@ -255,15 +230,8 @@ fn parse_sink(spec: &str) -> Result<Sink, String> {
     } else if let Some(number) = spec.strip_prefix("fd:") {
         parse_fd(number).map(Sink::Fd)
     } else {
-        let hint = if spec == "stdout" {
-            " (for standard output write \"fd:1\")"
-        } else {
-            ""
-        };
-        Err(format!(
-            "unknown sink {}: expected \"stderr\", \"file:/absolute/path\" or \"fd:N\"{hint}",
-            quote(spec)
-        ))
+        let hint = if spec == "stdout" { " (for standard output write \"fd:1\")" } else { "" };
+        Err(format!("unknown sink {}: expected \"stderr\", \"file:/absolute/path\" or \"fd:N\"{hint}", quote(spec)))
     }
 }
 
@@ -275,15 +243,9 @@ fn check_sink_path(path: &str) -> Result<(), String> {
             quote(path)
         ))
     } else if path.len() > MAX_SINK_PATH_LEN {
-        Err(format!(
-            "sink path is {} bytes long: at most {MAX_SINK_PATH_LEN} are allowed",
-            path.len()
-        ))
+        Err(format!("sink path is {} bytes long: at most {MAX_SINK_PATH_LEN} are allowed", path.len()))
     } else if path.contains('\0') {
-        Err(format!(
-            "sink path {} contains a NUL character",
-            quote(path)
-        ))
+        Err(format!("sink path {} contains a NUL character", quote(path)))
     } else {
         Ok(())
     }
@@ -292,16 +254,9 @@ fn check_sink_path(path: &str) -> Result<(), String> {
 /// Reads the `N` of an `fd:N` sink.
 fn parse_fd(number: &str) -> Result<i32, String> {
     let digits_only = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
-    digits_only
-        .then(|| number.parse::<i32>().ok())
-        .flatten()
-        .filter(|fd| *fd <= MAX_SINK_FD)
-        .ok_or_else(|| {
-            format!(
-                "bad sink descriptor {}: expected a number from 0 to {MAX_SINK_FD}, e.g. \"fd:3\"",
-                quote(number)
-            )
-        })
+    digits_only.then(|| number.parse::<i32>().ok()).flatten().filter(|fd| *fd <= MAX_SINK_FD).ok_or_else(|| {
+        format!("bad sink descriptor {}: expected a number from 0 to {MAX_SINK_FD}, e.g. \"fd:3\"", quote(number))
+    })
 }
 
 /// Checks a rule id: non-empty, short, and safe to embed in JSON unescaped.
@@ -310,20 +265,17 @@ fn check_rule_id(id: &str) -> Result<(), String> {
         return Err("rule id is empty: name the rule, e.g. id = \"no-shell\"".to_string());
     }
     if id == "default" {
-        return Err("rule id \"default\" is reserved: events name the default action that way; choose another id".to_string());
+        return Err(
+            "rule id \"default\" is reserved: events name the default action that way; choose another id".to_string()
+        );
     }
     if id.len() > MAX_RULE_ID_LEN {
-        return Err(format!(
-            "rule id {} is {} bytes long: at most {MAX_RULE_ID_LEN} are allowed",
-            quote(id),
-            id.len()
-        ));
+        return Err(format!("rule id {} is {} bytes long: at most {MAX_RULE_ID_LEN} are allowed", quote(id), id.len()));
     }
     match id.chars().find(|&c| !is_rule_id_char(c)) {
-        Some(bad) => Err(format!(
-            "rule id {} contains {bad:?}: use only letters, digits, '_', '.', ':' and '-'",
-            quote(id)
-        )),
+        Some(bad) => {
+            Err(format!("rule id {} contains {bad:?}: use only letters, digits, '_', '.', ':' and '-'", quote(id)))
+        }
         None => Ok(()),
     }
 }
@@ -344,12 +296,8 @@ fn unknown_api(name: &str) -> String {
     let classes = Class::ALL.iter().map(|class| class.name());
     let guess = closest(name, classes.clone().chain(functions));
     let guessed_class = guess.filter(|g| classes.clone().any(|c| c == *g));
-    let example = guess
-        .filter(|_| guessed_class.is_none())
-        .unwrap_or("system");
-    let did_you_mean = guessed_class
-        .map(|c| format!(" (did you mean the class \"{c}\"?)"))
-        .unwrap_or_default();
+    let example = guess.filter(|_| guessed_class.is_none()).unwrap_or("system");
+    let did_you_mean = guessed_class.map(|c| format!(" (did you mean the class \"{c}\"?)")).unwrap_or_default();
     format!(
         "unknown api {}: expected a class ({}) or a function name such as \"{example}\"{did_you_mean}",
         quote(name),
@@ -359,11 +307,7 @@ fn unknown_api(name: &str) -> String {
 
 /// The class names, comma separated.
 fn class_list() -> String {
-    Class::ALL
-        .iter()
-        .map(|c| c.name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    Class::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -376,17 +320,7 @@ mod tests {
         assert_eq!(parse_sink("fd:0"), Ok(Sink::Fd(0)));
         assert_eq!(parse_sink("fd:1000000"), Ok(Sink::Fd(1_000_000)));
         assert_eq!(parse_sink("file:/a b"), Ok(Sink::File("/a b".into())));
-        for bad in [
-            "fd:",
-            "fd:-1",
-            "fd:+3",
-            "fd:1000001",
-            "fd:99999999999",
-            "fd:3x",
-            "file:",
-            "file:rel",
-            "x",
-        ] {
+        for bad in ["fd:", "fd:-1", "fd:+3", "fd:1000001", "fd:99999999999", "fd:3x", "file:", "file:rel", "x"] {
             assert!(parse_sink(bad).is_err(), "{bad}");
         }
         assert!(parse_sink(&format!("file:/{}", "a".repeat(1024))).is_err());

@@ -19,10 +19,7 @@ pub(crate) fn quote(text: &str) -> String {
 
 /// The candidate closest to `word`: equal ignoring case, or at most two
 /// edits away (and fewer edits than `word` has characters).
-pub(crate) fn closest<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let len = word.chars().count();
     if len == 0 || len > SUGGEST_MAX_CHARS {
         return None;
@@ -46,9 +43,7 @@ fn distance(a: &str, b: &str) -> usize {
         let mut next = Vec::with_capacity(row.len());
         next.push(left);
         for (&cb, &above) in b.iter().zip(row.iter().skip(1)) {
-            let cost = (diagonal + usize::from(ca != cb))
-                .min(above + 1)
-                .min(left + 1);
+            let cost = (diagonal + usize::from(ca != cb)).min(above + 1).min(left + 1);
             next.push(cost);
             (diagonal, left) = (above, cost);
         }
@@ -77,9 +72,6 @@ mod tests {
     #[test]
     fn quotes_escape_and_shorten() {
         assert_eq!(quote("a\nb"), "\"a\\nb\"");
-        assert_eq!(
-            quote(&"x".repeat(100)),
-            format!("\"{}\"...", "x".repeat(40))
-        );
+        assert_eq!(quote(&"x".repeat(100)), format!("\"{}\"...", "x".repeat(40)));
     }
 }

@@ -42,9 +42,7 @@ pub enum TableError {
         value: i64,
     },
     /// An offset and length that reach past the table's end.
-    #[error(
-        "policy table's {part} (offset {off}, {len} bytes) lies outside the {size}-byte table"
-    )]
+    #[error("policy table's {part} (offset {off}, {len} bytes) lies outside the {size}-byte table")]
     OutOfBounds {
         /// Which part of the table.
         part: &'static str,
@@ -84,8 +82,7 @@ impl TableView {
         let rule_ids = reader.rule_ids(&header)?;
         Ok(TableView {
             mode: Mode::from_code(header.mode).ok_or(bad("mode", header.mode))?,
-            default: Action::from_code(header.default_action)
-                .ok_or(bad("default action", header.default_action))?,
+            default: Action::from_code(header.default_action).ok_or(bad("default action", header.default_action))?,
             sink: reader.sink(&header)?,
             decisions: reader.decisions(&header, rule_ids.len())?,
             rule_ids,
@@ -126,69 +123,42 @@ impl TableView {
 
     /// Every API this dfpatch knows that the table has a decision for.
     pub fn decisions(&self) -> impl Iterator<Item = (ApiId, Action, Option<usize>)> + '_ {
-        ApiId::ALL
-            .iter()
-            .zip(&self.decisions)
-            .map(|(&api, &(action, rule))| (api, action, rule))
+        ApiId::ALL.iter().zip(&self.decisions).map(|(&api, &(action, rule))| (api, action, rule))
     }
 
     /// The id of the rule at `index`, or `"default"` for `None`.
     pub fn rule_name(&self, index: Option<usize>) -> &str {
-        index
-            .and_then(|i| self.rule_ids.get(i))
-            .map_or("default", String::as_str)
+        index.and_then(|i| self.rule_ids.get(i)).map_or("default", String::as_str)
     }
 }
 
 /// A human-readable account of a compiled table (for `dfpatch inspect`).
 pub fn describe(table: &[u8]) -> Result<String, TableError> {
     let view = TableView::parse(table)?;
-    let hash: String = crate::hash(table)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut out = format!(
-        "policy table v{}, {} bytes, sha256 {hash}\n",
-        view.header.version,
-        table.len()
-    );
+    let hash: String = crate::hash(table).iter().map(|b| format!("{b:02x}")).collect();
+    let mut out = format!("policy table v{}, {} bytes, sha256 {hash}\n", view.header.version, table.len());
     // Writing to a String cannot fail.
-    let _ = writeln!(
-        out,
-        "mode: {}\ndefault: {}\nsink: {}",
-        view.mode, view.default, view.sink
-    );
+    let _ = writeln!(out, "mode: {}\ndefault: {}\nsink: {}", view.mode, view.default, view.sink);
     let _ = writeln!(out, "rules: {}", view.rule_ids.join(", "));
     for (api, action, rule) in view.decisions() {
         let (name, class) = (api.name(), api.class().name());
-        let _ = writeln!(
-            out,
-            "  {name:<14} {class:<8} {action:<6} {}",
-            view.rule_name(rule)
-        );
+        let _ = writeln!(out, "  {name:<14} {class:<8} {action:<6} {}", view.rule_name(rule));
     }
     Ok(out)
 }
 
 /// A `BadValue` error.
 fn bad(field: &'static str, value: impl Into<i64>) -> TableError {
-    TableError::BadValue {
-        field,
-        value: value.into(),
-    }
+    TableError::BadValue { field, value: value.into() }
 }
 
 /// Checks the header's magic and version.
 fn check_magic_and_version(header: &PolicyHeader) -> Result<(), TableError> {
     if header.magic != POLICY_MAGIC {
-        return Err(TableError::BadMagic {
-            found: header.magic,
-        });
+        return Err(TableError::BadMagic { found: header.magic });
     }
     if header.version != POLICY_VERSION {
-        return Err(TableError::BadVersion {
-            found: header.version,
-        });
+        return Err(TableError::BadVersion { found: header.version });
     }
     Ok(())
 }
@@ -201,9 +171,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Decodes the header, field by field.
     fn header(&self) -> Result<PolicyHeader, TableError> {
-        let head = self.bytes.get(..HEADER_SIZE).ok_or(TableError::TooShort {
-            len: self.bytes.len(),
-        })?;
+        let head = self.bytes.get(..HEADER_SIZE).ok_or(TableError::TooShort { len: self.bytes.len() })?;
         let field = Fields { bytes: head };
         Ok(PolicyHeader {
             magic: field.array(0)?,
@@ -223,27 +191,12 @@ impl<'a> Reader<'a> {
     }
 
     /// The `count` records of `size` bytes at `off`, checked to lie in the table.
-    fn part(
-        &self,
-        part: &'static str,
-        off: u32,
-        count: u32,
-        size: usize,
-    ) -> Result<Fields<'a>, TableError> {
+    fn part(&self, part: &'static str, off: u32, count: u32, size: usize) -> Result<Fields<'a>, TableError> {
         let len = u64::from(count) * size as u64;
-        let out_of_bounds = TableError::OutOfBounds {
-            part,
-            off: off.into(),
-            len,
-            size: self.bytes.len(),
-        };
+        let out_of_bounds = TableError::OutOfBounds { part, off: off.into(), len, size: self.bytes.len() };
         let start = usize::try_from(off).map_err(|_| out_of_bounds.clone())?;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|len| start.checked_add(len));
-        let bytes = end
-            .and_then(|end| self.bytes.get(start..end))
-            .ok_or(out_of_bounds)?;
+        let end = usize::try_from(len).ok().and_then(|len| start.checked_add(len));
+        let bytes = end.and_then(|end| self.bytes.get(start..end)).ok_or(out_of_bounds)?;
         Ok(Fields { bytes })
     }
 
@@ -256,44 +209,21 @@ impl<'a> Reader<'a> {
 
     /// The rule ids, through their `StrRef`s.
     fn rule_ids(&self, header: &PolicyHeader) -> Result<Vec<String>, TableError> {
-        let refs = self.part(
-            "rule table",
-            header.rules_off,
-            header.rule_count,
-            STR_REF_SIZE,
-        )?;
-        refs.records(STR_REF_SIZE)
-            .map(|r| self.str("rule id", r.u32(0)?, r.u32(4)?))
-            .collect()
+        let refs = self.part("rule table", header.rules_off, header.rule_count, STR_REF_SIZE)?;
+        refs.records(STR_REF_SIZE).map(|r| self.str("rule id", r.u32(0)?, r.u32(4)?)).collect()
     }
 
     /// The decisions, with their rule numbers checked against `rule_count`.
-    fn decisions(
-        &self,
-        header: &PolicyHeader,
-        rule_count: usize,
-    ) -> Result<Vec<(Action, Option<usize>)>, TableError> {
-        let entries = self.part(
-            "decision table",
-            header.decisions_off,
-            header.api_count,
-            DECISION_SIZE,
-        )?;
-        entries
-            .records(DECISION_SIZE)
-            .map(|e| decision(e, rule_count))
-            .collect()
+    fn decisions(&self, header: &PolicyHeader, rule_count: usize) -> Result<Vec<(Action, Option<usize>)>, TableError> {
+        let entries = self.part("decision table", header.decisions_off, header.api_count, DECISION_SIZE)?;
+        entries.records(DECISION_SIZE).map(|e| decision(e, rule_count)).collect()
     }
 
     /// The sink, with its path read for `file:` sinks.
     fn sink(&self, header: &PolicyHeader) -> Result<Sink, TableError> {
         match header.sink_kind {
             sink::STDERR => Ok(Sink::Stderr),
-            sink::FILE => Ok(Sink::File(self.str(
-                "sink path",
-                header.sink_path_off,
-                header.sink_path_len,
-            )?)),
+            sink::FILE => Ok(Sink::File(self.str("sink path", header.sink_path_off, header.sink_path_len)?)),
             sink::FD if header.sink_fd >= 0 => Ok(Sink::Fd(header.sink_fd)),
             sink::FD => Err(bad("sink descriptor", header.sink_fd)),
             kind => Err(bad("sink kind", kind)),
@@ -328,9 +258,7 @@ impl<'a> Fields<'a> {
         at.checked_add(N)
             .and_then(|end| self.bytes.get(at..end))
             .and_then(|b| b.try_into().ok())
-            .ok_or(TableError::TooShort {
-                len: self.bytes.len(),
-            })
+            .ok_or(TableError::TooShort { len: self.bytes.len() })
     }
 
     fn u8(&self, at: usize) -> Result<u8, TableError> {
@@ -347,9 +275,7 @@ impl<'a> Fields<'a> {
 
     /// Consecutive records of `size` bytes.
     fn records(self, size: usize) -> impl Iterator<Item = Fields<'a>> {
-        self.bytes
-            .chunks_exact(size.max(1))
-            .map(|bytes| Fields { bytes })
+        self.bytes.chunks_exact(size.max(1)).map(|bytes| Fields { bytes })
     }
 }
 
@@ -369,58 +295,28 @@ mod tests {
         let view = TableView::parse(&example());
         let view = view.as_ref().ok();
         assert_eq!(view.map(TableView::mode), Some(Mode::Enforce));
-        assert_eq!(
-            view.map(TableView::sink),
-            Some(&Sink::File("/tmp/e".into()))
-        );
-        assert_eq!(
-            view.and_then(|v| v.decision(ApiId::execl)),
-            Some((Action::Deny, Some(0)))
-        );
-        assert_eq!(
-            view.and_then(|v| v.decision(ApiId::bind)),
-            Some((Action::Allow, None))
-        );
+        assert_eq!(view.map(TableView::sink), Some(&Sink::File("/tmp/e".into())));
+        assert_eq!(view.and_then(|v| v.decision(ApiId::execl)), Some((Action::Deny, Some(0))));
+        assert_eq!(view.and_then(|v| v.decision(ApiId::bind)), Some((Action::Allow, None)));
         assert_eq!(view.map(|v| v.rule_name(Some(0))), Some("x"));
     }
 
     #[test]
     fn rejects_damage() {
         let table = example();
-        assert!(matches!(
-            TableView::parse(&table[..39]),
-            Err(TableError::TooShort { .. })
-        ));
+        assert!(matches!(TableView::parse(&table[..39]), Err(TableError::TooShort { .. })));
         let mut bad_magic = table.clone();
         bad_magic[0] = b'X';
-        assert!(matches!(
-            TableView::parse(&bad_magic),
-            Err(TableError::BadMagic { .. })
-        ));
+        assert!(matches!(TableView::parse(&bad_magic), Err(TableError::BadMagic { .. })));
         let mut bad_action = table.clone();
         bad_action[40] = 9;
-        assert!(matches!(
-            TableView::parse(&bad_action),
-            Err(TableError::BadValue {
-                field: "action",
-                ..
-            })
-        ));
+        assert!(matches!(TableView::parse(&bad_action), Err(TableError::BadValue { field: "action", .. })));
         let mut bad_rule = table.clone();
         bad_rule[42] = 7;
-        assert!(matches!(
-            TableView::parse(&bad_rule),
-            Err(TableError::BadValue {
-                field: "rule number",
-                ..
-            })
-        ));
+        assert!(matches!(TableView::parse(&bad_rule), Err(TableError::BadValue { field: "rule number", .. })));
         let mut far = table.clone();
         far[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            TableView::parse(&far),
-            Err(TableError::OutOfBounds { .. })
-        ));
+        assert!(matches!(TableView::parse(&far), Err(TableError::OutOfBounds { .. })));
     }
 
     #[test]
@@ -428,16 +324,7 @@ mod tests {
         let text = describe(&example()).unwrap_or_default();
         assert!(text.contains("mode: enforce"), "{text}");
         assert!(text.contains("sink: file:/tmp/e"), "{text}");
-        assert!(
-            text.lines()
-                .any(|l| l.split_whitespace().eq(["system", "exec", "deny", "x"])),
-            "{text}"
-        );
-        assert!(
-            text.lines().any(|l| l
-                .split_whitespace()
-                .eq(["connect", "network", "allow", "default"])),
-            "{text}"
-        );
+        assert!(text.lines().any(|l| l.split_whitespace().eq(["system", "exec", "deny", "x"])), "{text}");
+        assert!(text.lines().any(|l| l.split_whitespace().eq(["connect", "network", "allow", "default"])), "{text}");
     }
 }

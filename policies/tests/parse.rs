@@ -29,10 +29,7 @@ fn error(text: &str) -> String {
 /// Asserts that `text` is rejected at `line` with a message containing `needle`.
 fn assert_error(text: &str, line: usize, needle: &str) {
     let message = error(text);
-    assert!(
-        message.starts_with(&format!("line {line}, column ")),
-        "wrong line: {message}"
-    );
+    assert!(message.starts_with(&format!("line {line}, column ")), "wrong line: {message}");
     assert!(message.contains(needle), "{message:?} lacks {needle:?}");
     assert!(!message.contains('\n'), "not one line: {message:?}");
 }
@@ -68,10 +65,7 @@ fn modes_actions_and_sinks() {
     assert_eq!(parse("default = \"kill\"").default, Action::Kill);
     assert_eq!(parse("[report]\nsink = \"stderr\"").sink, Sink::Stderr);
     assert_eq!(parse("[report]\nsink = \"fd:3\"").sink, Sink::Fd(3));
-    assert_eq!(
-        parse("[report]\nsink = \"file:/tmp/events.jsonl\"").sink,
-        Sink::File("/tmp/events.jsonl".into())
-    );
+    assert_eq!(parse("[report]\nsink = \"file:/tmp/events.jsonl\"").sink, Sink::File("/tmp/events.jsonl".into()));
     assert_eq!(parse("[report]\n").sink, Sink::Stderr);
 }
 
@@ -103,25 +97,14 @@ action = "deny"
 
 #[test]
 fn non_utf8_and_bom() {
-    let message =
-        Policy::parse_bytes(b"mode = \"monitor\"\n# caf\xe9\n").map_err(|e| e.to_string());
-    assert_eq!(
-        message,
-        Err("line 2, column 6: invalid UTF-8 (byte 0xE9): a policy must be UTF-8 text".into())
-    );
-    assert_eq!(
-        Policy::parse_bytes(b"\xEF\xBB\xBFmode = \"enforce\"").map(|p| p.mode),
-        Ok(Mode::Enforce)
-    );
+    let message = Policy::parse_bytes(b"mode = \"monitor\"\n# caf\xe9\n").map_err(|e| e.to_string());
+    assert_eq!(message, Err("line 2, column 6: invalid UTF-8 (byte 0xE9): a policy must be UTF-8 text".into()));
+    assert_eq!(Policy::parse_bytes(b"\xEF\xBB\xBFmode = \"enforce\"").map(|p| p.mode), Ok(Mode::Enforce));
 }
 
 #[test]
 fn toml_syntax_errors_are_located() {
-    assert_error(
-        "mode = \"enforce\"\n\nmode = \"monitor\"\n",
-        3,
-        "duplicate key",
-    );
+    assert_error("mode = \"enforce\"\n\nmode = \"monitor\"\n", 3, "duplicate key");
     assert_error("mode = \"monitor\"\n[[rule]\n", 2, "invalid table header");
     assert_error("\n\nmode = \"enforce\n", 3, "invalid basic string");
     assert_error("\n = 1", 2, "");
@@ -129,90 +112,44 @@ fn toml_syntax_errors_are_located() {
 
 #[test]
 fn unknown_keys_are_errors() {
-    assert_error(
-        "mode = \"monitor\"\nverbose = true\n",
-        2,
-        "unknown field `verbose`",
-    );
-    assert_error(
-        "[report]\nsink = \"stderr\"\nformat = \"json\"\n",
-        3,
-        "unknown field `format`, expected `sink`",
-    );
-    assert_error(
-        "[[rule]]\nid = \"a\"\napis = [\"exec\"]\naction = \"deny\"\nwhy = \"x\"\n",
-        5,
-        "unknown field `why`",
-    );
+    assert_error("mode = \"monitor\"\nverbose = true\n", 2, "unknown field `verbose`");
+    assert_error("[report]\nsink = \"stderr\"\nformat = \"json\"\n", 3, "unknown field `format`, expected `sink`");
+    assert_error("[[rule]]\nid = \"a\"\napis = [\"exec\"]\naction = \"deny\"\nwhy = \"x\"\n", 5, "unknown field `why`");
     assert_error("\n[[rules]]\nid = \"a\"\n", 2, "[[rule]]");
 }
 
 #[test]
 fn wrong_types_are_located() {
-    assert_error(
-        "\nmode = 1\n",
-        2,
-        "invalid type: integer `1`, expected a string",
-    );
-    assert_error(
-        "\n[rule]\nid = \"a\"\napis = [\"exec\"]\naction = \"deny\"\n",
-        2,
-        "double brackets",
-    );
-    assert_error(
-        "[[rule]]\nid = \"a\"\napis = \"exec\"\naction = \"deny\"\n",
-        3,
-        "apis = [\"exec\"]",
-    );
-    assert_error(
-        "[[rule]]\nid = \"a\"\napis = [\"exec\", 7]\naction = \"deny\"\n",
-        3,
-        "integer",
-    );
+    assert_error("\nmode = 1\n", 2, "invalid type: integer `1`, expected a string");
+    assert_error("\n[rule]\nid = \"a\"\napis = [\"exec\"]\naction = \"deny\"\n", 2, "double brackets");
+    assert_error("[[rule]]\nid = \"a\"\napis = \"exec\"\naction = \"deny\"\n", 3, "apis = [\"exec\"]");
+    assert_error("[[rule]]\nid = \"a\"\napis = [\"exec\", 7]\naction = \"deny\"\n", 3, "integer");
 }
 
 #[test]
 fn missing_rule_fields() {
-    assert_error(
-        "\n[[rule]]\napis = [\"exec\"]\naction = \"deny\"\n",
-        2,
-        "this rule has no id",
-    );
+    assert_error("\n[[rule]]\napis = [\"exec\"]\naction = \"deny\"\n", 2, "this rule has no id");
     assert_eq!(
         error("[[rule]]\nid = \"a\"\n"),
         "line 1, column 1: rule \"a\" has no apis: every [[rule]] needs id, apis and action"
     );
-    let text = "[[rule]]\nid = \"a\"\napis = [\"exec\"]\naction = \"deny\"\n\n[[rule]]\nid = \"b\"\napis = [\"exec\"]\n";
+    let text =
+        "[[rule]]\nid = \"a\"\napis = [\"exec\"]\naction = \"deny\"\n\n[[rule]]\nid = \"b\"\napis = [\"exec\"]\n";
     assert_error(text, 6, "rule \"b\" has no action");
     assert_error(
         "rule = [{ id = \"a\", apis = [\"exec\"], action = \"deny\" },\n  { id = \"b\" }]\n",
         2,
         "rule \"b\" has no apis",
     );
-    assert_error(
-        "[[rule]]\nid = \"a\"\napis = []\naction = \"deny\"\n",
-        3,
-        "rule \"a\" has an empty apis list",
-    );
+    assert_error("[[rule]]\nid = \"a\"\napis = []\naction = \"deny\"\n", 3, "rule \"a\" has an empty apis list");
 }
 
 #[test]
 fn bad_values_are_located_and_explained() {
-    assert_error(
-        "# policy\nmode = \"block\"\n",
-        2,
-        "unknown mode \"block\": expected monitor or enforce",
-    );
-    assert_error(
-        "\n\ndefault = \"Deny\"\n",
-        3,
-        "unknown action \"Deny\": expected allow, alert, deny or kill",
-    );
+    assert_error("# policy\nmode = \"block\"\n", 2, "unknown mode \"block\": expected monitor or enforce");
+    assert_error("\n\ndefault = \"Deny\"\n", 3, "unknown action \"Deny\": expected allow, alert, deny or kill");
     let text = "[[rule]]\nid = \"a\"\napis = [\"exec\"]\naction = \"block\"\n";
-    assert_eq!(
-        error(text),
-        "line 4, column 10: unknown action \"block\": expected allow, alert, deny or kill"
-    );
+    assert_eq!(error(text), "line 4, column 10: unknown action \"block\": expected allow, alert, deny or kill");
     let text = "[[rule]]\nid = \"a\"\napis = [\n  \"exec\",\n  \"sytem\",\n]\naction = \"deny\"\n";
     assert_eq!(
         error(text),
@@ -224,11 +161,7 @@ fn bad_values_are_located_and_explained() {
         3,
         "did you mean the class \"network\"?",
     );
-    assert_error(
-        "[[rule]]\nid = \"a\"\napis = [\"printf\"]\naction = \"deny\"\n",
-        3,
-        "unknown api \"printf\"",
-    );
+    assert_error("[[rule]]\nid = \"a\"\napis = [\"printf\"]\naction = \"deny\"\n", 3, "unknown api \"printf\"");
 }
 
 #[test]
@@ -242,34 +175,18 @@ fn bad_sinks() {
     assert_error(&sink("stdout"), 3, "\"fd:1\"");
     assert_error(&sink("file:events.jsonl"), 3, "is not absolute");
     assert_error(&sink("file:"), 3, "is not absolute");
-    assert_error(
-        &sink(&format!("file:/{}", "x".repeat(1024))),
-        3,
-        "at most 1024",
-    );
+    assert_error(&sink(&format!("file:/{}", "x".repeat(1024))), 3, "at most 1024");
     assert_error("[report]\nsink = \"file:/a\\u0000b\"\n", 2, "NUL");
-    for fd in [
-        "fd:-1",
-        "fd:",
-        "fd:x",
-        "fd:3.0",
-        "fd: 3",
-        "fd:1000001",
-        "fd:4294967299",
-    ] {
+    for fd in ["fd:-1", "fd:", "fd:x", "fd:3.0", "fd: 3", "fd:1000001", "fd:4294967299"] {
         assert_error(&sink(fd), 3, "expected a number from 0 to 1000000");
     }
-    assert_eq!(
-        parse(&sink("file:/a\"b c")).sink,
-        Sink::File("/a\"b c".into())
-    );
+    assert_eq!(parse(&sink("file:/a\"b c")).sink, Sink::File("/a\"b c".into()));
     assert_eq!(parse(&sink("fd:1000000")).sink, Sink::Fd(1_000_000));
 }
 
 #[test]
 fn bad_rule_ids() {
-    let rule =
-        |id: &str| format!("\n[[rule]]\nid = {id:?}\napis = [\"exec\"]\naction = \"deny\"\n");
+    let rule = |id: &str| format!("\n[[rule]]\nid = {id:?}\napis = [\"exec\"]\naction = \"deny\"\n");
     assert_error(&rule(""), 3, "rule id is empty");
     assert_error(&rule(&"a".repeat(65)), 3, "is 65 bytes long: at most 64");
     assert_error(&rule("no shell"), 3, "contains ' '");
@@ -284,14 +201,10 @@ fn bad_rule_ids() {
 
 #[test]
 fn duplicate_rule_ids() {
-    let text =
-        "mode = \"enforce\"\n\n[[rule]]\nid = \"x\"\napis = [\"exec\"]\naction = \"deny\"\n\n\
+    let text = "mode = \"enforce\"\n\n[[rule]]\nid = \"x\"\napis = [\"exec\"]\naction = \"deny\"\n\n\
                 [[rule]]\nid = \"y\"\napis = [\"file\"]\naction = \"alert\"\n\n\
                 [[rule]]\nid = \"x\"\napis = [\"network\"]\naction = \"alert\"\n";
-    assert_eq!(
-        error(text),
-        "line 14, column 6: duplicate rule id \"x\" (first at line 4)"
-    );
+    assert_eq!(error(text), "line 14, column 6: duplicate rule id \"x\" (first at line 4)");
 }
 
 #[test]

@@ -7,11 +7,10 @@ use proptest::prelude::*;
 
 /// Pieces of policy text, so random inputs get past the TOML syntax often.
 const FRAGMENTS: &[&str] = &[
-    "mode", "default", "report", "sink", "rule", "id", "apis", "action", " = ", "=", "\"", "'",
-    "[", "]", "[[", "]]", "{", "}", ",", "\n", " ", "#", ".", "\\", "\"\"\"", "monitor", "enforce",
-    "allow", "alert", "deny", "kill", "exec", "network", "file", "memory", "library", "debug",
-    "system", "__open_2", "stderr", "fd:", "file:/", "3", "-1", "é", "\u{0}", "\u{feff}", "1e9",
-    "true",
+    "mode", "default", "report", "sink", "rule", "id", "apis", "action", " = ", "=", "\"", "'", "[", "]", "[[", "]]",
+    "{", "}", ",", "\n", " ", "#", ".", "\\", "\"\"\"", "monitor", "enforce", "allow", "alert", "deny", "kill", "exec",
+    "network", "file", "memory", "library", "debug", "system", "__open_2", "stderr", "fd:", "file:/", "3", "-1", "é",
+    "\u{0}", "\u{feff}", "1e9", "true",
 ];
 
 /// Every name an `apis` entry may use.
@@ -38,11 +37,7 @@ fn selector() -> impl Strategy<Value = ApiSelector> {
 }
 
 fn rule() -> impl Strategy<Value = Rule> {
-    (
-        "[A-Za-z0-9_.:-]{0,50}",
-        prop::collection::vec(selector(), 1..6),
-        prop::sample::select(Action::ALL.to_vec()),
-    )
+    ("[A-Za-z0-9_.:-]{0,50}", prop::collection::vec(selector(), 1..6), prop::sample::select(Action::ALL.to_vec()))
         .prop_map(|(id, apis, action)| Rule { id, apis, action })
 }
 
@@ -58,12 +53,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             for (i, rule) in rules.iter_mut().enumerate() {
                 rule.id = format!("{i}{}", rule.id);
             }
-            Policy {
-                mode,
-                default,
-                sink,
-                rules,
-            }
+            Policy { mode, default, sink, rules }
         })
 }
 

@@ -1,8 +1,8 @@
 //! The presets, and the compiled table read back through `TableView`.
 
 use dfpatch_policy::{
-    default_policy, describe, hash, preset, Action, Mode, Policy, Sink, TableView, DEFAULT_POLICY,
-    MAX_RULES, PRESET_NAMES,
+    default_policy, describe, hash, preset, Action, Mode, Policy, Sink, TableView, DEFAULT_POLICY, MAX_RULES,
+    PRESET_NAMES,
 };
 use dfpatch_runtime::apis::{ApiId, Class, API_COUNT};
 use dfpatch_runtime::contract::{POLICY_MAGIC, POLICY_VERSION};
@@ -21,20 +21,12 @@ fn assert_round_trip(policy: &Policy, table: &[u8]) {
     let ids: Vec<&str> = policy.rules.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(view.rule_ids(), ids.as_slice());
     for &api in ApiId::ALL {
-        assert_eq!(
-            view.decision(api),
-            Some(policy.decision(api)),
-            "{}",
-            api.name()
-        );
+        assert_eq!(view.decision(api), Some(policy.decision(api)), "{}", api.name());
     }
     assert_eq!(view.decisions().count(), API_COUNT);
     assert_eq!(table.len() % 8, 0);
     let header = view.header();
-    assert_eq!(
-        (header.magic, header.version),
-        (POLICY_MAGIC, POLICY_VERSION)
-    );
+    assert_eq!((header.magic, header.version), (POLICY_MAGIC, POLICY_VERSION));
     for off in [header.decisions_off, header.rules_off] {
         assert_eq!(off % 8, 0);
     }
@@ -46,10 +38,7 @@ fn every_preset_parses_and_round_trips() {
         let policy = preset_policy(name);
         assert_round_trip(&policy, &policy.compile());
         let text = preset(name).unwrap_or_default();
-        assert!(
-            text.starts_with("# dfpatch"),
-            "{name} lacks its explanation"
-        );
+        assert!(text.starts_with("# dfpatch"), "{name} lacks its explanation");
     }
 }
 
@@ -60,11 +49,7 @@ fn the_default_preset() {
     assert_eq!(policy.mode, Mode::Monitor);
     assert_eq!(policy.sink, Sink::Stderr);
     for &api in ApiId::ALL {
-        let expected = if api.class() == Class::File {
-            Action::Allow
-        } else {
-            Action::Alert
-        };
+        let expected = if api.class() == Class::File { Action::Allow } else { Action::Alert };
         assert_eq!(policy.decision(api).0, expected, "{}", api.name());
     }
 }
@@ -73,9 +58,7 @@ fn the_default_preset() {
 fn the_other_presets_do_what_they_say() {
     let monitor_all = preset_policy("monitor-all");
     assert_eq!(monitor_all.mode, Mode::Monitor);
-    assert!(ApiId::ALL
-        .iter()
-        .all(|&api| monitor_all.decision(api).0 == Action::Alert));
+    assert!(ApiId::ALL.iter().all(|&api| monitor_all.decision(api).0 == Action::Alert));
 
     let block_exec = preset_policy("block-exec");
     assert_eq!(block_exec.mode, Mode::Enforce);
@@ -102,16 +85,8 @@ fn the_other_presets_do_what_they_say() {
 
 #[test]
 fn sinks_round_trip() {
-    for sink in [
-        "stderr",
-        "fd:0",
-        "fd:3",
-        "fd:1000000",
-        "file:/tmp/events.jsonl",
-        "file:/a",
-    ] {
-        let policy = Policy::parse(&format!("[report]\nsink = \"{sink}\"\n"))
-            .unwrap_or_else(|e| panic!("{e}"));
+    for sink in ["stderr", "fd:0", "fd:3", "fd:1000000", "file:/tmp/events.jsonl", "file:/a"] {
+        let policy = Policy::parse(&format!("[report]\nsink = \"{sink}\"\n")).unwrap_or_else(|e| panic!("{e}"));
         assert_round_trip(&policy, &policy.compile());
     }
 }
@@ -126,10 +101,7 @@ fn compiling_is_deterministic() {
         let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
         assert_eq!(hash(&a), hash(&b));
     }
-    let tables: Vec<Vec<u8>> = PRESET_NAMES
-        .iter()
-        .map(|n| preset_policy(n).compile())
-        .collect();
+    let tables: Vec<Vec<u8>> = PRESET_NAMES.iter().map(|n| preset_policy(n).compile()).collect();
     for (i, a) in tables.iter().enumerate() {
         for b in &tables[i + 1..] {
             assert_ne!(hash(a), hash(b), "different presets, same table");
@@ -143,37 +115,21 @@ fn describe_reads_the_table() {
     let text = describe(&policy.compile()).unwrap_or_else(|e| panic!("{e}"));
     assert!(text.contains("mode: enforce"), "{text}");
     assert!(text.contains("rules: no-exec, watch"), "{text}");
-    assert!(
-        text.lines().any(|l| l
-            .split_whitespace()
-            .eq(["execve", "exec", "deny", "no-exec"])),
-        "{text}"
-    );
-    assert!(
-        text.lines().any(|l| l
-            .split_whitespace()
-            .eq(["fopen", "file", "allow", "default"])),
-        "{text}"
-    );
+    assert!(text.lines().any(|l| l.split_whitespace().eq(["execve", "exec", "deny", "no-exec"])), "{text}");
+    assert!(text.lines().any(|l| l.split_whitespace().eq(["fopen", "file", "allow", "default"])), "{text}");
     assert!(describe(b"DFPP").is_err());
 }
 
 #[test]
 fn rule_count_is_limited() {
-    let rule =
-        |i: usize| format!("[[rule]]\nid = \"r{i}\"\napis = [\"exec\"]\naction = \"alert\"\n");
+    let rule = |i: usize| format!("[[rule]]\nid = \"r{i}\"\napis = [\"exec\"]\naction = \"alert\"\n");
     let at_limit: String = (0..MAX_RULES).map(rule).collect();
     let policy = Policy::parse(&at_limit).unwrap_or_else(|e| panic!("{e}"));
     assert_round_trip(&policy, &policy.compile());
     let over: String = (0..=MAX_RULES).map(rule).collect();
     let message = Policy::parse(&over).map(|_| ()).map_err(|e| e.to_string());
     let line = 4 * MAX_RULES + 1;
-    assert_eq!(
-        message,
-        Err(format!(
-            "line {line}, column 1: too many rules: at most {MAX_RULES} are allowed"
-        ))
-    );
+    assert_eq!(message, Err(format!("line {line}, column 1: too many rules: at most {MAX_RULES} are allowed")));
 }
 
 #[test]
@@ -183,10 +139,7 @@ fn truncated_tables_are_rejected_not_panicked_on() {
         let cut = table.get(..len).unwrap_or_default();
         // Only the zero padding at the end may go without harm.
         if TableView::parse(cut).is_ok() {
-            assert!(
-                table[len..].iter().all(|&b| b == 0),
-                "accepted a table cut at {len}"
-            );
+            assert!(table[len..].iter().all(|&b| b == 0), "accepted a table cut at {len}");
         }
     }
 }

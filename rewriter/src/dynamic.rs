@@ -35,10 +35,16 @@ pub struct Dynamic {
 impl Dynamic {
     pub fn read(e: &Elf) -> Result<Option<Dynamic>> {
         let Some(p) = e.phdrs.iter().find(|p| p.p_type == elf::PT_DYNAMIC) else { return Ok(None) };
-        let bytes = slice(e.data, p.p_offset, p.p_filesz).ok_or_else(|| malformed("PT_DYNAMIC lies outside the file"))?;
+        let bytes =
+            slice(e.data, p.p_offset, p.p_filesz).ok_or_else(|| malformed("PT_DYNAMIC lies outside the file"))?;
         let entries = bytes
             .chunks_exact(16)
-            .map(|c| (u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8])), u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8]))))
+            .map(|c| {
+                (
+                    u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8])),
+                    u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8])),
+                )
+            })
             .collect();
         Ok(Some(Dynamic { offset: p.p_offset, entries }))
     }
@@ -135,7 +141,13 @@ pub struct PreinitEdits {
 /// The edits that make the loader call `target` from `DT_PREINIT_ARRAY`,
 /// whose one element is at `array_vaddr`; a PIE's new relocation table will
 /// be placed at `new_rela_vaddr`.
-pub fn preinit_edits(e: &Elf, how: &Preinit, array_vaddr: u64, new_rela_vaddr: u64, target: u64) -> Result<Option<PreinitEdits>> {
+pub fn preinit_edits(
+    e: &Elf,
+    how: &Preinit,
+    array_vaddr: u64,
+    new_rela_vaddr: u64,
+    target: u64,
+) -> Result<Option<PreinitEdits>> {
     let Some(mut d) = Dynamic::read(e)? else { return Ok(None) };
     let mut rela = Vec::new();
     match how {
@@ -143,7 +155,9 @@ pub fn preinit_edits(e: &Elf, how: &Preinit, array_vaddr: u64, new_rela_vaddr: u
         Preinit::Direct => {}
         Preinit::Relocated { rela_vaddr, rela_size } => {
             let off = e.offset_of(*rela_vaddr, *rela_size).ok_or_else(|| malformed("DT_RELA moved"))?;
-            rela.extend_from_slice(slice(e.data, off, *rela_size).ok_or_else(|| malformed("DT_RELA outside the file"))?);
+            rela.extend_from_slice(
+                slice(e.data, off, *rela_size).ok_or_else(|| malformed("DT_RELA outside the file"))?,
+            );
             rela.extend_from_slice(&array_vaddr.to_le_bytes());
             rela.extend_from_slice(&u64::from(elf::R_X86_64_RELATIVE).to_le_bytes());
             rela.extend_from_slice(&target.to_le_bytes());

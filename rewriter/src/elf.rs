@@ -109,8 +109,7 @@ pub struct Elf<'a> {
 impl<'a> Elf<'a> {
     pub fn parse(data: &'a [u8]) -> Result<Elf<'a>> {
         check_ident(data)?;
-        let hdr = elf::FileHeader64::<LE>::parse(data)
-            .map_err(|e| malformed(format!("ELF header: {e}")))?;
+        let hdr = elf::FileHeader64::<LE>::parse(data).map_err(|e| malformed(format!("ELF header: {e}")))?;
         let endian = LE;
         let e_type = hdr.e_type(endian);
         match e_type {
@@ -122,9 +121,7 @@ impl<'a> Elf<'a> {
         if hdr.e_phentsize(endian) as usize != PHDR_SIZE {
             return Err(malformed("program header entry size is not 56"));
         }
-        let raw_phdrs = hdr
-            .program_headers(endian, data)
-            .map_err(|e| malformed(format!("program headers: {e}")))?;
+        let raw_phdrs = hdr.program_headers(endian, data).map_err(|e| malformed(format!("program headers: {e}")))?;
         let phdrs: Vec<Phdr> = raw_phdrs
             .iter()
             .map(|p| Phdr {
@@ -163,9 +160,7 @@ impl<'a> Elf<'a> {
             if hdr.e_shentsize(endian) as usize != SHDR_SIZE {
                 return Err(malformed("section header entry size is not 64"));
             }
-            let table = hdr
-                .sections(endian, data)
-                .map_err(|e| malformed(format!("section headers: {e}")))?;
+            let table = hdr.sections(endian, data).map_err(|e| malformed(format!("section headers: {e}")))?;
             for (index, s) in table.iter().enumerate() {
                 // A name outside the name table would change meaning once names are
                 // appended to that table: refuse it.
@@ -190,9 +185,8 @@ impl<'a> Elf<'a> {
             }
             // Dynamic relocations against named symbols.
             for s in table.iter() {
-                let Some((relas, link)) = s
-                    .rela(endian, data)
-                    .map_err(|e| malformed(format!("relocation section: {e}")))?
+                let Some((relas, link)) =
+                    s.rela(endian, data).map_err(|e| malformed(format!("relocation section: {e}")))?
                 else {
                     continue;
                 };
@@ -217,9 +211,7 @@ impl<'a> Elf<'a> {
                     if sym.st_shndx(endian) != elf::SHN_UNDEF {
                         continue;
                     }
-                    let name = symtab
-                        .symbol_name(endian, sym)
-                        .map_err(|e| malformed(format!("symbol name: {e}")))?;
+                    let name = symtab.symbol_name(endian, sym).map_err(|e| malformed(format!("symbol name: {e}")))?;
                     got_slots.push(GotSlot {
                         name: String::from_utf8_lossy(name).into_owned(),
                         got_vaddr: r.r_offset(endian),
@@ -227,9 +219,9 @@ impl<'a> Elf<'a> {
                 }
             }
             // DT_NEEDED and DT_FLAGS_1 from the dynamic section.
-            if let Some((dynamic, strtab_index)) = table.iter().find_map(|s| {
-                (s.sh_type(endian) == elf::SHT_DYNAMIC).then(|| (s, s.sh_link(endian)))
-            }) {
+            if let Some((dynamic, strtab_index)) =
+                table.iter().find_map(|s| (s.sh_type(endian) == elf::SHT_DYNAMIC).then(|| (s, s.sh_link(endian))))
+            {
                 let entries = dynamic
                     .data_as_array::<elf::Dyn64<LE>, _>(endian, data)
                     .map_err(|e| malformed(format!("dynamic section: {e}")))?;
@@ -343,7 +335,8 @@ impl<'a> Elf<'a> {
 /// encodings: any 4- or 8-byte `eh_frame_ptr`, a `udata4` count and a
 /// `datarel|sdata4` table); anything else is left alone.
 fn eh_frame_hdr_starts(d: &[u8], base: u64, out: &mut Vec<u64>) {
-    let (Some(&1), Some(&ptr_enc), Some(&count_enc), Some(&table_enc)) = (d.first(), d.get(1), d.get(2), d.get(3)) else {
+    let (Some(&1), Some(&ptr_enc), Some(&count_enc), Some(&table_enc)) = (d.first(), d.get(1), d.get(2), d.get(3))
+    else {
         return;
     };
     let ptr_size = match ptr_enc & 0x0f {

@@ -22,7 +22,9 @@ pub enum Error {
     UnsupportedType(u16),
     #[error("a shared library, not an executable (it has a DT_SONAME or no PT_INTERP, and is not flagged PIE): patch the program that loads it")]
     SharedLibrary,
-    #[error("statically linked executable: not supported yet (only dynamically linked executables can be patched so far)")]
+    #[error(
+        "statically linked executable: not supported yet (only dynamically linked executables can be patched so far)"
+    )]
     Static,
     #[error("no section headers (stripped with sstrip?): dfpatch needs them to find code and the PLT safely")]
     NoSectionHeaders,
@@ -32,7 +34,9 @@ pub enum Error {
     NoSpareHeader(String),
     #[error("addresses out of range: {0}")]
     OutOfRange(String),
-    #[error("the highest loadable segment is not writable, so there is nowhere to put the runtime's zero-initialised state")]
+    #[error(
+        "the highest loadable segment is not writable, so there is nowhere to put the runtime's zero-initialised state"
+    )]
     LastSegmentNotWritable,
     #[error("not patched by dfpatch: nothing to restore")]
     NotPatched,

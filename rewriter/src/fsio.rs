@@ -29,7 +29,8 @@ pub fn write_atomic(dest: &Path, attrs: Attrs, write: impl FnOnce(&mut dyn Write
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = dest.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name"))?;
+    let name =
+        dest.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name"))?;
     let mut tmp = dir.join(format!(".{}.dfpatch-{}.tmp", name.to_string_lossy(), std::process::id()));
     let mut n = 0;
     let file = loop {

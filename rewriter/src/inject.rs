@@ -18,13 +18,13 @@
 //!    `.dfpatch.data` and `.dfpatch.restore` added, so tools see what was added.
 //! 5. ELF header: the new entry point and section table.
 
+use crate::dynamic::{self, Preinit};
 use crate::elf::{Elf, Phdr, Section, EHDR_SIZE, PHDR_SIZE, SHDR_SIZE};
 use crate::error::{malformed, Error, Result};
 use crate::output::Output;
 use crate::plan::{align_up, PhdrTactic, Plan, PAGE, USER_TOP};
 use crate::restore;
 use crate::runtime::Runtime;
-use crate::dynamic::{self, Preinit};
 use crate::{plt, trampoline};
 use dfpatch_runtime::contract::{Contract, CONTRACT_VERSION, FLAG_PIE, MAGIC};
 use object::elf;
@@ -46,12 +46,13 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     debug_assert_eq!(l.rx_vaddr + seg.len() as u64, l.stubs_vaddr);
     let hook_entry = l.rx_vaddr + (rt.hook - rt.rx_start);
     for (k, h) in plan.hooks.iter().enumerate() {
-        let stub = trampoline::stub(k as u32, h.stub_vaddr, hook_entry, h.got_vaddr, h.prot_filter).ok_or_else(|| {
-            Error::OutOfRange(format!(
-                "the GOT slot of {} would be more than 2 GiB from the runtime placed after the executable's data",
-                h.symbol
-            ))
-        })?;
+        let stub =
+            trampoline::stub(k as u32, h.stub_vaddr, hook_entry, h.got_vaddr, h.prot_filter).ok_or_else(|| {
+                Error::OutOfRange(format!(
+                    "the GOT slot of {} would be more than 2 GiB from the runtime placed after the executable's data",
+                    h.symbol
+                ))
+            })?;
         seg.extend_from_slice(&stub);
     }
     let hooks_vaddr = l.rx_vaddr + seg.len() as u64;
@@ -200,10 +201,8 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
 
     // 4. Section headers, with the restore data as a non-loaded section.
     let names = [".dfpatch", ".dfpatch.data", ".dfpatch.restore"];
-    let old_shstr = e
-        .sections
-        .get(e.e_shstrndx as usize)
-        .ok_or_else(|| malformed("section name table index out of range"))?;
+    let old_shstr =
+        e.sections.get(e.e_shstrndx as usize).ok_or_else(|| malformed("section name table index out of range"))?;
     let mut shstrtab = e.section_data(old_shstr)?.to_vec();
     let mut name_offs = Vec::new();
     for n in names {
@@ -277,7 +276,8 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     // 5. ELF header.
     ehdr[24..32].copy_from_slice(&l.new_entry.to_le_bytes());
     ehdr[32..40].copy_from_slice(&phoff.to_le_bytes());
-    ehdr[56..58].copy_from_slice(&u16::try_from(phnum).map_err(|_| malformed("too many program headers"))?.to_le_bytes());
+    ehdr[56..58]
+        .copy_from_slice(&u16::try_from(phnum).map_err(|_| malformed("too many program headers"))?.to_le_bytes());
     ehdr[40..48].copy_from_slice(&shoff.to_le_bytes());
     ehdr[58..60].copy_from_slice(&(SHDR_SIZE as u16).to_le_bytes());
     ehdr[60..62].copy_from_slice(&shnum.to_le_bytes());

@@ -167,7 +167,8 @@ fn patch(a: &PatchArgs) -> Result<(), String> {
         Some(o) => o.clone(),
         None => fsio::in_place_target(file).map_err(|e| format!("{}: {e}", file.display()))?,
     };
-    fsio::write_atomic(&dest, attrs, |w| p.patched.output.write_to(w)).map_err(|e| format!("{}: {e}", dest.display()))?;
+    fsio::write_atomic(&dest, attrs, |w| p.patched.output.write_to(w))
+        .map_err(|e| format!("{}: {e}", dest.display()))?;
     if !a.quiet {
         eprintln!("dfpatch: {}", summary(&dest, &p.plan, p.patched.segment_size, &p.patched.policy_hash));
     }
@@ -259,9 +260,11 @@ fn describe(file: &Path, plan: &Plan) -> String {
         s,
         "start-up: {}",
         match &plan.preinit {
-            dfpatch::dynamic::Preinit::Direct => "DT_PREINIT_ARRAY (before library constructors), then the entry point".to_string(),
+            dfpatch::dynamic::Preinit::Direct =>
+                "DT_PREINIT_ARRAY (before library constructors), then the entry point".to_string(),
             dfpatch::dynamic::Preinit::Relocated { .. } =>
-                "DT_PREINIT_ARRAY through a copied DT_RELA table (before library constructors), then the entry point".to_string(),
+                "DT_PREINIT_ARRAY through a copied DT_RELA table (before library constructors), then the entry point"
+                    .to_string(),
             dfpatch::dynamic::Preinit::Skipped(why) => format!("entry point only, after library constructors ({why})"),
         }
     );
@@ -274,9 +277,20 @@ fn describe(file: &Path, plan: &Plan) -> String {
             .map(|x| format!("{} {}@{:#x}", x.layer, x.section, x.vaddr))
             .collect();
         const SHOWN: usize = 6;
-        let more = if sites.len() > SHOWN { format!(", and {} more (see --json)", sites.len() - SHOWN) } else { String::new() };
+        let more = if sites.len() > SHOWN {
+            format!(", and {} more (see --json)", sites.len() - SHOWN)
+        } else {
+            String::new()
+        };
         let shown = &sites[..sites.len().min(SHOWN)];
-        let _ = writeln!(s, "  {:<14} GOT {:#x} -> stub {:#x}: {}{more}", h.symbol, h.got_vaddr, h.stub_vaddr, shown.join(", "));
+        let _ = writeln!(
+            s,
+            "  {:<14} GOT {:#x} -> stub {:#x}: {}{more}",
+            h.symbol,
+            h.got_vaddr,
+            h.stub_vaddr,
+            shown.join(", ")
+        );
     }
     if !plan.not_hooked.is_empty() {
         let _ = writeln!(s, "not hooked ({}):", plan.not_hooked.len());
@@ -310,7 +324,13 @@ fn policy_command(p: PolicyCommand) -> Result<(), String> {
     match p {
         PolicyCommand::Check { file } => {
             let policy = load_policy(&PolicyArgs { policy: Some(file.clone()), preset: None })?;
-            println!("{}: valid ({} mode, default {}, {} rules)", file.display(), policy.mode.name(), policy.default.name(), policy.rules.len());
+            println!(
+                "{}: valid ({} mode, default {}, {} rules)",
+                file.display(),
+                policy.mode.name(),
+                policy.default.name(),
+                policy.rules.len()
+            );
             for api in dfpatch_runtime::apis::ApiId::ALL {
                 let (action, rule) = policy.decision(*api);
                 let by = rule.map_or("default".to_string(), |i| format!("rule {}", policy.rules[i].id));
@@ -320,7 +340,8 @@ fn policy_command(p: PolicyCommand) -> Result<(), String> {
         }
         PolicyCommand::Show { name } => {
             let name = name.as_deref().unwrap_or("default");
-            let text = dfpatch_policy::preset(name).ok_or_else(|| format!("no bundled policy named {name:?} (try `dfpatch policy list`)"))?;
+            let text = dfpatch_policy::preset(name)
+                .ok_or_else(|| format!("no bundled policy named {name:?} (try `dfpatch policy list`)"))?;
             print!("{text}");
             Ok(())
         }

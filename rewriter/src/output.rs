@@ -70,10 +70,7 @@ impl<'a> Output<'a> {
 
     /// The original bytes under every edit: what restoring needs.
     pub fn originals(&self) -> Vec<(u64, &'a [u8])> {
-        self.edits
-            .iter()
-            .map(|(o, b)| (*o, &self.base[*o as usize..*o as usize + b.len()]))
-            .collect()
+        self.edits.iter().map(|(o, b)| (*o, &self.base[*o as usize..*o as usize + b.len()])).collect()
     }
 
     pub fn write_to(&self, w: &mut (impl Write + ?Sized)) -> io::Result<()> {

@@ -206,7 +206,9 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
             layer: s.layer(),
             section: s.section.clone(),
             kind: s.kind,
-            hook: *slots.get(&s.got_vaddr).ok_or_else(|| crate::error::malformed("a site through an unplanned GOT slot"))?,
+            hook: *slots
+                .get(&s.got_vaddr)
+                .ok_or_else(|| crate::error::malformed("a site through an unplanned GOT slot"))?,
             offset,
         });
     }
@@ -246,7 +248,8 @@ fn pick_spare(phdrs: &[Phdr]) -> Option<(usize, &'static str)> {
         return Some((i, "PT_NULL"));
     }
     let prop = phdrs.iter().find(|p| p.p_type == elf::PT_GNU_PROPERTY).map(|p| p.p_offset);
-    let notes: Vec<usize> = phdrs.iter().enumerate().filter(|(_, p)| p.p_type == elf::PT_NOTE).map(|(i, _)| i).collect();
+    let notes: Vec<usize> =
+        phdrs.iter().enumerate().filter(|(_, p)| p.p_type == elf::PT_NOTE).map(|(i, _)| i).collect();
     notes
         .iter()
         .rev()
@@ -299,7 +302,8 @@ fn layout(e: &Elf, rt: &Runtime) -> Result<Layout> {
         }
     };
     let rx_vaddr = rw_vaddr.checked_add(rt.rx_start).ok_or_else(overflow)?;
-    let stubs_vaddr = rx_vaddr.checked_add(align_up(rt.rx.len() as u64, 16).ok_or_else(overflow)?).ok_or_else(overflow)?;
+    let stubs_vaddr =
+        rx_vaddr.checked_add(align_up(rt.rx.len() as u64, 16).ok_or_else(overflow)?).ok_or_else(overflow)?;
     // Room for the runtime, its stubs and tables: checked exactly once they are built.
     if stubs_vaddr >= USER_TOP {
         return Err(Error::OutOfRange(format!("the runtime would be placed at {rx_vaddr:#x}, above user space")));

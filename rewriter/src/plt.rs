@@ -58,7 +58,11 @@ pub fn monitored_imports(elf: &Elf) -> Vec<Import> {
     let mut by_slot = BTreeMap::new();
     for slot in &elf.got_slots {
         if let Some(api) = ApiId::from_name(&slot.name) {
-            by_slot.entry(slot.got_vaddr).or_insert(Import { api, symbol: slot.name.clone(), got_vaddr: slot.got_vaddr });
+            by_slot.entry(slot.got_vaddr).or_insert(Import {
+                api,
+                symbol: slot.name.clone(),
+                got_vaddr: slot.got_vaddr,
+            });
         }
     }
     by_slot.into_values().collect()

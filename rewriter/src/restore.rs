@@ -39,7 +39,9 @@ pub fn restore(e: &Elf) -> Result<Vec<u8>> {
     let blob = e.section_data(s)?;
     let bad = |why: &str| Error::BadRestoreData(why.to_string());
     let u64_at = |i: usize| -> Result<u64> {
-        Ok(u64::from_le_bytes(blob.get(i..i + 8).ok_or_else(|| bad("truncated"))?.try_into().map_err(|_| bad("truncated"))?))
+        Ok(u64::from_le_bytes(
+            blob.get(i..i + 8).ok_or_else(|| bad("truncated"))?.try_into().map_err(|_| bad("truncated"))?,
+        ))
     };
     if blob.get(..8) != Some(MAGIC.as_slice()) {
         return Err(bad("wrong magic"));
@@ -48,7 +50,9 @@ pub fn restore(e: &Elf) -> Result<Vec<u8>> {
     let segment_offset = u64_at(16)?;
     let count = u64_at(24)?;
     if e.last_section(".dfpatch").map(|s| s.sh_offset) != Some(segment_offset) || segment_offset < orig_len {
-        return Err(bad("the file was rewritten after patching (by strip or objcopy?): its original cannot be rebuilt"));
+        return Err(bad(
+            "the file was rewritten after patching (by strip or objcopy?): its original cannot be rebuilt",
+        ));
     }
     let mut out = slice(e.data, 0, orig_len).ok_or_else(|| bad("original length beyond the file"))?.to_vec();
     let mut at = 32usize;

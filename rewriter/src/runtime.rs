@@ -86,7 +86,8 @@ impl Runtime {
             if s.sh_type(endian) == elf::SHT_NOBITS {
                 return Err(bad("zero-initialised data outside the writable part"));
             }
-            let bytes = slice(data, s.sh_offset(endian), s.sh_size(endian)).ok_or_else(|| bad("section outside file"))?;
+            let bytes =
+                slice(data, s.sh_offset(endian), s.sh_size(endian)).ok_or_else(|| bad("section outside file"))?;
             let at = (addr - rx_start) as usize;
             if rx.len() < at + bytes.len() {
                 rx.resize(at + bytes.len(), 0);
@@ -102,7 +103,10 @@ impl Runtime {
                 }
                 for r in relas {
                     if r.r_type(endian, false) != elf::R_X86_64_RELATIVE {
-                        return Err(bad(format!("relocation of type {} (only RELATIVE is supported)", r.r_type(endian, false))));
+                        return Err(bad(format!(
+                            "relocation of type {} (only RELATIVE is supported)",
+                            r.r_type(endian, false)
+                        )));
                     }
                     let off = r.r_offset(endian);
                     if off + 8 > rw_init.len() as u64 {
@@ -116,7 +120,9 @@ impl Runtime {
         let preinit = sym(b"dfp_preinit_entry")?;
         let hook = sym(b"dfp_hook")?;
         let contract = find(b".dfp_contract").ok_or_else(|| bad("no .dfp_contract section"))?.sh_addr(endian);
-        for (name, a) in [("dfp_entry", entry), ("dfp_preinit_entry", preinit), ("dfp_hook", hook), ("DFP_CONTRACT", contract)] {
+        for (name, a) in
+            [("dfp_entry", entry), ("dfp_preinit_entry", preinit), ("dfp_hook", hook), ("DFP_CONTRACT", contract)]
+        {
             if a < rx_start || a >= rx_start + rx.len() as u64 {
                 return Err(bad(format!("{name} is not in the read-only part")));
             }

@@ -57,7 +57,10 @@ mod tests {
     fn filtered_stub_decodes_as_documented() {
         let b = stub(7, 0x10000, 0x8000, 0x4000, true).unwrap();
         let text = disasm(&b[..22], 0x10000);
-        assert_eq!(text, ["test dl,4", "je short 0000000000010010h", "mov r11d,7", "jmp 0000000000008000h", "jmp qword ptr [4000h]"]);
+        assert_eq!(
+            text,
+            ["test dl,4", "je short 0000000000010010h", "mov r11d,7", "jmp 0000000000008000h", "jmp qword ptr [4000h]"]
+        );
     }
 
     #[test]

@@ -14,14 +14,7 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 6] = [
-        Class::Exec,
-        Class::Network,
-        Class::File,
-        Class::Memory,
-        Class::Library,
-        Class::Debug,
-    ];
+    pub const ALL: [Class; 6] = [Class::Exec, Class::Network, Class::File, Class::Memory, Class::Library, Class::Debug];
 
     pub fn name(self) -> &'static str {
         match self {

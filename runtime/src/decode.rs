@@ -440,7 +440,8 @@ fn octal(j: &mut Json, key: &[u8], mode: u64) {
     j.key(false, key);
     let m = mode & 0o7777;
     // Four octal digits, as chmod takes them: "0644", "4755".
-    let digits = [b'0' + ((m >> 9) & 7) as u8, b'0' + ((m >> 6) & 7) as u8, b'0' + ((m >> 3) & 7) as u8, b'0' + (m & 7) as u8];
+    let digits =
+        [b'0' + ((m >> 9) & 7) as u8, b'0' + ((m >> 6) & 7) as u8, b'0' + ((m >> 3) & 7) as u8, b'0' + (m & 7) as u8];
     j.string(&digits);
 }
 

@@ -3,8 +3,7 @@
 //! checked: a damaged file must not make the runtime fault.
 
 use crate::contract::{
-    action, mode, sink, ApiDecision, PolicyHeader, StrRef, POLICY_MAGIC, POLICY_VERSION,
-    RULE_DEFAULT,
+    action, mode, sink, ApiDecision, PolicyHeader, StrRef, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT,
 };
 
 #[derive(Clone, Copy)]

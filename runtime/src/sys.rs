@@ -71,8 +71,7 @@ pub fn open(path: &[u8], flags: u64, mode: u64) -> Result<i32, i64> {
         return Err(crate::sys::EBADF);
     }
     // SAFETY: `path` is a live NUL-terminated buffer.
-    result(unsafe { syscall4(SYS_OPENAT, AT_FDCWD as u64, path.as_ptr() as u64, flags, mode) })
-        .map(|fd| fd as i32)
+    result(unsafe { syscall4(SYS_OPENAT, AT_FDCWD as u64, path.as_ptr() as u64, flags, mode) }).map(|fd| fd as i32)
 }
 
 pub fn dupfd_cloexec(fd: i32, min: i32) -> Result<i32, i64> {
@@ -83,7 +82,7 @@ pub fn dupfd_cloexec(fd: i32, min: i32) -> Result<i32, i64> {
 /// Device, inode and whether it is a regular file, of an open descriptor.
 pub fn fstat_id(fd: i32) -> Result<(u64, u64, bool), i64> {
     let mut st = [0u64; 18]; // struct stat is 144 bytes on x86-64
-    // SAFETY: the kernel writes one struct stat (144 bytes) into `st`.
+                             // SAFETY: the kernel writes one struct stat (144 bytes) into `st`.
     result(unsafe { syscall2(SYS_FSTAT, fd as u64, st.as_mut_ptr() as u64) })?;
     // st_dev, st_ino, st_nlink, then st_mode in the low half of the fourth word.
     const S_IFMT: u64 = 0o170000;
@@ -106,10 +105,8 @@ pub fn readlink(path: &[u8], out: &mut [u8]) -> Result<usize, i64> {
         return Err(EBADF);
     }
     // SAFETY: live NUL-terminated path; the kernel writes at most out.len() bytes.
-    result(unsafe {
-        syscall3(SYS_READLINK, path.as_ptr() as u64, out.as_mut_ptr() as u64, out.len() as u64)
-    })
-    .map(|n| n as usize)
+    result(unsafe { syscall3(SYS_READLINK, path.as_ptr() as u64, out.as_mut_ptr() as u64, out.len() as u64) })
+        .map(|n| n as usize)
 }
 
 pub fn getpid() -> u64 {
@@ -158,18 +155,8 @@ pub fn read_own_memory(addr: u64, out: &mut [u8]) -> Result<usize, i64> {
     let remote = [addr, out.len() as u64];
     // SAFETY: the kernel writes at most out.len() bytes into `out` and reads
     // the remote range itself, reporting EFAULT instead of faulting.
-    result(unsafe {
-        syscall6(
-            SYS_PROCESS_VM_READV,
-            getpid(),
-            local.as_ptr() as u64,
-            1,
-            remote.as_ptr() as u64,
-            1,
-            0,
-        )
-    })
-    .map(|n| n as usize)
+    result(unsafe { syscall6(SYS_PROCESS_VM_READV, getpid(), local.as_ptr() as u64, 1, remote.as_ptr() as u64, 1, 0) })
+        .map(|n| n as usize)
 }
 
 /// Reads this process's memory at `addr` through `/proc/self/mem` (which
@@ -187,7 +174,7 @@ pub fn read_proc_self_mem(addr: u64, out: &mut [u8]) -> Result<usize, i64> {
 /// if so how many bytes of it are left below the current stack pointer.
 pub fn altstack_room() -> Option<u64> {
     let mut ss = [0u64; 3]; // stack_t: ss_sp, ss_flags (int, padded), ss_size
-    // SAFETY: sigaltstack(NULL, &old) writes one stack_t (24 bytes) into `ss`.
+                            // SAFETY: sigaltstack(NULL, &old) writes one stack_t (24 bytes) into `ss`.
     if unsafe { syscall2(SYS_SIGALTSTACK, 0, ss.as_mut_ptr() as u64) } != 0 {
         return None;
     }
@@ -203,9 +190,7 @@ pub fn altstack_room() -> Option<u64> {
 pub fn getsockname(fd: i32, out: &mut [u8; 128]) -> Result<usize, i64> {
     let mut len: u32 = 128;
     // SAFETY: the kernel writes at most `len` bytes into `out` and updates `len`.
-    result(unsafe {
-        syscall3(SYS_GETSOCKNAME, fd as u64, out.as_mut_ptr() as u64, &mut len as *mut u32 as u64)
-    })?;
+    result(unsafe { syscall3(SYS_GETSOCKNAME, fd as u64, out.as_mut_ptr() as u64, &mut len as *mut u32 as u64) })?;
     Ok((len as usize).min(128))
 }
 
@@ -216,17 +201,15 @@ pub fn write_nosigpipe(fd: i32, buf: &[u8]) -> Result<u64, i64> {
     let block: u64 = 1 << (SIGPIPE - 1);
     let mut old: u64 = 0;
     // SAFETY: rt_sigprocmask reads `block` and writes `old`, both live u64s (sigsetsize 8).
-    let masked = unsafe {
-        syscall4(SYS_RT_SIGPROCMASK, SIG_BLOCK, &block as *const u64 as u64, &mut old as *mut u64 as u64, 8)
-    } == 0;
+    let masked =
+        unsafe { syscall4(SYS_RT_SIGPROCMASK, SIG_BLOCK, &block as *const u64 as u64, &mut old as *mut u64 as u64, 8) }
+            == 0;
     let r = write_all_once(fd, buf);
     if masked {
         if r == Err(32) && old & block == 0 {
             let ts = [0i64; 2];
             // SAFETY: waits for SIGPIPE with a zero timeout; reads `block` and `ts`.
-            unsafe {
-                syscall4(SYS_RT_SIGTIMEDWAIT, &block as *const u64 as u64, 0, ts.as_ptr() as u64, 8)
-            };
+            unsafe { syscall4(SYS_RT_SIGTIMEDWAIT, &block as *const u64 as u64, 0, ts.as_ptr() as u64, 8) };
         }
         // SAFETY: restores the mask read above.
         unsafe { syscall4(SYS_RT_SIGPROCMASK, SIG_SETMASK, &old as *const u64 as u64, 0, 8) };

@@ -51,11 +51,23 @@ fn bad_inputs_are_refused_cleanly() {
     refused(&with_bytes(&dir, "bigendian", |b| b[5] = 2), "big-endian");
 
     let obj = dir.join("obj.o");
-    assert!(std::process::Command::new("cc").args(["-c", "-o"]).arg(&obj).arg(samples_dir().join("benign.c")).status().unwrap().success());
+    assert!(std::process::Command::new("cc")
+        .args(["-c", "-o"])
+        .arg(&obj)
+        .arg(samples_dir().join("benign.c"))
+        .status()
+        .unwrap()
+        .success());
     refused(&obj, "relocatable object");
 
     let lib = dir.join("libx.so");
-    assert!(std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(samples_dir().join("benign.c")).status().unwrap().success());
+    assert!(std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(samples_dir().join("benign.c"))
+        .status()
+        .unwrap()
+        .success());
     refused(&lib, "shared library");
     // Regression (review): libc.so.6 has a PT_INTERP (it runs and prints its version),
     // and was taken for a PIE executable.
@@ -84,7 +96,13 @@ fn bad_inputs_are_refused_cleanly() {
     refused(&no_spare, "no spare program header");
 
     let stat = dir.join("static");
-    assert!(std::process::Command::new("cc").args(["-static", "-O2", "-o"]).arg(&stat).arg(samples_dir().join("benign.c")).status().unwrap().success());
+    assert!(std::process::Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&stat)
+        .arg(samples_dir().join("benign.c"))
+        .status()
+        .unwrap()
+        .success());
     refused(&stat, "statically linked");
     // Regression: busybox-static's IRELATIVE relocation table links no symbol table;
     // it used to be refused as "malformed" instead of "statically linked".
@@ -105,9 +123,16 @@ fn bad_inputs_are_refused_cleanly() {
 fn bad_policies_name_the_line() {
     let dir = scratch("bad-policy");
     let pol = dir.join("p.toml");
-    std::fs::write(&pol, "mode = \"enforce\"\n\n[[rule]]\nid = \"a\"\napis = [\"sytem\"]\naction = \"deny\"\n").unwrap();
+    std::fs::write(&pol, "mode = \"enforce\"\n\n[[rule]]\nid = \"a\"\napis = [\"sytem\"]\naction = \"deny\"\n")
+        .unwrap();
     let out = dir.join("out");
-    let o = dfpatch(&["-p".as_ref(), pol.as_os_str(), "-o".as_ref(), out.as_os_str(), sample("behaviours", "pie").as_os_str()]);
+    let o = dfpatch(&[
+        "-p".as_ref(),
+        pol.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        sample("behaviours", "pie").as_os_str(),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -167,7 +192,8 @@ fn output_is_deterministic_and_restorable() {
         std::fs::copy(&a, dir.join("again")).unwrap();
         let pf = dir.join("again.toml");
         std::fs::write(&pf, &pol2).unwrap();
-        let o = dfpatch(&["-q".as_ref(), "--force".as_ref(), "-p".as_ref(), pf.as_os_str(), dir.join("again").as_os_str()]);
+        let o =
+            dfpatch(&["-q".as_ref(), "--force".as_ref(), "-p".as_ref(), pf.as_os_str(), dir.join("again").as_os_str()]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(sha256(&dir.join("again")), sha256(&c), "{flavour}: --force differs from patching the original");
     }

@@ -34,7 +34,12 @@ fn argv(v: &Value) -> Vec<String> {
     v["argv"].as_array().map(|a| a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
 }
 
-const fn exec(name: &'static str, happened: &'static [&'static str], refused: &'static [&'static str], args_ok: fn(&Value, &Ctx) -> bool) -> Case {
+const fn exec(
+    name: &'static str,
+    happened: &'static [&'static str],
+    refused: &'static [&'static str],
+    args_ok: fn(&Value, &Ctx) -> bool,
+) -> Case {
     Case { args: &[], api: name, class: "exec", happened, refused, args_ok }
 }
 
@@ -56,17 +61,90 @@ fn cases() -> Vec<Case> {
             refused: &["popen=0 errno=EPERM"],
             args_ok: |a, _| s(a, "command") == "echo popen-ran" && s(a, "type") == "r",
         },
-        Case { args: &["execve"], ..exec("execve", &["exec-ran-execve", "child-exit=0"], &["execve=-1 errno=EPERM", "child-exit=3"], |a, _| s(a, "path") == "/bin/echo" && argv(a) == ["echo", "exec-ran-execve"]) },
-        Case { args: &["execv"], ..exec("execv", &["exec-ran-execv", "child-exit=0"], &["execv=-1 errno=EPERM", "child-exit=3"], |a, _| s(a, "path") == "/bin/echo" && argv(a) == ["echo", "exec-ran-execv"]) },
-        Case { args: &["execvp"], ..exec("execvp", &["exec-ran-execvp", "child-exit=0"], &["execvp=-1 errno=EPERM", "child-exit=3"], |a, _| s(a, "path") == "echo" && argv(a) == ["echo", "exec-ran-execvp"]) },
-        Case { args: &["execvpe"], ..exec("execvpe", &["exec-ran-execvpe", "child-exit=0"], &["execvpe=-1 errno=EPERM", "child-exit=3"], |a, _| s(a, "path") == "echo" && argv(a) == ["echo", "exec-ran-execvpe"]) },
+        Case {
+            args: &["execve"],
+            ..exec(
+                "execve",
+                &["exec-ran-execve", "child-exit=0"],
+                &["execve=-1 errno=EPERM", "child-exit=3"],
+                |a, _| s(a, "path") == "/bin/echo" && argv(a) == ["echo", "exec-ran-execve"],
+            )
+        },
+        Case {
+            args: &["execv"],
+            ..exec("execv", &["exec-ran-execv", "child-exit=0"], &["execv=-1 errno=EPERM", "child-exit=3"], |a, _| {
+                s(a, "path") == "/bin/echo" && argv(a) == ["echo", "exec-ran-execv"]
+            })
+        },
+        Case {
+            args: &["execvp"],
+            ..exec(
+                "execvp",
+                &["exec-ran-execvp", "child-exit=0"],
+                &["execvp=-1 errno=EPERM", "child-exit=3"],
+                |a, _| s(a, "path") == "echo" && argv(a) == ["echo", "exec-ran-execvp"],
+            )
+        },
+        Case {
+            args: &["execvpe"],
+            ..exec(
+                "execvpe",
+                &["exec-ran-execvpe", "child-exit=0"],
+                &["execvpe=-1 errno=EPERM", "child-exit=3"],
+                |a, _| s(a, "path") == "echo" && argv(a) == ["echo", "exec-ran-execvpe"],
+            )
+        },
         // Eight arguments: the variadic tail is partly on the stack, and must be both decoded and passed on.
-        Case { args: &["execl"], ..exec("execl", &["exec-ran-execl a2 a3 a4 a5 a6", "child-exit=0"], &["execl=-1 errno=EPERM", "child-exit=3"], |a, _| s(a, "path") == "/bin/echo" && argv(a) == ["echo", "exec-ran-execl", "a2", "a3", "a4", "a5", "a6"]) },
-        Case { args: &["execle"], ..exec("execle", &["exec-ran-execle", "child-exit=0"], &["execle=-1 errno=EPERM", "child-exit=3"], |a, _| argv(a) == ["echo", "exec-ran-execle"]) },
-        Case { args: &["execlp"], ..exec("execlp", &["exec-ran-execlp", "child-exit=0"], &["execlp=-1 errno=EPERM", "child-exit=3"], |a, _| s(a, "path") == "echo" && argv(a) == ["echo", "exec-ran-execlp"]) },
-        Case { args: &["fexecve"], ..exec("fexecve", &["exec-ran-fexecve", "child-exit=0"], &["fexecve=-1 errno=EPERM", "child-exit=3"], |a, _| a["fd"].as_i64().unwrap_or(-1) >= 0 && argv(a) == ["echo", "exec-ran-fexecve"]) },
-        Case { args: &["posix_spawn"], ..exec("posix_spawn", &["spawn-ran", "posix_spawn=0"], &["posix_spawn=1 errno=EPERM"], |a, _| s(a, "path") == "/bin/echo" && argv(a) == ["echo", "spawn-ran"]) },
-        Case { args: &["posix_spawnp"], ..exec("posix_spawnp", &["spawn-ran", "posix_spawnp=0"], &["posix_spawnp=1 errno=EPERM"], |a, _| s(a, "path") == "echo" && argv(a) == ["echo", "spawn-ran"]) },
+        Case {
+            args: &["execl"],
+            ..exec(
+                "execl",
+                &["exec-ran-execl a2 a3 a4 a5 a6", "child-exit=0"],
+                &["execl=-1 errno=EPERM", "child-exit=3"],
+                |a, _| {
+                    s(a, "path") == "/bin/echo" && argv(a) == ["echo", "exec-ran-execl", "a2", "a3", "a4", "a5", "a6"]
+                },
+            )
+        },
+        Case {
+            args: &["execle"],
+            ..exec(
+                "execle",
+                &["exec-ran-execle", "child-exit=0"],
+                &["execle=-1 errno=EPERM", "child-exit=3"],
+                |a, _| argv(a) == ["echo", "exec-ran-execle"],
+            )
+        },
+        Case {
+            args: &["execlp"],
+            ..exec(
+                "execlp",
+                &["exec-ran-execlp", "child-exit=0"],
+                &["execlp=-1 errno=EPERM", "child-exit=3"],
+                |a, _| s(a, "path") == "echo" && argv(a) == ["echo", "exec-ran-execlp"],
+            )
+        },
+        Case {
+            args: &["fexecve"],
+            ..exec(
+                "fexecve",
+                &["exec-ran-fexecve", "child-exit=0"],
+                &["fexecve=-1 errno=EPERM", "child-exit=3"],
+                |a, _| a["fd"].as_i64().unwrap_or(-1) >= 0 && argv(a) == ["echo", "exec-ran-fexecve"],
+            )
+        },
+        Case {
+            args: &["posix_spawn"],
+            ..exec("posix_spawn", &["spawn-ran", "posix_spawn=0"], &["posix_spawn=1 errno=EPERM"], |a, _| {
+                s(a, "path") == "/bin/echo" && argv(a) == ["echo", "spawn-ran"]
+            })
+        },
+        Case {
+            args: &["posix_spawnp"],
+            ..exec("posix_spawnp", &["spawn-ran", "posix_spawnp=0"], &["posix_spawnp=1 errno=EPERM"], |a, _| {
+                s(a, "path") == "echo" && argv(a) == ["echo", "spawn-ran"]
+            })
+        },
         Case {
             args: &["connect", "{port}"],
             api: "connect",
@@ -92,18 +170,101 @@ fn cases() -> Vec<Case> {
             // In monitor mode the socket is bound, so the event names the address it listens on.
             args_ok: |a, _| a["backlog"] == 7 && a["fd"].as_i64().unwrap_or(-1) >= 0,
         },
-        Case { args: &["open", "{file}"], api: "open", class: "file", happened: &["open=0 errno=0"], refused: &["open=-1 errno=EPERM"], args_ok: |a, c| s(a, "path") == c.file && s(a, "flags") == "O_WRONLY|O_CREAT|O_TRUNC" && s(a, "mode") == "0644" },
-        Case { args: &["open64", "{file}"], api: "open64", class: "file", happened: &["open64=0 errno=0"], refused: &["open64=-1 errno=EPERM"], args_ok: |a, c| s(a, "path") == c.file && s(a, "mode") == "0600" },
-        Case { args: &["openat", "{file}"], api: "openat", class: "file", happened: &["openat=0 errno=0"], refused: &["openat=-1 errno=EPERM"], args_ok: |a, c| s(a, "path") == c.file && a["dirfd"] == -100 && s(a, "flags") == "O_RDWR|O_CREAT|O_CLOEXEC" },
-        Case { args: &["openat64", "{file}"], api: "openat64", class: "file", happened: &["openat64=0 errno=0"], refused: &["openat64=-1 errno=EPERM"], args_ok: |a, c| s(a, "path") == c.file },
-        Case { args: &["creat", "{file}"], api: "creat", class: "file", happened: &["creat=0 errno=0"], refused: &["creat=-1 errno=EPERM"], args_ok: |a, c| s(a, "path") == c.file && s(a, "mode") == "0600" },
-        Case { args: &["fopen", "{file}"], api: "fopen", class: "file", happened: &["fopen=1 errno=0"], refused: &["fopen=0 errno=EPERM"], args_ok: |a, c| s(a, "path") == c.file && s(a, "mode") == "w" },
-        Case { args: &["fopen64", "{file}"], api: "fopen64", class: "file", happened: &["fopen64=1 errno=0"], refused: &["fopen64=0 errno=EPERM"], args_ok: |a, c| s(a, "path") == c.file && s(a, "mode") == "w" },
-        Case { args: &["mmap-exec"], api: "mmap", class: "memory", happened: &["mmap-exec=1 errno=0"], refused: &["mmap-exec=0 errno=EPERM"], args_ok: |a, _| s(a, "prot") == "PROT_READ|PROT_EXEC" && s(a, "flags") == "MAP_PRIVATE|MAP_ANONYMOUS" && a["length"] == 4096 },
-        Case { args: &["mprotect-exec"], api: "mprotect", class: "memory", happened: &["mprotect-exec=0 errno=0"], refused: &["mprotect-exec=-1 errno=EPERM"], args_ok: |a, _| s(a, "prot") == "PROT_READ|PROT_EXEC" && a["length"] == 4096 },
+        Case {
+            args: &["open", "{file}"],
+            api: "open",
+            class: "file",
+            happened: &["open=0 errno=0"],
+            refused: &["open=-1 errno=EPERM"],
+            args_ok: |a, c| {
+                s(a, "path") == c.file && s(a, "flags") == "O_WRONLY|O_CREAT|O_TRUNC" && s(a, "mode") == "0644"
+            },
+        },
+        Case {
+            args: &["open64", "{file}"],
+            api: "open64",
+            class: "file",
+            happened: &["open64=0 errno=0"],
+            refused: &["open64=-1 errno=EPERM"],
+            args_ok: |a, c| s(a, "path") == c.file && s(a, "mode") == "0600",
+        },
+        Case {
+            args: &["openat", "{file}"],
+            api: "openat",
+            class: "file",
+            happened: &["openat=0 errno=0"],
+            refused: &["openat=-1 errno=EPERM"],
+            args_ok: |a, c| s(a, "path") == c.file && a["dirfd"] == -100 && s(a, "flags") == "O_RDWR|O_CREAT|O_CLOEXEC",
+        },
+        Case {
+            args: &["openat64", "{file}"],
+            api: "openat64",
+            class: "file",
+            happened: &["openat64=0 errno=0"],
+            refused: &["openat64=-1 errno=EPERM"],
+            args_ok: |a, c| s(a, "path") == c.file,
+        },
+        Case {
+            args: &["creat", "{file}"],
+            api: "creat",
+            class: "file",
+            happened: &["creat=0 errno=0"],
+            refused: &["creat=-1 errno=EPERM"],
+            args_ok: |a, c| s(a, "path") == c.file && s(a, "mode") == "0600",
+        },
+        Case {
+            args: &["fopen", "{file}"],
+            api: "fopen",
+            class: "file",
+            happened: &["fopen=1 errno=0"],
+            refused: &["fopen=0 errno=EPERM"],
+            args_ok: |a, c| s(a, "path") == c.file && s(a, "mode") == "w",
+        },
+        Case {
+            args: &["fopen64", "{file}"],
+            api: "fopen64",
+            class: "file",
+            happened: &["fopen64=1 errno=0"],
+            refused: &["fopen64=0 errno=EPERM"],
+            args_ok: |a, c| s(a, "path") == c.file && s(a, "mode") == "w",
+        },
+        Case {
+            args: &["mmap-exec"],
+            api: "mmap",
+            class: "memory",
+            happened: &["mmap-exec=1 errno=0"],
+            refused: &["mmap-exec=0 errno=EPERM"],
+            args_ok: |a, _| {
+                s(a, "prot") == "PROT_READ|PROT_EXEC"
+                    && s(a, "flags") == "MAP_PRIVATE|MAP_ANONYMOUS"
+                    && a["length"] == 4096
+            },
+        },
+        Case {
+            args: &["mprotect-exec"],
+            api: "mprotect",
+            class: "memory",
+            happened: &["mprotect-exec=0 errno=0"],
+            refused: &["mprotect-exec=-1 errno=EPERM"],
+            args_ok: |a, _| s(a, "prot") == "PROT_READ|PROT_EXEC" && a["length"] == 4096,
+        },
         // A refused dlopen fails like a missing library, so dlerror() explains it.
-        Case { args: &["dlopen"], api: "dlopen", class: "library", happened: &["dlopen=1 dlerror=(none)"], refused: &["dlopen=0 dlerror=", "/dfpatch: dlopen denied by policy"], args_ok: |a, _| s(a, "path") == "libm.so.6" },
-        Case { args: &["ptrace"], api: "ptrace", class: "debug", happened: &["ptrace=0 errno=0"], refused: &["ptrace=-1 errno=EPERM"], args_ok: |a, _| s(a, "request") == "PTRACE_TRACEME" && a["pid"] == 0 },
+        Case {
+            args: &["dlopen"],
+            api: "dlopen",
+            class: "library",
+            happened: &["dlopen=1 dlerror=(none)"],
+            refused: &["dlopen=0 dlerror=", "/dfpatch: dlopen denied by policy"],
+            args_ok: |a, _| s(a, "path") == "libm.so.6",
+        },
+        Case {
+            args: &["ptrace"],
+            api: "ptrace",
+            class: "debug",
+            happened: &["ptrace=0 errno=0"],
+            refused: &["ptrace=-1 errno=EPERM"],
+            args_ok: |a, _| s(a, "request") == "PTRACE_TRACEME" && a["pid"] == 0,
+        },
     ]
 }
 
@@ -124,11 +285,8 @@ fn check_flavour(flavour: &str) {
     for (i, case) in cases().iter().enumerate() {
         let file = dir.join(format!("made-{i}-{}", case.api));
         let ctx = Ctx { file: file.display().to_string(), port };
-        let args: Vec<String> = case
-            .args
-            .iter()
-            .map(|a| a.replace("{file}", &ctx.file).replace("{port}", &port.to_string()))
-            .collect();
+        let args: Vec<String> =
+            case.args.iter().map(|a| a.replace("{file}", &ctx.file).replace("{port}", &port.to_string())).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let args = if args.is_empty() { vec![case.api] } else { args };
 
@@ -163,7 +321,16 @@ fn check_flavour(flavour: &str) {
         let enforced = dir.join(format!("enforced-{}", case.class));
         if !enforced.exists() {
             let rule_apis = format!("\"{}\"", case.class);
-            patch(&exe, &enforced, &policy("enforce", "allow", &dir.join(format!("enforce-{}.jsonl", case.class)), &[("deny-it", &rule_apis, "deny")]));
+            patch(
+                &exe,
+                &enforced,
+                &policy(
+                    "enforce",
+                    "allow",
+                    &dir.join(format!("enforce-{}.jsonl", case.class)),
+                    &[("deny-it", &rule_apis, "deny")],
+                ),
+            );
         }
         let class_events = dir.join(format!("enforce-{}.jsonl", case.class));
         let _ = std::fs::remove_file(&class_events);
@@ -194,7 +361,16 @@ fn check_flavour(flavour: &str) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_common(e: &Value, case: &Case, action: &str, mode: &str, rule: &str, exe: &Path, failures: &mut Vec<String>, flavour: &str) {
+fn check_common(
+    e: &Value,
+    case: &Case,
+    action: &str,
+    mode: &str,
+    rule: &str,
+    exe: &Path,
+    failures: &mut Vec<String>,
+    flavour: &str,
+) {
     let original = &sample("behaviours", flavour);
     let exe = std::fs::canonicalize(exe).unwrap().display().to_string();
     let checks = [
@@ -221,7 +397,9 @@ fn check_common(e: &Value, case: &Case, action: &str, mode: &str, rule: &str, ex
 /// the GOT (`ff 15`, which dfpatch rewrote). Regression (review): rewritten
 /// GOT calls used to be reported one byte too far.
 fn caller_is_a_call(exe: &Path, e: &Value) -> bool {
-    let Some(off) = e["caller"]["offset"].as_str().and_then(|o| u64::from_str_radix(o.trim_start_matches("0x"), 16).ok()) else {
+    let Some(off) =
+        e["caller"]["offset"].as_str().and_then(|o| u64::from_str_radix(o.trim_start_matches("0x"), 16).ok())
+    else {
         return false;
     };
     let data = std::fs::read(exe).unwrap();
@@ -320,7 +498,14 @@ fn stderr_and_fd_sinks() {
     let p = dir.join("p-stderr");
     let pol = "mode = \"monitor\"\ndefault = \"allow\"\n[report]\nsink = \"stderr\"\n[[rule]]\nid = \"x\"\napis = [\"exec\"]\naction = \"alert\"\n";
     std::fs::write(dir.join("stderr.toml"), pol).unwrap();
-    let o = dfpatch(&["-q".as_ref(), "-p".as_ref(), dir.join("stderr.toml").as_os_str(), "-o".as_ref(), p.as_os_str(), sample("behaviours", "pie").as_os_str()]);
+    let o = dfpatch(&[
+        "-q".as_ref(),
+        "-p".as_ref(),
+        dir.join("stderr.toml").as_os_str(),
+        "-o".as_ref(),
+        p.as_os_str(),
+        sample("behaviours", "pie").as_os_str(),
+    ]);
     assert!(o.status.success());
     let out = run(&p, &["system", marker.to_str().unwrap()], &dir);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -329,7 +514,14 @@ fn stderr_and_fd_sinks() {
 
     let p3 = dir.join("p-fd3");
     std::fs::write(dir.join("fd3.toml"), pol.replace("stderr", "fd:3")).unwrap();
-    let o = dfpatch(&["-q".as_ref(), "-p".as_ref(), dir.join("fd3.toml").as_os_str(), "-o".as_ref(), p3.as_os_str(), sample("behaviours", "pie").as_os_str()]);
+    let o = dfpatch(&[
+        "-q".as_ref(),
+        "-p".as_ref(),
+        dir.join("fd3.toml").as_os_str(),
+        "-o".as_ref(),
+        p3.as_os_str(),
+        sample("behaviours", "pie").as_os_str(),
+    ]);
     assert!(o.status.success());
     let fd3 = dir.join("fd3.jsonl");
     let st = std::process::Command::new("sh")

@@ -80,7 +80,14 @@ pub fn dfpatch(args: &[&std::ffi::OsStr]) -> Output {
 pub fn patch(input: &Path, out: &Path, policy: &str) {
     let pol = out.with_extension("toml");
     std::fs::write(&pol, policy).unwrap();
-    let o = dfpatch(&["--quiet".as_ref(), "--policy".as_ref(), pol.as_os_str(), "-o".as_ref(), out.as_os_str(), input.as_os_str()]);
+    let o = dfpatch(&[
+        "--quiet".as_ref(),
+        "--policy".as_ref(),
+        pol.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        input.as_os_str(),
+    ]);
     assert!(o.status.success(), "dfpatch failed on {}: {}", input.display(), String::from_utf8_lossy(&o.stderr));
 }
 
@@ -90,7 +97,9 @@ pub fn patch(input: &Path, out: &Path, policy: &str) {
 pub fn run(exe: &Path, args: &[&str], cwd: &Path) -> Output {
     for _ in 0..100 {
         match Command::new(exe).args(args).current_dir(cwd).output() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
             other => return other.expect("run sample"),
         }
     }
@@ -104,9 +113,7 @@ pub fn stdout(o: &Output) -> String {
 /// Every line of a JSON Lines file, parsed; a line that is not JSON fails the test.
 pub fn events(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event is not JSON ({e}): {l}")))
-        .collect()
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event is not JSON ({e}): {l}"))).collect()
 }
 
 /// A policy with a file sink.

@@ -11,7 +11,12 @@ fn stress() -> &'static PathBuf {
     EXE.get_or_init(|| {
         let dir = scratch("stress-build");
         let exe = dir.join("stress");
-        let st = Command::new("cc").args(["-O2", "-pthread", "-o"]).arg(&exe).arg(samples_dir().join("stress.c")).status().unwrap();
+        let st = Command::new("cc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&exe)
+            .arg(samples_dir().join("stress.c"))
+            .status()
+            .unwrap();
         assert!(st.success());
         exe
     })
@@ -35,7 +40,10 @@ fn sixty_four_threads_every_event_whole_and_counted() {
     // `events` fails on any line that is not one whole JSON object.
     let evs = events(&ev);
     assert_eq!(text.lines().count(), 64 * 50);
-    let opens = evs.iter().filter(|e| e["api"] == "open" && e["args"]["path"].as_str().is_some_and(|p| p.starts_with("/nonexistent/t"))).count();
+    let opens = evs
+        .iter()
+        .filter(|e| e["api"] == "open" && e["args"]["path"].as_str().is_some_and(|p| p.starts_with("/nonexistent/t")))
+        .count();
     assert_eq!(opens, 64 * 50);
     let mut paths: Vec<&str> = evs.iter().filter_map(|e| e["args"]["path"].as_str()).collect();
     paths.sort();
@@ -73,7 +81,10 @@ fn sink_survives_dup2_and_close_all() {
         let out = run(&p, &[what], &dir);
         assert_eq!(stdout(&out), format!("open after {what}: -1 errno=ENOENT\n"));
         let evs = events(&ev);
-        assert!(evs.iter().any(|e| e["args"]["path"] == "/nonexistent/after-sink-change"), "{what}: event lost: {evs:?}");
+        assert!(
+            evs.iter().any(|e| e["args"]["path"] == "/nonexistent/after-sink-change"),
+            "{what}: event lost: {evs:?}"
+        );
     }
 }
 
@@ -91,7 +102,14 @@ fn sink_that_fails_does_not_affect_the_program() {
     let p2 = dir.join("stress2");
     let pol = "mode = \"monitor\"\n[report]\nsink = \"stderr\"\n[[rule]]\nid = \"f\"\napis = [\"file\"]\naction = \"alert\"\n";
     std::fs::write(dir.join("p2.toml"), pol).unwrap();
-    let o = dfpatch(&["-q".as_ref(), "-p".as_ref(), dir.join("p2.toml").as_os_str(), "-o".as_ref(), p2.as_os_str(), stress().as_os_str()]);
+    let o = dfpatch(&[
+        "-q".as_ref(),
+        "-p".as_ref(),
+        dir.join("p2.toml").as_os_str(),
+        "-o".as_ref(),
+        p2.as_os_str(),
+        stress().as_os_str(),
+    ]);
     assert!(o.status.success());
     let st = Command::new("sh")
         .arg("-c")

@@ -24,8 +24,15 @@ fn marks(log: &str) -> Vec<&'static str> {
 fn runtime_runs_before_library_constructors() {
     let dir = scratch("startup");
     let lib = dir.join("libctor_lib.so");
-    assert!(Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(samples_dir().join("ctor_lib.c")).status().unwrap().success());
-    for (name, flags) in [("pie", &[][..]), ("nopie", &["-no-pie"][..]), ("noplt-now", &["-fno-plt", "-Wl,-z,now"][..])] {
+    assert!(Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(samples_dir().join("ctor_lib.c"))
+        .status()
+        .unwrap()
+        .success());
+    for (name, flags) in [("pie", &[][..]), ("nopie", &["-no-pie"][..]), ("noplt-now", &["-fno-plt", "-Wl,-z,now"][..])]
+    {
         let exe = dir.join(format!("main-{name}"));
         let st = Command::new("cc")
             .args(flags)

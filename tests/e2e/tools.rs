@@ -17,13 +17,13 @@ fn readelf_objdump_gdb_work_on_patched_files() {
         assert!(!text.lines().any(|l| l.contains("LOAD") && l.contains("RWE")), "a W+X segment: {text}");
         let o = Command::new("objdump").arg("-d").arg(&p).output().unwrap();
         assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).trim().is_empty(), "objdump on {flavour}");
-        let o = Command::new("gdb")
-            .args(["-batch", "-nx", "-ex", "info files"])
-            .arg(&p)
-            .output()
-            .unwrap();
+        let o = Command::new("gdb").args(["-batch", "-nx", "-ex", "info files"]).arg(&p).output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success() && out.contains(".dfpatch"), "gdb on {flavour}: {out} {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success() && out.contains(".dfpatch"),
+            "gdb on {flavour}: {out} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
 
@@ -65,7 +65,11 @@ fn program_header_tactics() {
     assert_eq!(stdout(&run(&p, &["popen"], &dir)), "popen=0 errno=EPERM\ndone\n");
 
     let o = dfpatch(&["inspect".as_ref(), sample("behaviours", "musl").as_os_str()]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("program header table moved"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("program header table moved"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 /// `strip` on a patched file keeps it working; `restore` then refuses rather than rebuild a wrong original.
@@ -93,12 +97,24 @@ fn hardening_is_kept() {
         ("partial-relro-nopie", &["-O2", "-no-pie", "-fno-stack-protector"][..]),
     ] {
         let exe = dir.join(name);
-        assert!(Command::new("cc").args(flags).arg("-o").arg(&exe).arg(samples_dir().join("behaviours.c")).status().unwrap().success());
+        assert!(Command::new("cc")
+            .args(flags)
+            .arg("-o")
+            .arg(&exe)
+            .arg(samples_dir().join("behaviours.c"))
+            .status()
+            .unwrap()
+            .success());
         let p = dir.join(format!("{name}.patched"));
         patch(&exe, &p, &policy("monitor", "alert", &dir.join("e.jsonl"), &[]));
         let props = |f: &std::path::Path| -> serde_json::Value {
-            let o = Command::new("checksec").arg("--format=json").arg(format!("--file={}", f.display())).output().expect("checksec is installed by .ci/run");
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("checksec output: {e}: {}", String::from_utf8_lossy(&o.stdout)));
+            let o = Command::new("checksec")
+                .arg("--format=json")
+                .arg(format!("--file={}", f.display()))
+                .output()
+                .expect("checksec is installed by .ci/run");
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+                .unwrap_or_else(|e| panic!("checksec output: {e}: {}", String::from_utf8_lossy(&o.stdout)));
             let r = &v[f.to_str().unwrap()];
             serde_json::json!([r["relro"], r["canary"], r["nx"], r["pie"], r["fortify_source"], r["fortified"]])
         };
