@@ -305,6 +305,11 @@ fn check_flavour(flavour: &str) {
         // musl's headers make the *64 functions plain macros for the others.
         let api = if flavour == "musl" { case.api.trim_end_matches("64") } else { case.api };
         let evs = events(&mon_events);
+        // Each behaviour is one call: exactly one event for it (a site hooked twice would show).
+        let count = evs.iter().filter(|e| e["api"] == api).count();
+        if count > 1 {
+            failures.push(format!("{flavour} monitor {}: {count} events for one call", case.api));
+        }
         match evs.iter().find(|e| e["api"] == api) {
             None => failures.push(format!("{flavour} monitor {}: no event among {evs:?}", case.api)),
             Some(e) => {
