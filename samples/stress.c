@@ -10,6 +10,9 @@
  *   stress seccomp         with process_vm_readv refused by seccomp, open() a bad pointer
  *   stress long-exec       execve a child with 60 arguments of 200 bytes (events get cut)
  *   stress long-system     system() with a 6000-byte command line
+ *   stress reentrant N     N open() calls in a loop while a 50 µs interval timer's
+ *                          SIGALRM handler also calls open(): handlers land inside
+ *                          the runtime's own event path
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -49,6 +53,15 @@ static void on_usr1(int sig) {
     int saved = errno;
     int fd = open("/nonexistent/from-signal-handler", O_RDONLY);
     if (fd == -1 && errno == ENOENT) handled++;
+    errno = saved;
+}
+
+static volatile sig_atomic_t alarms;
+
+static void on_alarm(int sig) {
+    (void)sig;
+    int saved = errno;
+    if (open("/nonexistent/from-alarm", O_RDONLY) == -1 && errno == ENOENT) alarms++;
     errno = saved;
 }
 
@@ -110,6 +123,21 @@ int main(int argc, char **argv) {
         }
         int fd = open("/nonexistent/after-sink-change", O_RDONLY);
         printf("open after %s: %d errno=%s\n", what, fd, errno == ENOENT ? "ENOENT" : "other");
+    } else if (!strcmp(what, "reentrant")) {
+        int n = argc > 2 ? atoi(argv[2]) : 20000;
+        struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = SA_RESTART};
+        sigaction(SIGALRM, &sa, NULL);
+        struct itimerval t = {.it_interval = {0, 50}, .it_value = {0, 50}};
+        setitimer(ITIMER_REAL, &t, NULL);
+        int bad = 0;
+        for (int i = 0; i < n; i++) {
+            errno = 0;
+            if (open("/nonexistent/main", O_RDONLY) != -1 || errno != ENOENT) bad++;
+        }
+        struct itimerval off = {0};
+        setitimer(ITIMER_REAL, &off, NULL);
+        printf("reentrant main=%d bad=%d\n", n, bad);
+        fprintf(stderr, "alarms=%d\n", (int)alarms);
     } else if (!strcmp(what, "altstack")) {
         size_t size = argc > 2 ? strtoul(argv[2], NULL, 0) : 8192;
         stack_t ss = {.ss_sp = malloc(size), .ss_size = size, .ss_flags = 0};
@@ -154,7 +182,7 @@ int main(int argc, char **argv) {
         int r = system(cmd);
         printf("system=%d\n", r);
     } else {
-        fprintf(stderr, "usage: %s threads N M | vfork | signal | dup2-sink | close-all | altstack SIZE | seccomp | long-exec | long-system\n", argv[0]);
+        fprintf(stderr, "usage: %s threads N M | vfork | signal | dup2-sink | close-all | altstack SIZE | seccomp | long-exec | long-system | reentrant N\n", argv[0]);
         return 2;
     }
     return 0;

@@ -173,3 +173,22 @@ fn long_arguments_are_cut_into_valid_marked_events() {
     let text = std::fs::read_to_string(&ev).unwrap();
     assert!(text.lines().all(|l| l.len() < 4096), "an event longer than PIPE_BUF");
 }
+
+/// Re-entrancy: a timer signal whose handler makes a hooked call lands, now and
+/// then, inside the runtime's own event path. Every event must still be whole,
+/// counted exactly, and errno must be what the program expects.
+#[test]
+fn signal_handlers_interrupting_the_runtime() {
+    let (dir, p, ev) = patched("reentrant");
+    let out = run(&p, &["reentrant", "20000"], &dir);
+    assert_eq!(stdout(&out), "reentrant main=20000 bad=0\n");
+    let alarms: usize = String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .strip_prefix("alarms=")
+        .and_then(|n| n.parse().ok())
+        .expect("alarm count on stderr");
+    assert!(alarms > 0, "the timer never fired");
+    let evs = events(&ev);
+    assert_eq!(evs.iter().filter(|e| e["args"]["path"] == "/nonexistent/main").count(), 20000);
+    assert_eq!(evs.iter().filter(|e| e["args"]["path"] == "/nonexistent/from-alarm").count(), alarms);
+}
