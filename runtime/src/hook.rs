@@ -143,7 +143,7 @@ fn init(c: &Contract) {
         return;
     }
     relocate(c);
-    init_relocated(c);
+    init_relocated();
 }
 
 /// Steps 1 and 2 of start-up. Until they are done the runtime's GOT is
@@ -188,7 +188,7 @@ fn relocate(c: &Contract) {
 /// Start-up after self-relocation: who we are. (A `file:` sink is opened by
 /// the first event, so a program that reports nothing holds no descriptor of ours.)
 #[inline(never)]
-fn init_relocated(_c: &Contract) {
+fn init_relocated() {
     let mut buf = [0u8; 512];
     if let Ok(n) = sys::readlink(b"/proc/self/exe\0", &mut buf) {
         // SAFETY: single writer before INIT becomes READY (see RacyBytes).
