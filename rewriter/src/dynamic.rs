@@ -14,6 +14,7 @@
 
 use crate::elf::{slice, Elf};
 use crate::error::{malformed, Result};
+use dfpatch_runtime::bytes::u64_at;
 use object::elf;
 use serde::Serialize;
 
@@ -37,15 +38,7 @@ impl Dynamic {
         let Some(p) = e.phdrs.iter().find(|p| p.p_type == elf::PT_DYNAMIC) else { return Ok(None) };
         let bytes =
             slice(e.data, p.p_offset, p.p_filesz).ok_or_else(|| malformed("PT_DYNAMIC lies outside the file"))?;
-        let entries = bytes
-            .chunks_exact(16)
-            .map(|c| {
-                (
-                    u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8])),
-                    u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8])),
-                )
-            })
-            .collect();
+        let entries = bytes.chunks_exact(16).filter_map(|c| Some((u64_at(c, 0)?, u64_at(c, 8)?))).collect();
         Ok(Some(Dynamic { offset: p.p_offset, entries }))
     }
 

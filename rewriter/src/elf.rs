@@ -3,6 +3,7 @@
 //! `checked_*` arithmetic). A malformed file is an [`Error`], never a panic.
 
 use crate::error::{malformed, Error, Result};
+use dfpatch_runtime::bytes::{i32_at, u16_at, u32_at, u64_at};
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader as _, Rela as _, SectionHeader as _, Sym as _};
 use object::LittleEndian as LE;
@@ -278,10 +279,8 @@ impl<'a> Elf<'a> {
             let Some(sec) = self.section(name) else { continue };
             let Ok(d) = self.section_data(sec) else { continue };
             for sym in d.chunks_exact(24) {
-                let info = sym[4];
-                let shndx = u16::from_le_bytes([sym[6], sym[7]]);
-                let value = u64::from_le_bytes(sym[8..16].try_into().unwrap_or([0; 8]));
-                if info & 0xf == 2 && shndx != 0 && value != 0 {
+                let (info, shndx, value) = (sym[4], u16_at(sym, 6), u64_at(sym, 8));
+                if let (2, Some(1..), Some(value @ 1..)) = (info & 0xf, shndx, value) {
                     starts.push(value);
                 }
             }
@@ -348,12 +347,15 @@ fn eh_frame_hdr_starts(d: &[u8], base: u64, out: &mut Vec<u64>) {
         return;
     }
     let at = 4 + ptr_size;
-    let Some(count) = d.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])) else { return };
+    let Some(count) = u32_at(d, at) else { return };
     let table = d.get(at + 4..).unwrap_or(&[]);
-    out.extend(table.chunks_exact(8).take(count as usize).map(|entry| {
-        let rel = i32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
-        base.wrapping_add(rel as i64 as u64)
-    }));
+    out.extend(
+        table
+            .chunks_exact(8)
+            .take(count as usize)
+            .filter_map(|entry| i32_at(entry, 0))
+            .map(|rel| base.wrapping_add(rel as i64 as u64)),
+    );
 }
 
 /// `data[off..off+len]`, or None when out of range.
@@ -380,7 +382,7 @@ fn check_ident(data: &[u8]) -> Result<()> {
     if data.len() < EHDR_SIZE {
         return Err(malformed("file shorter than the 64-byte ELF header"));
     }
-    let machine = u16::from_le_bytes([data[18], data[19]]);
+    let machine = u16_at(data, 18).ok_or_else(|| malformed("file shorter than the 64-byte ELF header"))?;
     if machine != elf::EM_X86_64 {
         return Err(Error::NotX86_64(machine));
     }

@@ -26,6 +26,7 @@ use crate::plan::{align_up, PhdrTactic, Plan, PAGE, USER_TOP};
 use crate::restore;
 use crate::runtime::Runtime;
 use crate::{plt, trampoline};
+use dfpatch_runtime::bytes::{u32_at, u64_at};
 use dfpatch_runtime::contract::{Contract, CONTRACT_VERSION, FLAG_PIE, MAGIC};
 use object::elf;
 
@@ -325,11 +326,10 @@ fn contract_bytes(c: &Contract) -> Vec<u8> {
 
 /// Reads a contract back (for `inspect` of a patched file and re-patching).
 pub fn contract_from_bytes(b: &[u8]) -> Option<Contract> {
-    let u64_at = |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
     let mut c = Contract::EMPTY;
     c.magic.copy_from_slice(b.get(0..8)?);
-    c.version = u32::from_le_bytes(b.get(8..12)?.try_into().ok()?);
-    c.flags = u32::from_le_bytes(b.get(12..16)?.try_into().ok()?);
+    c.version = u32_at(b, 8)?;
+    c.flags = u32_at(b, 12)?;
     let fields: [&mut u64; 14] = [
         &mut c.self_vaddr,
         &mut c.orig_entry,
@@ -347,7 +347,7 @@ pub fn contract_from_bytes(b: &[u8]) -> Option<Contract> {
         &mut c.policy_len,
     ];
     for (i, f) in fields.into_iter().enumerate() {
-        *f = u64_at(16 + i * 8)?;
+        *f = u64_at(b, 16 + i * 8)?;
     }
     c.policy_hash.copy_from_slice(b.get(128..160)?);
     c.tool_version.copy_from_slice(b.get(160..176)?);

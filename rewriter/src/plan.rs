@@ -9,6 +9,7 @@ use crate::plt::{self, Import, Site};
 use crate::runtime::Runtime;
 use crate::trampoline::STUB_SIZE;
 use dfpatch_policy::{Action, Policy};
+use dfpatch_runtime::bytes::u32_at;
 use object::elf;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -150,12 +151,10 @@ fn x86_features(e: &Elf) -> (bool, bool) {
     let Ok(d) = e.section_data(s) else { return (false, false) };
     // namesz(4) descsz(4) type(4) "GNU\0", then properties: type(4) size(4) data, 8-aligned.
     let mut at = 16usize;
-    while let (Some(t), Some(sz)) = (d.get(at..at + 4), d.get(at + 4..at + 8)) {
-        let t = u32::from_le_bytes(t.try_into().unwrap_or([0; 4]));
-        let sz = u32::from_le_bytes(sz.try_into().unwrap_or([0; 4])) as usize;
+    while let (Some(t), Some(sz)) = (u32_at(d, at), u32_at(d, at + 4)) {
+        let sz = sz as usize;
         if t == 0xc000_0002 {
-            if let Some(v) = d.get(at + 8..at + 12) {
-                let v = u32::from_le_bytes(v.try_into().unwrap_or([0; 4]));
+            if let Some(v) = u32_at(d, at + 8) {
                 return (v & 1 != 0, v & 2 != 0);
             }
         }

@@ -11,6 +11,7 @@
 use crate::elf::Elf;
 use crate::error::Result;
 use dfpatch_runtime::apis::ApiId;
+use dfpatch_runtime::bytes::i32_at;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
 use std::collections::BTreeMap;
 
@@ -90,12 +91,12 @@ pub fn find_sites(elf: &Elf, slots: &BTreeMap<u64, usize>) -> Result<Vec<Site>> 
         // An instruction boundary: where the last decode in this section stopped.
         let mut resume = s.sh_addr;
         for pair in memchr::memchr_iter(0xff, bytes) {
-            let (Some(&modrm), Some(disp)) = (bytes.get(pair + 1), bytes.get(pair + 2..pair + 6)) else { continue };
+            let (Some(&modrm), Some(disp)) = (bytes.get(pair + 1), i32_at(bytes, pair + 2)) else { continue };
             if modrm != 0x15 && modrm != 0x25 {
                 continue;
             }
             let end = s.sh_addr + pair as u64 + 6;
-            let target = end.wrapping_add(i32::from_le_bytes([disp[0], disp[1], disp[2], disp[3]]) as i64 as u64);
+            let target = end.wrapping_add(disp as i64 as u64);
             if target < lo || target > hi || !slots.contains_key(&target) {
                 continue;
             }

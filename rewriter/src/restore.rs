@@ -13,6 +13,7 @@ use crate::elf::{slice, Elf};
 use crate::error::{Error, Result};
 use crate::inject::contract_from_bytes;
 use crate::runtime::Runtime;
+use dfpatch_runtime::bytes::u64_at;
 
 const MAGIC: &[u8; 8] = b"DFPRSTR1";
 
@@ -38,11 +39,7 @@ pub fn restore(e: &Elf) -> Result<Vec<u8>> {
     let s = e.last_section(".dfpatch.restore").ok_or(Error::NotPatched)?;
     let blob = e.section_data(s)?;
     let bad = |why: &str| Error::BadRestoreData(why.to_string());
-    let u64_at = |i: usize| -> Result<u64> {
-        Ok(u64::from_le_bytes(
-            blob.get(i..i + 8).ok_or_else(|| bad("truncated"))?.try_into().map_err(|_| bad("truncated"))?,
-        ))
-    };
+    let u64_at = |i: usize| u64_at(blob, i).ok_or_else(|| bad("truncated"));
     if blob.get(..8) != Some(MAGIC.as_slice()) {
         return Err(bad("wrong magic"));
     }

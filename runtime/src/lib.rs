@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod apis;
+pub mod bytes;
 pub mod arch {
     pub mod x86_64;
 }

@@ -2,6 +2,7 @@
 //! The table was written by our own compiler, but every read is still bounds
 //! checked: a damaged file must not make the runtime fault.
 
+use crate::bytes::{u16_at, u32_at};
 use crate::contract::{
     action, mode, sink, ApiDecision, PolicyHeader, StrRef, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT,
 };
@@ -18,16 +19,6 @@ pub enum Sink<'a> {
     Stderr,
     Fd(i32),
     File(&'a [u8]),
-}
-
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    let s = b.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    let s = b.get(off..off.checked_add(2)?)?;
-    Some(u16::from_le_bytes([s[0], s[1]]))
 }
 
 impl<'a> PolicyTable<'a> {
