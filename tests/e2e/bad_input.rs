@@ -51,23 +51,11 @@ fn bad_inputs_are_refused_cleanly() {
     refused(&with_bytes(&dir, "bigendian", |b| b[5] = 2), "big-endian");
 
     let obj = dir.join("obj.o");
-    assert!(std::process::Command::new("cc")
-        .args(["-c", "-o"])
-        .arg(&obj)
-        .arg(samples_dir().join("benign.c"))
-        .status()
-        .unwrap()
-        .success());
+    compile("cc", &["-c"], &obj, "benign.c", &[]);
     refused(&obj, "relocatable object");
 
     let lib = dir.join("libx.so");
-    assert!(std::process::Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(samples_dir().join("benign.c"))
-        .status()
-        .unwrap()
-        .success());
+    compile("cc", &["-shared", "-fPIC"], &lib, "benign.c", &[]);
     refused(&lib, "shared library");
     // Regression (review): libc.so.6 has a PT_INTERP (it runs and prints its version),
     // and was taken for a PIE executable.
@@ -96,13 +84,7 @@ fn bad_inputs_are_refused_cleanly() {
     refused(&no_spare, "no spare program header");
 
     let stat = dir.join("static");
-    assert!(std::process::Command::new("cc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&stat)
-        .arg(samples_dir().join("benign.c"))
-        .status()
-        .unwrap()
-        .success());
+    compile("cc", &["-static", "-O2"], &stat, "benign.c", &[]);
     refused(&stat, "statically linked");
     // Regression: busybox-static's IRELATIVE relocation table links no symbol table;
     // it used to be refused as "malformed" instead of "statically linked".

@@ -502,32 +502,14 @@ fn stderr_and_fd_sinks() {
     let marker = dir.join("marker");
     let p = dir.join("p-stderr");
     let pol = "mode = \"monitor\"\ndefault = \"allow\"\n[report]\nsink = \"stderr\"\n[[rule]]\nid = \"x\"\napis = [\"exec\"]\naction = \"alert\"\n";
-    std::fs::write(dir.join("stderr.toml"), pol).unwrap();
-    let o = dfpatch(&[
-        "-q".as_ref(),
-        "-p".as_ref(),
-        dir.join("stderr.toml").as_os_str(),
-        "-o".as_ref(),
-        p.as_os_str(),
-        sample("behaviours", "pie").as_os_str(),
-    ]);
-    assert!(o.status.success());
+    patch(&sample("behaviours", "pie"), &p, pol);
     let out = run(&p, &["system", marker.to_str().unwrap()], &dir);
     let err = String::from_utf8_lossy(&out.stderr);
     let ev: Value = serde_json::from_str(err.lines().next().unwrap_or("")).expect("event on stderr");
     assert_eq!(ev["api"], "system");
 
     let p3 = dir.join("p-fd3");
-    std::fs::write(dir.join("fd3.toml"), pol.replace("stderr", "fd:3")).unwrap();
-    let o = dfpatch(&[
-        "-q".as_ref(),
-        "-p".as_ref(),
-        dir.join("fd3.toml").as_os_str(),
-        "-o".as_ref(),
-        p3.as_os_str(),
-        sample("behaviours", "pie").as_os_str(),
-    ]);
-    assert!(o.status.success());
+    patch(&sample("behaviours", "pie"), &p3, &pol.replace("stderr", "fd:3"));
     let fd3 = dir.join("fd3.jsonl");
     let st = std::process::Command::new("sh")
         .arg("-c")

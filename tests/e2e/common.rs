@@ -39,6 +39,20 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Compiles `samples/{source}` to `out` with `compiler` and `flags` (extra
+/// arguments such as libraries go after the source), asserting success.
+pub fn compile(compiler: &str, flags: &[&str], out: &Path, source: &str, after: &[String]) {
+    let st = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(samples_dir().join(source))
+        .args(after)
+        .status()
+        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
+    assert!(st.success(), "{compiler} {flags:?} {source} failed");
+}
+
 struct Built {
     dir: PathBuf,
 }
@@ -50,14 +64,7 @@ fn built() -> &'static Built {
         for (flavour, cc, flags, strip) in FLAVOURS {
             for prog in ["behaviours", "benign"] {
                 let out = dir.join(format!("{prog}-{flavour}"));
-                let st = Command::new(cc)
-                    .args(*flags)
-                    .arg("-o")
-                    .arg(&out)
-                    .arg(samples_dir().join(format!("{prog}.c")))
-                    .status()
-                    .unwrap_or_else(|e| panic!("run {cc}: {e}"));
-                assert!(st.success(), "building {prog} ({flavour}) failed");
+                compile(cc, flags, &out, &format!("{prog}.c"), &[]);
                 if *strip {
                     assert!(Command::new("strip").arg(&out).status().expect("run strip").success());
                 }

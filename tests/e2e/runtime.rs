@@ -11,13 +11,7 @@ fn stress() -> &'static PathBuf {
     EXE.get_or_init(|| {
         let dir = scratch("stress-build");
         let exe = dir.join("stress");
-        let st = Command::new("cc")
-            .args(["-O2", "-pthread", "-o"])
-            .arg(&exe)
-            .arg(samples_dir().join("stress.c"))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        compile("cc", &["-O2", "-pthread"], &exe, "stress.c", &[]);
         exe
     })
 }
@@ -101,16 +95,7 @@ fn sink_that_fails_does_not_affect_the_program() {
     // stderr sink closed under the program: writes fail with EBADF/EPIPE, never SIGPIPE.
     let p2 = dir.join("stress2");
     let pol = "mode = \"monitor\"\n[report]\nsink = \"stderr\"\n[[rule]]\nid = \"f\"\napis = [\"file\"]\naction = \"alert\"\n";
-    std::fs::write(dir.join("p2.toml"), pol).unwrap();
-    let o = dfpatch(&[
-        "-q".as_ref(),
-        "-p".as_ref(),
-        dir.join("p2.toml").as_os_str(),
-        "-o".as_ref(),
-        p2.as_os_str(),
-        stress().as_os_str(),
-    ]);
-    assert!(o.status.success());
+    patch(stress(), &p2, pol);
     let st = Command::new("sh")
         .arg("-c")
         .arg(format!("'{}' threads 2 10 2>&- ; echo rc=$?", p2.display()))

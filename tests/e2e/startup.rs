@@ -24,27 +24,12 @@ fn marks(log: &str) -> Vec<&'static str> {
 fn runtime_runs_before_library_constructors() {
     let dir = scratch("startup");
     let lib = dir.join("libctor_lib.so");
-    assert!(Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(samples_dir().join("ctor_lib.c"))
-        .status()
-        .unwrap()
-        .success());
+    compile("cc", &["-shared", "-fPIC"], &lib, "ctor_lib.c", &[]);
     for (name, flags) in [("pie", &[][..]), ("nopie", &["-no-pie"][..]), ("noplt-now", &["-fno-plt", "-Wl,-z,now"][..])]
     {
         let exe = dir.join(format!("main-{name}"));
-        let st = Command::new("cc")
-            .args(flags)
-            .arg("-o")
-            .arg(&exe)
-            .arg(samples_dir().join("ctor_main.c"))
-            .arg(format!("-L{}", dir.display()))
-            .arg("-lctor_lib")
-            .arg(format!("-Wl,-rpath,{}", dir.display()))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let link = [format!("-L{}", dir.display()), "-lctor_lib".into(), format!("-Wl,-rpath,{}", dir.display())];
+        compile("cc", flags, &exe, "ctor_main.c", &link);
         let patched = dir.join(format!("patched-{name}"));
         patch(&exe, &patched, &policy("monitor", "alert", &dir.join("ev.jsonl"), &[]));
         for (prog, want) in [(&exe, vec!["ctor"]), (&patched, vec!["runtime", "ctor"])] {

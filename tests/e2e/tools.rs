@@ -97,14 +97,7 @@ fn hardening_is_kept() {
         ("partial-relro-nopie", &["-O2", "-no-pie", "-fno-stack-protector"][..]),
     ] {
         let exe = dir.join(name);
-        assert!(Command::new("cc")
-            .args(flags)
-            .arg("-o")
-            .arg(&exe)
-            .arg(samples_dir().join("behaviours.c"))
-            .status()
-            .unwrap()
-            .success());
+        compile("cc", flags, &exe, "behaviours.c", &[]);
         let p = dir.join(format!("{name}.patched"));
         patch(&exe, &p, &policy("monitor", "alert", &dir.join("e.jsonl"), &[]));
         let props = |f: &std::path::Path| -> serde_json::Value {
