@@ -156,7 +156,7 @@ fn patch(a: &PatchArgs) -> Result<(), String> {
     let (f, map) = map(file)?;
     let attrs = fsio::Attrs::of(&f).map_err(|e| format!("{}: {e}", file.display()))?;
     let original;
-    let input: &[u8] = if dfpatch::is_patched(&map) && a.force {
+    let input: &[u8] = if a.force && dfpatch::is_patched(&map) {
         original = dfpatch::restore(&map).map_err(|e| err(file, e))?;
         &original
     } else {
