@@ -49,7 +49,8 @@ fn the_default_preset() {
     assert_eq!(policy.mode, Mode::Monitor);
     assert_eq!(policy.sink, Sink::Stderr);
     for &api in ApiId::ALL {
-        let expected = if api.class() == Class::File { Action::Allow } else { Action::Alert };
+        let quiet = matches!(api.class(), Class::File | Class::Process);
+        let expected = if quiet { Action::Allow } else { Action::Alert };
         assert_eq!(policy.decision(api).0, expected, "{}", api.name());
     }
 }
@@ -65,7 +66,7 @@ fn the_other_presets_do_what_they_say() {
     for &api in ApiId::ALL {
         let expected = match api.class() {
             Class::Exec => Action::Deny,
-            Class::File => Action::Allow,
+            Class::File | Class::Process => Action::Allow,
             _ => Action::Alert,
         };
         assert_eq!(block_exec.decision(api).0, expected, "{}", api.name());
@@ -77,7 +78,7 @@ fn the_other_presets_do_what_they_say() {
         let expected = match api.class() {
             Class::Exec | Class::Debug | Class::Library => Action::Deny,
             Class::Network | Class::Memory => Action::Alert,
-            Class::File => Action::Allow,
+            Class::File | Class::Process => Action::Allow,
         };
         assert_eq!(strict.decision(api).0, expected, "{}", api.name());
     }

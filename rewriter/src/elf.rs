@@ -80,6 +80,17 @@ impl Section {
     }
 }
 
+/// A defined symbol of the symbol table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Symbol {
+    pub name: String,
+    pub value: u64,
+    pub size: u64,
+    /// `STT_*`.
+    pub kind: u8,
+    pub shndx: u16,
+}
+
 /// An imported symbol's GOT slot, from a `JUMP_SLOT` or `GLOB_DAT` relocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GotSlot {
@@ -288,6 +299,37 @@ impl<'a> Elf<'a> {
         starts.sort_unstable();
         starts.dedup();
         starts
+    }
+
+    /// The defined symbols of `.symtab` (else `.dynsym`), in table order.
+    /// Names that are not valid UTF-8 are kept lossily: they only label things.
+    pub fn symbols(&self) -> Vec<Symbol> {
+        let mut out = Vec::new();
+        let Some(sec) = self.section(".symtab").or_else(|| self.section(".dynsym")) else { return out };
+        let Ok(d) = self.section_data(sec) else { return out };
+        let strings = self.sections.get(sec.sh_link as usize).and_then(|s| self.section_data(s).ok()).unwrap_or(&[]);
+        for sym in d.chunks_exact(24).skip(1) {
+            let (Some(name_off), Some(shndx), Some(value), Some(size)) =
+                (u32_at(sym, 0), u16_at(sym, 6), u64_at(sym, 8), u64_at(sym, 16))
+            else {
+                continue;
+            };
+            if shndx == 0 {
+                continue; // undefined
+            }
+            let name = strings
+                .get(name_off as usize..)
+                .and_then(|rest| rest.split(|&b| b == 0).next())
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default();
+            out.push(Symbol { name, value, size, kind: sym[4] & 0xf, shndx });
+        }
+        out
+    }
+
+    /// The `PT_TLS` header, if any.
+    pub fn tls(&self) -> Option<&Phdr> {
+        self.phdrs.iter().find(|p| p.p_type == elf::PT_TLS)
     }
 
     pub fn section(&self, name: &str) -> Option<&Section> {

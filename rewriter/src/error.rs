@@ -22,10 +22,6 @@ pub enum Error {
     UnsupportedType(u16),
     #[error("a shared library, not an executable (it has a DT_SONAME or no PT_INTERP, and is not flagged PIE): patch the program that loads it")]
     SharedLibrary,
-    #[error(
-        "statically linked executable: not supported yet (only dynamically linked executables can be patched so far)"
-    )]
-    Static,
     #[error("no section headers (stripped with sstrip?): dfpatch needs them to find code and the PLT safely")]
     NoSectionHeaders,
     #[error("already patched by dfpatch {version} (policy sha256 {policy_hash}): run `dfpatch restore FILE` to get the original back, or pass --force to re-patch it from the original")]

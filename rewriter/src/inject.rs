@@ -22,10 +22,10 @@ use crate::dynamic::{self, Preinit};
 use crate::elf::{Elf, Phdr, Section, EHDR_SIZE, PHDR_SIZE, SHDR_SIZE};
 use crate::error::{malformed, Error, Result};
 use crate::output::Output;
-use crate::plan::{align_up, PhdrTactic, Plan, PAGE, USER_TOP};
+use crate::plan::{align_up, HookKind, PhdrTactic, Plan, PAGE, USER_TOP};
 use crate::restore;
 use crate::runtime::Runtime;
-use crate::{plt, trampoline};
+use crate::trampoline;
 use dfpatch_runtime::bytes::{u32_at, u64_at};
 use dfpatch_runtime::contract::{Contract, CONTRACT_VERSION, FLAG_PIE, MAGIC};
 use object::elf;
@@ -45,22 +45,30 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     let mut seg = rt.rx.clone();
     seg.resize(align_up(seg.len() as u64, 16).unwrap_or(0) as usize, 0xcc);
     debug_assert_eq!(l.rx_vaddr + seg.len() as u64, l.stubs_vaddr);
-    let hook_entry = l.rx_vaddr + (rt.hook - rt.rx_start);
     for (k, h) in plan.hooks.iter().enumerate() {
-        let stub =
-            trampoline::stub(k as u32, h.stub_vaddr, hook_entry, h.got_vaddr, h.prot_filter).ok_or_else(|| {
-                Error::OutOfRange(format!(
-                    "the GOT slot of {} would be more than 2 GiB from the runtime placed after the executable's data",
-                    h.symbol
-                ))
-            })?;
+        let real = match h.kind {
+            HookKind::Got => trampoline::Real::Got(h.vaddr),
+            HookKind::Detour => trampoline::Real::Direct(h.vaddr),
+            HookKind::Syscall => continue,
+        };
+        debug_assert_eq!(l.rx_vaddr + seg.len() as u64, h.stub_vaddr);
+        let stub = trampoline::stub(k as u32, h.stub_vaddr, l.hook_entry, real, h.prot_filter).ok_or_else(|| {
+            Error::OutOfRange(format!(
+                "{} would be more than 2 GiB from the runtime placed after the executable's data",
+                h.symbol
+            ))
+        })?;
         seg.extend_from_slice(&stub);
     }
+    debug_assert_eq!(l.rx_vaddr + seg.len() as u64, plan.code_vaddr);
+    seg.extend_from_slice(&plan.code);
+    pad8(&mut seg);
     let hooks_vaddr = l.rx_vaddr + seg.len() as u64;
     for h in &plan.hooks {
-        seg.extend_from_slice(&h.got_vaddr.to_le_bytes());
+        seg.extend_from_slice(&h.vaddr.to_le_bytes());
         seg.extend_from_slice(&h.api_id.to_le_bytes());
-        seg.extend_from_slice(&[0; 6]);
+        seg.push(h.kind.contract());
+        seg.extend_from_slice(&[0; 5]);
     }
     let policy_vaddr = l.rx_vaddr + seg.len() as u64;
     seg.extend_from_slice(policy_table);
@@ -177,6 +185,8 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
         policy_len: policy_table.len() as u64,
         policy_hash,
         tool_version,
+        errno_fn_vaddr: plan.errno.function,
+        errno_tpoff: plan.errno.tpoff,
     };
     let at = (rt.contract - rt.rx_start) as usize;
     seg[at..at + std::mem::size_of::<Contract>()].copy_from_slice(&contract_bytes(&contract));
@@ -187,14 +197,7 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
 
     // 3. Code.
     for s in &plan.sites {
-        let site = plt::Site { vaddr: s.vaddr, len: s.len, kind: s.kind, section: s.section.clone(), got_vaddr: 0 };
-        let bytes = plt::site_bytes(&site, plan.hooks[s.hook].stub_vaddr).ok_or_else(|| {
-            Error::OutOfRange(format!(
-                "the call at {:#x} would be more than 2 GiB from the runtime placed after the executable's data",
-                s.vaddr
-            ))
-        })?;
-        out.edit(s.offset, bytes)?;
+        out.edit(s.offset, s.bytes.clone())?;
     }
 
     // The segment itself, page aligned at the end of the file.
@@ -320,6 +323,8 @@ fn contract_bytes(c: &Contract) -> Vec<u8> {
     }
     b.extend_from_slice(&c.policy_hash);
     b.extend_from_slice(&c.tool_version);
+    b.extend_from_slice(&c.errno_fn_vaddr.to_le_bytes());
+    b.extend_from_slice(&c.errno_tpoff.to_le_bytes());
     assert_eq!(b.len(), std::mem::size_of::<Contract>(), "contract layout and encoder disagree");
     b
 }
@@ -351,6 +356,8 @@ pub fn contract_from_bytes(b: &[u8]) -> Option<Contract> {
     }
     c.policy_hash.copy_from_slice(b.get(128..160)?);
     c.tool_version.copy_from_slice(b.get(160..176)?);
+    c.errno_fn_vaddr = u64_at(b, 176)?;
+    c.errno_tpoff = u64_at(b, 184)? as i64;
     Some(c)
 }
 
@@ -367,6 +374,7 @@ mod tests {
         c.exe_hi = 5;
         c.policy_hash[31] = 1;
         c.tool_version[0] = b'x';
+        c.errno_tpoff = -72;
         assert_eq!(contract_from_bytes(&contract_bytes(&c)), Some(c));
     }
 }

@@ -6,11 +6,13 @@
 //! ([`fsio`]). `inspect` stops after planning; `restore` reads [`restore`] data.
 #![deny(unsafe_code)]
 
+pub mod code;
 pub mod dynamic;
 pub mod elf;
 pub mod error;
 pub mod fsio;
 pub mod inject;
+pub mod moved;
 pub mod output;
 pub mod plan;
 pub mod plt;

@@ -222,13 +222,15 @@ fn inspect(file: &Path, p: &PolicyArgs, json: bool) -> Result<(), String> {
 }
 
 fn describe(file: &Path, plan: &Plan) -> String {
+    use dfpatch::plan::HookKind;
     use std::fmt::Write;
     let f = &plan.flavour;
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: dynamic {} executable, libc: {}, interpreter: {}, {}, CET: {}",
+        "{}: {} {} executable, libc: {}, interpreter: {}, {}, CET: {}",
         file.display(),
+        if f.dynamic { "dynamic" } else { "static" },
         if f.pie { "PIE" } else { "non-PIE" },
         f.libc.as_deref().unwrap_or("unknown"),
         f.interpreter.as_deref().unwrap_or("none"),
@@ -265,11 +267,15 @@ fn describe(file: &Path, plan: &Plan) -> String {
             dfpatch::dynamic::Preinit::Relocated { .. } =>
                 "DT_PREINIT_ARRAY through a copied DT_RELA table (before library constructors), then the entry point"
                     .to_string(),
-            dfpatch::dynamic::Preinit::Skipped(why) => format!("entry point only, after library constructors ({why})"),
+            dfpatch::dynamic::Preinit::Skipped(why) if f.dynamic =>
+                format!("entry point only, after library constructors ({why})"),
+            dfpatch::dynamic::Preinit::Skipped(why) => format!("entry point ({why})"),
         }
     );
-    let _ = writeln!(s, "hooks ({}):", plan.hooks.len());
-    for (k, h) in plan.hooks.iter().enumerate() {
+    let functions: Vec<(usize, &dfpatch::plan::Hook)> =
+        plan.hooks.iter().enumerate().filter(|(_, h)| h.kind != HookKind::Syscall).collect();
+    let _ = writeln!(s, "hooked functions ({}):", functions.len());
+    for (k, h) in functions {
         let sites: Vec<String> = plan
             .sites
             .iter()
@@ -283,14 +289,29 @@ fn describe(file: &Path, plan: &Plan) -> String {
             String::new()
         };
         let shown = &sites[..sites.len().min(SHOWN)];
+        let how = match h.kind {
+            HookKind::Got => format!("GOT {:#x}", h.vaddr),
+            _ => format!("trampoline {:#x}", h.vaddr),
+        };
+        let _ = writeln!(s, "  {:<14} {how} -> stub {:#x}: {}{more}", h.symbol, h.stub_vaddr, shown.join(", "));
+    }
+    if let Some(c) = &plan.syscalls {
+        let mut by_api = std::collections::BTreeMap::<&str, usize>::new();
+        for h in plan.hooks.iter().filter(|h| h.kind == HookKind::Syscall) {
+            *by_api.entry(h.api.as_str()).or_default() += 1;
+        }
+        let hooked: usize = by_api.values().sum();
         let _ = writeln!(
             s,
-            "  {:<14} GOT {:#x} -> stub {:#x}: {}{more}",
-            h.symbol,
-            h.got_vaddr,
-            h.stub_vaddr,
-            shown.join(", ")
+            "syscall instructions: {} in all; {hooked} hooked, {} refused, {} not monitored, {} allowed by the policy",
+            c.total,
+            plan.refused.iter().filter(|r| r.layer == "syscall").count(),
+            c.not_monitored,
+            c.allowed
         );
+        for (api, n) in by_api {
+            let _ = writeln!(s, "  {api:<28} {n}");
+        }
     }
     if !plan.not_hooked.is_empty() {
         let _ = writeln!(s, "not hooked ({}):", plan.not_hooked.len());
@@ -298,12 +319,21 @@ fn describe(file: &Path, plan: &Plan) -> String {
             let _ = writeln!(s, "  {:<14} {}", n.symbol, n.reason);
         }
     }
-    let mut layers = std::collections::BTreeMap::<&str, usize>::new();
-    for x in &plan.sites {
-        *layers.entry(x.layer).or_default() += 1;
+    if !plan.refused.is_empty() {
+        let _ = writeln!(s, "refused ({}): cannot be rewritten safely", plan.refused.len());
+        for r in &plan.refused {
+            let _ = writeln!(s, "  {:<7} {:<14} {:#x}: {}", r.layer, r.what, r.vaddr, r.reason);
+        }
     }
-    let layers: Vec<String> = layers.iter().map(|(l, n)| format!("{l}: {n}")).collect();
-    let _ = writeln!(s, "sites by layer: {}", if layers.is_empty() { "none".into() } else { layers.join(", ") });
+    let mut tactics = std::collections::BTreeMap::<(&str, String), usize>::new();
+    for x in &plan.sites {
+        let tactic = if x.tactic.starts_with("detour") { "detour".to_string() } else { x.tactic.clone() };
+        *tactics.entry((x.layer, tactic)).or_default() += 1;
+    }
+    let _ = writeln!(s, "sites by layer and tactic ({}):", plan.sites.len());
+    for ((layer, tactic), n) in tactics {
+        let _ = writeln!(s, "  {layer:<8} {tactic:<34} {n}");
+    }
     s
 }
 

@@ -2,14 +2,18 @@
 //! and where everything dfpatch adds will live. `inspect` prints a plan and
 //! `patch` executes the same plan, so the two never disagree.
 
+use crate::code::Code;
 use crate::dynamic::Preinit;
 use crate::elf::{Elf, Phdr};
 use crate::error::{Error, Result};
+use crate::moved::{self, Refused, SyscallCounts};
 use crate::plt::{self, Import, Site};
 use crate::runtime::Runtime;
 use crate::trampoline::STUB_SIZE;
 use dfpatch_policy::{Action, Policy};
+use dfpatch_runtime::apis::ApiId;
 use dfpatch_runtime::bytes::u32_at;
+use dfpatch_runtime::contract::hook_kind;
 use object::elf;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -29,6 +33,7 @@ pub fn align_up(v: u64, a: u64) -> Option<u64> {
 #[derive(Clone, Debug, Serialize)]
 pub struct Flavour {
     pub pie: bool,
+    /// Linked against shared libraries (has PT_INTERP); false: static.
     pub dynamic: bool,
     pub interpreter: Option<String>,
     pub libc: Option<String>,
@@ -39,12 +44,40 @@ pub struct Flavour {
     pub shstk: bool,
 }
 
-/// A hooked import: hook number = index in `Plan::hooks`.
+/// How a hook intercepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookKind {
+    /// Sites that jump or call through the GOT slot at `vaddr` go to the stub.
+    Got,
+    /// The function's entry jumps to the stub; `vaddr` is the trampoline that
+    /// runs its moved first instructions.
+    Detour,
+    /// The `syscall` instruction at `vaddr` moved into a trampoline.
+    Syscall,
+}
+
+impl HookKind {
+    pub fn contract(self) -> u8 {
+        match self {
+            HookKind::Got => hook_kind::GOT,
+            HookKind::Detour => hook_kind::DETOUR,
+            HookKind::Syscall => hook_kind::SYSCALL,
+        }
+    }
+}
+
+/// A hook: hook number = index in `Plan::hooks`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Hook {
+    /// The API, or for a `syscall` site whose number is only known at run
+    /// time, "any monitored system call".
     pub api: String,
+    /// The import or function symbol; "syscall" for a system call site.
     pub symbol: String,
-    pub got_vaddr: u64,
+    pub kind: HookKind,
+    pub vaddr: u64,
+    /// The stub that enters the runtime (0: none, a syscall trampoline calls it itself).
     pub stub_vaddr: u64,
     #[serde(skip)]
     pub api_id: u16,
@@ -57,12 +90,27 @@ pub struct Hook {
 pub struct PlannedSite {
     pub vaddr: u64,
     pub len: usize,
+    /// plt, plt.got, got-call, entry or syscall.
     pub layer: &'static str,
     pub section: String,
-    pub kind: plt::SiteKind,
+    /// How: "jmp", "call", "detour (N bytes moved)", "syscall moved (1 before, 0 after)".
+    pub tactic: String,
     pub hook: usize,
     #[serde(skip)]
     pub offset: u64,
+    /// The new bytes.
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+}
+
+/// How the runtime sets `errno` for a refused function call in a static
+/// executable (dynamic ones ask the loaded libc at run time).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Errno {
+    /// `__errno_location`'s link-time address, 0 if none.
+    pub function: u64,
+    /// Else the TLS `errno`'s offset from the thread pointer, 0 if none.
+    pub tpoff: i64,
 }
 
 /// An import that is monitored in general but not hooked in this file, and why.
@@ -101,6 +149,9 @@ pub struct Layout {
     pub phdrs: PhdrTactic,
     pub stubs_vaddr: u64,
     pub new_entry: u64,
+    /// `dfp_hook` and `dfp_sys_hook` at run time.
+    pub hook_entry: u64,
+    pub sys_hook_entry: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -111,7 +162,17 @@ pub struct Plan {
     pub hooks: Vec<Hook>,
     pub sites: Vec<PlannedSite>,
     pub not_hooked: Vec<NotHooked>,
+    /// Function entries and `syscall` instructions that need a hook but
+    /// cannot be rewritten safely, with the reason.
+    pub refused: Vec<Refused>,
+    /// `syscall` instructions found (static executables).
+    pub syscalls: Option<SyscallCounts>,
+    pub errno: Errno,
     pub layout: Layout,
+    /// Where the trampolines go (after the stubs), and their bytes.
+    pub code_vaddr: u64,
+    #[serde(skip)]
+    pub code: Vec<u8>,
 }
 
 /// Checks the file can be patched at all and describes it.
@@ -122,27 +183,63 @@ pub fn flavour(e: &Elf) -> Result<Flavour> {
     if pie && !e.flags_1_pie && (e.interp.is_none() || e.has_soname) {
         return Err(Error::SharedLibrary);
     }
-    if !e.is_dynamic() || e.interp.is_none() {
-        return Err(Error::Static);
-    }
     if e.sections.is_empty() {
         return Err(Error::NoSectionHeaders);
     }
-    let musl_interp = e.interp.as_ref().filter(|i| i.contains("musl"));
-    let libc = match musl_interp {
-        Some(i) => Some(format!("musl ({i})")),
-        None => e.needed.iter().find(|n| n.starts_with("libc.so")).map(|n| format!("glibc ({n})")),
+    let dynamic = e.interp.is_some();
+    let libc = if dynamic {
+        match e.interp.as_ref().filter(|i| i.contains("musl")) {
+            Some(i) => Some(format!("musl ({i})")),
+            None => e.needed.iter().find(|n| n.starts_with("libc.so")).map(|n| format!("glibc ({n})")),
+        }
+    } else {
+        static_libc(e)
     };
     let (ibt, shstk) = x86_features(e);
     Ok(Flavour {
         pie,
-        dynamic: true,
+        dynamic,
         interpreter: e.interp.clone(),
         libc,
         stripped: e.section(".symtab").is_none(),
         ibt,
         shstk,
     })
+}
+
+/// The C library linked into a static executable, where it can be told:
+/// glibc leaves its ABI note and its start-up symbols, musl its own symbols.
+fn static_libc(e: &Elf) -> Option<String> {
+    if e.section(".note.ABI-tag").is_some() {
+        return Some("glibc (static)".into());
+    }
+    let syms = e.symbols();
+    let has = |n: &str| syms.iter().any(|s| s.name == n);
+    if has("__libc_setup_tls") || has("_dl_relocate_static_pie") {
+        Some("glibc (static)".into())
+    } else if has("__init_libc") || has("__libc_start_init") {
+        Some("musl (static)".into())
+    } else {
+        None
+    }
+}
+
+/// `errno` of a static executable, from its symbol table.
+fn static_errno(e: &Elf) -> Errno {
+    let syms = e.symbols();
+    if let Some(f) = syms.iter().find(|s| s.name == "__errno_location" && s.kind == elf::STT_FUNC && s.value != 0) {
+        return Errno { function: f.value, tpoff: 0 };
+    }
+    // glibc's TLS errno: the executable's TLS block ends at the thread
+    // pointer (x86-64 variant II), rounded up to its alignment.
+    let tls = e.tls();
+    let var = syms.iter().find(|s| (s.name == "errno" || s.name == "__libc_errno") && s.kind == elf::STT_TLS);
+    if let (Some(tls), Some(var)) = (tls, var) {
+        if let Some(block) = align_up(tls.p_memsz, tls.p_align.max(1).next_power_of_two()) {
+            return Errno { function: 0, tpoff: var.value as i64 - block as i64 };
+        }
+    }
+    Errno::default()
 }
 
 /// IBT and SHSTK bits of GNU_PROPERTY_X86_FEATURE_1_AND.
@@ -172,10 +269,136 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
         return Err(crate::restore::already_patched(e));
     }
     let layout = layout(e, rt)?;
+    let hooked = |api: ApiId| policy.decision(api).0 != Action::Allow;
+    let mut hooks = Vec::new();
+    let mut sites = Vec::new();
+    let mut not_hooked = Vec::new();
+    let mut refused = Vec::new();
+    let mut syscalls = None;
+    let mut errno = Errno::default();
+    let mut code = Vec::new();
+    let code_vaddr;
 
+    if flavour.dynamic {
+        got_hooks(e, policy, layout.stubs_vaddr, &mut hooks, &mut sites, &mut not_hooked)?;
+        let stub_count = hooks.len() as u64;
+        code_vaddr = layout.stubs_vaddr + stub_count * STUB_SIZE;
+    } else {
+        errno = static_errno(e);
+        let mut map = Code::analyse(e)?;
+        // Layer 3: function entries.
+        let (detours, mut no) = moved::detours(e, &map, hooked);
+        refused.append(&mut no);
+        for d in &detours {
+            map.add_target(d.window.end());
+        }
+        let taken: Vec<(u64, u64)> = detours.iter().map(|d| (d.window.start(), d.window.end())).collect();
+        // Layer 4: system call instructions.
+        let (sys, mut no, counts) = moved::syscall_sites(&map, hooked, &taken);
+        refused.append(&mut no);
+        syscalls = Some(counts);
+
+        code_vaddr = layout.stubs_vaddr + detours.len() as u64 * STUB_SIZE;
+        let mut cursor = code_vaddr;
+        let range = |what: String| Error::OutOfRange(what);
+        for d in &detours {
+            let tramp = moved::detour_trampoline(&d.window, cursor).map_err(range)?;
+            let k = hooks.len();
+            let stub = layout.stubs_vaddr + k as u64 * STUB_SIZE;
+            hooks.push(Hook {
+                api: d.api.name().to_string(),
+                symbol: d.symbol.clone(),
+                kind: HookKind::Detour,
+                vaddr: cursor,
+                stub_vaddr: stub,
+                api_id: d.api as u16,
+                prot_filter: d.api.shape().prot_exec_filter().is_some(),
+            });
+            sites.push(moved_site(
+                e,
+                &d.window,
+                "entry",
+                format!("detour ({} bytes moved)", d.window.size()),
+                k,
+                stub,
+                &map,
+            )?);
+            push_code(&mut code, &mut cursor, tramp);
+        }
+        for s in &sys {
+            let k = hooks.len();
+            let tramp = moved::syscall_trampoline(&s.window, cursor, k as u32, layout.sys_hook_entry).map_err(range)?;
+            let api = s.nr.and_then(dfpatch_runtime::apis::syscall_api);
+            let at = s.window.insns[s.window.at].ip();
+            hooks.push(Hook {
+                api: api.map_or("any monitored system call", |a| a.name()).to_string(),
+                symbol: "syscall".into(),
+                kind: HookKind::Syscall,
+                vaddr: at,
+                stub_vaddr: 0,
+                api_id: api.map_or(u16::MAX, |a| a as u16),
+                prot_filter: false,
+            });
+            let tactic = format!("syscall moved ({})", s.window.shape());
+            sites.push(moved_site(e, &s.window, "syscall", tactic, k, cursor, &map)?);
+            push_code(&mut code, &mut cursor, tramp);
+        }
+    }
+    let glibc = flavour.dynamic && flavour.libc.as_deref().is_some_and(|l| l.starts_with("glibc"));
+    let preinit = if flavour.dynamic {
+        Preinit::plan(e, glibc)?
+    } else {
+        Preinit::Skipped("static executable: its entry point is the first code to run".into())
+    };
+    Ok(Plan { flavour, preinit, hooks, sites, not_hooked, refused, syscalls, errno, layout, code_vaddr, code })
+}
+
+/// Appends a trampoline at `cursor`, then pads to 8 bytes with `int3`.
+fn push_code(code: &mut Vec<u8>, cursor: &mut u64, bytes: Vec<u8>) {
+    *cursor += bytes.len() as u64;
+    code.extend(bytes);
+    while !code.len().is_multiple_of(8) {
+        code.push(0xcc);
+        *cursor += 1;
+    }
+}
+
+fn moved_site(
+    e: &Elf,
+    w: &moved::Window,
+    layer: &'static str,
+    tactic: String,
+    hook: usize,
+    to: u64,
+    map: &Code,
+) -> Result<PlannedSite> {
+    let offset = e
+        .offset_of(w.start(), w.size() as u64)
+        .ok_or_else(|| crate::error::malformed(format!("code at {:#x} is not in the file", w.start())))?;
+    Ok(PlannedSite {
+        vaddr: w.start(),
+        len: w.size(),
+        layer,
+        section: map.section_of(w.start()).to_string(),
+        tactic,
+        hook,
+        offset,
+        bytes: moved::site_bytes(w, to).map_err(Error::OutOfRange)?,
+    })
+}
+
+/// Layer 1 (dynamic executables): the monitored imports and every
+/// `jmp`/`call` through their GOT slots.
+fn got_hooks(
+    e: &Elf,
+    policy: &Policy,
+    stubs_vaddr: u64,
+    hooks_out: &mut Vec<Hook>,
+    sites_out: &mut Vec<PlannedSite>,
+    not_hooked: &mut Vec<NotHooked>,
+) -> Result<()> {
     // 1. Imports worth hooking under this policy.
     let mut hooks = Vec::new();
-    let mut not_hooked = Vec::new();
     for Import { api, symbol, got_vaddr } in plt::monitored_imports(e) {
         if policy.decision(api).0 == Action::Allow {
             not_hooked.push(NotHooked { symbol, reason: "the policy allows every call: not hooked".into() });
@@ -184,13 +407,14 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
         hooks.push(Hook {
             api: api.name().to_string(),
             symbol,
-            got_vaddr,
+            kind: HookKind::Got,
+            vaddr: got_vaddr,
             stub_vaddr: 0,
             api_id: api as u16,
             prot_filter: api.shape().prot_exec_filter().is_some(),
         });
     }
-    let slots: BTreeMap<u64, usize> = hooks.iter().enumerate().map(|(i, h)| (h.got_vaddr, i)).collect();
+    let slots: BTreeMap<u64, usize> = hooks.iter().enumerate().map(|(i, h)| (h.vaddr, i)).collect();
 
     // 2. The sites that reach them.
     let found: Vec<Site> = plt::find_sites(e, &slots)?;
@@ -199,20 +423,12 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
         let offset = e
             .offset_of(s.vaddr, s.len as u64)
             .ok_or_else(|| crate::error::malformed(format!("code at {:#x} is not in the file", s.vaddr)))?;
-        sites.push(PlannedSite {
-            vaddr: s.vaddr,
-            len: s.len,
-            layer: s.layer(),
-            section: s.section.clone(),
-            kind: s.kind,
-            hook: *slots
-                .get(&s.got_vaddr)
-                .ok_or_else(|| crate::error::malformed("a site through an unplanned GOT slot"))?,
-            offset,
-        });
+        let hook =
+            *slots.get(&s.got_vaddr).ok_or_else(|| crate::error::malformed("a site through an unplanned GOT slot"))?;
+        sites.push((s, offset, hook));
     }
     // Imports no instruction calls through (e.g. only their address is taken) need no stub.
-    let used: std::collections::BTreeSet<usize> = sites.iter().map(|s| s.hook).collect();
+    let used: std::collections::BTreeSet<usize> = sites.iter().map(|s| s.2).collect();
     let mut renumber = vec![usize::MAX; hooks.len()];
     let mut kept = Vec::new();
     for (i, h) in hooks.into_iter().enumerate() {
@@ -226,17 +442,34 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
             });
         }
     }
-    for s in &mut sites {
-        s.hook = renumber[s.hook];
+    // 3. One stub per hook, in hook order; each site becomes a jmp/call to its stub.
+    for (k, h) in kept.iter_mut().enumerate() {
+        h.stub_vaddr = stubs_vaddr + k as u64 * STUB_SIZE;
     }
-    let mut hooks = kept;
-
-    // 3. One stub per hook, in hook order.
-    for (k, h) in hooks.iter_mut().enumerate() {
-        h.stub_vaddr = layout.stubs_vaddr + k as u64 * STUB_SIZE;
+    for (s, offset, hook) in sites {
+        let k = renumber[hook];
+        let bytes = plt::site_bytes(&s, kept[k].stub_vaddr).ok_or_else(|| {
+            Error::OutOfRange(format!(
+                "the call at {:#x} would be more than 2 GiB from the runtime placed after the executable's data",
+                s.vaddr
+            ))
+        })?;
+        sites_out.push(PlannedSite {
+            vaddr: s.vaddr,
+            len: s.len,
+            layer: s.layer(),
+            section: s.section.clone(),
+            tactic: match s.kind {
+                plt::SiteKind::Jmp => "jmp".into(),
+                plt::SiteKind::Call => "call".into(),
+            },
+            hook: k,
+            offset,
+            bytes,
+        });
     }
-    let preinit = Preinit::plan(e, flavour.libc.as_deref().is_some_and(|l| l.starts_with("glibc")))?;
-    Ok(Plan { flavour, preinit, hooks, sites, not_hooked, layout })
+    hooks_out.extend(kept);
+    Ok(())
 }
 
 /// Chooses the program header to reuse: a PT_NULL (unused) entry, else a
@@ -316,5 +549,7 @@ fn layout(e: &Elf, rt: &Runtime) -> Result<Layout> {
         phdrs,
         stubs_vaddr,
         new_entry: rx_vaddr + (rt.entry - rt.rx_start),
+        hook_entry: rx_vaddr + (rt.hook - rt.rx_start),
+        sys_hook_entry: rx_vaddr + (rt.sys_hook - rt.rx_start),
     })
 }

@@ -35,6 +35,8 @@ pub struct Runtime {
     pub entry: u64,
     pub preinit: u64,
     pub hook: u64,
+    /// `dfp_sys_hook`, called by the trampolines of `syscall` instructions.
+    pub sys_hook: u64,
     pub contract: u64,
 }
 
@@ -119,14 +121,19 @@ impl Runtime {
         let entry = sym(b"dfp_entry")?;
         let preinit = sym(b"dfp_preinit_entry")?;
         let hook = sym(b"dfp_hook")?;
+        let sys_hook = sym(b"dfp_sys_hook")?;
         let contract = find(b".dfp_contract").ok_or_else(|| bad("no .dfp_contract section"))?.sh_addr(endian);
-        for (name, a) in
-            [("dfp_entry", entry), ("dfp_preinit_entry", preinit), ("dfp_hook", hook), ("DFP_CONTRACT", contract)]
-        {
+        for (name, a) in [
+            ("dfp_entry", entry),
+            ("dfp_preinit_entry", preinit),
+            ("dfp_hook", hook),
+            ("dfp_sys_hook", sys_hook),
+            ("DFP_CONTRACT", contract),
+        ] {
             if a < rx_start || a >= rx_start + rx.len() as u64 {
                 return Err(bad(format!("{name} is not in the read-only part")));
             }
         }
-        Ok(Runtime { rw_size, rw_init, rx_start, rx, relocs, entry, preinit, hook, contract })
+        Ok(Runtime { rw_size, rw_init, rx_start, rx, relocs, entry, preinit, hook, sys_hook, contract })
     }
 }

@@ -8,7 +8,7 @@
 //!          jz   real_k              ;   requests never enter the runtime
 //!          mov  $k, %r11d
 //!          jmp  dfp_hook
-//! real_k:  jmp  *GOT_k(%rip)
+//! real_k:  jmp  *GOT_k(%rip)        ; a function-entry detour: jmp trampoline_k
 //! ```
 //! `%r11` is free at a call boundary in the SysV ABI (the PLT itself may clobber it).
 
@@ -17,8 +17,17 @@ use crate::plt::rel32;
 /// Every stub occupies this many bytes (padded with `int3`).
 pub const STUB_SIZE: u64 = 32;
 
+/// Where a stub goes when the runtime is not needed.
+#[derive(Clone, Copy, Debug)]
+pub enum Real {
+    /// Through the GOT slot at this address.
+    Got(u64),
+    /// To this address (a detour's trampoline).
+    Direct(u64),
+}
+
 /// Encodes stub `k` placed at `at`.
-pub fn stub(k: u32, at: u64, hook_entry: u64, got: u64, prot_filter: bool) -> Option<Vec<u8>> {
+pub fn stub(k: u32, at: u64, hook_entry: u64, real: Real, prot_filter: bool) -> Option<Vec<u8>> {
     let mut b = Vec::with_capacity(STUB_SIZE as usize);
     if prot_filter {
         // test dl, 4 ; jz +11 (over the mov and the jmp)
@@ -29,9 +38,18 @@ pub fn stub(k: u32, at: u64, hook_entry: u64, got: u64, prot_filter: bool) -> Op
     let rel = rel32(at.checked_add(b.len() as u64 + 5)?, hook_entry)?;
     b.push(0xe9);
     b.extend_from_slice(&rel.to_le_bytes());
-    let disp = rel32(at.checked_add(b.len() as u64 + 6)?, got)?;
-    b.extend_from_slice(&[0xff, 0x25]);
-    b.extend_from_slice(&disp.to_le_bytes());
+    match real {
+        Real::Got(got) => {
+            let disp = rel32(at.checked_add(b.len() as u64 + 6)?, got)?;
+            b.extend_from_slice(&[0xff, 0x25]);
+            b.extend_from_slice(&disp.to_le_bytes());
+        }
+        Real::Direct(to) => {
+            let rel = rel32(at.checked_add(b.len() as u64 + 5)?, to)?;
+            b.push(0xe9);
+            b.extend_from_slice(&rel.to_le_bytes());
+        }
+    }
     b.resize(STUB_SIZE as usize, 0xcc);
     Some(b)
 }
@@ -55,7 +73,7 @@ mod tests {
 
     #[test]
     fn filtered_stub_decodes_as_documented() {
-        let b = stub(7, 0x10000, 0x8000, 0x4000, true).unwrap();
+        let b = stub(7, 0x10000, 0x8000, Real::Got(0x4000), true).unwrap();
         let text = disasm(&b[..22], 0x10000);
         assert_eq!(
             text,
@@ -65,8 +83,10 @@ mod tests {
 
     #[test]
     fn plain_stub_and_range() {
-        let b = stub(0, 0x10000, 0x8000, 0x4000, false).unwrap();
+        let b = stub(0, 0x10000, 0x8000, Real::Got(0x4000), false).unwrap();
         assert_eq!(disasm(&b[..17], 0x10000), ["mov r11d,0", "jmp 0000000000008000h", "jmp qword ptr [4000h]"]);
-        assert!(stub(0, 0x1_0000_0000_0000, 0x8000, 0x4000, false).is_none());
+        let d = stub(1, 0x10000, 0x8000, Real::Direct(0x20000), false).unwrap();
+        assert_eq!(disasm(&d[..16], 0x10000), ["mov r11d,1", "jmp 0000000000008000h", "jmp 0000000000020000h"]);
+        assert!(stub(0, 0x1_0000_0000_0000, 0x8000, Real::Got(0x4000), false).is_none());
     }
 }

@@ -11,10 +11,14 @@ pub enum Class {
     Memory = 3,
     Library = 4,
     Debug = 5,
+    /// New processes and threads without a new program: `fork`, `vfork`,
+    /// `clone`, `clone3` (caught at `syscall` instructions).
+    Process = 6,
 }
 
 impl Class {
-    pub const ALL: [Class; 6] = [Class::Exec, Class::Network, Class::File, Class::Memory, Class::Library, Class::Debug];
+    pub const ALL: [Class; 7] =
+        [Class::Exec, Class::Network, Class::File, Class::Memory, Class::Library, Class::Debug, Class::Process];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -24,6 +28,7 @@ impl Class {
             Class::Memory => "memory",
             Class::Library => "library",
             Class::Debug => "debug",
+            Class::Process => "process",
         }
     }
 
@@ -70,6 +75,16 @@ pub enum Shape {
     Dlmopen,
     /// `ptrace(request, pid, addr, data)`
     Ptrace,
+    /// `execveat(dirfd, path, argv, envp, flags)` (system call only).
+    ExecveAt,
+    /// `fork()`, `vfork()`: no arguments (system calls only).
+    NoArgs,
+    /// `clone(flags, stack, ...)` (system call only).
+    Clone,
+    /// `clone3(args, size)`: the flags are the first field of `*args`.
+    Clone3,
+    /// `openat2(dirfd, path, how, size)`: `how` holds flags and mode.
+    OpenAt2,
 }
 
 /// How a refused call reports failure, matching the real function.
@@ -179,6 +194,52 @@ apis! {
     dlopen = "dlopen", Library, Dlopen;
     dlmopen = "dlmopen", Library, Dlmopen;
     ptrace = "ptrace", Debug, Ptrace;
+    execveat = "execveat", Exec, ExecveAt;
+    fork = "fork", Process, NoArgs;
+    vfork = "vfork", Process, NoArgs;
+    clone = "clone", Process, Clone;
+    clone3 = "clone3", Process, Clone3;
+    openat2 = "openat2", File, OpenAt2;
+}
+
+/// The monitored Linux x86-64 system calls and the API each one reports as.
+/// A system call shares its API (and so its policy rules) with the libc
+/// function of the same name.
+pub const SYSCALLS: [(u64, ApiId); 16] = [
+    (2, ApiId::open),
+    (9, ApiId::mmap),
+    (10, ApiId::mprotect),
+    (42, ApiId::connect),
+    (49, ApiId::bind),
+    (50, ApiId::listen),
+    (56, ApiId::clone),
+    (57, ApiId::fork),
+    (58, ApiId::vfork),
+    (59, ApiId::execve),
+    (85, ApiId::creat),
+    (101, ApiId::ptrace),
+    (257, ApiId::openat),
+    (322, ApiId::execveat),
+    (435, ApiId::clone3),
+    (437, ApiId::openat2),
+];
+
+/// The API a system call number reports as, if it is monitored.
+pub fn syscall_api(nr: u64) -> Option<ApiId> {
+    // A plain loop: no table of pointers, so no relocation in the runtime image.
+    let mut i = 0;
+    while i < SYSCALLS.len() {
+        if SYSCALLS[i].0 == nr {
+            return Some(SYSCALLS[i].1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The system call number of an API, if it is also a monitored system call.
+pub fn syscall_nr(api: ApiId) -> Option<u64> {
+    SYSCALLS.iter().find(|(_, a)| *a == api).map(|(n, _)| *n)
 }
 
 pub const API_COUNT: usize = ApiId::ALL.len();
@@ -206,5 +267,17 @@ mod tests {
         assert_eq!(ApiId::posix_spawn.shape().failure(), Failure::ErrorNumber);
         assert_eq!(ApiId::fopen.shape().failure(), Failure::NullErrno);
         assert_eq!(ApiId::mmap.shape().prot_exec_filter(), Some(2));
+    }
+
+    #[test]
+    fn system_calls_map_both_ways() {
+        for (nr, api) in SYSCALLS {
+            assert_eq!(syscall_api(nr), Some(api));
+            assert_eq!(syscall_nr(api), Some(nr));
+        }
+        assert_eq!(syscall_api(0), None); // read
+        assert_eq!(syscall_api(ApiId::system as u64), None);
+        assert_eq!(syscall_nr(ApiId::system), None);
+        assert_eq!(ApiId::clone.class(), Class::Process);
     }
 }

@@ -12,7 +12,7 @@
 /// First bytes of the contract, and of the `.dfpatch` section of a patched file.
 pub const MAGIC: [u8; 8] = *b"DFPATCH\0";
 /// Version of the layouts in this file.
-pub const CONTRACT_VERSION: u32 = 1;
+pub const CONTRACT_VERSION: u32 = 2;
 /// Magic of the compiled policy table.
 pub const POLICY_MAGIC: [u8; 4] = *b"DFPP";
 /// Version of the compiled policy table layout.
@@ -57,6 +57,12 @@ pub struct Contract {
     pub policy_hash: [u8; 32],
     /// dfpatch version that wrote the file, NUL padded.
     pub tool_version: [u8; 16],
+    /// Where a refused call's `errno` goes in an executable without a dynamic
+    /// loader to ask: the link-time address of its `__errno_location`
+    /// (0: none), else the offset of its TLS `errno` from the thread pointer
+    /// (0: none). Dynamic executables ask the loaded libc instead.
+    pub errno_fn_vaddr: u64,
+    pub errno_tpoff: i64,
 }
 
 impl Contract {
@@ -81,18 +87,36 @@ impl Contract {
         policy_len: 0,
         policy_hash: [0; 32],
         tool_version: [0; 16],
+        errno_fn_vaddr: 0,
+        errno_tpoff: 0,
     };
 }
 
-/// One hooked import: where its GOT slot is and which API it is.
+/// One hook: what it intercepts and which API it is.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HookEntry {
-    /// The GOT slot that holds the real function's address once bound.
-    pub got_vaddr: u64,
-    /// An [`crate::apis::ApiId`] as `u16`.
+    /// [`hook_kind::GOT`]: the GOT slot that holds the real function's
+    /// address once bound. [`hook_kind::DETOUR`]: the trampoline that runs the
+    /// function's moved first instructions and jumps back into it.
+    /// [`hook_kind::SYSCALL`]: the address of the original `syscall`
+    /// instruction (for the event's caller).
+    pub vaddr: u64,
+    /// An [`crate::apis::ApiId`] as `u16` (unused for system call sites,
+    /// whose number is read at run time).
     pub api: u16,
-    pub _pad: [u8; 6],
+    pub kind: u8,
+    pub _pad: [u8; 5],
+}
+
+/// [`HookEntry::kind`] values, also the event's `layer`.
+pub mod hook_kind {
+    /// A `jmp`/`call` through a GOT slot of the executable (PLT, `-fno-plt`).
+    pub const GOT: u8 = 0;
+    /// The entry of the function itself (static executables).
+    pub const DETOUR: u8 = 1;
+    /// A `syscall` instruction.
+    pub const SYSCALL: u8 = 2;
 }
 
 /// Action numbers shared by the policy compiler and the runtime.
@@ -159,7 +183,7 @@ pub struct StrRef {
     pub len: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Contract>() == 176);
+const _: () = assert!(core::mem::size_of::<Contract>() == 192);
 const _: () = assert!(core::mem::size_of::<HookEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<PolicyHeader>() == 40);
 const _: () = assert!(core::mem::size_of::<ApiDecision>() == 4);

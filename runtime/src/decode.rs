@@ -106,9 +106,48 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             }
             num(j, false, b"pid", f.arg(1) as i32 as i64);
         }
+        Shape::ExecveAt => {
+            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
+            str_arg(j, false, b"path", f.arg(1));
+            argv_array(j, f.arg(2));
+            num(j, false, b"flags", f.arg(4) as i32 as i64);
+        }
+        Shape::NoArgs => {}
+        Shape::Clone => bits_key(j, true, b"flags", f.arg(0), CLONE),
+        Shape::Clone3 => {
+            // struct clone_args starts with the u64 flags.
+            if let Some(flags) = mem::read_u64(f.arg(0)) {
+                bits_key(j, true, b"flags", flags, CLONE);
+            }
+        }
+        Shape::OpenAt2 => {
+            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
+            str_arg(j, false, b"path", f.arg(1));
+            // struct open_how { u64 flags; u64 mode; u64 resolve; }
+            if let (Some(flags), Some(mode)) = (mem::read_u64(f.arg(2)), mem::read_u64(f.arg(2).wrapping_add(8))) {
+                open_flags(j, flags, mode);
+            }
+        }
     }
     j.close(b'}', opened);
 }
+
+/// The `clone` flags worth naming (the low byte, the exit signal, stays a number).
+const CLONE: &[(u64, &[u8])] = &[
+    (0x100, b"CLONE_VM"),
+    (0x200, b"CLONE_FS"),
+    (0x400, b"CLONE_FILES"),
+    (0x800, b"CLONE_SIGHAND"),
+    (0x1000, b"CLONE_PIDFD"),
+    (0x4000, b"CLONE_VFORK"),
+    (0x10000, b"CLONE_THREAD"),
+    (0x80000, b"CLONE_SETTLS"),
+    (0x100000, b"CLONE_PARENT_SETTID"),
+    (0x200000, b"CLONE_CHILD_CLEARTID"),
+    (0x1000000, b"CLONE_CHILD_SETTID"),
+    (0x20000000, b"CLONE_NEWPID"),
+    (0x40000000, b"CLONE_NEWNET"),
+];
 
 fn num(j: &mut Json, first: bool, key: &[u8], v: i64) {
     j.key(first, key);
@@ -367,7 +406,11 @@ const OPEN: &[(u64, &[u8])] = &[
 
 /// `"key":"A|B|0x40"`: known bits by name, the rest in hex; `PROT_NONE`-style 0 as "0".
 fn bits(j: &mut Json, key: &[u8], v: u64, names: &[(u64, &[u8])]) {
-    j.key(false, key);
+    bits_key(j, false, key, v, names);
+}
+
+fn bits_key(j: &mut Json, first: bool, key: &[u8], v: u64, names: &[(u64, &[u8])]) {
+    j.key(first, key);
     let mut buf = [0u8; 200];
     let n = bits_text(v, names, &mut buf, None);
     j.string(buf.get(..n).unwrap_or(&[]));

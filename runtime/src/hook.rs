@@ -10,9 +10,9 @@
 //! * nothing here may call a hooked function; system calls are raw;
 //! * an event is built on the stack and written with one `write`.
 
-use crate::apis::{ApiId, Failure, Shape};
-use crate::arch::x86_64::{HookFrame, FORWARD, RETURN};
-use crate::contract::{action, Contract, HookEntry, CONTRACT_VERSION, MAGIC};
+use crate::apis::{syscall_api, ApiId, Failure, Shape};
+use crate::arch::x86_64::{HookFrame, SysFrame, FORWARD, RETURN, SYS_RUN, SYS_SKIP};
+use crate::contract::{action, hook_kind, Contract, HookEntry, CONTRACT_VERSION, MAGIC};
 use crate::json::Json;
 use crate::ptable::{action_name, PolicyTable, Sink};
 use crate::{decode, loader, mem, sys};
@@ -212,6 +212,7 @@ fn exe_path() -> &'static [u8] {
 /// programs that assume small numbers or close 3..N.
 const SINK_MIN_FD: i32 = 1000;
 
+#[inline(never)]
 fn open_file_sink(path: &[u8]) -> Option<i32> {
     let mut z = [0u8; 1025];
     let dst = z.get_mut(..path.len())?;
@@ -265,20 +266,24 @@ fn sink_fd(p: &PolicyTable) -> Option<(i32, bool)> {
     }
 }
 
-/// The hook dispatcher, called by `dfp_hook` for every stub that needs the runtime.
+/// The hook dispatcher, called by `dfp_hook` for every stub that needs the
+/// runtime: a PLT/GOT site (the real function is read from its GOT slot) or a
+/// function entry (the real function is its trampoline).
 pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     let c = contract();
     // First of all: nothing below may run before self-relocation.
     let ready = ensure_init(&c);
-    let hook = f.r11;
-    let entry = match hook_entry(&c, hook) {
+    let entry = match hook_entry(&c, f.r11) {
         Some(e) => e,
         None => sys::kill_self(), // a stub without a table entry: the file is damaged
     };
-    let b = bias(&c);
-    // SAFETY: the GOT slot is a loaded, aligned u64 of this executable.
-    let target = unsafe { core::ptr::read_volatile(entry.got_vaddr.wrapping_add(b) as *const u64) };
-    f.r11 = target;
+    let real = entry.vaddr.wrapping_add(bias(&c));
+    f.r11 = match entry.kind {
+        // SAFETY: the GOT slot is a loaded, aligned u64 of this executable.
+        hook_kind::GOT => unsafe { core::ptr::read_volatile(real as *const u64) },
+        hook_kind::DETOUR => real,
+        _ => sys::kill_self(),
+    };
     if !ready {
         // Start-up is stuck in another thread: let the call through rather
         // than run code that needs the relocated image.
@@ -302,11 +307,121 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         return FORWARD;
     }
     let done = if p.enforce() { d.action } else { action::ALERT };
-    emit(&c, &p, api, f, done, d.action, d.rule);
+    // A function entry reached from inside another reported call of this
+    // thread (`system` calling `posix_spawn`) was reported with it.
+    let frame = &f.ret as *const u64 as u64;
+    let detour = entry.kind == hook_kind::DETOUR;
+    if detour && done == action::ALERT && nest::inside(sys::gettid(), frame) {
+        return FORWARD;
+    }
+    emit(&c, &p, api, f, Origin::Returns(f.ret), entry.kind, done, d.action, d.rule);
     match done {
         action::DENY => refuse(&c, api, f),
         action::KILL => sys::kill_self(),
-        _ => FORWARD,
+        _ => {
+            if detour {
+                nest::enter(sys::gettid(), frame, f.ret);
+            }
+            FORWARD
+        }
+    }
+}
+
+/// The dispatcher of rewritten `syscall` instructions, called by
+/// `dfp_sys_hook`; returns [`SYS_RUN`] or [`SYS_SKIP`] (then `f.rax` holds
+/// the result, `-EPERM`). Registers other than `rax` are never changed.
+pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
+    let c = contract();
+    let Some(api) = syscall_api(f.rax) else { return SYS_RUN };
+    if !ensure_init(&c) {
+        return SYS_RUN;
+    }
+    let Some(entry) = hook_entry(&c, f.r11) else { sys::kill_self() };
+    let call = f.as_call();
+    if let Some(i) = api.shape().prot_exec_filter() {
+        if call.arg(i) & 4 == 0 {
+            return SYS_RUN;
+        }
+    }
+    let Some(p) = policy(&c) else { return SYS_RUN };
+    let d = p.decision(api as u16);
+    if d.action == action::ALLOW {
+        return SYS_RUN;
+    }
+    let done = if p.enforce() { d.action } else { action::ALERT };
+    // The system call a reported function makes (`execve` inside `execve`,
+    // `clone` inside `posix_spawn`) was reported with it.
+    if done == action::ALERT && nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()) {
+        return SYS_RUN;
+    }
+    let site = entry.vaddr.wrapping_add(bias(&c));
+    emit(&c, &p, api, &call, Origin::At(site), hook_kind::SYSCALL, done, d.action, d.rule);
+    match done {
+        action::DENY => {
+            f.rax = (-1i64) as u64; // -EPERM
+            SYS_SKIP
+        }
+        action::KILL => sys::kill_self(),
+        _ => SYS_RUN,
+    }
+}
+
+/// Which reported call each thread is inside, so the calls it makes on the
+/// way (libc's internal `posix_spawn` in `system`, the `syscall` instruction
+/// in `execve`) are not reported a second time. There is no TLS to keep this
+/// in: a small table indexed by thread id holds, per thread, the stack address
+/// of the return address of its last reported function-entry call and that
+/// return address. A later hook of the same thread is inside that call while
+/// its stack pointer is below that address and the return address is still
+/// there (once the call returns, the caller's next call overwrites it). A
+/// signal handler running on the same stack during the call counts as inside
+/// it (only its `alert` events are dropped: `deny` and `kill` always apply).
+/// Slots are shared by thread ids equal modulo the table size; a collision only
+/// costs a duplicate event.
+mod nest {
+    use crate::mem;
+    use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    struct Slot {
+        /// Even: stable; odd: being written.
+        seq: AtomicU32,
+        tid: AtomicU32,
+        frame: AtomicU64,
+        ret: AtomicU64,
+    }
+
+    const SLOTS: usize = 64;
+    static TABLE: [Slot; SLOTS] = [const {
+        Slot { seq: AtomicU32::new(0), tid: AtomicU32::new(0), frame: AtomicU64::new(0), ret: AtomicU64::new(0) }
+    }; SLOTS];
+
+    fn slot(tid: u64) -> &'static Slot {
+        &TABLE[(tid as usize) % SLOTS]
+    }
+
+    pub fn enter(tid: u64, frame: u64, ret: u64) {
+        let s = slot(tid);
+        let seq = s.seq.load(Ordering::Relaxed);
+        if seq & 1 != 0 || s.seq.compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return; // another thread with a colliding id is writing: keep theirs
+        }
+        s.tid.store(tid as u32, Ordering::Relaxed);
+        s.frame.store(frame, Ordering::Relaxed);
+        s.ret.store(ret, Ordering::Relaxed);
+        s.seq.store(seq + 2, Ordering::Release);
+    }
+
+    pub fn inside(tid: u64, sp: u64) -> bool {
+        let s = slot(tid);
+        let seq = s.seq.load(Ordering::Acquire);
+        let (t, frame, ret) =
+            (s.tid.load(Ordering::Relaxed), s.frame.load(Ordering::Relaxed), s.ret.load(Ordering::Relaxed));
+        core::sync::atomic::fence(Ordering::Acquire);
+        if seq & 1 != 0 || s.seq.load(Ordering::Relaxed) != seq || t != tid as u32 || sp >= frame {
+            return false;
+        }
+        // Read through the safe path: the thread may have left that stack.
+        mem::read_u64(frame) == Some(ret)
     }
 }
 
@@ -315,9 +430,10 @@ fn hook_entry(c: &Contract, hook: u64) -> Option<HookEntry> {
         return None;
     }
     let bytes = image(c, c.hooks_vaddr.checked_add(hook * 16)?, 16);
-    let got = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let vaddr = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
     let api = u16::from_le_bytes(bytes.get(8..10)?.try_into().ok()?);
-    Some(HookEntry { got_vaddr: got, api, _pad: [0; 6] })
+    let kind = *bytes.get(10)?;
+    Some(HookEntry { vaddr, api, kind, _pad: [0; 5] })
 }
 
 /// The library path a refused `dlopen` is given instead: the real `dlopen`
@@ -356,16 +472,34 @@ fn refuse(c: &Contract, api: ApiId, f: &mut HookFrame) -> u64 {
 }
 
 fn set_errno(c: &Contract, value: i32) {
+    if c.dynamic_vaddr == 0 && c.errno_fn_vaddr == 0 {
+        // A static executable whose errno is a TLS variable (glibc without
+        // `__errno_location`): the slot is at a fixed offset from the thread
+        // pointer, once libc has set one up.
+        let tp = crate::arch::x86_64::thread_pointer();
+        if tp != 0 && c.errno_tpoff != 0 {
+            // SAFETY: the rewriter computed the offset of this executable's
+            // TLS `errno` from the thread pointer (variant II layout, the
+            // executable's TLS block right below it); tp is this thread's.
+            unsafe { core::ptr::write_volatile(tp.wrapping_add(c.errno_tpoff as u64) as *mut i32, value) };
+        }
+        return;
+    }
     let mut fp = ERRNO_FN.load(Ordering::Relaxed);
     if fp == 0 {
-        let dynamic = if c.dynamic_vaddr == 0 { 0 } else { c.dynamic_vaddr.wrapping_add(bias(c)) };
-        fp = if dynamic == 0 { None } else { loader::lookup(dynamic, b"__errno_location") }.unwrap_or(1);
+        fp = if c.errno_fn_vaddr != 0 {
+            c.errno_fn_vaddr.wrapping_add(bias(c))
+        } else {
+            loader::lookup(c.dynamic_vaddr.wrapping_add(bias(c)), b"__errno_location").unwrap_or(1)
+        };
         ERRNO_FN.store(fp, Ordering::Relaxed);
     }
-    if fp > 1 {
+    // A static libc's `__errno_location` reads the thread pointer: not before it is set.
+    if fp > 1 && (c.dynamic_vaddr != 0 || crate::arch::x86_64::thread_pointer() != 0) {
         // SAFETY: `fp` is the address of libc's `int *__errno_location(void)`,
-        // found in the loaded libc's dynamic symbol table; it returns the
-        // calling thread's errno slot.
+        // found in the loaded libc's dynamic symbol table, or in a static
+        // executable's symbol table by the rewriter; it returns the calling
+        // thread's errno slot.
         unsafe {
             let f: extern "C" fn() -> *mut i32 = core::mem::transmute(fp as usize);
             let slot = f();
@@ -381,16 +515,78 @@ fn set_errno(c: &Contract, value: i32) {
 /// event is built in a smaller buffer and cut to fit, and with under 4 KiB
 /// left it is not written at all: overflowing the program's signal stack
 /// would crash it. (The policy is still applied.)
-fn emit(c: &Contract, p: &PolicyTable, api: ApiId, f: &HookFrame, done: u8, wanted: u8, rule: u16) {
+/// Where the intercepted call was made.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// A call instruction that returns here.
+    Returns(u64),
+    /// This instruction (a `syscall`).
+    At(u64),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    c: &Contract,
+    p: &PolicyTable,
+    api: ApiId,
+    f: &HookFrame,
+    origin: Origin,
+    layer: u8,
+    done: u8,
+    wanted: u8,
+    rule: u16,
+) {
     let room = sys::altstack_room();
     if room.is_some_and(|r| r < 4096) {
         return;
     }
     let Some((fd, regular)) = sink_fd(p) else { return };
-    let event = Event { c, p, api, f, done, wanted, rule };
+    let event = Event { c, p, api, f, origin, layer, done, wanted, rule };
+    // A buffer from the pool keeps the stack small: hooks also run on small
+    // stacks nobody can measure (musl's posix_spawn child has about 5 KiB).
+    if let Some(mut slot) = pool::take() {
+        event.write_to(slot.bytes(), fd, regular);
+        return;
+    }
     match room {
         Some(r) if r < 16 * 1024 => event.write::<1024>(fd, regular),
         _ => event.write::<4096>(fd, regular),
+    }
+}
+
+/// Event buffers outside the stack, taken and given back with atomics.
+mod pool {
+    use core::cell::UnsafeCell;
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    const SLOTS: usize = 16;
+    const SIZE: usize = 4096;
+    static BUSY: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    struct Bufs([UnsafeCell<[u8; SIZE]>; SLOTS]);
+    // SAFETY: a buffer is only touched by the holder of its BUSY flag.
+    unsafe impl Sync for Bufs {}
+    static BUFS: Bufs = Bufs([const { UnsafeCell::new([0; SIZE]) }; SLOTS]);
+
+    pub struct Slot(usize);
+
+    impl Slot {
+        pub fn bytes(&mut self) -> &mut [u8] {
+            // SAFETY: this Slot holds BUSY[self.0], so nobody else uses the
+            // buffer, and the `&mut self` borrow makes the slice unique.
+            unsafe { &mut *BUFS.0[self.0].get() }
+        }
+    }
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            BUSY[self.0].store(false, Ordering::Release);
+        }
+    }
+
+    pub fn take() -> Option<Slot> {
+        (0..SLOTS)
+            .find(|&i| BUSY[i].compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
+            .map(Slot)
     }
 }
 
@@ -399,6 +595,8 @@ struct Event<'a> {
     p: &'a PolicyTable<'a>,
     api: ApiId,
     f: &'a HookFrame,
+    origin: Origin,
+    layer: u8,
     done: u8,
     wanted: u8,
     rule: u16,
@@ -409,7 +607,11 @@ impl Event<'_> {
     #[inline(never)]
     fn write<const N: usize>(&self, fd: i32, regular: bool) {
         let mut buf = [0u8; N];
-        let mut j = Json::new(&mut buf);
+        self.write_to(&mut buf, fd, regular);
+    }
+
+    fn write_to(&self, buf: &mut [u8], fd: i32, regular: bool) {
+        let mut j = Json::new(buf);
         if !j.open(b'{') {
             return;
         }
@@ -438,7 +640,13 @@ impl Event<'_> {
         j.string(self.p.rule_name(self.rule));
         j.key(false, b"mode");
         j.string(self.p.mode_name().as_bytes());
-        caller(self.c, &mut j, self.f.ret);
+        j.key(false, b"layer");
+        j.string(match self.layer {
+            hook_kind::GOT => b"plt",
+            hook_kind::DETOUR => b"entry",
+            _ => b"syscall",
+        });
+        caller(self.c, &mut j, self.origin);
         decode::args(&mut j, self.api.shape(), self.f);
         j.finish();
         // A regular file cannot raise SIGPIPE: skip the two signal-mask calls.
@@ -464,9 +672,33 @@ fn call_site(ret: u64) -> u64 {
     }
 }
 
-/// `"caller":{"module":..., "offset":..., "return_address":...}`.
-fn caller(c: &Contract, j: &mut Json, ret: u64) {
-    let site = call_site(ret);
+/// `"module"` (continued) and `"offset"` of an address outside the
+/// executable, from /proc/self/maps. Out of line: its buffers take 1.6 KiB
+/// of stack, which callers in the executable itself never need.
+#[inline(never)]
+fn other_module(j: &mut Json, site: u64) {
+    let mut path = [0u8; 256];
+    match loader::module_of(site, &mut path) {
+        Some((n, off)) => {
+            j.string(path.get(..n).unwrap_or(&[]));
+            j.key(false, b"offset");
+            j.hex(off);
+        }
+        None => {
+            j.null();
+            j.key(false, b"offset");
+            j.hex(site);
+        }
+    }
+}
+
+/// `"caller":{"module":..., "offset":..., "return_address":...}` (no
+/// return address for a `syscall` instruction).
+fn caller(c: &Contract, j: &mut Json, origin: Origin) {
+    let site = match origin {
+        Origin::Returns(ret) => call_site(ret),
+        Origin::At(at) => at,
+    };
     j.key(false, b"caller");
     let opened = j.open(b'{');
     let link = site.wrapping_sub(bias(c));
@@ -476,21 +708,11 @@ fn caller(c: &Contract, j: &mut Json, ret: u64) {
         j.key(false, b"offset");
         j.hex(link);
     } else {
-        let mut path = [0u8; 256];
-        match loader::module_of(site, &mut path) {
-            Some((n, off)) => {
-                j.string(path.get(..n).unwrap_or(&[]));
-                j.key(false, b"offset");
-                j.hex(off);
-            }
-            None => {
-                j.null();
-                j.key(false, b"offset");
-                j.hex(site);
-            }
-        }
+        other_module(j, site);
     }
-    j.key(false, b"return_address");
-    j.hex(ret);
+    if let Origin::Returns(ret) = origin {
+        j.key(false, b"return_address");
+        j.hex(ret);
+    }
     j.close(b'}', opened);
 }

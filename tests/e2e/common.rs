@@ -53,6 +53,72 @@ pub fn compile(compiler: &str, flags: &[&str], out: &Path, source: &str, after: 
     assert!(st.success(), "{compiler} {flags:?} {source} failed");
 }
 
+/// The static flavours (issue 3): name, stripped. How each is built is in
+/// [`build_static`].
+pub const STATIC_FLAVOURS: &[(&str, bool)] = &[
+    ("musl-static", false),
+    ("musl-static-stripped", true),
+    ("musl-static-pie", false),
+    ("musl-static-pie-stripped", true),
+    ("glibc-static", false),
+    ("glibc-static-stripped", true),
+    ("glibc-static-pie", false),
+];
+
+/// Rust's own copy of musl's start files and libc.a (rustup target
+/// x86_64-unknown-linux-musl): Debian's musl has no `rcrt1.o`, which a
+/// static-pie musl program needs.
+pub fn rust_musl_dir() -> PathBuf {
+    let out = Command::new("rustc").args(["--print", "sysroot"]).output().expect("run rustc");
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Path::new(&sysroot).join("lib/rustlib/x86_64-unknown-linux-musl/lib/self-contained")
+}
+
+fn build_static(flavour: &str, prog: &str, out: &Path) {
+    let base = flavour.trim_end_matches("-stripped");
+    let source = format!("{prog}.c");
+    match base {
+        "musl-static" => compile("musl-gcc", &["-O2", "-static"], out, &source, &[]),
+        "glibc-static" => compile("cc", &["-O2", "-static"], out, &source, &[]),
+        "glibc-static-pie" => compile("cc", &["-O2", "-static-pie"], out, &source, &[]),
+        "musl-static-pie" => {
+            let sc = rust_musl_dir();
+            assert!(sc.join("rcrt1.o").exists(), "rustup target add x86_64-unknown-linux-musl (done by .ci/run)");
+            let obj = out.with_extension("o");
+            let gcc_include = Command::new("cc").arg("-print-file-name=include").output().expect("run cc").stdout;
+            let gcc_include = String::from_utf8_lossy(&gcc_include).trim().to_string();
+            let st = Command::new("cc")
+                .args(["-O2", "-fPIE", "-nostdinc", "-isystem", "/usr/include/x86_64-linux-musl", "-isystem"])
+                .arg(&gcc_include)
+                .arg("-c")
+                .arg("-o")
+                .arg(&obj)
+                .arg(samples_dir().join(&source))
+                .status()
+                .expect("run cc");
+            assert!(st.success(), "compiling {source} against musl's headers failed");
+            let libgcc = Command::new("cc").arg("-print-libgcc-file-name").output().expect("run cc").stdout;
+            let libgcc = String::from_utf8_lossy(&libgcc).trim().to_string();
+            let st = Command::new("cc")
+                .args(["-static-pie", "-nostdlib", "-nostartfiles", "-o"])
+                .arg(out)
+                .args([sc.join("rcrt1.o"), sc.join("crti.o"), sc.join("crtbeginS.o")])
+                .arg(&obj)
+                .arg(format!("-L{}", sc.display()))
+                .arg("-lc")
+                .arg(libgcc)
+                .args([sc.join("crtendS.o"), sc.join("crtn.o")])
+                .status()
+                .expect("run cc");
+            assert!(st.success(), "linking {source} as a static-pie musl program failed");
+        }
+        other => panic!("unknown static flavour {other}"),
+    }
+    if flavour.ends_with("-stripped") {
+        assert!(Command::new("strip").arg(out).status().expect("run strip").success());
+    }
+}
+
 struct Built {
     dir: PathBuf,
 }
@@ -68,6 +134,11 @@ fn built() -> &'static Built {
                 if *strip {
                     assert!(Command::new("strip").arg(&out).status().expect("run strip").success());
                 }
+            }
+        }
+        for (flavour, _) in STATIC_FLAVOURS {
+            for prog in ["behaviours", "benign"] {
+                build_static(flavour, prog, &dir.join(format!("{prog}-{flavour}")));
             }
         }
         Built { dir }

@@ -10,4 +10,5 @@ mod common;
 mod properties;
 mod runtime;
 mod startup;
+mod statics;
 mod tools;

@@ -15,6 +15,10 @@
 //!   function (variadic arguments and `%al` untouched) or returns the value the
 //!   runtime chose. The runtime is built without SSE (x86_64-unknown-none is
 //!   soft-float), so vector registers need no saving.
+//! * `dfp_sys_hook`: what a rewritten `syscall` instruction's trampoline
+//!   calls (see [`SysFrame`]). It keeps every register and the flags, so the
+//!   trampoline can then run the real `syscall` itself (a `clone` child or a
+//!   `vfork` child then returns into the program exactly as before).
 
 use core::arch::{asm, global_asm};
 
@@ -56,6 +60,60 @@ impl HookFrame {
         (&self.ret as *const u64 as u64).wrapping_add(8 + 8 * n as u64)
     }
 }
+
+/// What `dfp_sys_hook` saved, lowest address first. The trampoline of a
+/// rewritten `syscall` instruction is
+///
+/// ```text
+///   <moved instructions that came before the syscall>
+///   lea   -128(%rsp), %rsp        ; step over the red zone
+///   mov   $k, %r11d               ; hook number (the kernel clobbers r11 anyway)
+///   call  dfp_sys_hook            ; rcx = 0: refused, rax = -EPERM
+///   lea   128(%rsp), %rsp
+///   jrcxz 1f                      ; flags untouched (rcx is clobbered by syscall)
+///   syscall
+/// 1:<moved instructions that came after it>
+///   jmp   <back>
+/// ```
+#[repr(C)]
+pub struct SysFrame {
+    pub rbx: u64,
+    /// The hook number.
+    pub r11: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub r10: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    /// In: the system call number. Out: the result when refused.
+    pub rax: u64,
+    pub rflags: u64,
+}
+
+impl SysFrame {
+    /// The system call's arguments in the layout [`HookFrame::arg`] reads,
+    /// for the argument decoder (the fourth is `%r10`, not `%rcx`).
+    pub fn as_call(&self) -> HookFrame {
+        HookFrame {
+            r11: self.r11,
+            rax: self.rax,
+            rdi: self.rdi,
+            rsi: self.rsi,
+            rdx: self.rdx,
+            rcx: self.r10,
+            r8: self.r8,
+            r9: self.r9,
+            rbp: 0,
+            ret: 0,
+        }
+    }
+}
+
+/// `dfp_sys_dispatch` result: run the system call.
+pub const SYS_RUN: u64 = 1;
+/// `dfp_sys_dispatch` result: do not run it; `SysFrame::rax` is the result.
+pub const SYS_SKIP: u64 = 0;
 
 /// `dfp_dispatch` result: restore the registers and jump to `HookFrame::r11`.
 pub const FORWARD: u64 = 0;
@@ -121,11 +179,75 @@ global_asm!(
     "pop rbp",
     "ret",
     ".size dfp_hook, . - dfp_hook",
+    "",
+    // Entered by `call` from a syscall trampoline, below the red zone. Saves
+    // the flags and every register Rust code may change (the callee-saved ones
+    // it restores itself; it has no vector or x87 code, see the module doc),
+    // aligns the stack, and returns the decision in rcx.
+    ".globl dfp_sys_hook",
+    ".hidden dfp_sys_hook",
+    ".type dfp_sys_hook,@function",
+    "dfp_sys_hook:",
+    "pushfq",
+    "cld",
+    "push rax",
+    "push rdi",
+    "push rsi",
+    "push rdx",
+    "push r10",
+    "push r8",
+    "push r9",
+    "push r11",
+    "push rbx",
+    "mov rbx, rsp",
+    "mov rdi, rsp",
+    "and rsp, -16",
+    "call {sys_dispatch}",
+    "mov rsp, rbx",
+    "mov rcx, rax",
+    "pop rbx",
+    "pop r11",
+    "pop r9",
+    "pop r8",
+    "pop r10",
+    "pop rdx",
+    "pop rsi",
+    "pop rdi",
+    "pop rax",
+    "popfq",
+    "ret",
+    ".size dfp_sys_hook, . - dfp_sys_hook",
     ".popsection",
     start = sym crate::hook::dfp_start,
     preinit = sym crate::hook::dfp_preinit,
     dispatch = sym crate::hook::dfp_dispatch,
+    sys_dispatch = sym crate::hook::dfp_sys_dispatch,
 );
+
+/// The calling thread's thread pointer (`%fs` base), read with
+/// `arch_prctl(ARCH_GET_FS)` (which works before any TLS is set up, when
+/// `%fs:0` would fault, and needs no FSGSBASE support); 0 when unset.
+pub fn thread_pointer() -> u64 {
+    let mut base: u64 = 0;
+    // SAFETY: ARCH_GET_FS (0x1003) writes one u64 to the address given, a local.
+    let r = unsafe { syscall2(158, 0x1003, &mut base as *mut u64 as u64) };
+    if r == 0 {
+        base
+    } else {
+        0
+    }
+}
+
+/// The stack pointer of the caller (approximately: of this function's frame).
+#[inline(always)]
+pub fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reads a register only.
+    unsafe {
+        asm!("mov {0}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
+    }
+    sp
+}
 
 /// # Safety
 /// The call must be one the kernel accepts with these arguments without

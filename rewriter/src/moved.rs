@@ -1,0 +1,447 @@
+//! The layers that move instructions out of the program's code, for static
+//! executables (no PLT to go through):
+//!
+//! * **function entry** (detour): the first whole instructions of a monitored
+//!   function (at least 5 bytes, after an `endbr64`) move to a trampoline; the
+//!   entry becomes `jmp stub`, and the hook reaches the real function through
+//!   the trampoline, which runs the moved instructions and jumps back.
+//! * **`syscall` instruction**: a monitored system call (its number set by a
+//!   `mov` in the same basic block, or unknown until run time) moves to a
+//!   trampoline with its neighbours, at least 5 bytes in all; the trampoline
+//!   asks the runtime, then runs the real `syscall` (see
+//!   `dfpatch_runtime::arch::x86_64::SysFrame` for its shape).
+//!
+//! Instructions move only when they were decoded with certainty and no branch
+//! target lies inside the bytes taken (the first byte excepted): see
+//! [`crate::code`]. Moved instructions are re-encoded for their new address
+//! by iced-x86's `BlockEncoder` (RIP-relative operands and branches fixed).
+//! The bytes left behind after the 5-byte `jmp` are `int3`.
+
+use crate::code::Code;
+use crate::elf::Elf;
+use crate::plt::rel32;
+use dfpatch_runtime::apis::{syscall_api, ApiId, Class};
+use iced_x86::Instruction;
+use iced_x86::{
+    BlockEncoder, BlockEncoderOptions, Code as Op, FlowControl, InstructionBlock, InstructionInfoFactory, Mnemonic,
+    OpAccess, Register,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Length of `jmp rel32`.
+const JMP: usize = 5;
+
+/// A run of instructions to move.
+#[derive(Clone, Debug)]
+pub struct Window {
+    pub insns: Vec<Instruction>,
+    /// Index in `insns` of the instruction the window is for (the `syscall`;
+    /// 0 for a detour).
+    pub at: usize,
+}
+
+impl Window {
+    pub fn start(&self) -> u64 {
+        self.insns.first().map_or(0, |i| i.ip())
+    }
+    pub fn end(&self) -> u64 {
+        self.insns.last().map_or(0, |i| i.next_ip())
+    }
+    /// Bytes taken (never empty: at least 5).
+    pub fn size(&self) -> usize {
+        (self.end() - self.start()) as usize
+    }
+    /// "2 before, 1 after": how many neighbours moved with a `syscall`.
+    pub fn shape(&self) -> String {
+        format!("{} before, {} after", self.at, self.insns.len() - self.at - 1)
+    }
+}
+
+/// A monitored function whose entry can be detoured.
+#[derive(Clone, Debug)]
+pub struct Detour {
+    pub api: ApiId,
+    pub symbol: String,
+    pub entry: u64,
+    pub window: Window,
+}
+
+/// A `syscall` instruction to redirect.
+#[derive(Clone, Debug)]
+pub struct SyscallSite {
+    /// Known number, or None when it is only known at run time.
+    pub nr: Option<u64>,
+    pub window: Window,
+}
+
+/// A place dfpatch would hook but does not, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Refused {
+    pub layer: &'static str,
+    pub vaddr: u64,
+    /// The function, or the system call (name or "unknown number").
+    pub what: String,
+    pub reason: String,
+}
+
+/// Counts of `syscall` instructions that need no hook.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyscallCounts {
+    /// All `syscall` instructions decoded.
+    pub total: usize,
+    /// Their number is known and not monitored (read, write, ...).
+    pub not_monitored: usize,
+    /// Monitored, but the policy allows every such call.
+    pub allowed: usize,
+}
+
+/// Monitored functions of the symbol table, one per address (aliases such as
+/// `execve`/`__execve` share one detour; the first API in table order names it).
+pub fn detours(e: &Elf, code: &Code, hooked: impl Fn(ApiId) -> bool) -> (Vec<Detour>, Vec<Refused>) {
+    let mut by_addr: BTreeMap<u64, (ApiId, String, u64)> = BTreeMap::new();
+    for s in e.symbols() {
+        if s.kind != object::elf::STT_FUNC || s.value == 0 {
+            continue;
+        }
+        let Some(api) = ApiId::from_name(&s.name) else { continue };
+        // fork/vfork/clone are watched as system calls only (the clone()
+        // function's arguments are not the system call's).
+        if !hooked(api) || api.class() == Class::Process {
+            continue;
+        }
+        let slot = by_addr.entry(s.value).or_insert((api, s.name.clone(), s.size));
+        if (api as u16) < (slot.0 as u16) {
+            *slot = (api, s.name.clone(), s.size.max(slot.2));
+        }
+    }
+    let mut out = Vec::new();
+    let mut refused = Vec::new();
+    for (entry, (api, symbol, size)) in by_addr {
+        match entry_window(code, entry, size) {
+            Ok(window) => out.push(Detour { api, symbol, entry, window }),
+            Err(reason) => refused.push(Refused { layer: "entry", vaddr: entry, what: symbol, reason }),
+        }
+    }
+    (out, refused)
+}
+
+fn entry_window(code: &Code, entry: u64, size: u64) -> Result<Window, String> {
+    let mut i = code.index_of(entry).ok_or("its entry is not where a decoded instruction starts")?;
+    if code.insns[i].code() == Op::Endbr64 {
+        i += 1; // the entry keeps its endbr64: indirect calls still land on one
+    }
+    let first = code.insns.get(i).ok_or("nothing after its endbr64")?;
+    let start = first.ip();
+    let mut insns = Vec::new();
+    let mut len = 0usize;
+    while len < JMP {
+        let ins = *code.insns.get(i + insns.len()).ok_or("the code ends inside its first 5 bytes")?;
+        if insns.last().is_some_and(|p: &Instruction| p.next_ip() != ins.ip()) {
+            return Err("its first 5 bytes are not contiguous instructions".into());
+        }
+        if !insns.is_empty() && code.is_target(ins.ip()) {
+            return Err(format!("a branch target at {:#x}, inside its first 5 bytes", ins.ip()));
+        }
+        len += ins.len();
+        match ins.flow_control() {
+            FlowControl::Next => {}
+            FlowControl::UnconditionalBranch
+            | FlowControl::ConditionalBranch
+            | FlowControl::IndirectBranch
+            | FlowControl::Return
+                if len >= JMP => {}
+            FlowControl::Call | FlowControl::IndirectCall => {
+                return Err(format!("a call at {:#x}, inside its first 5 bytes", ins.ip()))
+            }
+            _ => return Err(format!("it leaves at {:#x}, before 5 bytes", ins.ip())),
+        }
+        insns.push(ins);
+    }
+    let end = start + len as u64;
+    if size > 0 && end > entry + size {
+        return Err(format!("the function is {size} bytes long: too short for a 5-byte jump"));
+    }
+    if !code.certain(start, end) {
+        return Err("its first bytes did not decode with certainty".into());
+    }
+    Ok(Window { insns, at: 0 })
+}
+
+/// Every `syscall` instruction: the ones to redirect, the ones refused, and counts.
+/// `hooked(api)`: the policy does not allow every call of `api`. `taken`:
+/// byte ranges already rewritten (detours).
+pub fn syscall_sites(
+    code: &Code,
+    hooked: impl Fn(ApiId) -> bool,
+    taken: &[(u64, u64)],
+) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
+    let any_hooked = dfpatch_runtime::apis::SYSCALLS.iter().any(|&(_, a)| hooked(a));
+    let mut info = InstructionInfoFactory::new();
+    let mut sites = Vec::new();
+    let mut refused = Vec::new();
+    let mut counts = SyscallCounts::default();
+    for (i, ins) in code.insns.iter().enumerate() {
+        if ins.mnemonic() != Mnemonic::Syscall {
+            continue;
+        }
+        counts.total += 1;
+        let nr = number(code, i, &mut info);
+        let what = match nr {
+            Some(n) => match syscall_api(n) {
+                None => {
+                    counts.not_monitored += 1;
+                    continue;
+                }
+                Some(api) if !hooked(api) => {
+                    counts.allowed += 1;
+                    continue;
+                }
+                Some(api) => api.name().to_string(),
+            },
+            None if !any_hooked => {
+                counts.allowed += 1;
+                continue;
+            }
+            None => "unknown number".to_string(),
+        };
+        if !code.certain(ins.ip(), ins.next_ip()) {
+            refused.push(Refused {
+                layer: "syscall",
+                vaddr: ins.ip(),
+                what,
+                reason: "the code around it did not decode with certainty".into(),
+            });
+            continue;
+        }
+        match syscall_window(code, i, taken) {
+            Some(window) => sites.push(SyscallSite { nr, window }),
+            None => refused.push(Refused {
+                layer: "syscall",
+                vaddr: ins.ip(),
+                what,
+                reason: "no run of 5 bytes of movable instructions around it without a branch target inside".into(),
+            }),
+        }
+    }
+    (sites, refused, counts)
+}
+
+/// The system call number set in the same basic block before instruction `i`.
+fn number(code: &Code, i: usize, info: &mut InstructionInfoFactory) -> Option<u64> {
+    let mut j = i;
+    while j > 0 {
+        let (prev, next) = (&code.insns[j - 1], &code.insns[j]);
+        if prev.next_ip() != next.ip() || code.is_target(next.ip()) || prev.flow_control() != FlowControl::Next {
+            return None; // the block starts at `next`: the number comes from elsewhere
+        }
+        let writes_rax = info.info(prev).used_registers().iter().any(|r| {
+            r.register().full_register() == Register::RAX
+                && matches!(
+                    r.access(),
+                    OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+                )
+        });
+        if writes_rax {
+            return match prev.code() {
+                Op::Mov_r32_imm32 if prev.op0_register() == Register::EAX => Some(prev.immediate32() as u64),
+                Op::Mov_rm64_imm32 if prev.op0_register() == Register::RAX => Some(prev.immediate32to64() as u64),
+                Op::Mov_r64_imm64 if prev.op0_register() == Register::RAX => Some(prev.immediate64()),
+                Op::Xor_r32_rm32 | Op::Xor_rm32_r32
+                    if prev.op0_register() == Register::EAX && prev.op1_register() == Register::EAX =>
+                {
+                    Some(0)
+                }
+                _ => None,
+            };
+        }
+        j -= 1;
+    }
+    None
+}
+
+/// The smallest run of whole instructions around the `syscall` at `i`, at
+/// least 5 bytes, that can move: preferring neighbours before it.
+fn syscall_window(code: &Code, i: usize, taken: &[(u64, u64)]) -> Option<Window> {
+    for count in 1..=6usize {
+        for before in (0..count).rev() {
+            let after = count - 1 - before;
+            let (Some(lo), hi) = (i.checked_sub(before), i + after) else { continue };
+            let Some(run) = code.insns.get(lo..=hi) else { continue };
+            if movable(code, run, before, taken) {
+                return Some(Window { insns: run.to_vec(), at: before });
+            }
+        }
+    }
+    None
+}
+
+fn movable(code: &Code, run: &[Instruction], at: usize, taken: &[(u64, u64)]) -> bool {
+    let (start, end) = (run[0].ip(), run[run.len() - 1].next_ip());
+    if end - start < JMP as u64 || !code.certain(start, end) {
+        return false;
+    }
+    if taken.iter().any(|&(lo, hi)| start < hi && lo < end) {
+        return false;
+    }
+    for (k, ins) in run.iter().enumerate() {
+        if k > 0 && (run[k - 1].next_ip() != ins.ip() || code.is_target(ins.ip())) {
+            return false;
+        }
+        let last = k + 1 == run.len();
+        let ok = match k.cmp(&at) {
+            std::cmp::Ordering::Less => {
+                ins.flow_control() == FlowControl::Next && !matches!(ins.mnemonic(), Mnemonic::Nop | Mnemonic::Int3)
+            }
+            std::cmp::Ordering::Equal => true,
+            std::cmp::Ordering::Greater => match ins.flow_control() {
+                FlowControl::Next => ins.mnemonic() != Mnemonic::Syscall,
+                FlowControl::UnconditionalBranch
+                | FlowControl::ConditionalBranch
+                | FlowControl::IndirectBranch
+                | FlowControl::Return => last,
+                _ => false,
+            },
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Re-encodes `insns` to run at `at`.
+fn relocate(insns: &[Instruction], at: u64) -> Result<Vec<u8>, String> {
+    if insns.is_empty() {
+        return Ok(Vec::new());
+    }
+    BlockEncoder::encode(64, InstructionBlock::new(insns, at), BlockEncoderOptions::NONE)
+        .map(|r| r.code_buffer)
+        .map_err(|e| format!("cannot re-encode the moved instructions: {e}"))
+}
+
+/// Whether execution never falls through past `ins`.
+fn ends_flow(ins: &Instruction) -> bool {
+    matches!(ins.flow_control(), FlowControl::UnconditionalBranch | FlowControl::IndirectBranch | FlowControl::Return)
+}
+
+fn jmp(from: u64, to: u64) -> Result<[u8; 5], String> {
+    let rel = rel32(from + 5, to).ok_or_else(|| format!("{to:#x} is more than 2 GiB from {from:#x}"))?;
+    let r = rel.to_le_bytes();
+    Ok([0xe9, r[0], r[1], r[2], r[3]])
+}
+
+/// The detour trampoline at `at`: `endbr64` (the hook reaches it with an
+/// indirect jump), the moved instructions, and a jump back after them.
+pub fn detour_trampoline(w: &Window, at: u64) -> Result<Vec<u8>, String> {
+    let mut b = vec![0xf3, 0x0f, 0x1e, 0xfa];
+    b.extend(relocate(&w.insns, at + 4)?);
+    if !w.insns.last().is_some_and(ends_flow) {
+        let here = at + b.len() as u64;
+        b.extend(jmp(here, w.end())?);
+    }
+    Ok(b)
+}
+
+/// The trampoline of a `syscall` site at `at`, for hook number `k` (see the
+/// module documentation of the runtime's `arch::x86_64` for the sequence).
+pub fn syscall_trampoline(w: &Window, at: u64, k: u32, sys_hook: u64) -> Result<Vec<u8>, String> {
+    let mut b = relocate(&w.insns[..w.at], at)?;
+    b.extend([0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp-0x80]
+    b.extend([0x41, 0xbb]); // mov r11d, k
+    b.extend(k.to_le_bytes());
+    let call_at = at + b.len() as u64;
+    let rel = rel32(call_at + 5, sys_hook).ok_or("the runtime is more than 2 GiB from the trampoline")?;
+    b.push(0xe8); // call dfp_sys_hook
+    b.extend(rel.to_le_bytes());
+    b.extend([0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00]); // lea rsp, [rsp+0x80]
+    b.extend([0xe3, 0x02]); // jrcxz over the syscall: refused
+    b.extend([0x0f, 0x05]); // syscall
+    let after = &w.insns[w.at + 1..];
+    let here = at + b.len() as u64;
+    b.extend(relocate(after, here)?);
+    if !after.last().is_some_and(ends_flow) {
+        let here = at + b.len() as u64;
+        b.extend(jmp(here, w.end())?);
+    }
+    Ok(b)
+}
+
+/// What replaces a window: `jmp to`, then `int3` up to its end.
+pub fn site_bytes(w: &Window, to: u64) -> Result<Vec<u8>, String> {
+    let mut b = jmp(w.start(), to)?.to_vec();
+    b.resize(w.size(), 0xcc);
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+
+    fn decode(bytes: &[u8], ip: u64) -> Vec<Instruction> {
+        Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE).into_iter().collect()
+    }
+
+    fn text(bytes: &[u8], ip: u64) -> Vec<String> {
+        let mut f = IntelFormatter::new();
+        decode(bytes, ip)
+            .iter()
+            .map(|i| {
+                let mut s = String::new();
+                f.format(i, &mut s);
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn syscall_trampoline_decodes_as_documented() {
+        // mov eax, 59 ; syscall ; ret   at 0x401000
+        let code = [0xb8, 0x3b, 0, 0, 0, 0x0f, 0x05, 0xc3];
+        let w = Window { insns: decode(&code[..7], 0x401000), at: 1 };
+        let t = syscall_trampoline(&w, 0x500000, 3, 0x480000).unwrap();
+        assert_eq!(
+            text(&t, 0x500000),
+            [
+                "mov eax,3Bh",
+                "lea rsp,[rsp-80h]",
+                "mov r11d,3",
+                "call 0000000000480000h",
+                "lea rsp,[rsp+80h]",
+                "jrcxz 0000000000500021h",
+                "syscall",
+                "jmp 0000000000401007h",
+            ]
+        );
+        // The jrcxz lands just after the syscall.
+        assert_eq!(decode(&t, 0x500000)[6].next_ip(), 0x500021);
+        assert_eq!(site_bytes(&w, 0x500000).unwrap(), [0xe9, 0xfb, 0xef, 0x0f, 0x00, 0xcc, 0xcc]);
+    }
+
+    #[test]
+    fn moved_rip_relative_operands_keep_their_target() {
+        // lea rdi, [rip+0x100] ; syscall   at 0x401000 (target 0x401107)
+        let code = [0x48, 0x8d, 0x3d, 0x00, 0x01, 0x00, 0x00, 0x0f, 0x05];
+        let w = Window { insns: decode(&code, 0x401000), at: 1 };
+        let t = syscall_trampoline(&w, 0x7000_0000, 0, 0x7000_1000).unwrap();
+        let moved = decode(&t, 0x7000_0000)[0];
+        assert_eq!(moved.ip_rel_memory_address(), 0x401107);
+    }
+
+    #[test]
+    fn detour_trampoline_runs_the_prologue_and_returns() {
+        // push rbp ; mov rbp, rsp ; sub rsp, 16   at 0x401000
+        let code = [0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10];
+        let w = Window { insns: decode(&code, 0x401000), at: 0 };
+        let t = detour_trampoline(&w, 0x600000).unwrap();
+        assert_eq!(text(&t, 0x600000), ["endbr64", "push rbp", "mov rbp,rsp", "sub rsp,10h", "jmp 0000000000401008h"]);
+        // A conditional branch moved last is re-aimed at its original target.
+        let code = [0x48, 0x85, 0xff, 0x74, 0x10]; // test rdi,rdi ; je +0x10
+        let w = Window { insns: decode(&code, 0x401000), at: 0 };
+        let t = detour_trampoline(&w, 0x600000).unwrap();
+        let moved = decode(&t, 0x600000);
+        assert_eq!(moved[2].near_branch_target(), 0x401015);
+        assert_eq!(moved.last().unwrap().near_branch_target(), 0x401005);
+    }
+}

@@ -1,0 +1,204 @@
+//! Static executables (issue 3): every behaviour of `samples/behaviours.c`
+//! in musl and glibc static builds, static-pie, and stripped, reported in
+//! monitor mode and refused in enforce mode, the program going on.
+//!
+//! With a symbol table the monitored functions' entries are detoured: events
+//! name the function (`"layer":"entry"`), exactly as the dynamic flavours do,
+//! and a refused call fails with errno EPERM. Stripped, only `syscall`
+//! instructions can be found: events name the system call
+//! (`"layer":"syscall"`), e.g. `execve` in the child for `system()`, and a
+//! refused call gets `-EPERM` from the "kernel", which libc turns into what
+//! it does with any failure of that system call.
+
+use crate::behaviours::{caller_is_a_call, cases, creates_file, Case, Ctx};
+use crate::common::*;
+use serde_json::Value;
+use std::net::TcpListener;
+
+/// A substring of the event's `args` (as JSON) that shows which call of
+/// the behaviour it is, when the event names a system call rather than the
+/// function the program called.
+fn evidence(case: &Case, ctx: &Ctx) -> String {
+    match case.api {
+        "system" | "open" | "open64" | "openat" | "openat64" | "creat" | "fopen" | "fopen64" => ctx.file.clone(),
+        "popen" => "popen-ran".into(),
+        "posix_spawn" | "posix_spawnp" => "spawn-ran".into(),
+        api if api.starts_with("exec") || api == "fexecve" => format!("exec-ran-{api}"),
+        "connect" => format!("\"port\":{}", ctx.port),
+        "bind" => "127.0.0.1".into(),
+        "listen" => "\"backlog\":7".into(),
+        "mmap" | "mprotect" => "PROT_EXEC".into(),
+        "ptrace" => "PTRACE_TRACEME".into(),
+        other => panic!("no evidence for {other}"),
+    }
+}
+
+fn check_static(flavour: &str) {
+    let stripped = flavour.ends_with("-stripped");
+    let musl = flavour.starts_with("musl");
+    let exe = sample("behaviours", flavour);
+    let dir = scratch(&format!("static-{flavour}"));
+    let mon_events = dir.join("monitor.jsonl");
+    let monitored = dir.join("monitored");
+    patch(&exe, &monitored, &policy("monitor", "alert", &mon_events, &[]));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut failures = Vec::new();
+    let exe_path = std::fs::canonicalize(&monitored).unwrap().display().to_string();
+    for (i, case) in cases().iter().enumerate() {
+        // musl has no dynamic loading in static programs at all; a stripped
+        // glibc one shows dlopen only as file and memory system calls.
+        if case.api == "dlopen" && (musl || stripped) {
+            continue;
+        }
+        let file = dir.join(format!("made-{i}-{}", case.api));
+        let ctx = Ctx { file: file.display().to_string(), port };
+        let args: Vec<String> =
+            case.args.iter().map(|a| a.replace("{file}", &ctx.file).replace("{port}", &port.to_string())).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args = if args.is_empty() { vec![case.api] } else { args };
+        // musl's headers make the *64 functions macros for the others; in
+        // glibc they are aliases at the same address: one entry, named once.
+        let api = case.api.trim_end_matches("64");
+        let what = format!("{flavour} {}", case.api);
+
+        // Monitor: reported, and it happened.
+        let _ = std::fs::remove_file(&mon_events);
+        let out = run(&monitored, &args, &dir);
+        let text = stdout(&out);
+        for want in case.happened.iter().chain(&["done"]) {
+            if !text.contains(want) {
+                failures.push(format!("{what} monitor: stdout lacks {want:?}: {text}"));
+            }
+        }
+        if creates_file(case) && !file.exists() {
+            failures.push(format!("{what} monitor: {} was not created", file.display()));
+        }
+        let evs = events(&mon_events);
+        let found = if stripped {
+            let want = evidence(case, &ctx);
+            evs.iter()
+                .find(|e| e["class"] == case.class && e["layer"] == "syscall" && e["args"].to_string().contains(&want))
+        } else {
+            let n = evs.iter().filter(|e| e["api"] == api).count();
+            if n != 1 {
+                failures.push(format!("{what} monitor: {n} events for one call"));
+            }
+            evs.iter().find(|e| e["api"] == api && e["layer"] == "entry")
+        };
+        match found {
+            None => failures.push(format!("{what} monitor: no event among {evs:?}")),
+            Some(e) => {
+                common_fields(e, case, "alert", &exe_path, &exe, &what, &mut failures);
+                if !stripped && !(case.args_ok)(&e["args"], &ctx) {
+                    failures.push(format!("{what} monitor: wrong args {}", e["args"]));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&file);
+
+        // Enforce: refused, reported, did not happen, the program goes on.
+        let enforced = dir.join(format!("enforced-{}", case.class));
+        let class_events = dir.join(format!("enforce-{}.jsonl", case.class));
+        if !enforced.exists() {
+            let rule = format!("\"{}\"", case.class);
+            patch(&exe, &enforced, &policy("enforce", "allow", &class_events, &[("deny-it", &rule, "deny")]));
+        }
+        let _ = std::fs::remove_file(&class_events);
+        let out = run(&enforced, &args, &dir);
+        let text = stdout(&out);
+        // A stripped program's exec is refused in the child (its execve system
+        // call fails), so the parent sees a child that failed, not -1/EPERM.
+        let exact = !(stripped && case.class == "exec");
+        let mut expected: Vec<&str> = if exact { case.refused.to_vec() } else { Vec::new() };
+        if stripped && musl && case.api == "mmap" {
+            // musl's mmap reports a refused anonymous mapping as ENOMEM.
+            expected = vec!["mmap-exec=0 errno="];
+        }
+        for want in expected.iter().chain(&["done"]) {
+            if !text.contains(want) {
+                failures.push(format!("{what} enforce: stdout lacks {want:?}: {text}"));
+            }
+        }
+        for not in case.happened.iter().filter(|h| h.contains("-ran")) {
+            if text.contains(not) {
+                failures.push(format!("{what} enforce: it still happened ({not:?})"));
+            }
+        }
+        if creates_file(case) && file.exists() {
+            failures.push(format!("{what} enforce: {} was created anyway", file.display()));
+        }
+        let evs = events(&class_events);
+        let found = evs
+            .iter()
+            .find(|e| e["action"] == "deny" && if stripped { e["class"] == case.class } else { e["api"] == api });
+        match found {
+            None => failures.push(format!("{what} enforce: no deny event among {evs:?}")),
+            Some(e) => {
+                let enforced_path = std::fs::canonicalize(&enforced).unwrap().display().to_string();
+                common_fields(e, case, "deny", &enforced_path, &exe, &what, &mut failures);
+            }
+        }
+    }
+    drop(listener);
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+fn common_fields(
+    e: &Value,
+    case: &Case,
+    action: &str,
+    exe: &str,
+    original: &std::path::Path,
+    what: &str,
+    failures: &mut Vec<String>,
+) {
+    let checks = [
+        ("class", e["class"] == case.class),
+        ("action", e["action"] == action),
+        ("exe", e["exe"] == exe),
+        ("caller.module", e["caller"]["module"] == exe),
+        ("caller.offset", caller_is_a_call(original, e)),
+        ("pid", e["pid"].as_u64().is_some_and(|p| p > 0)),
+    ];
+    for (field, ok) in checks {
+        if !ok {
+            failures.push(format!("{what} {action}: bad {field} in {e}"));
+        }
+    }
+}
+
+#[test]
+fn musl_static() {
+    check_static("musl-static");
+}
+
+#[test]
+fn musl_static_stripped() {
+    check_static("musl-static-stripped");
+}
+
+#[test]
+fn musl_static_pie() {
+    check_static("musl-static-pie");
+}
+
+#[test]
+fn musl_static_pie_stripped() {
+    check_static("musl-static-pie-stripped");
+}
+
+#[test]
+fn glibc_static() {
+    check_static("glibc-static");
+}
+
+#[test]
+fn glibc_static_stripped() {
+    check_static("glibc-static-stripped");
+}
+
+#[test]
+fn glibc_static_pie() {
+    check_static("glibc-static-pie");
+}
