@@ -20,9 +20,14 @@ fn same_output(label: &str, flavour: &str, policy_text: impl Fn(&std::path::Path
     assert_eq!(a.stderr, b.stderr, "{flavour}: stderr differs");
 }
 
+/// Every flavour, dynamic and static.
+fn all_flavours() -> impl Iterator<Item = &'static str> {
+    FLAVOURS.iter().map(|f| f.0).chain(STATIC_FLAVOURS.iter().map(|f| f.0))
+}
+
 #[test]
 fn benign_unchanged_under_default_policy_every_flavour() {
-    for (flavour, _, _, _) in FLAVOURS {
+    for flavour in all_flavours() {
         same_output("default", flavour, |ev| {
             // The default preset, with the sink moved to a file so stderr stays comparable.
             dfpatch_policy::DEFAULT_POLICY.replace("sink = \"stderr\"", &format!("sink = \"file:{}\"", ev.display()))
@@ -32,7 +37,7 @@ fn benign_unchanged_under_default_policy_every_flavour() {
 
 #[test]
 fn benign_unchanged_when_everything_is_reported() {
-    for (flavour, _, _, _) in FLAVOURS {
+    for flavour in all_flavours() {
         same_output("all", flavour, |ev| policy("monitor", "alert", ev, &[]));
     }
     // And its file accesses were indeed seen.

@@ -6,6 +6,7 @@
 mod bad_input;
 mod behaviours;
 mod benign;
+mod busybox;
 mod common;
 mod properties;
 mod runtime;

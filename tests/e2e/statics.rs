@@ -202,3 +202,64 @@ fn glibc_static_stripped() {
 fn glibc_static_pie() {
     check_static("glibc-static-pie");
 }
+
+/// A Rust program built for x86_64-unknown-linux-musl (a static-pie musl
+/// executable with symbols, built by rustc with its own musl): what the
+/// standard library does for it is caught at libc's function entries.
+#[test]
+fn rust_musl_program() {
+    let dir = scratch("rust-musl");
+    let exe = dir.join("rust_behaviours");
+    let st = std::process::Command::new("rustc")
+        .args(["--edition", "2021", "-O", "--target", "x86_64-unknown-linux-musl", "-o"])
+        .arg(&exe)
+        .arg(samples_dir().join("rust_behaviours.rs"))
+        .status()
+        .expect("run rustc");
+    assert!(st.success(), "rustc --target x86_64-unknown-linux-musl failed (rustup target add it: .ci/run does)");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let file = dir.join("made-by-rust");
+    let file_s = file.display().to_string();
+    // (sub-command, what it prints when it worked, API, class, evidence in args, what it prints when refused)
+    let cases: [(&[&str], &str, &str, &str, &str, &str); 3] = [
+        (&["spawn"], "spawn ok 0", "posix_spawnp", "exec", "rust-spawn-ran", "spawn error PermissionDenied"),
+        (&["connect", &port], "connect ok", "connect", "network", &port, "connect error PermissionDenied"),
+        (&["create", &file_s], "create ok", "open", "file", &file_s, "create error PermissionDenied"),
+    ];
+    let mon = dir.join("monitor.jsonl");
+    let monitored = dir.join("monitored");
+    patch(&exe, &monitored, &policy("monitor", "alert", &mon, &[]));
+    let mut failures = Vec::new();
+    for (args, ok, api, class, evidence, refused) in cases {
+        let _ = std::fs::remove_file(&mon);
+        let text = stdout(&run(&monitored, args, &dir));
+        if !text.contains(ok) || !text.contains("done") {
+            failures.push(format!("monitor {api}: {text}"));
+        }
+        let evs = events(&mon);
+        let hit = evs.iter().any(|e| {
+            e["api"] == api && e["class"] == class && e["layer"] == "entry" && e["args"].to_string().contains(evidence)
+        });
+        if !hit {
+            failures.push(format!("monitor {api}: no event among {evs:?}"));
+        }
+        let enforced = dir.join(format!("enforced-{class}"));
+        let ev = dir.join(format!("enforce-{class}.jsonl"));
+        patch(&exe, &enforced, &policy("enforce", "allow", &ev, &[("deny-it", &format!("\"{class}\""), "deny")]));
+        let text = stdout(&run(&enforced, args, &dir));
+        if !text.contains(refused) || !text.contains("done") || text.contains("rust-spawn-ran") {
+            failures.push(format!("enforce {api}: {text}"));
+        }
+        if !events(&ev).iter().any(|e| e["api"] == api && e["action"] == "deny") {
+            failures.push(format!("enforce {api}: no deny event"));
+        }
+    }
+    assert!(!file.exists() || std::fs::read_to_string(&file).unwrap() == "made by rust\n");
+    // Threads still start (clone is only reported, under the monitor-everything policy).
+    let text = stdout(&run(&monitored, &["thread"], &dir));
+    assert!(text.contains("thread ok 3628800"), "{text}");
+    assert!(events(&mon).iter().any(|e| e["api"] == "clone" && e["layer"] == "syscall"));
+    drop(listener);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
