@@ -38,6 +38,8 @@ pub struct Runtime {
     /// `dfp_sys_hook`, called by the trampolines of `syscall` instructions.
     pub sys_hook: u64,
     pub contract: u64,
+    /// Link-address ranges of its code (executable sections), for checks.
+    pub code: Vec<(u64, u64)>,
 }
 
 fn bad(why: impl Into<String>) -> Error {
@@ -80,6 +82,7 @@ impl Runtime {
 
         // The read-only part: every allocated section at or above rx_start.
         let mut rx = Vec::new();
+        let mut code = Vec::new();
         for s in sections.iter() {
             let addr = s.sh_addr(endian);
             if s.sh_flags(endian) & u64::from(elf::SHF_ALLOC) == 0 || addr < rx_start {
@@ -90,6 +93,9 @@ impl Runtime {
             }
             let bytes =
                 slice(data, s.sh_offset(endian), s.sh_size(endian)).ok_or_else(|| bad("section outside file"))?;
+            if s.sh_flags(endian) & u64::from(elf::SHF_EXECINSTR) != 0 {
+                code.push((addr, addr + bytes.len() as u64));
+            }
             let at = (addr - rx_start) as usize;
             if rx.len() < at + bytes.len() {
                 rx.resize(at + bytes.len(), 0);
@@ -134,6 +140,6 @@ impl Runtime {
                 return Err(bad(format!("{name} is not in the read-only part")));
             }
         }
-        Ok(Runtime { rw_size, rw_init, rx_start, rx, relocs, entry, preinit, hook, sys_hook, contract })
+        Ok(Runtime { rw_size, rw_init, rx_start, rx, relocs, entry, preinit, hook, sys_hook, contract, code })
     }
 }

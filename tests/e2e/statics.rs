@@ -222,7 +222,8 @@ fn rust_musl_program() {
     let file = dir.join("made-by-rust");
     let file_s = file.display().to_string();
     // (sub-command, what it prints when it worked, API, class, evidence in args, what it prints when refused)
-    let cases: [(&[&str], &str, &str, &str, &str, &str); 3] = [
+    type RustCase<'a> = (&'a [&'a str], &'a str, &'a str, &'a str, &'a str, &'a str);
+    let cases: [RustCase; 3] = [
         (&["spawn"], "spawn ok 0", "posix_spawnp", "exec", "rust-spawn-ran", "spawn error PermissionDenied"),
         (&["connect", &port], "connect ok", "connect", "network", &port, "connect error PermissionDenied"),
         (&["create", &file_s], "create ok", "open", "file", &file_s, "create error PermissionDenied"),
@@ -262,4 +263,99 @@ fn rust_musl_program() {
     assert!(events(&mon).iter().any(|e| e["api"] == "clone" && e["layer"] == "syscall"));
     drop(listener);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `samples/tricky_sites.S`: a hand-written static program with a function
+/// too short to detour, one that branches back into its first bytes, a
+/// `syscall` with branch targets on both sides, and a `syscall` whose number
+/// comes from a register. `inspect` names each refusal and its reason, the
+/// patched program still runs exactly as written, and what was hooked reports.
+#[test]
+fn unsafe_sites_are_refused_and_said_so() {
+    let dir = scratch("tricky");
+    let exe = dir.join("tricky");
+    compile("cc", &["-nostdlib", "-static"], &exe, "tricky_sites.S", &[]);
+    let out =
+        dfpatch(&["inspect".as_ref(), "--json".as_ref(), "--preset".as_ref(), "monitor-all".as_ref(), exe.as_ref()]);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = &v["plan"];
+    let refused: Vec<(String, String, String)> =
+        plan["refused"].as_array().unwrap().iter().map(|r| (s(&r["layer"]), s(&r["what"]), s(&r["reason"]))).collect();
+    let has = |layer: &str, what: &str, reason: &str| {
+        refused.iter().any(|(l, w, r)| l == layer && w == what && r.contains(reason))
+    };
+    assert!(has("entry", "system", "before 5 bytes"), "{refused:?}");
+    assert!(has("entry", "connect", "a branch target at"), "{refused:?}");
+    assert!(has("syscall", "unknown number", "without a branch target inside"), "{refused:?}");
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    let hooks: Vec<(String, String)> =
+        plan["hooks"].as_array().unwrap().iter().map(|h| (s(&h["kind"]), s(&h["api"]))).collect();
+    assert_eq!(
+        hooks,
+        [
+            ("detour".to_string(), "listen".to_string()),
+            ("syscall".to_string(), "open".to_string()),
+            ("syscall".to_string(), "any monitored system call".to_string()),
+        ]
+    );
+    assert_eq!(plan["syscalls"]["total"], 4);
+    assert_eq!(plan["syscalls"]["not_monitored"], 1);
+
+    // Patched: runs as written (exit 42), reports what was hooked.
+    let ev = dir.join("ev.jsonl");
+    let patched = dir.join("tricky.patched");
+    patch(&exe, &patched, &policy("monitor", "alert", &ev, &[]));
+    assert_eq!(run(&patched, &[], &dir).status.code(), Some(42));
+    let apis: Vec<String> = events(&ev).iter().map(|e| s(&e["api"])).collect();
+    assert_eq!(apis, ["listen", "open"]);
+    // Enforced: the open system call is refused, the program goes on.
+    let ev = dir.join("deny.jsonl");
+    let enforced = dir.join("tricky.enforced");
+    patch(&exe, &enforced, &policy("enforce", "allow", &ev, &[("no-files", "\"file\"", "deny")]));
+    assert_eq!(run(&enforced, &[], &dir).status.code(), Some(42));
+    let evs = events(&ev);
+    assert!(evs.len() == 1 && evs[0]["api"] == "open" && evs[0]["action"] == "deny", "{evs:?}");
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or("").to_string()
+}
+
+/// `samples/regs_check.S`: around a rewritten `syscall`, every register a
+/// system call keeps, the flags (DF and CF set on purpose), xmm0/xmm15 and the
+/// 128-byte red zone are unchanged, whether the call is reported and run or
+/// refused (then it returns -EPERM). And the runtime that makes this true
+/// without saving vector state must contain no vector or x87 instruction.
+#[test]
+fn syscall_sites_keep_registers_flags_vectors_and_red_zone() {
+    let dir = scratch("regs");
+    let exe = dir.join("regs");
+    compile("cc", &["-nostdlib", "-static"], &exe, "regs_check.S", &[]);
+    assert_eq!(run(&exe, &[], &dir).status.code(), Some(42));
+    let ev = dir.join("ev.jsonl");
+    let monitored = dir.join("regs.monitored");
+    patch(&exe, &monitored, &policy("monitor", "alert", &ev, &[]));
+    assert_eq!(run(&monitored, &[], &dir).status.code(), Some(42));
+    assert_eq!(events(&ev).len(), 1);
+    let refused = dir.join("regs.refused");
+    patch(&exe, &refused, &policy("enforce", "deny", &ev, &[]));
+    assert_eq!(run(&refused, &[], &dir).status.code(), Some(43));
+
+    let rt = dfpatch::runtime::Runtime::load().unwrap();
+    let mut info = iced_x86::InstructionInfoFactory::new();
+    let mut decoded = 0;
+    assert!(!rt.code.is_empty());
+    for &(lo, hi) in &rt.code {
+        let bytes = &rt.rx[(lo - rt.rx_start) as usize..(hi - rt.rx_start) as usize];
+        for ins in iced_x86::Decoder::with_ip(64, bytes, lo, iced_x86::DecoderOptions::NONE) {
+            let vector = info.info(&ins).used_registers().iter().any(|r| {
+                let reg = r.register();
+                reg.is_xmm() || reg.is_ymm() || reg.is_zmm() || reg.is_st() || reg.is_mm() || reg.is_k()
+            });
+            assert!(!vector, "the runtime uses a vector or x87 register at {:#x}: {ins}", ins.ip());
+            decoded += 1;
+        }
+    }
+    assert!(decoded > 1000, "only {decoded} instructions decoded");
 }
