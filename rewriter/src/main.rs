@@ -181,14 +181,20 @@ fn summary(dest: &Path, plan: &Plan, size: u64, hash: &[u8; 32]) -> String {
         *layers.entry(s.layer).or_default() += 1;
     }
     let layers: Vec<String> = layers.iter().map(|(l, n)| format!("{l} {n}")).collect();
-    let names: Vec<&str> = plan.hooks.iter().map(|h| h.symbol.as_str()).collect();
+    let mut names: Vec<&str> =
+        plan.hooks.iter().filter(|h| h.kind != dfpatch::plan::HookKind::Syscall).map(|h| h.symbol.as_str()).collect();
+    names.dedup();
+    let functions = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+    let refused = match plan.refused.len() {
+        0 => String::new(),
+        n => format!("; {n} refused as unsafe (see dfpatch inspect)"),
+    };
     format!(
-        "patched {}: {} hooks ({}) at {} sites ({}); runtime {:.1} KiB; policy sha256 {}",
+        "patched {}: {} sites ({}), functions: {}{refused}; runtime {:.1} KiB; policy sha256 {}",
         dest.display(),
-        plan.hooks.len(),
-        if names.is_empty() { "none".to_string() } else { names.join(", ") },
         plan.sites.len(),
         if layers.is_empty() { "none".to_string() } else { layers.join(", ") },
+        functions,
         size as f64 / 1024.0,
         hex(&hash[..8]),
     )

@@ -224,17 +224,52 @@ pub const SYSCALLS: [(u64, ApiId); 16] = [
     (437, ApiId::openat2),
 ];
 
-/// The API a system call number reports as, if it is monitored.
-pub fn syscall_api(nr: u64) -> Option<ApiId> {
-    // A plain loop: no table of pointers, so no relocation in the runtime image.
+/// Bit `n` set: system call `n` (below 512) is monitored. `dfp_sys_hook`
+/// tests it before saving anything, so the many unmonitored calls made
+/// through sites whose number is only known at run time cost a few
+/// instructions.
+pub static SYSCALL_MASK: [u64; 8] = {
+    let mut m = [0u64; 8];
     let mut i = 0;
     while i < SYSCALLS.len() {
-        if SYSCALLS[i].0 == nr {
-            return Some(SYSCALLS[i].1);
-        }
+        let n = SYSCALLS[i].0;
+        m[(n / 64) as usize] |= 1 << (n % 64);
         i += 1;
     }
-    None
+    m
+};
+
+/// The API a system call number reports as, if it is monitored. Numbers
+/// with the x32 bit (0x40000000) are the x32 ABI's, which a 64-bit process
+/// can also make where the kernel has it: the same calls, except execve,
+/// ptrace and execveat, which x32 numbers 520, 521 and 545.
+pub fn syscall_api(nr: u64) -> Option<ApiId> {
+    const X32: u64 = 0x4000_0000;
+    let n = if nr & X32 != 0 { nr & !X32 } else { nr };
+    // A match, not a search of SYSCALLS: this runs for every system call made
+    // through a site whose number is only known at run time.
+    Some(match n {
+        2 => ApiId::open,
+        9 => ApiId::mmap,
+        10 => ApiId::mprotect,
+        42 => ApiId::connect,
+        49 => ApiId::bind,
+        50 => ApiId::listen,
+        56 => ApiId::clone,
+        57 => ApiId::fork,
+        58 => ApiId::vfork,
+        59 => ApiId::execve,
+        85 => ApiId::creat,
+        101 => ApiId::ptrace,
+        257 => ApiId::openat,
+        322 => ApiId::execveat,
+        435 => ApiId::clone3,
+        437 => ApiId::openat2,
+        520 if nr & X32 != 0 => ApiId::execve,
+        521 if nr & X32 != 0 => ApiId::ptrace,
+        545 if nr & X32 != 0 => ApiId::execveat,
+        _ => return None,
+    })
 }
 
 /// The system call number of an API, if it is also a monitored system call.
@@ -276,8 +311,16 @@ mod tests {
             assert_eq!(syscall_nr(api), Some(nr));
         }
         assert_eq!(syscall_api(0), None); // read
+        assert_eq!(syscall_api(0x4000_0000 | 520), Some(ApiId::execve)); // x32
+        assert_eq!(syscall_api(0x4000_0000 | 42), Some(ApiId::connect));
+        assert_eq!(syscall_api(520), None);
+        assert_eq!(syscall_api(u64::MAX), None);
         assert_eq!(syscall_api(ApiId::system as u64), None);
         assert_eq!(syscall_nr(ApiId::system), None);
         assert_eq!(ApiId::clone.class(), Class::Process);
+        for n in 0..512u64 {
+            let bit = SYSCALL_MASK[(n / 64) as usize] >> (n % 64) & 1 == 1;
+            assert_eq!(bit, syscall_api(n).is_some(), "system call {n}");
+        }
     }
 }

@@ -119,6 +119,26 @@ pub fn gettid() -> u64 {
     unsafe { syscall1(SYS_GETTID, 0) as u64 }
 }
 
+/// A private, anonymous, readable and writable mapping of `len` bytes.
+pub fn map_anonymous(len: u64) -> Option<u64> {
+    // SAFETY: a fresh anonymous mapping touches no existing memory.
+    let r = unsafe { syscall6(9, 0, len, 3, 0x22, u64::MAX, 0) };
+    if r < 0 {
+        None
+    } else {
+        Some(r as u64)
+    }
+}
+
+/// # Safety
+/// `addr..addr+len` must be a mapping nothing uses.
+pub unsafe fn unmap(addr: u64, len: u64) {
+    // SAFETY: the caller owns the mapping.
+    unsafe {
+        syscall2(11, addr, len);
+    }
+}
+
 pub fn sched_yield() {
     // SAFETY: no memory.
     unsafe { syscall1(SYS_SCHED_YIELD, 0) };

@@ -8,26 +8,62 @@ use std::sync::OnceLock;
 
 fn stress() -> &'static PathBuf {
     static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = scratch("stress-build");
-        let exe = dir.join("stress");
-        compile("cc", &["-O2", "-pthread"], &exe, "stress.c", &[]);
-        exe
-    })
+    EXE.get_or_init(|| build_stress("dynamic", "cc", &["-O2", "-pthread"]))
+}
+
+/// The stress sample as a static musl and a static glibc program (function
+/// entries detoured, `syscall` instructions rewritten).
+fn stress_static(libc: &str) -> PathBuf {
+    static MUSL: OnceLock<PathBuf> = OnceLock::new();
+    static GLIBC: OnceLock<PathBuf> = OnceLock::new();
+    match libc {
+        "musl" => MUSL
+            .get_or_init(|| {
+                // stress.c uses linux/filter.h: the kernel headers are libc-independent.
+                let kernel = ["-idirafter", "/usr/include", "-idirafter", "/usr/include/x86_64-linux-gnu"];
+                build_stress("musl-static", "musl-gcc", &[&["-O2", "-static"][..], &kernel[..]].concat())
+            })
+            .clone(),
+        _ => GLIBC.get_or_init(|| build_stress("glibc-static", "cc", &["-O2", "-static", "-pthread"])).clone(),
+    }
+}
+
+fn build_stress(name: &str, cc: &str, flags: &[&str]) -> PathBuf {
+    let dir = scratch(&format!("stress-build-{name}"));
+    let exe = dir.join("stress");
+    compile(cc, flags, &exe, "stress.c", &[]);
+    exe
 }
 
 /// Patches the stress sample so that `open` and `exec` are reported to a file.
 fn patched(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    patched_from(name, stress())
+}
+
+fn patched_from(name: &str, exe: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     let dir = scratch(name);
     let ev = dir.join("ev.jsonl");
     let p = dir.join("stress");
-    patch(stress(), &p, &policy("monitor", "allow", &ev, &[("f", "\"file\", \"exec\"", "alert")]));
+    patch(exe, &p, &policy("monitor", "allow", &ev, &[("f", "\"file\", \"exec\"", "alert")]));
     (dir, p, ev)
 }
 
 #[test]
 fn sixty_four_threads_every_event_whole_and_counted() {
-    let (dir, p, ev) = patched("threads");
+    sixty_four_threads(patched("threads"));
+}
+
+#[test]
+fn sixty_four_threads_static_musl() {
+    sixty_four_threads(patched_from("threads-musl-static", &stress_static("musl")));
+}
+
+#[test]
+fn sixty_four_threads_static_glibc() {
+    sixty_four_threads(patched_from("threads-glibc-static", &stress_static("glibc")));
+}
+
+fn sixty_four_threads((dir, p, ev): (PathBuf, PathBuf, PathBuf)) {
     let out = run(&p, &["threads", "64", "50"], &dir);
     assert_eq!(stdout(&out), "threads done: 64 x 50\n");
     let text = std::fs::read_to_string(&ev).unwrap();
@@ -49,7 +85,16 @@ fn sixty_four_threads_every_event_whole_and_counted() {
 
 #[test]
 fn vfork_child_is_reported_and_runs() {
-    let (dir, p, ev) = patched("vfork");
+    vfork_child(patched("vfork"));
+}
+
+#[test]
+fn vfork_child_static_musl_and_glibc() {
+    vfork_child(patched_from("vfork-musl-static", &stress_static("musl")));
+    vfork_child(patched_from("vfork-glibc-static", &stress_static("glibc")));
+}
+
+fn vfork_child((dir, p, ev): (PathBuf, PathBuf, PathBuf)) {
     let out = run(&p, &["vfork"], &dir);
     assert_eq!(stdout(&out), "vfork-child-ran\nvfork child exit=0\n");
     let evs = events(&ev);

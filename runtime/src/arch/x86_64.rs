@@ -189,6 +189,17 @@ global_asm!(
     ".type dfp_sys_hook,@function",
     "dfp_sys_hook:",
     "pushfq",
+    // Fast way out for numbers below 512 that are not monitored (x32 and
+    // other large numbers take the slow path, which decides in Rust).
+    "cmp rax, 511",
+    "ja 3f",
+    "lea rcx, [rip + {mask}]",
+    "bt [rcx], rax",
+    "jc 3f",
+    "popfq",
+    "mov ecx, 1",
+    "ret",
+    "3:",
     "cld",
     "push rax",
     "push rdi",
@@ -222,6 +233,7 @@ global_asm!(
     preinit = sym crate::hook::dfp_preinit,
     dispatch = sym crate::hook::dfp_dispatch,
     sys_dispatch = sym crate::hook::dfp_sys_dispatch,
+    mask = sym crate::apis::SYSCALL_MASK,
 );
 
 /// The calling thread's thread pointer (`%fs` base), read with
