@@ -175,6 +175,7 @@ pub fn syscall_sites(
     code: &Code,
     hooked: impl Fn(ApiId) -> bool,
     taken: &[(u64, u64)],
+    cancel: &[(u64, u64)],
 ) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let any_hooked = dfpatch_runtime::apis::SYSCALLS.iter().any(|&(_, a)| hooked(a));
     let mut info = InstructionInfoFactory::new();
@@ -214,6 +215,17 @@ pub fn syscall_sites(
             });
             continue;
         }
+        if cancel.iter().any(|&(lo, hi)| ins.ip() >= lo && ins.ip() <= hi) || musl_cancel_asm(code, i) {
+            refused.push(Refused {
+                layer: "syscall",
+                vaddr: ins.ip(),
+                what,
+                reason: "inside libc's thread-cancellation window: moved, pthread_cancel could no longer \
+                         interrupt a thread blocked in it"
+                    .into(),
+            });
+            continue;
+        }
         match syscall_window(code, i, taken) {
             Some(window) => sites.push(SyscallSite { nr, window }),
             None => refused.push(Refused {
@@ -225,6 +237,34 @@ pub fn syscall_sites(
         }
     }
     (sites, refused, counts)
+}
+
+/// Where libc's cancellable system call sits between two labels that its
+/// cancellation signal handler compares the interrupted address with: musl's
+/// `__cp_begin`..`__cp_end`, glibc's (2.34+) `__syscall_cancel_arch_start`..`_end`.
+/// A `syscall` between them must stay where it is.
+pub fn cancellation_windows(e: &Elf) -> Vec<(u64, u64)> {
+    let syms = e.symbols();
+    let at = |n: &str| syms.iter().find(|s| s.name == n).map(|s| s.value);
+    [("__cp_begin", "__cp_end"), ("__syscall_cancel_arch_start", "__syscall_cancel_arch_end")]
+        .iter()
+        .filter_map(|(a, b)| Some((at(a)?, at(b)?)))
+        .collect()
+}
+
+/// musl's `__syscall_cp_asm` recognised by its last instructions (for
+/// stripped files, where the labels are gone): `mov %r11, 8(%rsp)`,
+/// `syscall`, `ret`.
+fn musl_cancel_asm(code: &Code, i: usize) -> bool {
+    let (Some(prev), Some(next)) = (i.checked_sub(1).and_then(|p| code.insns.get(p)), code.insns.get(i + 1)) else {
+        return false;
+    };
+    prev.code() == Op::Mov_rm64_r64
+        && prev.op1_register() == Register::R11
+        && prev.memory_base() == Register::RSP
+        && prev.memory_index() == Register::None
+        && prev.memory_displacement64() == 8
+        && next.mnemonic() == Mnemonic::Ret
 }
 
 /// The system call number set in the same basic block before instruction `i`.

@@ -187,6 +187,10 @@ pub fn flavour(e: &Elf) -> Result<Flavour> {
         return Err(Error::NoSectionHeaders);
     }
     let dynamic = e.interp.is_some();
+    let go = [".go.buildinfo", ".gopclntab", ".note.go.buildid"].iter().any(|n| e.section(n).is_some());
+    if go && !dynamic {
+        return Err(Error::GoProgram);
+    }
     let libc = if dynamic {
         match e.interp.as_ref().filter(|i| i.contains("musl")) {
             Some(i) => Some(format!("musl ({i})")),
@@ -294,7 +298,8 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
         }
         let taken: Vec<(u64, u64)> = detours.iter().map(|d| (d.window.start(), d.window.end())).collect();
         // Layer 4: system call instructions.
-        let (sys, mut no, counts) = moved::syscall_sites(&map, hooked, &taken);
+        let cancel = moved::cancellation_windows(e);
+        let (sys, mut no, counts) = moved::syscall_sites(&map, hooked, &taken, &cancel);
         refused.append(&mut no);
         syscalls = Some(counts);
 

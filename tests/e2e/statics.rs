@@ -359,3 +359,34 @@ fn syscall_sites_keep_registers_flags_vectors_and_red_zone() {
     }
     assert!(decoded > 1000, "only {decoded} instructions decoded");
 }
+
+/// A thread blocked in a cancellable `read` is cancelled in the patched
+/// program too: musl's cancellation `syscall` (found by its labels, or by its
+/// instructions when stripped) is refused, not moved, because pthread_cancel
+/// only acts while the blocked thread's address is between those labels.
+#[test]
+fn pthread_cancel_still_interrupts_a_blocked_thread() {
+    let dir = scratch("cancel");
+    for stripped in [false, true] {
+        let exe = dir.join(if stripped { "cancel-stripped" } else { "cancel" });
+        compile("musl-gcc", &["-O2", "-static"], &exe, "cancel.c", &[]);
+        if stripped {
+            assert!(std::process::Command::new("strip").arg(&exe).status().unwrap().success());
+        }
+        let out = dfpatch(&["inspect".as_ref(), "--preset".as_ref(), "monitor-all".as_ref(), exe.as_ref()]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("inside libc's thread-cancellation window"));
+        let patched = dir.join(format!("{}.patched", exe.file_name().unwrap().to_string_lossy()));
+        patch(&exe, &patched, &policy("monitor", "alert", &dir.join("ev.jsonl"), &[]));
+        let mut child = std::process::Command::new(&patched).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the patched program hangs: pthread_cancel did not interrupt the blocked thread");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "cancelled=1\n");
+    }
+}
