@@ -117,6 +117,8 @@ pub mod hook_kind {
     pub const DETOUR: u8 = 1;
     /// A `syscall` instruction.
     pub const SYSCALL: u8 = 2;
+    /// A loaded library's definition (dynamic symbol table), see `libs`.
+    pub const SYMBOL: u8 = 3;
 }
 
 /// Action numbers shared by the policy compiler and the runtime.

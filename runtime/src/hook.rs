@@ -15,7 +15,7 @@ use crate::arch::x86_64::{HookFrame, SysFrame, FORWARD, RETURN, SYS_RUN, SYS_SKI
 use crate::contract::{action, hook_kind, Contract, HookEntry, CONTRACT_VERSION, MAGIC};
 use crate::json::Json;
 use crate::ptable::{action_name, PolicyTable, Sink};
-use crate::{decode, loader, mem, sys};
+use crate::{decode, libs, loader, mem, sys};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
@@ -148,6 +148,20 @@ fn init(c: &Contract) {
     }
     relocate(c);
     init_relocated();
+    install_libraries(c);
+}
+
+/// Layer 2: redirect the monitored functions of every loaded library (see `libs`).
+#[inline(never)]
+fn install_libraries(c: &Contract) {
+    #[cfg(target_os = "none")]
+    if c.dynamic_vaddr != 0 {
+        if let Some(p) = policy(c) {
+            libs::install(c.dynamic_vaddr.wrapping_add(bias(c)), &p, crate::arch::x86_64::hook_addr());
+        }
+    }
+    #[cfg(not(target_os = "none"))]
+    let _ = c;
 }
 
 /// Steps 1 and 2 of start-up. Until they are done the runtime's GOT is
@@ -277,23 +291,49 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     let c = contract();
     // First of all: nothing below may run before self-relocation.
     let ready = ensure_init(c);
-    let entry = match hook_entry(c, f.r11) {
-        Some(e) => e,
-        None => sys::kill_self(), // a stub without a table entry: the file is damaged
-    };
-    let real = entry.vaddr.wrapping_add(bias(c));
-    f.r11 = match entry.kind {
-        // SAFETY: the GOT slot is a loaded, aligned u64 of this executable.
-        hook_kind::GOT => unsafe { core::ptr::read_volatile(real as *const u64) },
-        hook_kind::DETOUR => real,
-        _ => sys::kill_self(),
+    let mut lazy = false;
+    let (api_id, kind) = if f.r11 & libs::FLAG != 0 {
+        // A library's definition, redirected at start-up (`libs`).
+        let Some((api, real)) = libs::entry(f.r11) else { sys::kill_self() };
+        f.r11 = real;
+        (api as u16, hook_kind::SYMBOL)
+    } else {
+        let entry = match hook_entry(c, f.r11) {
+            Some(e) => e,
+            None => sys::kill_self(), // a stub without a table entry: the file is damaged
+        };
+        let real = entry.vaddr.wrapping_add(bias(c));
+        f.r11 = match entry.kind {
+            hook_kind::GOT => {
+                // SAFETY: the GOT slot is a loaded, aligned u64 of this executable.
+                let bound = unsafe { core::ptr::read_volatile(real as *const u64) };
+                // Bound after start-up, the slot may hold one of our library
+                // stubs: go to the function itself (one event per call).
+                match libs::real_of_stub(bound) {
+                    Some(function) => function,
+                    None => {
+                        // Not bound yet (lazy binding: it points back into our
+                        // own PLT): the loader's resolver will bind it to our
+                        // library stub and jump there, which must not report
+                        // this call a second time.
+                        let lo = c.exe_lo.wrapping_add(bias(c));
+                        let hi = c.exe_hi.wrapping_add(bias(c));
+                        lazy = bound >= lo && bound < hi;
+                        bound
+                    }
+                }
+            }
+            hook_kind::DETOUR => real,
+            _ => sys::kill_self(),
+        };
+        (entry.api, entry.kind)
     };
     if !ready {
         // Start-up is stuck in another thread: let the call through rather
         // than run code that needs the relocated image.
         return FORWARD;
     }
-    let api = match ApiId::from_u16(entry.api) {
+    let api = match ApiId::from_u16(api_id) {
         Some(a) => a,
         None => return FORWARD,
     };
@@ -306,25 +346,34 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         Some(p) => p,
         None => return FORWARD,
     };
-    let d = p.decision(entry.api);
+    let d = p.decision(api_id);
     if d.action == action::ALLOW {
         return FORWARD;
     }
     let done = if p.enforce() { d.action } else { action::ALERT };
     // A function entry reached from inside another reported call of this
     // thread (`system` calling `posix_spawn`) was reported with it.
+    // The same for a library definition reached through the executable's
+    // own hooked call (its GOT slot still lazy: the loader's resolver binds
+    // it to our library stub on the way).
     let frame = &f.ret as *const u64 as u64;
-    let detour = entry.kind == hook_kind::DETOUR;
-    if detour && done == action::ALERT && nest::inside(sys::gettid(), frame) {
+    let nested_kind = kind == hook_kind::DETOUR || kind == hook_kind::SYMBOL;
+    if nested_kind && done == action::ALERT && nest::inside(sys::gettid(), frame) {
         return FORWARD;
     }
-    emit(c, &p, api, f, Origin::Returns(f.ret), entry.kind, done, d.action, d.rule);
+    if kind == hook_kind::SYMBOL && nest::take_lazy(sys::gettid(), frame, f.ret) {
+        return FORWARD; // this very call was reported by the executable's hook
+    }
+    emit(c, &p, api, f, Origin::Returns(f.ret), kind, done, d.action, d.rule);
     match done {
         action::DENY => refuse(c, api, f),
         action::KILL => sys::kill_self(),
         _ => {
-            if detour {
+            if kind == hook_kind::DETOUR {
                 nest::enter(sys::gettid(), frame, f.ret);
+            }
+            if lazy {
+                nest::expect_lazy(sys::gettid(), frame, f.ret);
             }
             FORWARD
         }
@@ -401,6 +450,13 @@ mod nest {
         Slot { seq: AtomicU32::new(0), tid: AtomicU32::new(0), frame: AtomicU64::new(0), ret: AtomicU64::new(0) }
     }; SLOTS];
 
+    /// One pending lazy-binding call per thread (see `expect_lazy`). A thread
+    /// only ever touches its own entry (colliding ids aside: then a duplicate
+    /// event at worst).
+    static LAZY: [Slot; SLOTS] = [const {
+        Slot { seq: AtomicU32::new(0), tid: AtomicU32::new(0), frame: AtomicU64::new(0), ret: AtomicU64::new(0) }
+    }; SLOTS];
+
     fn slot(tid: u64) -> &'static Slot {
         &TABLE[(tid as usize) % SLOTS]
     }
@@ -415,6 +471,29 @@ mod nest {
         s.frame.store(frame, Ordering::Relaxed);
         s.ret.store(ret, Ordering::Relaxed);
         s.seq.store(seq + 2, Ordering::Release);
+    }
+
+    /// The executable's hooked call at `frame` is going through the lazy
+    /// binding resolver, which will enter our library stub for it next.
+    pub fn expect_lazy(tid: u64, frame: u64, ret: u64) {
+        let s = &LAZY[(tid as usize) % SLOTS];
+        s.tid.store(0, Ordering::Relaxed);
+        s.frame.store(frame, Ordering::Relaxed);
+        s.ret.store(ret, Ordering::Relaxed);
+        s.tid.store(tid as u32, Ordering::Release);
+    }
+
+    /// Whether this library-stub call is that one (and forget it).
+    pub fn take_lazy(tid: u64, frame: u64, ret: u64) -> bool {
+        let s = &LAZY[(tid as usize) % SLOTS];
+        if s.tid.load(Ordering::Acquire) != tid as u32 {
+            return false;
+        }
+        let hit = s.frame.load(Ordering::Relaxed) == frame && s.ret.load(Ordering::Relaxed) == ret;
+        if hit {
+            let _ = s.tid.compare_exchange(tid as u32, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        hit
     }
 
     pub fn inside(tid: u64, sp: u64) -> bool {
@@ -677,6 +756,7 @@ impl Event<'_> {
         j.string(match self.layer {
             hook_kind::GOT => b"plt",
             hook_kind::DETOUR => b"entry",
+            hook_kind::SYMBOL => b"symbol",
             _ => b"syscall",
         });
         caller(self.c, &mut j, self.origin);

@@ -16,6 +16,7 @@ pub mod contract;
 pub mod decode;
 pub mod hook;
 pub mod json;
+pub mod libs;
 pub mod loader;
 pub mod mem;
 pub mod ptable;

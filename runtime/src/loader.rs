@@ -6,11 +6,11 @@ use crate::mem;
 use crate::sys;
 
 const DT_NULL: u64 = 0;
-const DT_HASH: u64 = 4;
-const DT_STRTAB: u64 = 5;
-const DT_SYMTAB: u64 = 6;
-const DT_DEBUG: u64 = 21;
-const DT_GNU_HASH: u64 = 0x6fff_fef5;
+pub(crate) const DT_HASH: u64 = 4;
+pub(crate) const DT_STRTAB: u64 = 5;
+pub(crate) const DT_SYMTAB: u64 = 6;
+pub(crate) const DT_DEBUG: u64 = 21;
+pub(crate) const DT_GNU_HASH: u64 = 0x6fff_fef5;
 
 /// Looks `name` up in every object of the link map, starting from the
 /// executable's dynamic section at `dynamic` (a run-time address). Returns the
@@ -33,7 +33,7 @@ pub fn lookup(dynamic: u64, name: &[u8]) -> Option<u64> {
 
 /// Value of the first `tag` entry of a dynamic section; pointers are rebased
 /// by `base` when the loader left them unrelocated (musl does).
-fn dyn_value(dynamic: u64, base: u64, tag: u64) -> Option<u64> {
+pub(crate) fn dyn_value(dynamic: u64, base: u64, tag: u64) -> Option<u64> {
     let mut at = dynamic;
     for _ in 0..512 {
         let t = mem::read_u64(at)?;
@@ -113,7 +113,7 @@ fn gnu_lookup(table: u64, name: &[u8], check: &impl Fn(u64) -> Option<u64>) -> O
     None
 }
 
-fn name_is(addr: u64, name: &[u8]) -> bool {
+pub(crate) fn name_is(addr: u64, name: &[u8]) -> bool {
     let mut buf = [0u8; 64];
     let want = name.len() + 1;
     match buf.get_mut(..want) {
@@ -127,8 +127,30 @@ fn name_is(addr: u64, name: &[u8]) -> bool {
 /// module's load base (the start of its mapping at file offset 0), which for
 /// shared objects is the ELF virtual address that `addr2line` and `objdump` use.
 pub fn module_of(addr: u64, path: &mut [u8; 256]) -> Option<(usize, u64)> {
-    let fd = sys::open(b"/proc/self/maps\0", sys::O_RDONLY | sys::O_CLOEXEC, 0).ok()?;
     let mut scanner = MapsScanner { base: 0, base_path: [0; 256], base_len: 0 };
+    scan_maps(|line| scanner.line(line, addr, path))
+}
+
+/// The protection (`PROT_READ` 1 | `PROT_WRITE` 2 | `PROT_EXEC` 4) of the
+/// mapping that holds `addr`, from `/proc/self/maps`.
+pub fn protection_of(addr: u64) -> Option<u64> {
+    scan_maps(|line| {
+        let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
+        let range = fields.next()?;
+        let perms = fields.next()?;
+        let dash = range.iter().position(|&b| b == b'-')?;
+        let (lo, hi) = (parse_hex(range.get(..dash)?)?, parse_hex(range.get(dash + 1..)?)?);
+        if addr < lo || addr >= hi {
+            return None;
+        }
+        let bit = |i: usize, c: u8, v: u64| if perms.get(i) == Some(&c) { v } else { 0 };
+        Some(bit(0, b'r', 1) | bit(1, b'w', 2) | bit(2, b'x', 4))
+    })
+}
+
+/// Calls `f` on each line of `/proc/self/maps` until it returns something.
+fn scan_maps<T>(mut f: impl FnMut(&[u8]) -> Option<T>) -> Option<T> {
+    let fd = sys::open(b"/proc/self/maps\0", sys::O_RDONLY | sys::O_CLOEXEC, 0).ok()?;
     let mut buf = [0u8; 1024];
     let mut have = 0usize;
     let mut found = None;
@@ -148,7 +170,7 @@ pub fn module_of(addr: u64, path: &mut [u8; 256]) -> Option<(usize, u64)> {
         let mut start = 0;
         while let Some(nl) = buf.get(start..have).and_then(|s| s.iter().position(|&b| b == b'\n')) {
             let line = buf.get(start..start + nl).unwrap_or(&[]);
-            if let Some(r) = scanner.line(line, addr, path) {
+            if let Some(r) = f(line) {
                 found = Some(r);
                 break 'read;
             }
@@ -157,8 +179,7 @@ pub fn module_of(addr: u64, path: &mut [u8; 256]) -> Option<(usize, u64)> {
         if start == 0 && (have == buf.len() || n == 0) {
             // A line longer than the buffer (or a final line without newline): skip it.
             if n == 0 {
-                let line = buf.get(..have).unwrap_or(&[]);
-                found = scanner.line(line, addr, path);
+                found = f(buf.get(..have).unwrap_or(&[]));
                 break;
             }
             have = 0;

@@ -33,6 +33,7 @@ const SYS_PROCESS_VM_READV: u64 = 310;
 pub const AT_FDCWD: i64 = -100;
 pub const O_RDONLY: u64 = 0;
 pub const O_WRONLY: u64 = 1;
+pub const O_RDWR: u64 = 2;
 pub const O_CREAT: u64 = 0o100;
 pub const O_APPEND: u64 = 0o2000;
 pub const O_CLOEXEC: u64 = 0o2000000;
@@ -137,6 +138,21 @@ pub unsafe fn unmap(addr: u64, len: u64) {
     unsafe {
         syscall2(11, addr, len);
     }
+}
+
+/// Writes `buf` at `offset` of `fd` (for `/proc/self/mem`: at that address).
+pub fn pwrite(fd: i32, buf: &[u8], offset: u64) -> Result<u64, i64> {
+    // SAFETY: the kernel reads `buf.len()` bytes from `buf`.
+    result(unsafe { syscall4(18, fd as u64, buf.as_ptr() as u64, buf.len() as u64, offset) })
+}
+
+/// `mprotect(addr, len, prot)`.
+///
+/// # Safety
+/// The caller must not take away access that code still relies on.
+pub unsafe fn mprotect(addr: u64, len: u64, prot: u64) -> Result<u64, i64> {
+    // SAFETY: as the caller promises.
+    result(unsafe { syscall3(10, addr, len, prot) })
 }
 
 pub fn sched_yield() {

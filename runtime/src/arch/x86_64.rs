@@ -328,6 +328,17 @@ pub unsafe fn syscall6(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: 
     ret
 }
 
+/// Run-time address of `dfp_hook` (for stubs made at run time).
+#[cfg(target_os = "none")]
+pub fn hook_addr() -> u64 {
+    let a: u64;
+    // SAFETY: a RIP-relative `lea` of a symbol of this image reads no memory.
+    unsafe {
+        asm!("lea {0}, [rip + dfp_hook]", out(reg) a, options(nomem, nostack, preserves_flags));
+    }
+    a
+}
+
 /// Run-time address of the contract, computed PC-relatively from the symbol
 /// `link.ld` defines. Rust's own references to a `#[used]` static may go
 /// through a GOT entry, which is not relocated yet when start-up needs the

@@ -1,0 +1,379 @@
+//! Layer 2: the monitored functions as every loaded library sees them.
+//!
+//! At start-up (before library constructors in glibc executables, through
+//! `DT_PREINIT_ARRAY`; at the entry point, before musl runs them), for every
+//! object of the link map that defines a monitored function (libc), each
+//! definition in its dynamic symbol table (every version: glibc has
+//! `posix_spawn@GLIBC_2.2.5` and `@@GLIBC_2.15`) gets a stub of ours, and its
+//! `st_value` is rewritten to point at that stub. From then on everything
+//! that finds the function through the dynamic symbol table gets the stub:
+//! lazy binding of any library's PLT, libraries loaded later by `dlopen`,
+//! `dlsym`/`dlvsym`, and code that walks the link map and parses libc's
+//! symbol table by hand, as the xz backdoor did. GOT slots and function
+//! pointers already holding a real address (immediate binding, `GLOB_DAT`,
+//! `R_X86_64_64`) are rewritten to the stub too, in every object.
+//!
+//! Read-only memory (the symbol table, RELRO) is written through
+//! `/proc/self/mem`, which the kernel allows without making the page
+//! writable; where that is refused, the page is made writable for the one
+//! write and its protection restored. Stubs live in a mapping written first
+//! and then made read+execute: nothing is ever writable and executable.
+//!
+//! The structures walked here (link map, dynamic sections, hash, symbol,
+//! string and relocation tables) are the loader's own, already used by it to
+//! load and relocate these objects: they are read directly ([`rd`]), not
+//! through `process_vm_readv` (which cost 6,700 system calls, 13 ms, per
+//! start-up).
+//!
+//! A stub: `endbr64; [test $PROT_EXEC,%dl; jz real;] mov $(FLAG|i),%r11d;
+//! jmp *dfp_hook; real: jmp *real_i` (absolute jumps: the mapping may be far
+//! from both).
+
+use crate::apis::{ApiId, Class};
+use crate::contract::action;
+use crate::ptable::PolicyTable;
+use crate::{loader, sys};
+use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+
+/// Set in `%r11` by our stubs (hook numbers of the executable's own table are small).
+pub const FLAG: u64 = 1 << 31;
+const MAX: usize = 128;
+const STUB: u64 = 64;
+const MAX_OBJECTS: usize = 256;
+
+const DT_PLTRELSZ: u64 = 2;
+const DT_RELA: u64 = 7;
+const DT_RELASZ: u64 = 8;
+const DT_JMPREL: u64 = 23;
+
+struct Slot {
+    api: AtomicU16,
+    real: AtomicU64,
+}
+
+static SLOTS: [Slot; MAX] = [const { Slot { api: AtomicU16::new(0), real: AtomicU64::new(0) } }; MAX];
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// The stubs' mapping (0: none).
+static REGION: AtomicU64 = AtomicU64::new(0);
+
+/// What a stub of ours stands for: its API and the real function.
+pub fn entry(r11: u64) -> Option<(ApiId, u64)> {
+    let i = (r11 & !FLAG) as usize;
+    if r11 & FLAG == 0 || i >= COUNT.load(Ordering::Acquire) {
+        return None;
+    }
+    let s = SLOTS.get(i)?;
+    Some((ApiId::from_u16(s.api.load(Ordering::Relaxed))?, s.real.load(Ordering::Relaxed)))
+}
+
+/// The real function behind `addr` when `addr` is one of our stubs (a GOT
+/// slot of the executable bound after start-up holds a stub).
+pub fn real_of_stub(addr: u64) -> Option<u64> {
+    let region = REGION.load(Ordering::Acquire);
+    let i = addr.checked_sub(region)? / STUB;
+    if region == 0 || addr % STUB != region % STUB || i as usize >= COUNT.load(Ordering::Acquire) {
+        return None;
+    }
+    entry(FLAG | i).map(|(_, real)| real)
+}
+
+/// How many definitions and references were redirected.
+#[derive(Default, Clone, Copy)]
+pub struct Installed {
+    pub symbols: usize,
+    pub references: usize,
+}
+
+/// Redirects the monitored functions that `p` does not allow outright in
+/// every loaded object. `exe_dynamic`: the executable's `PT_DYNAMIC` at run
+/// time; `hook`: `dfp_hook`'s run-time address. Runs once, at start-up.
+pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64) -> Installed {
+    let mut done = Installed::default();
+    let mut objects = [(0u64, 0u64); MAX_OBJECTS];
+    let n = link_map(exe_dynamic, &mut objects);
+    let Some(objects) = objects.get(..n) else { return done };
+    let Some(region) = sys::map_anonymous(MAX as u64 * STUB) else { return done };
+    let mut w = Writer::open();
+
+    // 1. Definitions: every object but the executable (index 0).
+    for &(base, dynamic) in objects.iter().skip(1) {
+        for &api in ApiId::ALL {
+            if api.class() == Class::Process || p.decision(api as u16).action == action::ALLOW {
+                continue;
+            }
+            for_each_definition(base, dynamic, api.name().as_bytes(), |sym, value| {
+                let i = COUNT.load(Ordering::Relaxed);
+                if i >= MAX {
+                    return;
+                }
+                let real = base.wrapping_add(value);
+                let stub = region + i as u64 * STUB;
+                write_stub(stub, i as u32, hook, real, api.shape().prot_exec_filter().is_some());
+                SLOTS[i].api.store(api as u16, Ordering::Relaxed);
+                SLOTS[i].real.store(real, Ordering::Relaxed);
+                // st_value is relative to the object's base: the sum wraps to the stub.
+                if w.write_u64(sym + 8, stub.wrapping_sub(base)) {
+                    COUNT.store(i + 1, Ordering::Release);
+                    done.symbols += 1;
+                }
+            });
+        }
+    }
+    let count = COUNT.load(Ordering::Acquire);
+    // SAFETY: the mapping is ours and only holds the stubs written above.
+    let sealed = unsafe { sys::mprotect(region, MAX as u64 * STUB, 5) }.is_ok();
+    if count == 0 || !sealed {
+        w.close();
+        return done;
+    }
+    REGION.store(region, Ordering::Release);
+
+    // 2. References already bound to a real function, in every object.
+    for &(base, dynamic) in objects {
+        for (table, size) in [(DT_JMPREL, DT_PLTRELSZ), (DT_RELA, DT_RELASZ)] {
+            let (Some(at), Some(len)) = (dyn_value(dynamic, base, table), dyn_value(dynamic, 0, size)) else {
+                continue;
+            };
+            done.references += redirect_references(&mut w, base, at, len.min(64 << 20), count);
+        }
+    }
+    w.close();
+    done
+}
+
+/// The objects of the link map as (load base, run-time `PT_DYNAMIC`), the
+/// executable first; returns how many were stored.
+fn link_map(exe_dynamic: u64, out: &mut [(u64, u64)]) -> usize {
+    let Some(r_debug) = dyn_value(exe_dynamic, 0, loader::DT_DEBUG) else { return 0 };
+    let mut map = match rd_u64(r_debug.wrapping_add(8)) {
+        Some(m) => m,
+        None => return 0,
+    };
+    let mut n = 0;
+    while map != 0 && n < out.len() {
+        let (Some(l_addr), Some(l_ld), Some(next)) =
+            (rd_u64(map), rd_u64(map.wrapping_add(16)), rd_u64(map.wrapping_add(24)))
+        else {
+            break;
+        };
+        if l_ld != 0 {
+            out[n] = (l_addr, l_ld);
+            n += 1;
+        }
+        map = next;
+    }
+    n
+}
+
+/// Calls `f(symbol address, st_value)` for every defined function named
+/// `name` in the object's dynamic symbol table (all its versions).
+fn for_each_definition(base: u64, dynamic: u64, name: &[u8], mut f: impl FnMut(u64, u64)) {
+    let (Some(symtab), Some(strtab)) =
+        (dyn_value(dynamic, base, loader::DT_SYMTAB), dyn_value(dynamic, base, loader::DT_STRTAB))
+    else {
+        return;
+    };
+    let mut check = |index: u64| {
+        let sym = symtab.wrapping_add(index.wrapping_mul(24));
+        let Some(e) = rd::<24>(sym) else { return };
+        let st_name = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as u64;
+        let shndx = u16::from_le_bytes([e[6], e[7]]);
+        let value = u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]);
+        // Defined functions only (an IFUNC's value is its resolver).
+        if shndx != 0 && e[4] & 0xf == 2 && value != 0 && name_is(strtab.wrapping_add(st_name), name) {
+            f(sym, value);
+        }
+    };
+    if let Some(table) = dyn_value(dynamic, base, loader::DT_GNU_HASH) {
+        let (Some(nbuckets), Some(symoffset), Some(bloom)) = (rd_u32(table), rd_u32(table + 4), rd_u32(table + 8))
+        else {
+            return;
+        };
+        if nbuckets == 0 {
+            return;
+        }
+        let h = name.iter().fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
+        let buckets = table + 16 + bloom as u64 * 8;
+        let chains = buckets + nbuckets as u64 * 4;
+        let Some(first) = rd_u32(buckets + (h % nbuckets) as u64 * 4) else { return };
+        if first < symoffset {
+            return;
+        }
+        for index in first as u64..first as u64 + (1 << 16) {
+            let Some(ch) = rd_u32(chains + (index - symoffset as u64) * 4) else { return };
+            if ch | 1 == h | 1 {
+                check(index);
+            }
+            if ch & 1 == 1 {
+                return;
+            }
+        }
+    } else if let Some(table) = dyn_value(dynamic, base, loader::DT_HASH) {
+        let (Some(nbucket), Some(nchain)) = (rd_u32(table), rd_u32(table + 4)) else { return };
+        if nbucket == 0 {
+            return;
+        }
+        let h = name.iter().fold(0u32, |h, &c| {
+            let h = (h << 4).wrapping_add(c as u32);
+            let g = h & 0xf000_0000;
+            (h ^ (g >> 24)) & !g
+        });
+        let chains = table + 8 + nbucket as u64 * 4;
+        let Some(mut index) = rd_u32(table + 8 + (h % nbucket) as u64 * 4) else { return };
+        let mut guard = 0;
+        while index != 0 && index < nchain && guard < (1 << 16) {
+            check(index as u64);
+            index = match rd_u32(chains + index as u64 * 4) {
+                Some(i) => i,
+                None => return,
+            };
+            guard += 1;
+        }
+    }
+}
+
+/// Rewrites the relocated words (`GLOB_DAT`, `JUMP_SLOT`, `R_X86_64_64`) of one
+/// relocation table that hold a redirected function's real address.
+fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, count: usize) -> usize {
+    let mut done = 0;
+    let mut at = 0u64;
+    while at + 24 <= len {
+        let Some(e) = rd::<24>(table + at) else { break };
+        at += 24;
+        {
+            let r_offset = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+            let r_type = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
+            if !matches!(r_type, 1 | 6 | 7) {
+                continue;
+            }
+            let slot = base.wrapping_add(r_offset);
+            let Some(value) = rd_u64(slot) else { continue };
+            if let Some(i) = (0..count).find(|&i| SLOTS[i].real.load(Ordering::Relaxed) == value) {
+                let stub = REGION.load(Ordering::Relaxed) + i as u64 * STUB;
+                if w.write_u64(slot, stub) {
+                    done += 1;
+                }
+            }
+        }
+    }
+    done
+}
+
+/// Reads `N` bytes of a loader structure.
+fn rd<const N: usize>(addr: u64) -> Option<[u8; N]> {
+    if addr < 4096 || addr.checked_add(N as u64)? > 0x7fff_ffff_f000 {
+        return None;
+    }
+    let mut b = [0u8; N];
+    for (k, x) in b.iter_mut().enumerate() {
+        // SAFETY: `addr` comes from the dynamic loader's own structures (link
+        // map, dynamic section and the tables it points at), which it mapped
+        // and used to relocate this object; see the module documentation.
+        *x = unsafe { core::ptr::read_volatile((addr + k as u64) as *const u8) };
+    }
+    Some(b)
+}
+
+fn rd_u64(addr: u64) -> Option<u64> {
+    rd::<8>(addr).map(u64::from_le_bytes)
+}
+
+fn rd_u32(addr: u64) -> Option<u32> {
+    rd::<4>(addr).map(u32::from_le_bytes)
+}
+
+/// Value of the first `tag` entry of a dynamic section, rebased by `base`
+/// when the loader left it unrelocated (musl does).
+fn dyn_value(dynamic: u64, base: u64, tag: u64) -> Option<u64> {
+    for k in 0..512u64 {
+        let t = rd_u64(dynamic + k * 16)?;
+        if t == 0 {
+            return None;
+        }
+        if t == tag {
+            let v = rd_u64(dynamic + k * 16 + 8)?;
+            return Some(if v < base { v.wrapping_add(base) } else { v });
+        }
+    }
+    None
+}
+
+fn name_is(addr: u64, name: &[u8]) -> bool {
+    let Some(s) = rd::<64>(addr) else { return false };
+    name.len() < 64 && s.get(..name.len()) == Some(name) && s[name.len()] == 0
+}
+
+fn write_stub(at: u64, i: u32, hook: u64, real: u64, prot_filter: bool) {
+    let mut b = [0xccu8; STUB as usize];
+    let mut n = 0;
+    let mut put = |bytes: &[u8], n: &mut usize| {
+        for &x in bytes {
+            if let Some(d) = b.get_mut(*n) {
+                *d = x;
+            }
+            *n += 1;
+        }
+    };
+    put(&[0xf3, 0x0f, 0x1e, 0xfa], &mut n); // endbr64
+    if prot_filter {
+        put(&[0xf6, 0xc2, 0x04, 0x74, 0x14], &mut n); // test dl,4 ; jz real (+20)
+    }
+    put(&[0x41, 0xbb], &mut n); // mov r11d, FLAG|i
+    put(&((FLAG as u32) | i).to_le_bytes(), &mut n);
+    put(&[0xff, 0x25, 0, 0, 0, 0], &mut n); // jmp *[rip+0]
+    put(&hook.to_le_bytes(), &mut n);
+    put(&[0xff, 0x25, 0, 0, 0, 0], &mut n); // real: jmp *[rip+0]
+    put(&real.to_le_bytes(), &mut n);
+    for (k, &x) in b.iter().enumerate() {
+        // SAFETY: `at` is inside our own read-write mapping, STUB bytes per stub.
+        unsafe { core::ptr::write_volatile((at + k as u64) as *mut u8, x) };
+    }
+}
+
+/// Writes words into memory that may be read-only.
+struct Writer {
+    mem_fd: i32,
+}
+
+impl Writer {
+    fn open() -> Writer {
+        let fd = sys::open(b"/proc/self/mem\0", sys::O_RDWR | sys::O_CLOEXEC, 0).unwrap_or(-1);
+        Writer { mem_fd: fd }
+    }
+
+    fn close(&mut self) {
+        if self.mem_fd >= 0 {
+            sys::close(self.mem_fd);
+            self.mem_fd = -1;
+        }
+    }
+
+    fn write_u64(&mut self, addr: u64, value: u64) -> bool {
+        let bytes = value.to_le_bytes();
+        if self.mem_fd >= 0 && sys::pwrite(self.mem_fd, &bytes, addr) == Ok(8) {
+            return true;
+        }
+        // /proc/self/mem refused (a hardened kernel): make the page writable
+        // for this one write, then give it back its protection.
+        let Some(prot) = loader::protection_of(addr) else { return false };
+        if prot & 4 != 0 {
+            return false; // never writable and executable at once
+        }
+        let page = addr & !4095;
+        let len = if (addr & 4095) + 8 > 4096 { 8192 } else { 4096 };
+        if prot & 2 == 0 {
+            // SAFETY: the page(s) stay readable (and executable if they were);
+            // only writing is added, for the duration of one store.
+            if unsafe { sys::mprotect(page, len, prot | 2) }.is_err() {
+                return false;
+            }
+        }
+        // SAFETY: `addr` is a mapped, now writable word the loader relocated.
+        unsafe { core::ptr::write_unaligned(addr as *mut u64, value) };
+        if prot & 2 == 0 {
+            // SAFETY: restores what the page had.
+            let _ = unsafe { sys::mprotect(page, len, prot) };
+        }
+        true
+    }
+}

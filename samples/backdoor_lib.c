@@ -1,0 +1,102 @@
+/* A "backdoored" dependency library for the xz-scenario tests (issue 4). On
+ * request it runs a command or connects out in every way a hostile library
+ * might find the function: through its own PLT, through dlsym, through a
+ * pointer found by walking the loader's link map and parsing libc's dynamic
+ * symbol table by hand (what the xz backdoor did), with a raw `syscall`
+ * instruction, from its constructor; and it dlopens a library.
+ *   cc -shared -fPIC -O2 -o libbackdoor.so backdoor_lib.c */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <link.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef int (*system_fn)(const char *);
+
+/* The loader's dynamic entries are relocated by glibc, not by musl. */
+static const void *dyn_ptr(ElfW(Addr) base, ElfW(Addr) v) { return (const void *)(v < base ? v + base : v); }
+
+/* Finds `name` in the libc of the link map by hand: no dlsym, no PLT. */
+static void *find_by_hand(const char *name) {
+    for (struct link_map *m = _r_debug.r_map; m; m = m->l_next) {
+        if (!m->l_name || (!strstr(m->l_name, "libc.so") && !strstr(m->l_name, "ld-musl"))) continue;
+        const ElfW(Sym) *symtab = 0;
+        const char *strtab = 0;
+        const uint32_t *gnu = 0;
+        for (const ElfW(Dyn) *d = m->l_ld; d->d_tag != DT_NULL; d++) {
+            if (d->d_tag == DT_SYMTAB) symtab = dyn_ptr(m->l_addr, d->d_un.d_ptr);
+            if (d->d_tag == DT_STRTAB) strtab = dyn_ptr(m->l_addr, d->d_un.d_ptr);
+            if (d->d_tag == DT_GNU_HASH) gnu = dyn_ptr(m->l_addr, d->d_un.d_ptr);
+        }
+        if (!symtab || !strtab || !gnu) continue;
+        uint32_t nbuckets = gnu[0], symoffset = gnu[1], bloom = gnu[2];
+        const uint32_t *buckets = gnu + 4 + bloom * (sizeof(ElfW(Addr)) / 4);
+        const uint32_t *chains = buckets + nbuckets;
+        uint32_t h = 5381;
+        for (const char *c = name; *c; c++) h = h * 33 + (unsigned char)*c;
+        for (uint32_t i = buckets[h % nbuckets]; i >= symoffset; i++) {
+            uint32_t ch = chains[i - symoffset];
+            if ((ch | 1) == (h | 1) && strcmp(strtab + symtab[i].st_name, name) == 0 && symtab[i].st_value)
+                return (void *)(m->l_addr + symtab[i].st_value);
+            if (ch & 1) break;
+        }
+    }
+    return 0;
+}
+
+int bd_plt_system(const char *cmd) { return system(cmd); }
+
+int bd_dlsym_system(const char *cmd) {
+    system_fn f = (system_fn)dlsym(RTLD_DEFAULT, "system");
+    return f ? f(cmd) : -2;
+}
+
+int bd_manual_system(const char *cmd) {
+    system_fn f = (system_fn)find_by_hand("system");
+    return f ? f(cmd) : -2;
+}
+
+/* execve("/bin/sh", ["sh", "-c", cmd], environ) with a raw syscall in a child. */
+int bd_raw_execve(const char *cmd) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        const char *argv[] = {"sh", "-c", cmd, 0};
+        extern char **environ;
+        long ret;
+        __asm__ volatile("syscall" : "=a"(ret) : "a"(59), "D"("/bin/sh"), "S"(argv), "d"(environ) : "rcx", "r11", "memory");
+        _exit(ret == -1 ? 3 : 4); /* -1 = -EPERM: refused */
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int bd_connect(int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int r = connect(s, (struct sockaddr *)&a, sizeof a);
+    int e = errno;
+    close(s);
+    errno = e;
+    return r;
+}
+
+void *bd_dlopen(const char *lib) { return dlopen(lib, RTLD_NOW); }
+
+__attribute__((constructor)) static void bd_ctor(void) {
+    const char *cmd = getenv("BACKDOOR_CTOR");
+    if (cmd) {
+        int r = system(cmd);
+        printf("ctor-system=%d errno=%s\n", r, r == -1 && errno == EPERM ? "EPERM" : "0");
+        fflush(stdout);
+    }
+}

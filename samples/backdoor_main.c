@@ -1,0 +1,33 @@
+/* The program that loads the "backdoored" library (backdoor_lib.c). It makes
+ * no sensitive call itself: everything comes from the library.
+ *   cc -O2 -o backdoor_main backdoor_main.c -L. -lbackdoor -Wl,-rpath,'$ORIGIN'
+ * Usage: backdoor_main plt|dlsym|manual|raw FILE | connect PORT | dlopen | none */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int bd_plt_system(const char *cmd);
+int bd_dlsym_system(const char *cmd);
+int bd_manual_system(const char *cmd);
+int bd_raw_execve(const char *cmd);
+int bd_connect(int port);
+void *bd_dlopen(const char *lib);
+
+int main(int argc, char **argv) {
+    const char *what = argc > 1 ? argv[1] : "none";
+    const char *arg = argc > 2 ? argv[2] : "";
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "touch '%s'", arg);
+    errno = 0;
+    int r = 0;
+    if (!strcmp(what, "plt")) r = bd_plt_system(cmd);
+    else if (!strcmp(what, "dlsym")) r = bd_dlsym_system(cmd);
+    else if (!strcmp(what, "manual")) r = bd_manual_system(cmd);
+    else if (!strcmp(what, "raw")) r = bd_raw_execve(cmd);
+    else if (!strcmp(what, "connect")) r = bd_connect(atoi(arg));
+    else if (!strcmp(what, "dlopen")) r = bd_dlopen("libm.so.6") != 0;
+    printf("%s=%d errno=%s\n", what, r, errno == EPERM ? "EPERM" : errno ? "other" : "0");
+    printf("done\n");
+    return 0;
+}
