@@ -4,7 +4,10 @@
  * pointer found by walking the loader's link map and parsing libc's dynamic
  * symbol table by hand (what the xz backdoor did), with a raw `syscall`
  * instruction, from its constructor; and it dlopens a library.
- *   cc -shared -fPIC -O2 -o libbackdoor.so backdoor_lib.c */
+ *   cc -shared -fPIC -O2 -fno-optimize-sibling-calls -o libbackdoor.so backdoor_lib.c
+ * (without sibling-call optimisation `return system(cmd)` would be a jump,
+ * and the call would come back to the program, which then counts as the
+ * caller: attribution goes by return address). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dlfcn.h>
@@ -24,32 +27,53 @@ typedef int (*system_fn)(const char *);
 /* The loader's dynamic entries are relocated by glibc, not by musl. */
 static const void *dyn_ptr(ElfW(Addr) base, ElfW(Addr) v) { return (const void *)(v < base ? v + base : v); }
 
-/* Finds `name` in the libc of the link map by hand: no dlsym, no PLT. */
-static void *find_by_hand(const char *name) {
-    for (struct link_map *m = _r_debug.r_map; m; m = m->l_next) {
-        if (!m->l_name || (!strstr(m->l_name, "libc.so") && !strstr(m->l_name, "ld-musl"))) continue;
-        const ElfW(Sym) *symtab = 0;
-        const char *strtab = 0;
-        const uint32_t *gnu = 0;
-        for (const ElfW(Dyn) *d = m->l_ld; d->d_tag != DT_NULL; d++) {
-            if (d->d_tag == DT_SYMTAB) symtab = dyn_ptr(m->l_addr, d->d_un.d_ptr);
-            if (d->d_tag == DT_STRTAB) strtab = dyn_ptr(m->l_addr, d->d_un.d_ptr);
-            if (d->d_tag == DT_GNU_HASH) gnu = dyn_ptr(m->l_addr, d->d_un.d_ptr);
+struct hunt {
+    const char *name;
+    void *found;
+};
+
+/* For one loaded object: if it is libc, look `name` up in its dynamic symbol
+ * table by hand (GNU hash, as the xz backdoor did). */
+static int hunt_in(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct hunt *h = data;
+    if (!info->dlpi_name || (!strstr(info->dlpi_name, "libc.so") && !strstr(info->dlpi_name, "ld-musl"))) return 0;
+    const ElfW(Dyn) *dyn = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC) dyn = (const void *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+    if (!dyn) return 0;
+    ElfW(Addr) base = info->dlpi_addr;
+    const ElfW(Sym) *symtab = 0;
+    const char *strtab = 0;
+    const uint32_t *gnu = 0;
+    for (const ElfW(Dyn) *d = dyn; d->d_tag != DT_NULL; d++) {
+        if (d->d_tag == DT_SYMTAB) symtab = dyn_ptr(base, d->d_un.d_ptr);
+        if (d->d_tag == DT_STRTAB) strtab = dyn_ptr(base, d->d_un.d_ptr);
+        if (d->d_tag == DT_GNU_HASH) gnu = dyn_ptr(base, d->d_un.d_ptr);
+    }
+    if (!symtab || !strtab || !gnu) return 0;
+    uint32_t nbuckets = gnu[0], symoffset = gnu[1], bloom = gnu[2];
+    const uint32_t *buckets = gnu + 4 + bloom * (sizeof(ElfW(Addr)) / 4);
+    const uint32_t *chains = buckets + nbuckets;
+    uint32_t hash = 5381;
+    for (const char *c = h->name; *c; c++) hash = hash * 33 + (unsigned char)*c;
+    for (uint32_t i = buckets[hash % nbuckets]; i >= symoffset; i++) {
+        uint32_t ch = chains[i - symoffset];
+        if ((ch | 1) == (hash | 1) && strcmp(strtab + symtab[i].st_name, h->name) == 0 && symtab[i].st_value) {
+            h->found = (void *)(base + symtab[i].st_value);
+            return 1;
         }
-        if (!symtab || !strtab || !gnu) continue;
-        uint32_t nbuckets = gnu[0], symoffset = gnu[1], bloom = gnu[2];
-        const uint32_t *buckets = gnu + 4 + bloom * (sizeof(ElfW(Addr)) / 4);
-        const uint32_t *chains = buckets + nbuckets;
-        uint32_t h = 5381;
-        for (const char *c = name; *c; c++) h = h * 33 + (unsigned char)*c;
-        for (uint32_t i = buckets[h % nbuckets]; i >= symoffset; i++) {
-            uint32_t ch = chains[i - symoffset];
-            if ((ch | 1) == (h | 1) && strcmp(strtab + symtab[i].st_name, name) == 0 && symtab[i].st_value)
-                return (void *)(m->l_addr + symtab[i].st_value);
-            if (ch & 1) break;
-        }
+        if (ch & 1) break;
     }
     return 0;
+}
+
+/* Finds `name` in libc by hand: the loaded objects, libc's dynamic section,
+ * its GNU hash table and symbol table. No dlsym, no PLT. */
+static void *find_by_hand(const char *name) {
+    struct hunt h = {name, 0};
+    dl_iterate_phdr(hunt_in, &h);
+    return h.found;
 }
 
 int bd_plt_system(const char *cmd) { return system(cmd); }

@@ -1,7 +1,10 @@
 /* The program that loads the "backdoored" library (backdoor_lib.c). It makes
  * no sensitive call itself: everything comes from the library.
  *   cc -O2 -o backdoor_main backdoor_main.c -L. -lbackdoor -Wl,-rpath,'$ORIGIN'
- * Usage: backdoor_main plt|dlsym|manual|raw FILE | connect PORT | dlopen | none */
+ * Usage: backdoor_main plt|dlsym|manual|raw|plugin FILE | connect PORT | dlopen | none
+ * `plugin` loads a second copy of the library (libplugin.so, next to the
+ * program) with dlopen after start-up and has it call system through its PLT. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +30,15 @@ int main(int argc, char **argv) {
     else if (!strcmp(what, "raw")) r = bd_raw_execve(cmd);
     else if (!strcmp(what, "connect")) r = bd_connect(atoi(arg));
     else if (!strcmp(what, "dlopen")) r = bd_dlopen("libm.so.6") != 0;
+    else if (!strcmp(what, "plugin")) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s", argv[0]);
+        char *slash = strrchr(path, '/');
+        snprintf(slash ? slash + 1 : path, sizeof path - (slash ? (size_t)(slash + 1 - path) : 0), "libplugin.so");
+        void *h = dlopen(path, RTLD_NOW);
+        int (*f)(const char *) = h ? (int (*)(const char *))dlsym(h, "bd_plt_system") : 0;
+        r = f ? f(cmd) : -2;
+    }
     printf("%s=%d errno=%s\n", what, r, errno == EPERM ? "EPERM" : errno ? "other" : "0");
     printf("done\n");
     return 0;

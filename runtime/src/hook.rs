@@ -365,19 +365,22 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         return FORWARD; // this very call was reported by the executable's hook
     }
     emit(c, &p, api, f, Origin::Returns(f.ret), kind, done, d.action, d.rule);
-    match done {
+    let next = match done {
         action::DENY => refuse(c, api, f),
         action::KILL => sys::kill_self(),
         _ => {
             if kind == hook_kind::DETOUR {
                 nest::enter(sys::gettid(), frame, f.ret);
             }
-            if lazy {
-                nest::expect_lazy(sys::gettid(), frame, f.ret);
-            }
             FORWARD
         }
+    };
+    // Forwarded (allowed, or a refused dlopen handed a missing path) through a
+    // lazy slot: the resolver's jump into our library stub is this same call.
+    if lazy && next == FORWARD {
+        nest::expect_lazy(sys::gettid(), frame, f.ret);
     }
+    next
 }
 
 /// The dispatcher of rewritten `syscall` instructions, called by

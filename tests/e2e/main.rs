@@ -8,6 +8,7 @@ mod behaviours;
 mod benign;
 mod busybox;
 mod common;
+mod libraries;
 mod properties;
 mod runtime;
 mod startup;

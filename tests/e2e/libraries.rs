@@ -1,0 +1,199 @@
+//! The xz scenario (issue 4): a dependency library that runs a command or
+//! connects out, however it finds the function, is reported with the library
+//! named as the caller, and refused in enforce mode while the program goes on.
+//! `samples/backdoor_lib.c` is the library, `samples/backdoor_main.c` the
+//! program, which makes no sensitive call itself.
+
+use crate::common::*;
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+struct Built {
+    main: PathBuf,
+    lib: PathBuf,
+    plugin: PathBuf,
+}
+
+fn build(dir: &Path, cc: &str) -> Built {
+    let lib = dir.join("libbackdoor.so");
+    // No sibling calls: `return system(cmd)` as a jump would make the program the caller.
+    compile(cc, &["-shared", "-fPIC", "-O2", "-fno-optimize-sibling-calls"], &lib, "backdoor_lib.c", &[]);
+    let plugin = dir.join("libplugin.so");
+    std::fs::copy(&lib, &plugin).unwrap();
+    let main = dir.join("backdoor_main");
+    let after = vec![format!("-L{}", dir.display()), "-lbackdoor".into(), "-Wl,-rpath,$ORIGIN".into()];
+    compile(cc, &["-O2"], &main, "backdoor_main.c", &after);
+    Built { main, lib: std::fs::canonicalize(lib).unwrap(), plugin: std::fs::canonicalize(plugin).unwrap() }
+}
+
+/// One technique: sub-command, API, class, the library expected as caller,
+/// what the program prints when it worked and when it was refused.
+struct Technique {
+    name: &'static str,
+    args: Vec<String>,
+    env: Option<(&'static str, String)>,
+    api: &'static str,
+    class: &'static str,
+    plugin: bool,
+    happened: String,
+    refused: String,
+    file: Option<PathBuf>,
+}
+
+fn techniques(dir: &Path, port: u16) -> Vec<Technique> {
+    let file = |n: &str| dir.join(format!("made-by-{n}"));
+    let mut v = Vec::new();
+    for (name, plugin) in [("plt", false), ("dlsym", false), ("manual", false), ("plugin", true)] {
+        let f = file(name);
+        v.push(Technique {
+            name,
+            args: vec![name.into(), f.display().to_string()],
+            env: None,
+            api: "system",
+            class: "exec",
+            plugin,
+            happened: format!("{name}=0 errno=0"),
+            refused: format!("{name}=-1 errno=EPERM"),
+            file: Some(f),
+        });
+    }
+    let f = file("ctor");
+    v.push(Technique {
+        name: "constructor",
+        args: vec!["none".into()],
+        env: Some(("BACKDOOR_CTOR", format!("touch '{}'", f.display()))),
+        api: "system",
+        class: "exec",
+        plugin: false,
+        happened: "ctor-system=0 errno=0".into(),
+        refused: "ctor-system=-1 errno=EPERM".into(),
+        file: Some(f),
+    });
+    v.push(Technique {
+        name: "connect",
+        args: vec!["connect".into(), port.to_string()],
+        env: None,
+        api: "connect",
+        class: "network",
+        plugin: false,
+        happened: "connect=0 errno=0".into(),
+        refused: "connect=-1 errno=EPERM".into(),
+        file: None,
+    });
+    v.push(Technique {
+        name: "dlopen",
+        args: vec!["dlopen".into()],
+        env: None,
+        api: "dlopen",
+        class: "library",
+        plugin: false,
+        happened: "dlopen=1 errno=0".into(),
+        refused: "dlopen=0".into(),
+        file: None,
+    });
+    v
+}
+
+fn run_with(exe: &Path, t: &Technique, dir: &Path) -> String {
+    for _ in 0..100 {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(&t.args).current_dir(dir);
+        if let Some((k, v)) = &t.env {
+            cmd.env(k, v);
+        }
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return stdout(&other.expect("run the patched program")),
+        }
+    }
+    panic!("{} stayed busy", exe.display());
+}
+
+fn check(flavour: &str, cc: &str) {
+    let dir = scratch(&format!("libraries-{flavour}"));
+    let b = build(&dir, cc);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mon = dir.join("monitor.jsonl");
+    let monitored = dir.join("monitored");
+    patch(&b.main, &monitored, &policy("monitor", "alert", &mon, &[]));
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    for t in techniques(&dir, port) {
+        let lib = if t.plugin { &b.plugin } else { &b.lib };
+        let lib_name = lib.display().to_string();
+        let from_lib = |e: &Value| e["api"] == t.api && e["caller"]["module"] == lib_name.as_str();
+
+        let _ = std::fs::remove_file(&mon);
+        let text = run_with(&monitored, &t, &dir);
+        let happened = text.contains(&t.happened) && text.contains("done");
+        if let Some(f) = &t.file {
+            if !f.exists() {
+                failures.push(format!("{flavour} {}: monitor: {} not made", t.name, f.display()));
+            }
+            let _ = std::fs::remove_file(f);
+        }
+        let evs = events(&mon);
+        let reported = evs.iter().find(|e| from_lib(e));
+        if !happened {
+            failures.push(format!("{flavour} {}: monitor printed {text}", t.name));
+        }
+        match reported {
+            None => failures.push(format!("{flavour} {}: no {} event from {lib_name}: {evs:?}", t.name, t.api)),
+            Some(e) => {
+                if e["class"] != t.class || e["layer"] != "symbol" || e["action"] != "alert" {
+                    failures.push(format!("{flavour} {}: bad event {e}", t.name));
+                }
+                if t.api == "system" && !e["args"]["command"].as_str().unwrap_or("").starts_with("touch ") {
+                    failures.push(format!("{flavour} {}: bad args {e}", t.name));
+                }
+            }
+        }
+        if evs.iter().filter(|e| e["api"] == t.api).count() != 1 {
+            failures.push(format!("{flavour} {}: not exactly one {} event: {evs:?}", t.name, t.api));
+        }
+
+        // Enforce: a policy that denies the technique's class.
+        let enf = dir.join(format!("enforce-{}.jsonl", t.class));
+        let enforced = dir.join(format!("enforced-{}", t.class));
+        if !enforced.exists() {
+            let deny = format!("\"{}\"", t.class);
+            patch(&b.main, &enforced, &policy("enforce", "allow", &enf, &[("no-backdoor", &deny, "deny")]));
+        }
+        let _ = std::fs::remove_file(&enf);
+        let text = run_with(&enforced, &t, &dir);
+        let blocked = text.contains(&t.refused) && text.contains("done") && t.file.as_ref().is_none_or(|f| !f.exists());
+        if !blocked {
+            failures.push(format!("{flavour} {}: enforce printed {text}", t.name));
+        }
+        let evs = events(&enf);
+        if !evs.iter().any(|e| from_lib(e) && e["action"] == "deny") {
+            failures.push(format!("{flavour} {}: no deny event from {lib_name}: {evs:?}", t.name));
+        }
+        if evs.iter().filter(|e| e["api"] == t.api).count() != 1 {
+            failures.push(format!("{flavour} {}: enforce: not exactly one {} event: {evs:?}", t.name, t.api));
+        }
+        table.push(format!(
+            "{flavour:<6} {:<12} reported={} blocked={blocked} caller={}",
+            t.name,
+            reported.is_some(),
+            reported.map_or("-".into(), |e| e["caller"]["module"].to_string())
+        ));
+    }
+    drop(listener);
+    eprintln!("{}", table.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn backdoored_library_glibc() {
+    check("glibc", "cc");
+}
+
+#[test]
+fn backdoored_library_musl() {
+    check("musl", "musl-gcc");
+}
