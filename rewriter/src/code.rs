@@ -11,9 +11,9 @@
 //!
 //! Branch targets are over-approximated, since moving instructions is only
 //! safe when nothing jumps between them: the targets of every direct
-//! jump/call, every known start, every address-sized value in the file's data
-//! and relocation addends that points into code (function pointer tables,
-//! absolute jump tables), every immediate or RIP-relative operand that points
+//! jump/call, every known start, every relocation addend that points into
+//! code and, in fixed-address files, every address-sized word of data that
+//! does (function pointer tables, absolute jump tables), every immediate or RIP-relative operand that points
 //! into code (address taken), and the entries of PC-relative jump tables
 //! (`lea table(%rip)` to read-only data whose 32-bit entries, added to the
 //! table's address, land in the same section).
@@ -90,16 +90,35 @@ impl Code {
                 }
             }
         }
-        // Pointers in data and relocation addends.
+        // Pointers in data and relocation addends. In a position-independent
+        // file every pointer in data has a relocation, so the addends are
+        // enough; in a fixed-address one (ET_EXEC) pointers are plain words.
+        // Tables of the loader and the unwinder hold no code pointers as words.
+        const METADATA: [&str; 10] = [
+            ".eh_frame",
+            ".eh_frame_hdr",
+            ".gnu.hash",
+            ".hash",
+            ".dynsym",
+            ".dynstr",
+            ".gnu.version",
+            ".gnu.version_r",
+            ".gnu.version_d",
+            ".interp",
+        ];
+        let fixed = e.e_type == elf::ET_EXEC;
         for s in &e.sections {
             let alloc = s.sh_flags & u64::from(elf::SHF_ALLOC) != 0;
-            if !alloc || s.is_exec() || s.sh_type == elf::SHT_NOBITS {
+            if !alloc || s.is_exec() || s.sh_type == elf::SHT_NOBITS || METADATA.contains(&s.name.as_str()) {
+                continue;
+            }
+            if s.sh_type == elf::SHT_NOTE {
                 continue;
             }
             let Ok(d) = e.section_data(s) else { continue };
             if s.sh_type == elf::SHT_RELA {
                 found.extend(d.chunks_exact(24).filter_map(|r| u64_at(r, 16)));
-            } else {
+            } else if fixed {
                 let skip = (8 - (s.sh_addr % 8) as usize) % 8;
                 found.extend(d.get(skip..).unwrap_or(&[]).chunks_exact(8).filter_map(|w| u64_at(w, 0)));
             }

@@ -112,6 +112,8 @@ pub struct Elf<'a> {
     pub got_slots: Vec<GotSlot>,
     /// `DT_NEEDED` names.
     pub needed: Vec<String>,
+    /// `DT_RUNPATH`/`DT_RPATH` folders, unexpanded (`$ORIGIN` stays).
+    pub runpath: Vec<String>,
     pub interp: Option<String>,
     pub flags_1_pie: bool,
     /// The dynamic section names the object (`DT_SONAME`): a shared library.
@@ -166,6 +168,7 @@ impl<'a> Elf<'a> {
         let mut sections = Vec::new();
         let mut got_slots = Vec::new();
         let mut needed = Vec::new();
+        let mut runpath = Vec::new();
         let mut flags_1_pie = false;
         let mut has_soname = false;
         if e_shoff != 0 {
@@ -244,6 +247,11 @@ impl<'a> Elf<'a> {
                     if tag == u64::from(elf::DT_NULL) {
                         break;
                     }
+                    if tag == u64::from(elf::DT_RUNPATH) || tag == u64::from(elf::DT_RPATH) {
+                        if let Some(name) = strtab.and_then(|t| t.get(val as u32).ok()) {
+                            runpath.extend(String::from_utf8_lossy(name).split(':').map(str::to_string));
+                        }
+                    }
                     if tag == u64::from(elf::DT_NEEDED) {
                         if let Some(name) = strtab.and_then(|t| t.get(val as u32).ok()) {
                             needed.push(String::from_utf8_lossy(name).into_owned());
@@ -269,6 +277,7 @@ impl<'a> Elf<'a> {
             sections,
             got_slots,
             needed,
+            runpath,
             interp,
             flags_1_pie,
             has_soname,
@@ -325,6 +334,29 @@ impl<'a> Elf<'a> {
             out.push(Symbol { name, value, size, kind: sym[4] & 0xf, shndx });
         }
         out
+    }
+
+    /// The GNU build ID (`NT_GNU_BUILD_ID` note), if any.
+    pub fn build_id(&self) -> Option<&'a [u8]> {
+        for p in self.phdrs.iter().filter(|p| p.p_type == elf::PT_NOTE) {
+            let notes = slice(self.data, p.p_offset, p.p_filesz)?;
+            let mut at = 0usize;
+            while let (Some(namesz), Some(descsz), Some(kind)) =
+                (u32_at(notes, at), u32_at(notes, at + 4), u32_at(notes, at + 8))
+            {
+                let name_at = at + 12;
+                let desc_at = name_at + (namesz as usize).div_ceil(4) * 4;
+                let next = desc_at + (descsz as usize).div_ceil(4) * 4;
+                if kind == elf::NT_GNU_BUILD_ID && notes.get(name_at..name_at + namesz as usize) == Some(b"GNU\0") {
+                    return notes.get(desc_at..desc_at + descsz as usize);
+                }
+                if next <= at {
+                    break;
+                }
+                at = next;
+            }
+        }
+        None
     }
 
     /// The `PT_TLS` header, if any.

@@ -73,6 +73,10 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     let policy_vaddr = l.rx_vaddr + seg.len() as u64;
     seg.extend_from_slice(policy_table);
     pad8(&mut seg);
+    let libplans = libplans_table(plan);
+    let libplans_vaddr = if libplans.is_empty() { 0 } else { l.rx_vaddr + seg.len() as u64 };
+    seg.extend_from_slice(&libplans);
+    pad8(&mut seg);
     let rw_init_vaddr = l.rx_vaddr + seg.len() as u64;
     seg.extend_from_slice(&rt.rw_init);
     pad8(&mut seg);
@@ -187,6 +191,8 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
         tool_version,
         errno_fn_vaddr: plan.errno.function,
         errno_tpoff: plan.errno.tpoff,
+        libplans_vaddr,
+        libplans_len: libplans.len() as u64,
     };
     let at = (rt.contract - rt.rx_start) as usize;
     seg[at..at + std::mem::size_of::<Contract>()].copy_from_slice(&contract_bytes(&contract));
@@ -291,6 +297,67 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     Ok(Patched { output: out, segment_size: seg.len() as u64 + (rw_end - l.rw_vaddr), policy_hash })
 }
 
+/// The library plans as the runtime reads them (`libs::LibPlans`): counts,
+/// then 48-byte library records (build ID, its length, first site, site
+/// count; a length of u32::MAX means size, mtime and its nanoseconds instead),
+/// 80-byte site records (offsets from the library's base, the trampoline's
+/// place in the table, where its jump back and hook slot go, the original
+/// window bytes), then the trampolines.
+fn libplans_table(plan: &Plan) -> Vec<u8> {
+    let libs: Vec<_> = plan.libraries.iter().filter(|l| !l.sites.is_empty()).collect();
+    if libs.is_empty() {
+        return Vec::new();
+    }
+    let nsites: usize = libs.iter().map(|l| l.sites.len()).sum();
+    let mut head = Vec::new();
+    head.extend_from_slice(&(libs.len() as u32).to_le_bytes());
+    head.extend_from_slice(&(nsites as u32).to_le_bytes());
+    let tramps_at = 8 + libs.len() * 48 + nsites * 80;
+    let mut sites = Vec::new();
+    let mut tramps = Vec::new();
+    let mut first = 0u32;
+    for l in &libs {
+        let mut id = [0u8; 32];
+        let id_len = match &l.identity {
+            crate::libplan::Identity::BuildId(b) => {
+                id[..b.len()].copy_from_slice(b);
+                b.len() as u32
+            }
+            crate::libplan::Identity::File { size, mtime, mtime_nsec } => {
+                id[..8].copy_from_slice(&size.to_le_bytes());
+                id[8..16].copy_from_slice(&mtime.to_le_bytes());
+                id[16..24].copy_from_slice(&mtime_nsec.to_le_bytes());
+                u32::MAX
+            }
+        };
+        head.extend_from_slice(&id);
+        head.extend_from_slice(&id_len.to_le_bytes());
+        head.extend_from_slice(&first.to_le_bytes());
+        head.extend_from_slice(&(l.sites.len() as u32).to_le_bytes());
+        head.extend_from_slice(&0u32.to_le_bytes());
+        first += l.sites.len() as u32;
+        for s in &l.sites {
+            sites.extend_from_slice(&s.vaddr.to_le_bytes());
+            sites.extend_from_slice(&s.syscall.to_le_bytes());
+            sites.extend_from_slice(&((tramps_at + tramps.len()) as u32).to_le_bytes());
+            sites.extend_from_slice(&(s.tramp.len() as u32).to_le_bytes());
+            sites.extend_from_slice(&s.back_at.map_or(u32::MAX, |b| b as u32).to_le_bytes());
+            sites.extend_from_slice(&(s.slot_at as u32).to_le_bytes());
+            sites.extend_from_slice(&(s.len as u32).to_le_bytes());
+            sites.extend_from_slice(&[0; 12]);
+            let mut original = [0u8; 32];
+            original[..s.original.len()].copy_from_slice(&s.original);
+            sites.extend_from_slice(&original);
+            tramps.extend_from_slice(&s.tramp);
+        }
+    }
+    debug_assert_eq!(sites.len(), nsites * 80);
+    head.extend(sites);
+    debug_assert_eq!(head.len(), tramps_at);
+    head.extend(tramps);
+    head
+}
+
 fn pad8(v: &mut Vec<u8>) {
     while !v.len().is_multiple_of(8) {
         v.push(0);
@@ -325,6 +392,8 @@ fn contract_bytes(c: &Contract) -> Vec<u8> {
     b.extend_from_slice(&c.tool_version);
     b.extend_from_slice(&c.errno_fn_vaddr.to_le_bytes());
     b.extend_from_slice(&c.errno_tpoff.to_le_bytes());
+    b.extend_from_slice(&c.libplans_vaddr.to_le_bytes());
+    b.extend_from_slice(&c.libplans_len.to_le_bytes());
     assert_eq!(b.len(), std::mem::size_of::<Contract>(), "contract layout and encoder disagree");
     b
 }
@@ -358,6 +427,8 @@ pub fn contract_from_bytes(b: &[u8]) -> Option<Contract> {
     c.tool_version.copy_from_slice(b.get(160..176)?);
     c.errno_fn_vaddr = u64_at(b, 176)?;
     c.errno_tpoff = u64_at(b, 184)? as i64;
+    c.libplans_vaddr = u64_at(b, 192)?;
+    c.libplans_len = u64_at(b, 200)?;
     Some(c)
 }
 

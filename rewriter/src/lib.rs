@@ -12,6 +12,7 @@ pub mod elf;
 pub mod error;
 pub mod fsio;
 pub mod inject;
+pub mod libplan;
 pub mod moved;
 pub mod output;
 pub mod plan;
@@ -32,16 +33,27 @@ pub struct Patch<'a> {
 
 /// Plans without writing anything: what `inspect` shows.
 pub fn plan(data: &[u8], policy: &Policy) -> Result<plan::Plan> {
+    plan_file(data, policy, None)
+}
+
+/// As [`plan`], for the file at `path` (then the libraries it needs are
+/// found and their raw system calls planned too).
+pub fn plan_file(data: &[u8], policy: &Policy, path: Option<&std::path::Path>) -> Result<plan::Plan> {
     let e = elf::Elf::parse(data)?;
     let rt = runtime::Runtime::load()?;
-    plan::make(&e, &rt, policy)
+    plan::make(&e, &rt, policy, path)
 }
 
 /// Plans and applies a patch to `data`.
 pub fn patch<'a>(data: &'a [u8], policy: &Policy) -> Result<Patch<'a>> {
+    patch_file(data, policy, None)
+}
+
+/// As [`patch`], for the file at `path` (see [`plan_file`]).
+pub fn patch_file<'a>(data: &'a [u8], policy: &Policy, path: Option<&std::path::Path>) -> Result<Patch<'a>> {
     let e = elf::Elf::parse(data)?;
     let rt = runtime::Runtime::load()?;
-    let plan = plan::make(&e, &rt, policy)?;
+    let plan = plan::make(&e, &rt, policy, path)?;
     let table = policy.compile();
     let patched = inject::apply(&e, &rt, &plan, &table)?;
     Ok(Patch { plan, patched })

@@ -162,7 +162,7 @@ fn patch(a: &PatchArgs) -> Result<(), String> {
     } else {
         &map
     };
-    let p = dfpatch::patch(input, &policy).map_err(|e| err(file, e))?;
+    let p = dfpatch::patch_file(input, &policy, Some(file)).map_err(|e| err(file, e))?;
     let dest = match &a.output {
         Some(o) => o.clone(),
         None => fsio::in_place_target(file).map_err(|e| format!("{}: {e}", file.display()))?,
@@ -217,7 +217,7 @@ fn inspect(file: &Path, p: &PolicyArgs, json: bool) -> Result<(), String> {
         }
         return Ok(());
     }
-    let plan = dfpatch::plan(&map, &policy).map_err(|e| err(file, e))?;
+    let plan = dfpatch::plan_file(&map, &policy, Some(file)).map_err(|e| err(file, e))?;
     if json {
         let v = serde_json::json!({ "file": file, "patched": false, "plan": plan });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -329,6 +329,30 @@ fn describe(file: &Path, plan: &Plan) -> String {
         let _ = writeln!(s, "refused ({}): cannot be rewritten safely", plan.refused.len());
         for r in &plan.refused {
             let _ = writeln!(s, "  {:<7} {:<14} {:#x}: {}", r.layer, r.what, r.vaddr, r.reason);
+        }
+    }
+    if !plan.libraries.is_empty() || !plan.libraries_skipped.is_empty() {
+        let _ = writeln!(
+            s,
+            "needed libraries (raw syscall instructions, rewritten in memory when the loaded file is this one):"
+        );
+        for l in &plan.libraries {
+            let _ = writeln!(
+                s,
+                "  {:<24} {} hooked, {} refused, {} not monitored, of {} syscall instructions ({})",
+                l.name,
+                l.sites.len(),
+                l.refused.len(),
+                l.syscalls.not_monitored,
+                l.syscalls.total,
+                l.path.display()
+            );
+            for r in &l.refused {
+                let _ = writeln!(s, "    refused {:<14} {:#x}: {}", r.what, r.vaddr, r.reason);
+            }
+        }
+        for k in &plan.libraries_skipped {
+            let _ = writeln!(s, "  {:<24} not planned: {}", k.name, k.reason);
         }
     }
     let mut tactics = std::collections::BTreeMap::<(&str, String), usize>::new();

@@ -176,6 +176,7 @@ pub fn syscall_sites(
     hooked: impl Fn(ApiId) -> bool,
     taken: &[(u64, u64)],
     cancel: &[(u64, u64)],
+    copy_only: bool,
 ) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let any_hooked = dfpatch_runtime::apis::SYSCALLS.iter().any(|&(_, a)| hooked(a));
     let mut info = InstructionInfoFactory::new();
@@ -226,7 +227,7 @@ pub fn syscall_sites(
             });
             continue;
         }
-        match syscall_window(code, i, taken) {
+        match syscall_window(code, i, taken, copy_only) {
             Some(window) => sites.push(SyscallSite { nr, window }),
             None => refused.push(Refused {
                 layer: "syscall",
@@ -302,13 +303,20 @@ fn number(code: &Code, i: usize, info: &mut InstructionInfoFactory) -> Option<u6
 
 /// The smallest run of whole instructions around the `syscall` at `i`, at
 /// least 5 bytes, that can move: preferring neighbours before it.
-fn syscall_window(code: &Code, i: usize, taken: &[(u64, u64)]) -> Option<Window> {
+/// `copy_only`: only instructions whose bytes mean the same anywhere (no
+/// RIP-relative operand, no relative branch), for trampolines placed at run
+/// time (libraries).
+fn syscall_window(code: &Code, i: usize, taken: &[(u64, u64)], copy_only: bool) -> Option<Window> {
     for count in 1..=6usize {
         for before in (0..count).rev() {
             let after = count - 1 - before;
             let (Some(lo), hi) = (i.checked_sub(before), i + after) else { continue };
             let Some(run) = code.insns.get(lo..=hi) else { continue };
-            if movable(code, run, before, taken) {
+            let copyable = |ins: &Instruction| {
+                !ins.is_ip_rel_memory_operand() && matches!(ins.flow_control(), FlowControl::Next | FlowControl::Return)
+            };
+            let others_copyable = run.iter().enumerate().all(|(k, ins)| k == before || copyable(ins));
+            if movable(code, run, before, taken) && (!copy_only || others_copyable) {
                 return Some(Window { insns: run.to_vec(), at: before });
             }
         }

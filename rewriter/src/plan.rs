@@ -173,6 +173,10 @@ pub struct Plan {
     pub code_vaddr: u64,
     #[serde(skip)]
     pub code: Vec<u8>,
+    /// Needed libraries whose raw `syscall` instructions the runtime rewrites
+    /// in memory when the loaded library is this very file (same build ID).
+    pub libraries: Vec<crate::libplan::LibraryPlan>,
+    pub libraries_skipped: Vec<crate::libplan::Skipped>,
 }
 
 /// Checks the file can be patched at all and describes it.
@@ -267,7 +271,9 @@ fn x86_features(e: &Elf) -> (bool, bool) {
     (false, false)
 }
 
-pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
+/// `exe`: where the executable is, to find the libraries it needs (their
+/// raw system calls are planned only when it is given).
+pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path>) -> Result<Plan> {
     let flavour = flavour(e)?;
     if e.last_section(".dfpatch").is_some() {
         return Err(crate::restore::already_patched(e));
@@ -283,8 +289,13 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
     let mut code = Vec::new();
     let code_vaddr;
 
+    let mut libraries = Vec::new();
+    let mut libraries_skipped = Vec::new();
     if flavour.dynamic {
         got_hooks(e, policy, layout.stubs_vaddr, &mut hooks, &mut sites, &mut not_hooked)?;
+        if let Some(exe) = exe {
+            (libraries, libraries_skipped) = crate::libplan::plan(e, exe, &hooked);
+        }
         let stub_count = hooks.len() as u64;
         code_vaddr = layout.stubs_vaddr + stub_count * STUB_SIZE;
     } else {
@@ -299,7 +310,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
         let taken: Vec<(u64, u64)> = detours.iter().map(|d| (d.window.start(), d.window.end())).collect();
         // Layer 4: system call instructions.
         let cancel = moved::cancellation_windows(e);
-        let (sys, mut no, counts) = moved::syscall_sites(&map, hooked, &taken, &cancel);
+        let (sys, mut no, counts) = moved::syscall_sites(&map, hooked, &taken, &cancel, false);
         refused.append(&mut no);
         syscalls = Some(counts);
 
@@ -355,7 +366,21 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy) -> Result<Plan> {
     } else {
         Preinit::Skipped("static executable: its entry point is the first code to run".into())
     };
-    Ok(Plan { flavour, preinit, hooks, sites, not_hooked, refused, syscalls, errno, layout, code_vaddr, code })
+    Ok(Plan {
+        flavour,
+        preinit,
+        hooks,
+        sites,
+        not_hooked,
+        refused,
+        syscalls,
+        errno,
+        layout,
+        code_vaddr,
+        code,
+        libraries,
+        libraries_skipped,
+    })
 }
 
 /// Appends a trampoline at `cursor`, then pads to 8 bytes with `int3`.

@@ -193,6 +193,7 @@ mod tests {
             }],
             got_slots: Vec::new(),
             needed: Vec::new(),
+            runpath: Vec::new(),
             interp: None,
             flags_1_pie: false,
             has_soname: false,

@@ -12,7 +12,7 @@
 /// First bytes of the contract, and of the `.dfpatch` section of a patched file.
 pub const MAGIC: [u8; 8] = *b"DFPATCH\0";
 /// Version of the layouts in this file.
-pub const CONTRACT_VERSION: u32 = 2;
+pub const CONTRACT_VERSION: u32 = 3;
 /// Magic of the compiled policy table.
 pub const POLICY_MAGIC: [u8; 4] = *b"DFPP";
 /// Version of the compiled policy table layout.
@@ -63,6 +63,10 @@ pub struct Contract {
     /// (0: none). Dynamic executables ask the loaded libc instead.
     pub errno_fn_vaddr: u64,
     pub errno_tpoff: i64,
+    /// Plans for raw `syscall` instructions of needed libraries (see
+    /// `libs::LibPlans` for the layout), 0 when none.
+    pub libplans_vaddr: u64,
+    pub libplans_len: u64,
 }
 
 impl Contract {
@@ -89,6 +93,8 @@ impl Contract {
         tool_version: [0; 16],
         errno_fn_vaddr: 0,
         errno_tpoff: 0,
+        libplans_vaddr: 0,
+        libplans_len: 0,
     };
 }
 
@@ -185,7 +191,7 @@ pub struct StrRef {
     pub len: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Contract>() == 192);
+const _: () = assert!(core::mem::size_of::<Contract>() == 208);
 const _: () = assert!(core::mem::size_of::<HookEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<PolicyHeader>() == 40);
 const _: () = assert!(core::mem::size_of::<ApiDecision>() == 4);

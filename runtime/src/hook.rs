@@ -157,7 +157,9 @@ fn install_libraries(c: &Contract) {
     #[cfg(target_os = "none")]
     if c.dynamic_vaddr != 0 {
         if let Some(p) = policy(c) {
-            libs::install(c.dynamic_vaddr.wrapping_add(bias(c)), &p, crate::arch::x86_64::hook_addr());
+            let plans = image(c, c.libplans_vaddr, c.libplans_len);
+            let arch = (crate::arch::x86_64::hook_addr(), crate::arch::x86_64::sys_hook_addr());
+            libs::install(c.dynamic_vaddr.wrapping_add(bias(c)), &p, arch.0, plans, arch.1);
         }
     }
     #[cfg(not(target_os = "none"))]
@@ -394,7 +396,14 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     if !ensure_init(c) {
         return SYS_RUN;
     }
-    let Some(entry) = hook_entry(c, f.r11) else { sys::kill_self() };
+    // A library's rewritten syscall, or one of the executable's own.
+    let site = match libs::lib_site(f.r11) {
+        Some(at) => at,
+        None => match hook_entry(c, f.r11) {
+            Some(entry) => entry.vaddr.wrapping_add(bias(c)),
+            None => sys::kill_self(),
+        },
+    };
     let call = f.as_call();
     if let Some(i) = api.shape().prot_exec_filter() {
         if call.arg(i) & 4 == 0 {
@@ -412,7 +421,6 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     if done == action::ALERT && nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()) {
         return SYS_RUN;
     }
-    let site = entry.vaddr.wrapping_add(bias(c));
     emit(c, &p, api, &call, Origin::At(site), hook_kind::SYSCALL, done, d.action, d.rule);
     match done {
         action::DENY => {

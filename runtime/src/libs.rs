@@ -77,26 +77,42 @@ pub fn real_of_stub(addr: u64) -> Option<u64> {
     entry(FLAG | i).map(|(_, real)| real)
 }
 
+/// Set in `%r11` by the trampolines of libraries' `syscall` instructions.
+pub const LIB_SITE_FLAG: u64 = 1 << 30;
+const MAX_LIB_SITES: usize = 1024;
+/// Run-time address of each library `syscall` rewritten (0: not applied).
+static LIB_SITES: [AtomicU64; MAX_LIB_SITES] = [const { AtomicU64::new(0) }; MAX_LIB_SITES];
+
+/// The run-time address of library `syscall` site `r11` (see [`LIB_SITE_FLAG`]).
+pub fn lib_site(r11: u64) -> Option<u64> {
+    if r11 & LIB_SITE_FLAG == 0 {
+        return None;
+    }
+    let a = LIB_SITES.get((r11 & !LIB_SITE_FLAG) as usize)?.load(Ordering::Acquire);
+    (a != 0).then_some(a)
+}
+
 /// How many definitions and references were redirected.
 #[derive(Default, Clone, Copy)]
 pub struct Installed {
     pub symbols: usize,
     pub references: usize,
+    pub syscalls: usize,
 }
 
 /// Redirects the monitored functions that `p` does not allow outright in
 /// every loaded object. `exe_dynamic`: the executable's `PT_DYNAMIC` at run
 /// time; `hook`: `dfp_hook`'s run-time address. Runs once, at start-up.
-pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64) -> Installed {
+pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_hook: u64) -> Installed {
     let mut done = Installed::default();
-    let mut objects = [(0u64, 0u64); MAX_OBJECTS];
+    let mut objects = [(0u64, 0u64, 0u64); MAX_OBJECTS];
     let n = link_map(exe_dynamic, &mut objects);
     let Some(objects) = objects.get(..n) else { return done };
     let Some(region) = sys::map_anonymous(MAX as u64 * STUB) else { return done };
     let mut w = Writer::open();
 
     // 1. Definitions: every object but the executable (index 0).
-    for &(base, dynamic) in objects.iter().skip(1) {
+    for &(base, dynamic, _) in objects.iter().skip(1) {
         for &api in ApiId::ALL {
             if api.class() == Class::Process || p.decision(api as u16).action == action::ALLOW {
                 continue;
@@ -119,6 +135,8 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64) -> Installed {
             });
         }
     }
+    // 3. Raw system calls of the libraries planned at patch time.
+    done.syscalls = apply_plans(objects, plans, sys_hook, &mut w);
     let count = COUNT.load(Ordering::Acquire);
     // SAFETY: the mapping is ours and only holds the stubs written above.
     let sealed = unsafe { sys::mprotect(region, MAX as u64 * STUB, 5) }.is_ok();
@@ -129,7 +147,7 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64) -> Installed {
     REGION.store(region, Ordering::Release);
 
     // 2. References already bound to a real function, in every object.
-    for &(base, dynamic) in objects {
+    for &(base, dynamic, _) in objects {
         for (table, size) in [(DT_JMPREL, DT_PLTRELSZ), (DT_RELA, DT_RELASZ)] {
             let (Some(at), Some(len)) = (dyn_value(dynamic, base, table), dyn_value(dynamic, 0, size)) else {
                 continue;
@@ -141,9 +159,193 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64) -> Installed {
     done
 }
 
-/// The objects of the link map as (load base, run-time `PT_DYNAMIC`), the
-/// executable first; returns how many were stored.
-fn link_map(exe_dynamic: u64, out: &mut [(u64, u64)]) -> usize {
+/// Applies the patch-time plans (`libplan` in the rewriter) to every loaded
+/// library whose GNU build ID is the planned one: trampolines copied into a
+/// mapping within ±2 GiB of the library (then made read+execute), their jump
+/// back and hook address filled in, and each `syscall` window replaced by a
+/// jump, written through `/proc/self/mem` (code is never made writable).
+/// Returns how many sites were rewritten.
+///
+/// Layout of `plans`: `u32` library count, `u32` site count; per library 48
+/// bytes (build ID [32], its length, first site, site count, 0); per site 48
+/// bytes (window offset from the base u64, `syscall` offset u64, trampoline
+/// offset in `plans` u32, its length u32, jump-back rel32 offset in it or
+/// u32::MAX, hook-slot offset u32, window length u32, 12 zero bytes, the
+/// window's original bytes [32]: 80 in all); the trampolines. A build-ID
+/// length of u32::MAX means the library had none: its size, mtime and mtime
+/// nanoseconds (three u64) must match the loaded path's instead. Every window
+/// is checked to hold its original bytes before it is rewritten.
+fn apply_plans(objects: &[(u64, u64, u64)], plans: &[u8], sys_hook: u64, w: &mut Writer) -> usize {
+    let u32_at = |at: usize| plans.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let u64_at =
+        |at: usize| plans.get(at..at + 8).map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+    let (Some(nlibs), Some(nsites)) = (u32_at(0), u32_at(4)) else { return 0 };
+    if w.mem_fd < 0 {
+        return 0; // code can only be written through /proc/self/mem
+    }
+    let sites_at = 8 + nlibs * 48;
+    let mut done = 0;
+    for &(base, _, name) in objects.iter().skip(1) {
+        let mut id = [0u8; 32];
+        let id_len = build_id(base, &mut id);
+        let mut path = [0u8; 512];
+        let file = path_of(name, &mut path).and_then(sys::stat_size_mtime);
+        let Some(lib) = (0..nlibs).find(|&k| {
+            let at = 8 + k * 48;
+            match (u32_at(at + 32), id_len, file) {
+                (Some(0xffff_ffff), _, Some((size, mtime, nsec))) => {
+                    u64_at(at) == Some(size) && u64_at(at + 8) == Some(mtime) && u64_at(at + 16) == Some(nsec)
+                }
+                (Some(n), Some(len), _) => n == len && plans.get(at..at + len) == id.get(..len),
+                _ => false,
+            }
+        }) else {
+            continue;
+        };
+        let (Some(first), Some(n)) = (u32_at(8 + lib * 48 + 36), u32_at(8 + lib * 48 + 40)) else { continue };
+        if first + n > nsites {
+            continue;
+        }
+        let site = |i: usize| sites_at + (first + i) * 80;
+        // Every window must hold the bytes planned for, or nothing is touched.
+        let intact = (0..n).all(|i| {
+            let at = site(i);
+            match (u64_at(at), u32_at(at + 32)) {
+                (Some(vaddr), Some(wlen)) if wlen <= 32 => (0..wlen).all(|k| {
+                    rd::<1>(base.wrapping_add(vaddr) + k as u64).map(|b| b[0]) == plans.get(at + 48 + k).copied()
+                }),
+                _ => false,
+            }
+        });
+        if !intact {
+            continue;
+        }
+        let total: usize = (0..n).filter_map(|i| u32_at(site(i) + 20)).sum();
+        let Some(region) = map_near(base, total as u64) else { continue };
+        // Trampolines first, while the mapping is writable.
+        let mut placed = 0usize;
+        for i in 0..n {
+            let at = site(i);
+            let (Some(off), Some(len), Some(back), Some(slot), Some(vaddr), Some(wlen)) =
+                (u32_at(at + 16), u32_at(at + 20), u32_at(at + 24), u32_at(at + 28), u64_at(at), u32_at(at + 32))
+            else {
+                return done;
+            };
+            let Some(bytes) = plans.get(off..off + len) else { return done };
+            let tramp = region + placed as u64;
+            for (k, &b) in bytes.iter().enumerate() {
+                // SAFETY: inside our own read-write mapping of `total` bytes.
+                unsafe { core::ptr::write_volatile((tramp + k as u64) as *mut u8, b) };
+            }
+            // SAFETY: slot_at + 8 <= len (the planner puts the slot last), in our mapping.
+            unsafe { core::ptr::write_unaligned((tramp + slot as u64) as *mut u64, sys_hook) };
+            if back != u32::MAX as usize {
+                let from = tramp + back as u64 + 4;
+                let rel = base.wrapping_add(vaddr).wrapping_add(wlen as u64).wrapping_sub(from) as i64;
+                // SAFETY: back + 4 <= len, in our mapping.
+                unsafe { core::ptr::write_unaligned((tramp + back as u64) as *mut i32, rel as i32) };
+            }
+            placed += len;
+        }
+        // SAFETY: our own mapping, now holding only the trampolines.
+        if unsafe { sys::mprotect(region, total as u64, 5) }.is_err() {
+            continue;
+        }
+        placed = 0;
+        for i in 0..n {
+            let at = site(i);
+            let (Some(len), Some(vaddr), Some(syscall), Some(wlen)) =
+                (u32_at(at + 20), u64_at(at), u64_at(at + 8), u32_at(at + 32))
+            else {
+                return done;
+            };
+            let from = base.wrapping_add(vaddr);
+            let rel = (region + placed as u64).wrapping_sub(from + 5) as i64;
+            placed += len;
+            if !(5..=32).contains(&wlen) || rel != rel as i32 as i64 {
+                continue;
+            }
+            let mut jump = [0xccu8; 32];
+            jump[0] = 0xe9;
+            jump[1..5].copy_from_slice(&(rel as i32).to_le_bytes());
+            if sys::pwrite(w.mem_fd, &jump[..wlen], from) == Ok(wlen as u64) {
+                if let Some(slot) = LIB_SITES.get(first + i) {
+                    slot.store(base.wrapping_add(syscall), Ordering::Release);
+                }
+                done += 1;
+            }
+        }
+    }
+    done
+}
+
+/// A read-write mapping of `len` bytes within reach of a rel32 from `base`.
+fn map_near(base: u64, len: u64) -> Option<u64> {
+    const REACH: u64 = 1 << 30;
+    for k in 0..24u64 {
+        let hint = if k == 0 { 0 } else { base.saturating_sub(k << 26) };
+        // SAFETY: a fresh anonymous mapping; the hint is only a hint.
+        let r = unsafe { crate::arch::x86_64::syscall6(9, hint, len, 3, 0x22, u64::MAX, 0) };
+        if r < 0 {
+            continue;
+        }
+        let at = r as u64;
+        if at.abs_diff(base) < REACH {
+            return Some(at);
+        }
+        // SAFETY: ours, unused.
+        unsafe { sys::unmap(at, len) };
+    }
+    None
+}
+
+/// The GNU build ID of the object loaded at `base`, from its program headers.
+fn build_id(base: u64, out: &mut [u8; 32]) -> Option<usize> {
+    let magic = rd::<4>(base)?;
+    if magic != *b"\x7fELF" {
+        return None;
+    }
+    let phoff = rd_u64(base + 32)?;
+    let phnum = u16::from_le_bytes(rd::<2>(base + 56)?) as u64;
+    for k in 0..phnum.min(64) {
+        let ph = base + phoff + k * 56;
+        if rd_u32(ph)? != 4 {
+            continue; // PT_NOTE
+        }
+        let (vaddr, size) = (rd_u64(ph + 16)?, rd_u64(ph + 32)?);
+        let notes = base.wrapping_add(vaddr);
+        let mut at = 0u64;
+        while at + 12 <= size.min(4096) {
+            let (namesz, descsz, kind) = (rd_u32(notes + at)?, rd_u32(notes + at + 4)?, rd_u32(notes + at + 8)?);
+            let name_at = at + 12;
+            let desc_at = name_at + (namesz as u64).div_ceil(4) * 4;
+            if kind == 3 && namesz == 4 && rd::<4>(notes + name_at)? == *b"GNU\0" && descsz as usize <= out.len() {
+                for (k, b) in out.iter_mut().take(descsz as usize).enumerate() {
+                    *b = rd::<1>(notes + desc_at + k as u64)?[0];
+                }
+                return Some(descsz as usize);
+            }
+            at = desc_at + (descsz as u64).div_ceil(4) * 4;
+        }
+    }
+    None
+}
+
+/// The NUL-terminated path at `name` (a link map's `l_name`), copied.
+fn path_of(name: u64, out: &mut [u8; 512]) -> Option<&[u8]> {
+    for k in 0..out.len() {
+        let b = rd::<1>(name.checked_add(k as u64)?)?[0];
+        out[k] = b;
+        if b == 0 {
+            return (k > 0).then_some(&out[..=k]);
+        }
+    }
+    None
+}
+
+/// The objects of the link map as (load base, run-time `PT_DYNAMIC`,
+/// `l_name`), the executable first; returns how many were stored.
+fn link_map(exe_dynamic: u64, out: &mut [(u64, u64, u64)]) -> usize {
     let Some(r_debug) = dyn_value(exe_dynamic, 0, loader::DT_DEBUG) else { return 0 };
     let mut map = match rd_u64(r_debug.wrapping_add(8)) {
         Some(m) => m,
@@ -151,13 +353,13 @@ fn link_map(exe_dynamic: u64, out: &mut [(u64, u64)]) -> usize {
     };
     let mut n = 0;
     while map != 0 && n < out.len() {
-        let (Some(l_addr), Some(l_ld), Some(next)) =
-            (rd_u64(map), rd_u64(map.wrapping_add(16)), rd_u64(map.wrapping_add(24)))
+        let (Some(l_addr), Some(l_name), Some(l_ld), Some(next)) =
+            (rd_u64(map), rd_u64(map.wrapping_add(8)), rd_u64(map.wrapping_add(16)), rd_u64(map.wrapping_add(24)))
         else {
             break;
         };
         if l_ld != 0 {
-            out[n] = (l_addr, l_ld);
+            out[n] = (l_addr, l_ld, l_name);
             n += 1;
         }
         map = next;

@@ -140,6 +140,17 @@ pub unsafe fn unmap(addr: u64, len: u64) {
     }
 }
 
+/// Size, modification time and its nanoseconds of the file at `path` (NUL terminated).
+pub fn stat_size_mtime(path: &[u8]) -> Option<(u64, u64, u64)> {
+    let mut st = [0u64; 18];
+    // SAFETY: newfstatat writes one struct stat (144 bytes) into `st`; `path` is NUL terminated.
+    let r = unsafe { syscall4(262, AT_FDCWD as u64, path.as_ptr() as u64, st.as_mut_ptr() as u64, 0) };
+    if r != 0 || !path.contains(&0) {
+        return None;
+    }
+    Some((st[6], st[11], st[12]))
+}
+
 /// Writes `buf` at `offset` of `fd` (for `/proc/self/mem`: at that address).
 pub fn pwrite(fd: i32, buf: &[u8], offset: u64) -> Result<u64, i64> {
     // SAFETY: the kernel reads `buf.len()` bytes from `buf`.

@@ -58,6 +58,20 @@ fn techniques(dir: &Path, port: u16) -> Vec<Technique> {
             file: Some(f),
         });
     }
+    // A raw `syscall` instruction in the library (execve in a forked child):
+    // the child exits 3 when the system call was refused.
+    let f = file("raw");
+    v.push(Technique {
+        name: "raw-syscall",
+        args: vec!["raw".into(), f.display().to_string()],
+        env: None,
+        api: "execve",
+        class: "exec",
+        plugin: false,
+        happened: "raw=0 errno=0".into(),
+        refused: "raw=3 errno=0".into(),
+        file: Some(f),
+    });
     let f = file("ctor");
     v.push(Technique {
         name: "constructor",
@@ -144,10 +158,13 @@ fn check(flavour: &str, cc: &str) {
         match reported {
             None => failures.push(format!("{flavour} {}: no {} event from {lib_name}: {evs:?}", t.name, t.api)),
             Some(e) => {
-                if e["class"] != t.class || e["layer"] != "symbol" || e["action"] != "alert" {
+                let layer = if t.name == "raw-syscall" { "syscall" } else { "symbol" };
+                if e["class"] != t.class || e["layer"] != layer || e["action"] != "alert" {
                     failures.push(format!("{flavour} {}: bad event {e}", t.name));
                 }
-                if t.api == "system" && !e["args"]["command"].as_str().unwrap_or("").starts_with("touch ") {
+                let command =
+                    if t.api == "system" { e["args"]["command"].clone() } else { e["args"]["argv"][2].clone() };
+                if t.class == "exec" && !command.as_str().unwrap_or("").starts_with("touch ") {
                     failures.push(format!("{flavour} {}: bad args {e}", t.name));
                 }
             }
@@ -196,4 +213,38 @@ fn backdoored_library_glibc() {
 #[test]
 fn backdoored_library_musl() {
     check("musl", "musl-gcc");
+}
+
+/// A library plan applies only to the very file planned for: after the
+/// library is rebuilt differently, the patched program leaves its code alone
+/// (its raw system call is not reported) and runs as before.
+#[test]
+fn a_changed_library_is_left_alone() {
+    let dir = scratch("libraries-changed");
+    let b = build(&dir, "cc");
+    let mon = dir.join("monitor.jsonl");
+    let monitored = dir.join("monitored");
+    patch(&b.main, &monitored, &policy("monitor", "alert", &mon, &[]));
+    // Rebuilt with other flags: another build ID, other bytes.
+    compile("cc", &["-shared", "-fPIC", "-O1", "-fno-optimize-sibling-calls"], &b.lib, "backdoor_lib.c", &[]);
+    let f = dir.join("made-by-raw");
+    let t = Technique {
+        name: "raw-syscall",
+        args: vec!["raw".into(), f.display().to_string()],
+        env: None,
+        api: "execve",
+        class: "exec",
+        plugin: false,
+        happened: "raw=0 errno=0".into(),
+        refused: String::new(),
+        file: Some(f.clone()),
+    };
+    let text = run_with(&monitored, &t, &dir);
+    assert!(text.contains("raw=0 errno=0") && text.contains("done") && f.exists(), "{text}");
+    assert!(events(&mon).iter().all(|e| e["layer"] != "syscall"), "{:?}", events(&mon));
+    // Its calls to monitored functions are still caught through the symbol layer.
+    let p = dir.join("made-by-plt");
+    let t = Technique { args: vec!["plt".into(), p.display().to_string()], ..t };
+    assert!(run_with(&monitored, &t, &dir).contains("plt=0"));
+    assert!(events(&mon).iter().any(|e| e["api"] == "system" && e["layer"] == "symbol"));
 }

@@ -339,6 +339,17 @@ pub fn hook_addr() -> u64 {
     a
 }
 
+/// Run-time address of `dfp_sys_hook` (for library trampolines made at run time).
+#[cfg(target_os = "none")]
+pub fn sys_hook_addr() -> u64 {
+    let a: u64;
+    // SAFETY: a RIP-relative `lea` of a symbol of this image reads no memory.
+    unsafe {
+        asm!("lea {0}, [rip + dfp_sys_hook]", out(reg) a, options(nomem, nostack, preserves_flags));
+    }
+    a
+}
+
 /// Run-time address of the contract, computed PC-relatively from the symbol
 /// `link.ld` defines. Rust's own references to a `#[used]` static may go
 /// through a GOT entry, which is not relocated yet when start-up needs the

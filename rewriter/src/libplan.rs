@@ -1,0 +1,261 @@
+//! Raw `syscall` instructions in the libraries a dynamic executable needs.
+//!
+//! A library cannot be rewritten in its file (it is shared with every other
+//! program), so its `syscall` sites are planned here, at patch time, from the
+//! library files this machine has (`DT_NEEDED`, searched like the loader:
+//! `DT_RUNPATH`/`DT_RPATH` with `$ORIGIN`, then the system folders), and the
+//! runtime applies a plan in memory at start-up only to a loaded library whose
+//! GNU build ID is the one planned for: the same bytes. A library loaded later
+//! with `dlopen`, or different from the planned one where the program runs, is
+//! left alone (its calls to monitored functions are still caught through the
+//! symbol layer).
+//!
+//! Libraries that define a monitored function (libc) are not planned: their
+//! public functions are hooked already, and their internal system calls would
+//! report the same call twice. Only instructions whose bytes mean the same at
+//! any address are moved (no RIP-relative operand, no relative branch), so a
+//! trampoline can be copied anywhere within ±2 GiB of the library: the runtime
+//! fills in its jump back and the hook's address.
+
+use crate::code::Code;
+use crate::elf::Elf;
+use crate::moved::{self, Refused, SyscallCounts};
+use dfpatch_runtime::apis::ApiId;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Set in `%r11` by library syscall trampolines (see the runtime's `libs`).
+pub const LIB_SITE_FLAG: u32 = 1 << 30;
+/// Most library sites in one patched file.
+pub const MAX_SITES: usize = 1024;
+
+/// One rewritten `syscall` of a library, relative to the library's base.
+#[derive(Clone, Debug, Serialize)]
+pub struct LibSite {
+    /// First byte taken and how many.
+    pub vaddr: u64,
+    pub len: usize,
+    /// The `syscall` instruction itself (the event's caller).
+    pub syscall: u64,
+    /// The bytes the window holds: the runtime checks them before rewriting.
+    #[serde(skip)]
+    pub original: Vec<u8>,
+    pub tactic: String,
+    pub nr: Option<u64>,
+    #[serde(skip)]
+    pub tramp: Vec<u8>,
+    /// Where in `tramp` the jump back's rel32 is (None: the moved code returns).
+    #[serde(skip)]
+    pub back_at: Option<usize>,
+    /// Where in `tramp` the 8-byte address of `dfp_sys_hook` goes.
+    #[serde(skip)]
+    pub slot_at: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LibraryPlan {
+    pub name: String,
+    pub path: PathBuf,
+    /// How the runtime recognises this very file among loaded objects.
+    pub identity: Identity,
+    pub sites: Vec<LibSite>,
+    pub refused: Vec<Refused>,
+    pub syscalls: SyscallCounts,
+}
+
+/// How a loaded library is recognised as the planned file.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Identity {
+    /// Its GNU build ID (hex).
+    BuildId(#[serde(serialize_with = "hex")] Vec<u8>),
+    /// No build ID (musl-gcc links without one): the file at the loaded path
+    /// has this size and modification time.
+    File { size: u64, mtime: i64, mtime_nsec: i64 },
+}
+
+/// A library that is not planned, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+fn hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+/// Plans every needed library (breadth first, each once).
+pub fn plan(e: &Elf, exe: &Path, hooked: &impl Fn(ApiId) -> bool) -> (Vec<LibraryPlan>, Vec<Skipped>) {
+    let mut plans = Vec::new();
+    let mut skipped = Vec::new();
+    let exe = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
+    let origin = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut queue: Vec<(String, Vec<String>, PathBuf)> =
+        e.needed.iter().map(|n| (n.clone(), e.runpath.clone(), origin.clone())).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut next_index = 0usize;
+    while let Some((name, runpath, origin)) = (!queue.is_empty()).then(|| queue.remove(0)) {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if name == "libc.so" && e.interp.as_deref().is_some_and(|i| i.contains("musl")) {
+            skipped.push(Skipped { name, reason: "musl's libc, which is also its dynamic loader".into() });
+            continue;
+        }
+        let Some(path) = find(&name, &runpath, &origin) else {
+            skipped.push(Skipped { name, reason: "not found on this machine".into() });
+            continue;
+        };
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(err) => {
+                skipped.push(Skipped { name, reason: format!("{}: {err}", path.display()) });
+                continue;
+            }
+        };
+        let lib = match Elf::parse(&data) {
+            Ok(l) => l,
+            Err(err) => {
+                skipped.push(Skipped { name, reason: format!("{}: {err}", path.display()) });
+                continue;
+            }
+        };
+        let canonical = std::fs::canonicalize(&path).ok();
+        let interp = e.interp.as_ref().and_then(|i| std::fs::canonicalize(i).ok());
+        if canonical.is_some() && canonical == interp {
+            skipped.push(Skipped {
+                name,
+                reason: "the dynamic loader: the system calls it makes load libraries (dlopen is hooked)".into(),
+            });
+            continue;
+        }
+        let lib_origin = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        queue.extend(lib.needed.iter().map(|n| (n.clone(), lib.runpath.clone(), lib_origin.clone())));
+        match plan_one(&lib, &name, &path, hooked, &mut next_index) {
+            Ok(p) => plans.push(p),
+            Err(reason) => skipped.push(Skipped { name, reason }),
+        }
+    }
+    (plans, skipped)
+}
+
+fn find(name: &str, runpath: &[String], origin: &Path) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name)).filter(|p| p.is_file());
+    }
+    let system = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
+    let expanded = runpath.iter().map(|d| PathBuf::from(d.replace("$ORIGIN", &origin.display().to_string())));
+    expanded.chain(system.iter().map(PathBuf::from)).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+fn plan_one(
+    lib: &Elf,
+    name: &str,
+    path: &Path,
+    hooked: &impl Fn(ApiId) -> bool,
+    next_index: &mut usize,
+) -> Result<LibraryPlan, String> {
+    let identity = match lib.build_id() {
+        Some(id) if id.len() <= 32 => Identity::BuildId(id.to_vec()),
+        Some(_) => return Err("build ID longer than 32 bytes".into()),
+        None => {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(path).map_err(|e| e.to_string())?;
+            Identity::File { size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() }
+        }
+    };
+    let defines_monitored = lib.symbols().iter().any(|s| {
+        s.kind == object::elf::STT_FUNC && ApiId::from_name(&s.name).is_some_and(|a| a.class().name() != "process")
+    });
+    if defines_monitored {
+        return Err("defines monitored functions (libc): its public functions are hooked instead".into());
+    }
+    let code = Code::analyse(lib).map_err(|e| e.to_string())?;
+    let cancel = moved::cancellation_windows(lib);
+    let (sites, refused, counts) = moved::syscall_sites(&code, hooked, &[], &cancel, true);
+    let mut out = Vec::new();
+    for s in sites {
+        if *next_index >= MAX_SITES {
+            break;
+        }
+        let Some((tramp, back_at, slot_at)) = trampoline(lib, &s.window, LIB_SITE_FLAG | *next_index as u32) else {
+            continue;
+        };
+        *next_index += 1;
+        let Some(original) = lib
+            .offset_of(s.window.start(), s.window.size() as u64)
+            .and_then(|o| lib.data.get(o as usize..o as usize + s.window.size()))
+        else {
+            continue;
+        };
+        if original.len() > 32 {
+            continue;
+        }
+        out.push(LibSite {
+            original: original.to_vec(),
+            vaddr: s.window.start(),
+            len: s.window.size(),
+            syscall: s.window.insns[s.window.at].ip(),
+            tactic: format!("syscall moved ({})", s.window.shape()),
+            nr: s.nr,
+            tramp,
+            back_at,
+            slot_at,
+        });
+    }
+    Ok(LibraryPlan {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        identity,
+        sites: out,
+        refused,
+        syscalls: counts,
+    })
+}
+
+/// A trampoline that works at any address (its moved instructions are
+/// position independent): the runtime fills the jump back's rel32 at
+/// `back_at` and `dfp_sys_hook`'s address at `slot_at`.
+fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<(Vec<u8>, Option<usize>, usize)> {
+    let mut b = Vec::new();
+    b.extend(copy(lib, &w.insns[..w.at])?);
+    b.extend([0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp-0x80]
+    b.extend([0x41, 0xbb]); // mov r11d, hook number
+    b.extend(hook_number.to_le_bytes());
+    let call_at = b.len();
+    b.extend([0xff, 0x15, 0, 0, 0, 0]); // call [rip+disp] -> slot
+    b.extend([0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00]); // lea rsp, [rsp+0x80]
+    b.extend([0xe3, 0x02]); // jrcxz over the syscall
+    b.extend([0x0f, 0x05]); // syscall
+    let after = &w.insns[w.at + 1..];
+    b.extend(copy(lib, after)?);
+    let returns = after.last().is_some_and(|i| i.flow_control() == iced_x86::FlowControl::Return);
+    let back_at = if returns {
+        None
+    } else {
+        b.push(0xe9);
+        let at = b.len();
+        b.extend([0; 4]);
+        Some(at)
+    };
+    while b.len() % 8 != 0 {
+        b.push(0xcc);
+    }
+    let slot_at = b.len();
+    b.extend([0; 8]);
+    let disp = (slot_at as i64 - (call_at as i64 + 6)) as i32;
+    b[call_at + 2..call_at + 6].copy_from_slice(&disp.to_le_bytes());
+    Some((b, back_at, slot_at))
+}
+
+/// The instructions' own bytes, from the file (they mean the same anywhere:
+/// the window holds no RIP-relative operand and no relative branch).
+fn copy(lib: &Elf, insns: &[iced_x86::Instruction]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for ins in insns {
+        let off = lib.offset_of(ins.ip(), ins.len() as u64)? as usize;
+        out.extend_from_slice(lib.data.get(off..off + ins.len())?);
+    }
+    Some(out)
+}
