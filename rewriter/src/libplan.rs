@@ -171,6 +171,20 @@ fn plan_one(
     if defines_monitored {
         return Err("defines monitored functions (libc): its public functions are hooked instead".into());
     }
+    // Most libraries have no `syscall` at all: skip the disassembly then.
+    let has_syscall = lib.sections.iter().filter(|s| s.is_exec()).any(|s| {
+        lib.section_data(s).is_ok_and(|d| memchr::memmem::find(d, &[0x0f, 0x05]).is_some())
+    });
+    if !has_syscall {
+        return Ok(LibraryPlan {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            identity,
+            sites: Vec::new(),
+            refused: Vec::new(),
+            syscalls: SyscallCounts::default(),
+        });
+    }
     let code = Code::analyse(lib).map_err(|e| e.to_string())?;
     let cancel = moved::cancellation_windows(lib);
     let (sites, refused, counts) = moved::syscall_sites(&code, hooked, &[], &cancel, true);
