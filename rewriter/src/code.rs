@@ -23,32 +23,45 @@ use crate::error::Result;
 use dfpatch_runtime::bytes::{i32_at, u64_at};
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
 use object::elf;
-use std::collections::HashSet;
 
 /// Most entries read from one candidate PC-relative jump table.
 const MAX_TABLE_ENTRIES: usize = 4096;
 
-pub struct Code {
-    /// Every decoded instruction, by address.
-    pub insns: Vec<Instruction>,
-    /// Addresses something may jump to (an over-approximation).
-    targets: HashSet<u64>,
+/// An executable section: `[lo, hi)`, name, bytes.
+type Section<'a> = (u64, u64, String, &'a [u8]);
+
+/// `Code::flags` bit: the instruction is a `syscall`.
+const SYSCALL: u8 = 1;
+
+pub struct Code<'a> {
+    /// Where every decoded instruction starts, as an offset from `base`: 4
+    /// bytes each (a 40 MB static file has millions of instructions; they
+    /// are decoded again, from the file's bytes, where one is needed).
+    starts: Vec<u32>,
+    flags: Vec<u8>,
+    base: u64,
+    /// Addresses something may jump to (an over-approximation), sorted.
+    targets: Vec<u64>,
     /// `[lo, hi)` ranges whose decoding is not trusted, sorted.
     uncertain: Vec<(u64, u64)>,
-    /// Executable sections: `[lo, hi)` and name.
-    sections: Vec<(u64, u64, String)>,
+    sections: Vec<Section<'a>>,
 }
 
-impl Code {
-    pub fn analyse(e: &Elf) -> Result<Code> {
+impl<'a> Code<'a> {
+    pub fn analyse(e: &Elf<'a>) -> Result<Code<'a>> {
         let symbols = e.symbols();
-        let exec: Vec<(u64, u64, String)> = e
-            .sections
-            .iter()
-            .filter(|s| s.is_exec() && s.sh_addr != 0)
-            .map(|s| (s.sh_addr, s.sh_addr.saturating_add(s.sh_size), s.name.clone()))
-            .collect();
-        let in_code = |a: u64| exec.iter().any(|&(lo, hi, _)| a >= lo && a < hi);
+        let mut exec: Vec<Section<'a>> = Vec::new();
+        for s in e.sections.iter().filter(|s| s.is_exec() && s.sh_addr != 0) {
+            let bytes = e.section_data(s)?;
+            exec.push((s.sh_addr, s.sh_addr.saturating_add(bytes.len() as u64), s.name.clone(), bytes));
+        }
+        exec.sort_by_key(|x| x.0);
+        let base = exec.first().map_or(0, |x| x.0);
+        let top = exec.iter().map(|x| x.1).max().unwrap_or(0);
+        if top - base > u64::from(u32::MAX) {
+            return Err(crate::error::malformed("executable sections span more than 4 GiB"));
+        }
+        let in_code = |a: u64| exec.iter().any(|&(lo, hi, _, _)| a >= lo && a < hi);
 
         let mut starts = e.function_starts();
         starts.extend(symbols.iter().map(|s| s.value).filter(|&v| in_code(v)));
@@ -57,39 +70,19 @@ impl Code {
         starts.dedup();
 
         let mut code = Code {
-            insns: Vec::new(),
-            targets: starts.iter().copied().collect(),
+            starts: Vec::new(),
+            flags: Vec::new(),
+            base,
+            targets: Vec::new(),
             uncertain: Vec::new(),
-            sections: exec.clone(),
+            sections: Vec::new(),
         };
-        for s in e.sections.iter().filter(|s| s.is_exec() && s.sh_addr != 0) {
-            let bytes = e.section_data(s)?;
-            code.sweep(bytes, s.sh_addr, &starts);
+        let mut found: Vec<u64> = starts.clone();
+        for (addr, _, _, bytes) in &exec {
+            code.sweep(bytes, *addr, &starts, &mut found, &exec, e);
         }
         code.uncertain.sort_unstable();
 
-        // Branch targets and addresses taken inside the code.
-        let mut found = Vec::new();
-        for ins in &code.insns {
-            for i in 0..ins.op_count() {
-                match ins.op_kind(i) {
-                    OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
-                        found.push(ins.near_branch_target())
-                    }
-                    OpKind::Immediate32to64 | OpKind::Immediate32 | OpKind::Immediate64 => found.push(ins.immediate(i)),
-                    OpKind::Memory if ins.is_ip_rel_memory_operand() => {
-                        let addr = ins.ip_rel_memory_address();
-                        if in_code(addr) {
-                            found.push(addr);
-                        } else if ins.mnemonic() == Mnemonic::Lea {
-                            pc_relative_table(e, addr, ins.ip(), &exec, &mut found);
-                        }
-                    }
-                    OpKind::Memory => found.push(ins.memory_displacement64()),
-                    _ => {}
-                }
-            }
-        }
         // Pointers in data and relocation addends. In a position-independent
         // file every pointer in data has a relocation, so the addends are
         // enough; in a fixed-address one (ET_EXEC) pointers are plain words.
@@ -123,58 +116,128 @@ impl Code {
                 found.extend(d.get(skip..).unwrap_or(&[]).chunks_exact(8).filter_map(|w| u64_at(w, 0)));
             }
         }
-        code.targets.extend(found.into_iter().filter(|&a| in_code(a)));
+
+        found.retain(|&a| in_code(a));
+        found.sort_unstable();
+        found.dedup();
+        code.targets = found;
+        code.sections = exec;
         Ok(code)
     }
 
-    /// Linear disassembly of one section.
-    fn sweep(&mut self, bytes: &[u8], base: u64, starts: &[u64]) {
-        let end = base + bytes.len() as u64;
+    /// Linear disassembly of one section: instruction starts, and the branch
+    /// targets and code addresses its instructions mention (into `found`).
+    fn sweep(&mut self, bytes: &[u8], addr: u64, starts: &[u64], found: &mut Vec<u64>, exec: &[Section], e: &Elf) {
+        let end = addr + bytes.len() as u64;
         let next_start = |after: u64| {
             let i = starts.partition_point(|&s| s <= after);
             starts.get(i).copied().filter(|&s| s < end).unwrap_or(end)
         };
-        let mut d = Decoder::with_ip(64, bytes, base, DecoderOptions::NONE);
-        let mut pos = base;
+        let in_code = |a: u64| exec.iter().any(|&(lo, hi, _, _)| a >= lo && a < hi);
+        let mut d = Decoder::with_ip(64, bytes, addr, DecoderOptions::NONE);
+        let mut pos = addr;
         // Where decoding last (re)started at a known boundary.
-        let mut synced = base;
+        let mut synced = addr;
+        let mut next = next_start(addr.saturating_sub(1));
         let mut ins = Instruction::default();
         while pos < end {
             d.decode_out(&mut ins);
-            let next = next_start(pos);
+            if pos == next {
+                synced = pos;
+            }
+            if pos >= next {
+                next = next_start(pos);
+            }
             if ins.is_invalid() || ins.next_ip() > next {
                 // Not an instruction, or one that would run into a known start:
                 // what was decoded since the last boundary is suspect.
                 self.uncertain.push((synced, next));
                 pos = next;
                 synced = next;
-                if d.set_position((pos - base) as usize).is_err() {
+                if d.set_position((pos - addr) as usize).is_err() {
                     break;
                 }
                 d.set_ip(pos);
                 continue;
             }
-            if starts.binary_search(&pos).is_ok() {
-                synced = pos;
+            self.starts.push((pos - self.base) as u32);
+            self.flags.push(if ins.mnemonic() == Mnemonic::Syscall { SYSCALL } else { 0 });
+            for i in 0..ins.op_count() {
+                match ins.op_kind(i) {
+                    OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+                        found.push(ins.near_branch_target())
+                    }
+                    OpKind::Immediate32to64 | OpKind::Immediate32 | OpKind::Immediate64 => {
+                        let v = ins.immediate(i);
+                        if in_code(v) {
+                            found.push(v);
+                        }
+                    }
+                    OpKind::Memory if ins.is_ip_rel_memory_operand() => {
+                        let a = ins.ip_rel_memory_address();
+                        if in_code(a) {
+                            found.push(a);
+                        } else if ins.mnemonic() == Mnemonic::Lea {
+                            pc_relative_table(e, a, ins.ip(), exec, found);
+                        }
+                    }
+                    OpKind::Memory => {
+                        let v = ins.memory_displacement64();
+                        if in_code(v) {
+                            found.push(v);
+                        }
+                    }
+                    _ => {}
+                }
             }
-            self.insns.push(ins);
             pos = ins.next_ip();
         }
     }
 
+    /// Number of decoded instructions.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Instruction `i`, decoded again from the file's bytes.
+    pub fn insn(&self, i: usize) -> Option<Instruction> {
+        let ip = self.base + u64::from(*self.starts.get(i)?);
+        let (lo, _, _, bytes) = self.sections.iter().find(|&&(lo, hi, _, _)| ip >= lo && ip < hi)?;
+        let mut d = Decoder::with_ip(64, bytes.get((ip - lo) as usize..)?, ip, DecoderOptions::NONE);
+        let ins = d.decode();
+        (!ins.is_invalid()).then_some(ins)
+    }
+
+    /// Instructions `lo..=hi`, decoded again.
+    pub fn run(&self, lo: usize, hi: usize) -> Option<Vec<Instruction>> {
+        (lo..=hi).map(|i| self.insn(i)).collect()
+    }
+
+    /// Indexes of the `syscall` instructions.
+    pub fn syscalls(&self) -> impl Iterator<Item = usize> + '_ {
+        self.flags.iter().enumerate().filter(|(_, &f)| f & SYSCALL != 0).map(|(i, _)| i)
+    }
+
     /// Index of the instruction starting at `addr`.
     pub fn index_of(&self, addr: u64) -> Option<usize> {
-        self.insns.binary_search_by_key(&addr, |i| i.ip()).ok()
+        let off = u32::try_from(addr.checked_sub(self.base)?).ok()?;
+        self.starts.binary_search(&off).ok()
     }
 
     /// Something may jump to `addr`.
     pub fn is_target(&self, addr: u64) -> bool {
-        self.targets.contains(&addr)
+        self.targets.binary_search(&addr).is_ok()
     }
 
     /// Marks `addr` as a branch target (the return point of a trampoline).
     pub fn add_target(&mut self, addr: u64) {
-        self.targets.insert(addr);
+        if let Err(i) = self.targets.binary_search(&addr) {
+            self.targets.insert(i, addr);
+        }
     }
 
     /// Every byte of `[lo, hi)` was decoded with certainty.
@@ -185,7 +248,7 @@ impl Code {
 
     /// Name of the executable section holding `addr`.
     pub fn section_of(&self, addr: u64) -> &str {
-        self.sections.iter().find(|&&(lo, hi, _)| addr >= lo && addr < hi).map_or("?", |(_, _, n)| n.as_str())
+        self.sections.iter().find(|&&(lo, hi, _, _)| addr >= lo && addr < hi).map_or("?", |(_, _, n, _)| n.as_str())
     }
 
     /// Bytes of code decoded with doubt, for `inspect`.
@@ -198,8 +261,8 @@ impl Code {
 /// data), used from the instruction at `from`: 32-bit offsets from the table
 /// that land in `from`'s executable section. Reading stops at the first entry
 /// that does not: over-reading only adds targets, which is the safe side.
-fn pc_relative_table(e: &Elf, table: u64, from: u64, exec: &[(u64, u64, String)], out: &mut Vec<u64>) {
-    let Some(&(lo, hi, _)) = exec.iter().find(|&&(lo, hi, _)| from >= lo && from < hi) else { return };
+fn pc_relative_table(e: &Elf, table: u64, from: u64, exec: &[Section], out: &mut Vec<u64>) {
+    let Some(&(lo, hi, _, _)) = exec.iter().find(|&&(lo, hi, _, _)| from >= lo && from < hi) else { return };
     let Some(off) = e.offset_of(table, 4) else { return };
     let Some(d) = e.data.get(off as usize..) else { return };
     for k in 0..MAX_TABLE_ENTRIES {

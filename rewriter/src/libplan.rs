@@ -172,9 +172,11 @@ fn plan_one(
         return Err("defines monitored functions (libc): its public functions are hooked instead".into());
     }
     // Most libraries have no `syscall` at all: skip the disassembly then.
-    let has_syscall = lib.sections.iter().filter(|s| s.is_exec()).any(|s| {
-        lib.section_data(s).is_ok_and(|d| memchr::memmem::find(d, &[0x0f, 0x05]).is_some())
-    });
+    let has_syscall = lib
+        .sections
+        .iter()
+        .filter(|s| s.is_exec())
+        .any(|s| lib.section_data(s).is_ok_and(|d| memchr::memmem::find(d, &[0x0f, 0x05]).is_some()));
     if !has_syscall {
         return Ok(LibraryPlan {
             name: name.to_string(),

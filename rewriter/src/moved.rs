@@ -128,15 +128,15 @@ pub fn detours(e: &Elf, code: &Code, hooked: impl Fn(ApiId) -> bool) -> (Vec<Det
 
 fn entry_window(code: &Code, entry: u64, size: u64) -> Result<Window, String> {
     let mut i = code.index_of(entry).ok_or("its entry is not where a decoded instruction starts")?;
-    if code.insns[i].code() == Op::Endbr64 {
+    if code.insn(i).is_some_and(|ins| ins.code() == Op::Endbr64) {
         i += 1; // the entry keeps its endbr64: indirect calls still land on one
     }
-    let first = code.insns.get(i).ok_or("nothing after its endbr64")?;
+    let first = code.insn(i).ok_or("nothing after its endbr64")?;
     let start = first.ip();
     let mut insns = Vec::new();
     let mut len = 0usize;
     while len < JMP {
-        let ins = *code.insns.get(i + insns.len()).ok_or("the code ends inside its first 5 bytes")?;
+        let ins = code.insn(i + insns.len()).ok_or("the code ends inside its first 5 bytes")?;
         if insns.last().is_some_and(|p: &Instruction| p.next_ip() != ins.ip()) {
             return Err("its first 5 bytes are not contiguous instructions".into());
         }
@@ -183,10 +183,9 @@ pub fn syscall_sites(
     let mut sites = Vec::new();
     let mut refused = Vec::new();
     let mut counts = SyscallCounts::default();
-    for (i, ins) in code.insns.iter().enumerate() {
-        if ins.mnemonic() != Mnemonic::Syscall {
-            continue;
-        }
+    for i in code.syscalls() {
+        let Some(ins) = code.insn(i) else { continue };
+        let ins = &ins;
         counts.total += 1;
         let nr = number(code, i, &mut info);
         let what = match nr {
@@ -257,7 +256,7 @@ pub fn cancellation_windows(e: &Elf) -> Vec<(u64, u64)> {
 /// stripped files, where the labels are gone): `mov %r11, 8(%rsp)`,
 /// `syscall`, `ret`.
 fn musl_cancel_asm(code: &Code, i: usize) -> bool {
-    let (Some(prev), Some(next)) = (i.checked_sub(1).and_then(|p| code.insns.get(p)), code.insns.get(i + 1)) else {
+    let (Some(prev), Some(next)) = (i.checked_sub(1).and_then(|p| code.insn(p)), code.insn(i + 1)) else {
         return false;
     };
     prev.code() == Op::Mov_rm64_r64
@@ -272,7 +271,8 @@ fn musl_cancel_asm(code: &Code, i: usize) -> bool {
 fn number(code: &Code, i: usize, info: &mut InstructionInfoFactory) -> Option<u64> {
     let mut j = i;
     while j > 0 {
-        let (prev, next) = (&code.insns[j - 1], &code.insns[j]);
+        let (Some(prev), Some(next)) = (code.insn(j - 1), code.insn(j)) else { return None };
+        let (prev, next) = (&prev, &next);
         if prev.next_ip() != next.ip() || code.is_target(next.ip()) || prev.flow_control() != FlowControl::Next {
             return None; // the block starts at `next`: the number comes from elsewhere
         }
@@ -311,7 +311,8 @@ fn syscall_window(code: &Code, i: usize, taken: &[(u64, u64)], copy_only: bool) 
         for before in (0..count).rev() {
             let after = count - 1 - before;
             let (Some(lo), hi) = (i.checked_sub(before), i + after) else { continue };
-            let Some(run) = code.insns.get(lo..=hi) else { continue };
+            let Some(run) = code.run(lo, hi) else { continue };
+            let run = &run[..];
             let copyable = |ins: &Instruction| {
                 !ins.is_ip_rel_memory_operand() && matches!(ins.flow_control(), FlowControl::Next | FlowControl::Return)
             };
