@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 
 /// Set in `%r11` by library syscall trampolines (see the runtime's `libs`).
 pub const LIB_SITE_FLAG: u32 = 1 << 30;
-/// Most library sites in one patched file.
-pub const MAX_SITES: usize = 1024;
+/// Most library sites in one patched file (the runtime's table size).
+pub const MAX_SITES: usize = dfpatch_runtime::libs::MAX_LIB_SITES;
 
 /// One rewritten `syscall` of a library, relative to the library's base.
 #[derive(Clone, Debug, Serialize)]

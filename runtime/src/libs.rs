@@ -79,7 +79,8 @@ pub fn real_of_stub(addr: u64) -> Option<u64> {
 
 /// Set in `%r11` by the trampolines of libraries' `syscall` instructions.
 pub const LIB_SITE_FLAG: u64 = 1 << 30;
-const MAX_LIB_SITES: usize = 1024;
+/// Most library `syscall` sites one executable carries plans for.
+pub const MAX_LIB_SITES: usize = 512;
 /// Run-time address of each library `syscall` rewritten (0: not applied).
 static LIB_SITES: [AtomicU64; MAX_LIB_SITES] = [const { AtomicU64::new(0) }; MAX_LIB_SITES];
 
