@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 
 /// Set in `%r11` by library syscall trampolines (see the runtime's `libs`).
 pub const LIB_SITE_FLAG: u32 = 1 << 30;
+/// Largest library code (executable sections) planned.
+pub const MAX_CODE: u64 = 16 << 20;
 /// Most library sites in one patched file (the runtime's table size).
 pub const MAX_SITES: usize = dfpatch_runtime::libs::MAX_LIB_SITES;
 
@@ -107,7 +109,14 @@ pub fn plan(e: &Elf, exe: &Path, hooked: &impl Fn(ApiId) -> bool) -> (Vec<Librar
             skipped.push(Skipped { name, reason: "not found on this machine".into() });
             continue;
         };
-        let data = match std::fs::read(&path) {
+        // Mapped, not read: only the headers and the code are touched.
+        #[allow(unsafe_code)]
+        let data = match std::fs::File::open(&path).and_then(|f| {
+            // SAFETY: a read-only private mapping of a library file; a library
+            // changed while dfpatch reads it can only make this plan wrong,
+            // which the runtime's byte check of every window catches.
+            unsafe { memmap2::Mmap::map(&f) }
+        }) {
             Ok(d) => d,
             Err(err) => {
                 skipped.push(Skipped { name, reason: format!("{}: {err}", path.display()) });
@@ -170,6 +179,15 @@ fn plan_one(
     });
     if defines_monitored {
         return Err("defines monitored functions (libc): its public functions are hooked instead".into());
+    }
+    // A whole-library disassembly costs about 0.1 s per 10 MB of code, once
+    // per patched program: the largest libraries (libLLVM: 110 MB) are left out.
+    let code_bytes: u64 = lib.sections.iter().filter(|s| s.is_exec()).map(|s| s.sh_size).sum();
+    if code_bytes > MAX_CODE {
+        return Err(format!(
+            "{} MiB of code: too large to plan at patch time (its raw system calls are not rewritten)",
+            code_bytes >> 20
+        ));
     }
     // Most libraries have no `syscall` at all: skip the disassembly then.
     let has_syscall = lib
