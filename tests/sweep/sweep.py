@@ -537,13 +537,13 @@ def sweep_one_file(entry):
             def run(role):
                 put(patched if role == "patched" else original)
                 base = os.path.join(outputs, f"{name_index}{'_'.join(args) or '-noargs'}.{len(runs)}.{role}")
-                done = run_sandboxed(stage, target, name, args, base + ".stdout", base + ".stderr",
-                                     CFG["events_dir"], CFG["timeout"])
-                runs.append((role, done))
-                result["seconds"] += done.get("seconds") or 0
+                ran = run_sandboxed(stage, target, name, args, base + ".stdout", base + ".stderr",
+                                    CFG["events_dir"], CFG["timeout"])
+                runs.append((role, ran))
+                result["seconds"] += ran.get("seconds") or 0
                 if role == "patched":
                     result["events"] += count_events(events, target, result)
-                return done
+                return ran
 
             first = run("original")
             if first["kind"] in ("error", "timeout"):  # (an original that hangs tells nothing)
