@@ -661,10 +661,11 @@ def report(results, folders, args, elapsed):
                 if inv["outcome"] in ("nondeterministic", "slow"):
                     out.append(f"    {invocation_label(inv)}: {'; '.join(inv['details'])}")
 
-    slow = sorted((r for r in results if r["seconds"]), key=lambda r: -r["seconds"])[:5]
+    cost = lambda r: r.get("patch_seconds", 0) + r["seconds"]
+    slow = sorted(results, key=lambda r: -cost(r))[:5]
     if slow:
-        out.append("\n== Slowest files (time in the programs, all runs)")
-        out.extend(f"  {r['seconds']:7.1f} s  {r['path']}" for r in slow)
+        out.append("\n== Slowest files (time patching + time in the programs, all runs)")
+        out.extend(f"  {r.get('patch_seconds', 0):7.1f} s + {r['seconds']:5.1f} s  {r['path']}" for r in slow)
 
     count = {o: len(by(o)) for o in ("refused", "patch-failed", *LABELS)}
     patched = sum(count[o] for o in LABELS)
@@ -696,6 +697,8 @@ def report(results, folders, args, elapsed):
         "events": events,
         "invalid_events": bad_events,
         "seconds": round(elapsed, 1),
+        "patch_seconds": round(sum(r.get("patch_seconds", 0) for r in results), 1),
+        "program_seconds": round(sum(r["seconds"] for r in results), 1),
     }
     problems = []
     if count["patch-failed"]:
@@ -729,6 +732,7 @@ def report(results, folders, args, elapsed):
         ("same / compared", f"{rate:.2f}% of {compared} (bar: 99%)"),
         ("invocations", f"{invocations}: " + ", ".join(f"{k} {v}" for k, v in sorted(inv_count.items()))),
         ("events reported", f"{events} ({bad_events} invalid)"),
+        ("time (all workers)", f"patching {totals['patch_seconds']} s, in the programs {totals['program_seconds']} s"),
     ]
     out.extend(f"  {label:28} {value}" for label, value in rows)
     out.append("RESULT: " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)))
