@@ -1,0 +1,4 @@
+//! Fuzz target `policy`: see `dfpatch_fuzz::harness::policy` for what one input goes through.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| dfpatch_fuzz::harness::policy(data));
