@@ -52,6 +52,14 @@ impl<'a> Code<'a> {
         let symbols = e.symbols();
         let mut exec: Vec<Section<'a>> = Vec::new();
         for s in e.sections.iter().filter(|s| s.is_exec() && s.sh_addr != 0) {
+            // Code is decoded from the section's bytes and rewritten where the
+            // program headers load its address: those must be the same bytes.
+            if e.offset_of(s.sh_addr, s.sh_size) != Some(s.sh_offset) {
+                return Err(crate::error::malformed(format!(
+                    "section {} is not at the file offset its program header loads it from",
+                    s.name
+                )));
+            }
             let bytes = e.section_data(s)?;
             exec.push((s.sh_addr, s.sh_addr.saturating_add(bytes.len() as u64), s.name.clone(), bytes));
         }

@@ -111,7 +111,7 @@ impl Preinit {
             return skip("unusual DT_RELAENT");
         }
         if let (Some(jmprel), Some(pltsz)) = (d.get(DT_JMPREL), d.get(DT_PLTRELSZ)) {
-            if jmprel < rela + size && rela < jmprel + pltsz {
+            if jmprel < rela.saturating_add(size) && rela < jmprel.saturating_add(pltsz) {
                 return skip("DT_RELA overlaps DT_JMPREL");
             }
         }

@@ -198,6 +198,10 @@ impl<'a> Elf<'a> {
                     sh_entsize: s.sh_entsize(endian),
                 });
             }
+            // The name table gets names appended and moves: it must be one.
+            if sections.get(usize::from(hdr.e_shstrndx(endian))).is_none_or(|s| s.sh_type != elf::SHT_STRTAB) {
+                return Err(malformed("the section name table (e_shstrndx) is not a string table"));
+            }
             // Dynamic relocations against named symbols.
             for s in table.iter() {
                 let Some((relas, link)) =

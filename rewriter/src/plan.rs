@@ -4,7 +4,7 @@
 
 use crate::code::Code;
 use crate::dynamic::Preinit;
-use crate::elf::{Elf, Phdr};
+use crate::elf::{Elf, Phdr, EHDR_SIZE, PHDR_SIZE};
 use crate::error::{Error, Result};
 use crate::moved::{self, Refused, SyscallCounts};
 use crate::plt::{self, Import, Site};
@@ -279,6 +279,18 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         return Err(crate::restore::already_patched(e));
     }
     let layout = layout(e, rt)?;
+    // The ELF header, and a reused program header table, are rewritten in
+    // place: no section may share their bytes.
+    let mut in_place = vec![(0, EHDR_SIZE as u64)];
+    if let PhdrTactic::Reuse { .. } = layout.phdrs {
+        in_place.push((e.e_phoff, (e.phdrs.len() * PHDR_SIZE) as u64));
+    }
+    for s in e.sections.iter().filter(|s| s.sh_type != elf::SHT_NULL && s.sh_type != elf::SHT_NOBITS) {
+        let end = s.sh_offset.saturating_add(s.sh_size);
+        if in_place.iter().any(|&(off, len)| s.sh_offset < off.saturating_add(len) && off < end) {
+            return Err(crate::error::malformed(format!("section {} overlaps the ELF or program headers", s.name)));
+        }
+    }
     let hooked = |api: ApiId| policy.decision(api).0 != Action::Allow;
     let mut hooks = Vec::new();
     let mut sites = Vec::new();

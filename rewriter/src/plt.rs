@@ -9,7 +9,7 @@
 //! within its own bytes. See [`find_sites`] for how candidates are found.
 
 use crate::elf::Elf;
-use crate::error::Result;
+use crate::error::{malformed, Result};
 use dfpatch_runtime::apis::ApiId;
 use dfpatch_runtime::bytes::i32_at;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
@@ -88,6 +88,14 @@ pub fn find_sites(elf: &Elf, slots: &BTreeMap<u64, usize>) -> Result<Vec<Site>> 
     let starts = elf.function_starts();
     for s in elf.sections.iter().filter(|s| s.is_exec()) {
         let bytes = elf.section_data(s)?;
+        // Sites are decoded from the section's bytes but rewritten where the
+        // program headers load their address: those must be the same bytes.
+        if elf.offset_of(s.sh_addr, s.sh_size) != Some(s.sh_offset) {
+            return Err(malformed(format!(
+                "section {} is not at the file offset its program header loads it from",
+                s.name
+            )));
+        }
         // An instruction boundary: where the last decode in this section stopped.
         let mut resume = s.sh_addr;
         for pair in memchr::memchr_iter(0xff, bytes) {
@@ -95,12 +103,12 @@ pub fn find_sites(elf: &Elf, slots: &BTreeMap<u64, usize>) -> Result<Vec<Site>> 
             if modrm != 0x15 && modrm != 0x25 {
                 continue;
             }
-            let end = s.sh_addr + pair as u64 + 6;
+            let Some(pair_vaddr) = s.sh_addr.checked_add(pair as u64) else { break };
+            let Some(end) = pair_vaddr.checked_add(6) else { break };
             let target = end.wrapping_add(disp as i64 as u64);
             if target < lo || target > hi || !slots.contains_key(&target) {
                 continue;
             }
-            let pair_vaddr = s.sh_addr + pair as u64;
             // Nearest boundary at or before the candidate: a function start, or the resume point.
             let nearest = starts.partition_point(|&f| f <= pair_vaddr).checked_sub(1).map(|i| starts[i]);
             let from = match nearest {
@@ -166,7 +174,7 @@ pub fn rel32(from: u64, to: u64) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elf::Section;
+    use crate::elf::{Phdr, Section};
 
     fn elf_with_text<'a>(data: &'a [u8], addr: u64) -> Elf<'a> {
         Elf {
@@ -176,7 +184,17 @@ mod tests {
             e_phoff: 0,
             e_shoff: 0,
             e_shstrndx: 0,
-            phdrs: Vec::new(),
+            // The text is loaded from where its section says, as in a real file.
+            phdrs: vec![Phdr {
+                p_type: object::elf::PT_LOAD,
+                p_flags: object::elf::PF_R | object::elf::PF_X,
+                p_offset: 0,
+                p_vaddr: addr,
+                p_paddr: addr,
+                p_filesz: data.len() as u64,
+                p_memsz: data.len() as u64,
+                p_align: 4096,
+            }],
             sections: vec![Section {
                 index: 1,
                 name: ".text".into(),

@@ -42,6 +42,10 @@ impl<'a> PolicyTable<'a> {
             rules_off: u32_at(bytes, 32)?,
             rule_count: u32_at(bytes, 36)?,
         };
+        // `decision` falls back to the default action: it must be one.
+        if head.default_action > action::KILL {
+            return None;
+        }
         Some(PolicyTable { bytes, head })
     }
 
