@@ -147,6 +147,13 @@ fn sink_that_fails_does_not_affect_the_program() {
         .output()
         .unwrap();
     assert_eq!(stdout(&st), "threads done: 2 x 10\nrc=0\n");
+    // A full disk: a `file:` sink on /dev/full, every write fails with ENOSPC.
+    let p3 = dir.join("stress3");
+    let full = "mode = \"monitor\"\n[report]\nsink = \"file:/dev/full\"\n[[rule]]\nid = \"f\"\napis = [\"file\"]\naction = \"alert\"\n";
+    patch(stress(), &p3, full);
+    let out = run(&p3, &["threads", "4", "10"], &dir);
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(stdout(&out), "threads done: 4 x 10\n");
     // A pipe whose reader is gone as stderr: writes get EPIPE, SIGPIPE must not kill the program.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
