@@ -148,6 +148,8 @@ fn init(c: &Contract) {
     }
     relocate(c);
     init_relocated();
+    // The executable's own call frame tables, for event stacks.
+    crate::unwind::register(c.exe_lo.wrapping_add(bias(c)), bias(c), 0);
     install_libraries(c);
 }
 
@@ -421,7 +423,8 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     if done == action::ALERT && nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()) {
         return SYS_RUN;
     }
-    emit(c, &p, api, &call, Origin::At(site), hook_kind::SYSCALL, done, d.action, d.rule);
+    let origin = Origin::At(site, f.program_sp(), f.rbp);
+    emit(c, &p, api, &call, origin, hook_kind::SYSCALL, done, d.action, d.rule);
     match done {
         action::DENY => {
             f.rax = (-1i64) as u64; // -EPERM
@@ -616,8 +619,9 @@ fn set_errno(c: &Contract, value: i32) {
 enum Origin {
     /// A call instruction that returns here.
     Returns(u64),
-    /// This instruction (a `syscall`).
-    At(u64),
+    /// This instruction (a `syscall`), with the program's stack pointer and
+    /// frame pointer there.
+    At(u64, u64, u64),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -771,6 +775,7 @@ impl Event<'_> {
             _ => b"syscall",
         });
         caller(self.c, &mut j, self.origin);
+        stack(self.c, &mut j, self.origin, self.f);
         decode::args(&mut j, self.api.shape(), self.f);
         j.finish();
         // A regular file cannot raise SIGPIPE: skip the two signal-mask calls.
@@ -794,6 +799,53 @@ fn call_site(ret: u64) -> u64 {
     } else {
         ret
     }
+}
+
+/// `"stack":[{"addr":..., "module":..., "offset":...}, ...]`: the return
+/// addresses above the call (see `unwind`), the caller's own first.
+fn stack(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
+    let (regs, at_instruction) = match origin {
+        Origin::Returns(ret) => (crate::unwind::Regs { pc: ret, sp: f.stack_arg_addr(0), rbp: f.rbp }, false),
+        Origin::At(at, sp, rbp) => (crate::unwind::Regs { pc: at, sp, rbp }, true),
+    };
+    let mut frames = [0u64; crate::unwind::MAX_FRAMES];
+    let n = crate::unwind::walk(regs, at_instruction, &mut frames);
+    j.key(false, b"stack");
+    let opened = j.open(b'[');
+    for (i, &pc) in frames.iter().take(n).enumerate() {
+        if !j.element(i == 0) {
+            break;
+        }
+        let inner = j.open(b'{');
+        j.key(true, b"addr");
+        j.hex(pc);
+        if let Some((base, name, _)) = crate::unwind::module_of(pc) {
+            j.key(false, b"module");
+            if name == 0 {
+                j.string(exe_path());
+            } else {
+                let mut path = [0u8; 256];
+                let len = mem::read(name, &mut path);
+                let end = path.get(..len).and_then(|p| p.iter().position(|&b| b == 0)).unwrap_or(len);
+                j.string(path.get(..end).unwrap_or(&[]));
+            }
+            j.key(false, b"offset");
+            j.hex(pc.wrapping_sub(base));
+        } else {
+            // A module loaded after start-up (dlopen): named from
+            // /proc/self/maps; the walk stops at it.
+            let mut path = [0u8; 256];
+            if let Some((len, off)) = loader::module_of(pc, &mut path) {
+                j.key(false, b"module");
+                j.string(path.get(..len).unwrap_or(&[]));
+                j.key(false, b"offset");
+                j.hex(off);
+            }
+        }
+        j.close(b'}', inner);
+    }
+    j.close(b']', opened);
+    let _ = c;
 }
 
 /// `"module"` (continued) and `"offset"` of an address outside the
@@ -821,7 +873,7 @@ fn other_module(j: &mut Json, site: u64) {
 fn caller(c: &Contract, j: &mut Json, origin: Origin) {
     let site = match origin {
         Origin::Returns(ret) => call_site(ret),
-        Origin::At(at) => at,
+        Origin::At(at, _, _) => at,
     };
     j.key(false, b"caller");
     let opened = j.open(b'{');

@@ -22,3 +22,4 @@ pub mod mem;
 pub mod ptable;
 pub mod sys;
 pub mod time;
+pub mod unwind;

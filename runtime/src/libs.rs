@@ -109,6 +109,10 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_h
     let mut objects = [(0u64, 0u64, 0u64); MAX_OBJECTS];
     let n = link_map(exe_dynamic, &mut objects);
     let Some(objects) = objects.get(..n) else { return done };
+    // Their call frame tables, for event stacks (the executable is registered already).
+    for &(base, _, name) in objects.iter().skip(1) {
+        crate::unwind::register(base, base, name);
+    }
     let Some(region) = sys::map_anonymous(MAX as u64 * STUB) else { return done };
     let mut w = Writer::open();
 

@@ -162,6 +162,22 @@ fn check(flavour: &str, cc: &str) {
                 if e["class"] != t.class || e["layer"] != layer || e["action"] != "alert" {
                     failures.push(format!("{flavour} {}: bad event {e}", t.name));
                 }
+                // The stack: from the library up through the program (unwound
+                // with the modules' call frame information).
+                let frames: Vec<String> = e["stack"]
+                    .as_array()
+                    .map(|a| a.iter().map(|f| f["module"].as_str().unwrap_or("").to_string()).collect())
+                    .unwrap_or_default();
+                let main = std::fs::canonicalize(&monitored).unwrap().display().to_string();
+                // musl-gcc links without .eh_frame_hdr, and a library loaded
+                // later is not walked through: there the stack stops at the library.
+                // (A raw syscall's first frame is already its caller's.)
+                let lib_first = t.name == "raw-syscall" || frames.first() == Some(&lib_name);
+                let whole = flavour == "musl" || t.plugin || frames.contains(&main);
+                if t.name != "constructor" && !(lib_first && whole) {
+                    failures
+                        .push(format!("{flavour} {}: stack {frames:?} does not go from {lib_name} to {main}", t.name));
+                }
                 let command =
                     if t.api == "system" { e["args"]["command"].clone() } else { e["args"]["argv"][2].clone() };
                 if t.class == "exec" && !command.as_str().unwrap_or("").starts_with("touch ") {

@@ -77,6 +77,7 @@ impl HookFrame {
 /// ```
 #[repr(C)]
 pub struct SysFrame {
+    pub rbp: u64,
     pub rbx: u64,
     /// The hook number.
     pub r11: u64,
@@ -92,6 +93,14 @@ pub struct SysFrame {
 }
 
 impl SysFrame {
+    /// The program's stack pointer at the `syscall` instruction: above this
+    /// frame, the return address into the trampoline and the red zone skipped.
+    pub fn program_sp(&self) -> u64 {
+        (self as *const SysFrame as u64) + core::mem::size_of::<SysFrame>() as u64 + 8 + 128
+    }
+}
+
+impl SysFrame {
     /// The system call's arguments in the layout [`HookFrame::arg`] reads,
     /// for the argument decoder (the fourth is `%r10`, not `%rcx`).
     pub fn as_call(&self) -> HookFrame {
@@ -104,7 +113,7 @@ impl SysFrame {
             rcx: self.r10,
             r8: self.r8,
             r9: self.r9,
-            rbp: 0,
+            rbp: self.rbp,
             ret: 0,
         }
     }
@@ -210,12 +219,14 @@ global_asm!(
     "push r9",
     "push r11",
     "push rbx",
+    "push rbp",
     "mov rbx, rsp",
     "mov rdi, rsp",
     "and rsp, -16",
     "call {sys_dispatch}",
     "mov rsp, rbx",
     "mov rcx, rax",
+    "pop rbp",
     "pop rbx",
     "pop r11",
     "pop r9",
