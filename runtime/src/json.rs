@@ -185,6 +185,22 @@ impl<'a> Json<'a> {
                 }
                 continue;
             }
+            // A run of printable ASCII that needs no escape goes in at once.
+            let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\';
+            let run = s.get(i..).map_or(0, |rest| rest.iter().take_while(|b| plain(b)).count());
+            if run > 0 {
+                let n = run.min(self.room());
+                if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len + n), s.get(i..i + n)) {
+                    dst.copy_from_slice(src);
+                    self.len += n;
+                }
+                i += n;
+                if n < run {
+                    self.full = true;
+                    return;
+                }
+                continue;
+            }
             let b = s[i];
             let want = utf8_len(b);
             if want == 0 {

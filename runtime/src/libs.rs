@@ -471,13 +471,11 @@ fn rd<const N: usize>(addr: u64) -> Option<[u8; N]> {
     if addr < 4096 || addr.checked_add(N as u64)? > 0x7fff_ffff_f000 {
         return None;
     }
-    let mut b = [0u8; N];
-    for (k, x) in b.iter_mut().enumerate() {
-        // SAFETY: `addr` comes from the dynamic loader's own structures (link
-        // map, dynamic section and the tables it points at), which it mapped
-        // and used to relocate this object; see the module documentation.
-        *x = unsafe { core::ptr::read_volatile((addr + k as u64) as *const u8) };
-    }
+    // One unaligned read of the N bytes (not N volatile byte reads).
+    // SAFETY: `addr` comes from the dynamic loader's own structures (link
+    // map, dynamic section and the tables it points at), which it mapped
+    // and used to relocate this object; see the module documentation.
+    let b = unsafe { core::ptr::read_unaligned(addr as *const [u8; N]) };
     Some(b)
 }
 

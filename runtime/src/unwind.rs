@@ -45,13 +45,11 @@ fn rd<const N: usize>(addr: u64) -> Option<[u8; N]> {
     if addr < 4096 || addr.checked_add(N as u64)? > 0x7fff_ffff_f000 {
         return None;
     }
-    let mut b = [0u8; N];
-    for (k, x) in b.iter_mut().enumerate() {
-        // SAFETY: only addresses inside a registered module's headers and
-        // call frame tables, mapped read-only for the life of the process
-        // (modules loaded at start-up are never unloaded).
-        *x = unsafe { core::ptr::read_volatile((addr + k as u64) as *const u8) };
-    }
+    // One unaligned read of the N bytes (not N volatile byte reads).
+    // SAFETY: only addresses inside a registered module's headers and
+    // call frame tables, mapped read-only for the life of the process
+    // (modules loaded at start-up are never unloaded).
+    let b = unsafe { core::ptr::read_unaligned(addr as *const [u8; N]) };
     Some(b)
 }
 
