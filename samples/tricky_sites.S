@@ -11,6 +11,8 @@
  *  site_b   the syscall and the instruction after it are both branch targets,
  *           and the one before is a branch: refused.
  *  site_c   the number comes from a register: hooked, number read at run time.
+ *  site_d   open's number with the upper half of %rax set (0x1_00000002): the
+ *           kernel ignores that half, so this is open and must be hooked.
  */
         .text
         .globl _start
@@ -24,6 +26,9 @@ _start:
         call    site_b
         mov     $39, %edi
         call    site_c
+        lea     path(%rip), %rdi
+        xor     %esi, %esi
+        call    site_d
         mov     $60, %eax
         mov     $42, %edi
         syscall
@@ -79,6 +84,13 @@ site_c:
         syscall
         ret
         .size site_c, .-site_c
+
+        .type site_d,@function
+site_d:
+        movabs  $0x100000002, %rax
+        syscall
+        ret
+        .size site_d, .-site_d
 
         .section .rodata
 path:   .asciz "/nonexistent-dfpatch-test"

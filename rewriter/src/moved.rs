@@ -140,7 +140,9 @@ fn entry_window(code: &Code, entry: u64, size: u64) -> Result<Window, String> {
         if insns.last().is_some_and(|p: &Instruction| p.next_ip() != ins.ip()) {
             return Err("its first 5 bytes are not contiguous instructions".into());
         }
-        if !insns.is_empty() && code.is_target(ins.ip()) {
+        // After an endbr64 even the first moved instruction must not be a
+        // target: a branch there would now enter the hook as a new call.
+        if (!insns.is_empty() || ins.ip() != entry) && code.is_target(ins.ip()) {
             return Err(format!("a branch target at {:#x}, inside its first 5 bytes", ins.ip()));
         }
         len += ins.len();

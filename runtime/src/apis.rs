@@ -245,6 +245,12 @@ pub static SYSCALL_MASK: [u64; 8] = {
 /// ptrace and execveat, which x32 numbers 520, 521 and 545.
 pub fn syscall_api(nr: u64) -> Option<ApiId> {
     const X32: u64 = 0x4000_0000;
+    // The kernel reads the number as a 32-bit int: the upper half of %rax is
+    // ignored (0x1_0000003b is execve), and a negative one fails with ENOSYS.
+    let nr = nr as u32 as u64;
+    if nr & 0x8000_0000 != 0 {
+        return None;
+    }
     let n = if nr & X32 != 0 { nr & !X32 } else { nr };
     // A match, not a search of SYSCALLS: this runs for every system call made
     // through a site whose number is only known at run time.
@@ -315,6 +321,10 @@ mod tests {
         assert_eq!(syscall_api(0x4000_0000 | 42), Some(ApiId::connect));
         assert_eq!(syscall_api(520), None);
         assert_eq!(syscall_api(u64::MAX), None);
+        // Only the low 32 bits count, as for the kernel.
+        assert_eq!(syscall_api(0x1_0000_003b), Some(ApiId::execve));
+        assert_eq!(syscall_api(0xffff_ffff_4000_003b), Some(ApiId::execve));
+        assert_eq!(syscall_api(0x8000_003b), None);
         assert_eq!(syscall_api(ApiId::system as u64), None);
         assert_eq!(syscall_nr(ApiId::system), None);
         assert_eq!(ApiId::clone.class(), Class::Process);

@@ -140,8 +140,13 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_h
             });
         }
     }
-    // 3. Raw system calls of the libraries planned at patch time.
-    done.syscalls = apply_plans(objects, plans, sys_hook, &mut w);
+    // 3. Raw system calls of the libraries planned at patch time: only while
+    // the process has one thread (with musl, library constructors have run
+    // before the entry point and may have started threads that could be
+    // executing a window while it is rewritten).
+    if single_threaded() {
+        done.syscalls = apply_plans(objects, plans, sys_hook, &mut w);
+    }
     let count = COUNT.load(Ordering::Acquire);
     // SAFETY: the mapping is ours and only holds the stubs written above.
     let sealed = unsafe { sys::mprotect(region, MAX as u64 * STUB, 5) }.is_ok();
@@ -237,6 +242,9 @@ fn apply_plans(objects: &[(u64, u64, u64)], plans: &[u8], sys_hook: u64, w: &mut
                 return done;
             };
             let Some(bytes) = plans.get(off..off + len) else { return done };
+            if slot + 8 > len || (back != u32::MAX as usize && back + 4 > len) || placed + len > total {
+                return done; // a damaged table: touch nothing more
+            }
             let tramp = region + placed as u64;
             for (k, &b) in bytes.iter().enumerate() {
                 // SAFETY: inside our own read-write mapping of `total` bytes.
@@ -247,6 +255,9 @@ fn apply_plans(objects: &[(u64, u64, u64)], plans: &[u8], sys_hook: u64, w: &mut
             if back != u32::MAX as usize {
                 let from = tramp + back as u64 + 4;
                 let rel = base.wrapping_add(vaddr).wrapping_add(wlen as u64).wrapping_sub(from) as i64;
+                if rel != rel as i32 as i64 {
+                    return done; // out of reach: the sites stay as they are
+                }
                 // SAFETY: back + 4 <= len, in our mapping.
                 unsafe { core::ptr::write_unaligned((tramp + back as u64) as *mut i32, rel as i32) };
             }
@@ -282,6 +293,20 @@ fn apply_plans(objects: &[(u64, u64, u64)], plans: &[u8], sys_hook: u64, w: &mut
         }
     }
     done
+}
+
+/// Whether the process has exactly one thread (`/proc/self/stat`, field 20).
+fn single_threaded() -> bool {
+    let Ok(fd) = sys::open(b"/proc/self/stat\0", sys::O_RDONLY | sys::O_CLOEXEC, 0) else { return false };
+    let mut buf = [0u8; 1024];
+    let n = sys::read(fd, &mut buf).unwrap_or(0) as usize;
+    sys::close(fd);
+    let text = buf.get(..n).unwrap_or(&[]);
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let Some(close) = text.iter().rposition(|&b| b == b')') else { return false };
+    let mut fields = text.get(close + 1..).unwrap_or(&[]).split(|&b| b == b' ').filter(|f| !f.is_empty());
+    // After ')' come fields 3, 4, ...: num_threads is field 20, the 18th of them.
+    fields.nth(17) == Some(b"1")
 }
 
 /// A read-write mapping of `len` bytes within reach of a rel32 from `base`.
@@ -503,9 +528,16 @@ fn dyn_value(dynamic: u64, base: u64, tag: u64) -> Option<u64> {
     None
 }
 
+/// Whether the string at `addr` is `name`: read byte by byte, never past
+/// the first difference (a fixed-size read could run off the mapping).
 fn name_is(addr: u64, name: &[u8]) -> bool {
-    let Some(s) = rd::<64>(addr) else { return false };
-    name.len() < 64 && s.get(..name.len()) == Some(name) && s[name.len()] == 0
+    for (k, &want) in name.iter().chain(&[0u8]).enumerate() {
+        match rd::<1>(addr.wrapping_add(k as u64)) {
+            Some([b]) if b == want => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn write_stub(at: u64, i: u32, hook: u64, real: u64, prot_filter: bool) {

@@ -200,10 +200,11 @@ global_asm!(
     "pushfq",
     // Fast way out for numbers below 512 that are not monitored (x32 and
     // other large numbers take the slow path, which decides in Rust).
-    "cmp rax, 511",
+    // The kernel reads only %eax (the upper half is ignored).
+    "cmp eax, 511",
     "ja 3f",
     "lea rcx, [rip + {mask}]",
-    "bt [rcx], rax",
+    "bt dword ptr [rcx], eax",
     "jc 3f",
     "popfq",
     "mov ecx, 1",
