@@ -31,6 +31,7 @@
 
 use crate::apis::{ApiId, Class};
 use crate::contract::action;
+use crate::loader::{loaded as rd, loaded_u32 as rd_u32, loaded_u64 as rd_u64};
 use crate::ptable::PolicyTable;
 use crate::{loader, sys};
 use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -489,27 +490,6 @@ fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, count: u
         }
     }
     done
-}
-
-/// Reads `N` bytes of a loader structure.
-fn rd<const N: usize>(addr: u64) -> Option<[u8; N]> {
-    if addr < 4096 || addr.checked_add(N as u64)? > 0x7fff_ffff_f000 {
-        return None;
-    }
-    // One unaligned read of the N bytes (not N volatile byte reads).
-    // SAFETY: `addr` comes from the dynamic loader's own structures (link
-    // map, dynamic section and the tables it points at), which it mapped
-    // and used to relocate this object; see the module documentation.
-    let b = unsafe { core::ptr::read_unaligned(addr as *const [u8; N]) };
-    Some(b)
-}
-
-fn rd_u64(addr: u64) -> Option<u64> {
-    rd::<8>(addr).map(u64::from_le_bytes)
-}
-
-fn rd_u32(addr: u64) -> Option<u32> {
-    rd::<4>(addr).map(u32::from_le_bytes)
 }
 
 /// Value of the first `tag` entry of a dynamic section, rebased by `base`

@@ -12,6 +12,28 @@ pub(crate) const DT_SYMTAB: u64 = 6;
 pub(crate) const DT_DEBUG: u64 = 21;
 pub(crate) const DT_GNU_HASH: u64 = 0x6fff_fef5;
 
+/// Reads `N` bytes of the loaded objects' own structures: the link map, the
+/// dynamic sections and the tables they point at, ELF and program headers,
+/// call frame tables. The loader mapped these and used them to load and
+/// relocate the objects; objects loaded at start-up are never unloaded.
+/// Only for such addresses (program data goes through [`mem`]).
+pub(crate) fn loaded<const N: usize>(addr: u64) -> Option<[u8; N]> {
+    if addr < 4096 || addr.checked_add(N as u64)? > 0x7fff_ffff_f000 {
+        return None;
+    }
+    // SAFETY: see above: `addr` lies in memory the loader mapped for an
+    // object that stays loaded; one unaligned read of N bytes.
+    Some(unsafe { core::ptr::read_unaligned(addr as *const [u8; N]) })
+}
+
+pub(crate) fn loaded_u64(addr: u64) -> Option<u64> {
+    loaded::<8>(addr).map(u64::from_le_bytes)
+}
+
+pub(crate) fn loaded_u32(addr: u64) -> Option<u32> {
+    loaded::<4>(addr).map(u32::from_le_bytes)
+}
+
 /// Looks `name` up in every object of the link map, starting from the
 /// executable's dynamic section at `dynamic` (a run-time address). Returns the
 /// run-time address of the first defined function of that name.

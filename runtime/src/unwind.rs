@@ -11,6 +11,7 @@
 //! from it, advances, remember/restore state. Anything else (expressions)
 //! ends the walk at that frame.
 
+use crate::loader::loaded as rd;
 use crate::mem;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -39,19 +40,6 @@ static MODULES: [Module; MAX_MODULES] = [const {
     }
 }; MAX_MODULES];
 static COUNT: AtomicUsize = AtomicUsize::new(0);
-
-/// Reads `N` bytes of a module's own tables (see the module documentation).
-fn rd<const N: usize>(addr: u64) -> Option<[u8; N]> {
-    if addr < 4096 || addr.checked_add(N as u64)? > 0x7fff_ffff_f000 {
-        return None;
-    }
-    // One unaligned read of the N bytes (not N volatile byte reads).
-    // SAFETY: only addresses inside a registered module's headers and
-    // call frame tables, mapped read-only for the life of the process
-    // (modules loaded at start-up are never unloaded).
-    let b = unsafe { core::ptr::read_unaligned(addr as *const [u8; N]) };
-    Some(b)
-}
 
 fn u8_at(a: u64) -> Option<u8> {
     rd::<1>(a).map(|b| b[0])
