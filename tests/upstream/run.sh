@@ -411,7 +411,7 @@ EOF
   ROWS+=("$(printf '%-5s %-22s %5s  %-11s %-11s %5s %7s  %7s %7s  %7s %7s  %s' "$s" \
     "$(dpkg-query -W -f '${Version}' "${PKG[$s]}")/$(cat "$CACHE/src/${SRCPKG[$s]}/.version")" \
     "$(wc -l <"$ref")" "$(counts "$ref")" "$(counts "$work/patched.1/outcomes")" \
-    "$(sed -n 's/^hooks (\([0-9]*\)).*/\1/p' "$work/inspect.txt")" "$ev_patched" "$t_orig" "$t_patched" \
+    "$(sed -n 's/^hook\(s\|ed functions\) (\([0-9]*\)).*/\2/p' "$work/inspect.txt")" "$ev_patched" "$t_orig" "$t_patched" \
     "$c_orig" "$c_patched" "$verdict")")
 }
 
