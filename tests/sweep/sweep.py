@@ -348,6 +348,10 @@ CFG = {}  # set in every worker by init_worker
 def init_worker(cfg):
     CFG.update(cfg)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and ends the pool
+    # The parent's SIGTERM handler (sys.exit) is inherited through fork; a
+    # worker must die at once when the pool terminates it, not raise
+    # SystemExit inside the pool's locks (a worker hung there at the end of a run).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def describe(run):
@@ -831,6 +835,9 @@ def main():
                 if len(results) % step == 0 or len(results) == len(files):
                     print(f"sweep: {len(results)}/{len(files)} files, {time.monotonic() - start:.0f} s",
                           file=sys.stderr)
+            # Let the workers finish on their own rather than be terminated.
+            pool.close()
+            pool.join()
         elapsed = time.monotonic() - start
         results.sort(key=lambda r: r["path"])
         text, totals, problems = report(results, args.paths, args, elapsed)
