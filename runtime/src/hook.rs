@@ -775,7 +775,7 @@ impl Event<'_> {
             _ => b"syscall",
         });
         caller(self.c, &mut j, self.origin);
-        stack(self.c, &mut j, self.origin, self.f);
+        stack(&mut j, self.origin, self.f);
         decode::args(&mut j, self.api.shape(), self.f);
         j.finish();
         // A regular file cannot raise SIGPIPE: skip the two signal-mask calls.
@@ -803,7 +803,7 @@ fn call_site(ret: u64) -> u64 {
 
 /// `"stack":[{"addr":..., "module":..., "offset":...}, ...]`: the return
 /// addresses above the call (see `unwind`), the caller's own first.
-fn stack(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
+fn stack(j: &mut Json, origin: Origin, f: &HookFrame) {
     let (regs, at_instruction) = match origin {
         Origin::Returns(ret) => (crate::unwind::Regs { pc: ret, sp: f.stack_arg_addr(0), rbp: f.rbp }, false),
         Origin::At(at, sp, rbp) => (crate::unwind::Regs { pc: at, sp, rbp }, true),
@@ -845,7 +845,6 @@ fn stack(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
         j.close(b'}', inner);
     }
     j.close(b']', opened);
-    let _ = c;
 }
 
 /// `"module"` (continued) and `"offset"` of an address outside the
