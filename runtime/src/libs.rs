@@ -31,7 +31,7 @@
 
 use crate::apis::{ApiId, Class};
 use crate::contract::action;
-use crate::loader::{loaded as rd, loaded_u32 as rd_u32, loaded_u64 as rd_u64};
+use crate::loader::{dyn_value, for_each_definition, loaded as rd, loaded_u32 as rd_u32, loaded_u64 as rd_u64, Direct};
 use crate::ptable::PolicyTable;
 use crate::{loader, sys};
 use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -123,7 +123,7 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_h
             if api.class() == Class::Process || p.decision(api as u16).action == action::ALLOW {
                 continue;
             }
-            for_each_definition(base, dynamic, api.name().as_bytes(), |sym, value| {
+            for_each_definition(&Direct, base, dynamic, api.name().as_bytes(), |sym, value| {
                 let i = COUNT.load(Ordering::Relaxed);
                 if i >= MAX {
                     return;
@@ -160,7 +160,9 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_h
     // 2. References already bound to a real function, in every object.
     for &(base, dynamic, _) in objects {
         for (table, size) in [(DT_JMPREL, DT_PLTRELSZ), (DT_RELA, DT_RELASZ)] {
-            let (Some(at), Some(len)) = (dyn_value(dynamic, base, table), dyn_value(dynamic, 0, size)) else {
+            let (Some(at), Some(len)) =
+                (dyn_value(&Direct, dynamic, base, table), dyn_value(&Direct, dynamic, 0, size))
+            else {
                 continue;
             };
             done.references += redirect_references(&mut w, base, at, len.min(64 << 20), count);
@@ -377,7 +379,7 @@ fn path_of(name: u64, out: &mut [u8; 512]) -> Option<&[u8]> {
 /// The objects of the link map as (load base, run-time `PT_DYNAMIC`,
 /// `l_name`), the executable first; returns how many were stored.
 fn link_map(exe_dynamic: u64, out: &mut [(u64, u64, u64)]) -> usize {
-    let Some(r_debug) = dyn_value(exe_dynamic, 0, loader::DT_DEBUG) else { return 0 };
+    let Some(r_debug) = dyn_value(&Direct, exe_dynamic, 0, loader::DT_DEBUG) else { return 0 };
     let mut map = match rd_u64(r_debug.wrapping_add(8)) {
         Some(m) => m,
         None => return 0,
@@ -396,73 +398,6 @@ fn link_map(exe_dynamic: u64, out: &mut [(u64, u64, u64)]) -> usize {
         map = next;
     }
     n
-}
-
-/// Calls `f(symbol address, st_value)` for every defined function named
-/// `name` in the object's dynamic symbol table (all its versions).
-fn for_each_definition(base: u64, dynamic: u64, name: &[u8], mut f: impl FnMut(u64, u64)) {
-    let (Some(symtab), Some(strtab)) =
-        (dyn_value(dynamic, base, loader::DT_SYMTAB), dyn_value(dynamic, base, loader::DT_STRTAB))
-    else {
-        return;
-    };
-    let mut check = |index: u64| {
-        let sym = symtab.wrapping_add(index.wrapping_mul(24));
-        let Some(e) = rd::<24>(sym) else { return };
-        let st_name = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as u64;
-        let shndx = u16::from_le_bytes([e[6], e[7]]);
-        let value = u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]);
-        // Defined functions only (an IFUNC's value is its resolver).
-        if shndx != 0 && e[4] & 0xf == 2 && value != 0 && name_is(strtab.wrapping_add(st_name), name) {
-            f(sym, value);
-        }
-    };
-    if let Some(table) = dyn_value(dynamic, base, loader::DT_GNU_HASH) {
-        let (Some(nbuckets), Some(symoffset), Some(bloom)) = (rd_u32(table), rd_u32(table + 4), rd_u32(table + 8))
-        else {
-            return;
-        };
-        if nbuckets == 0 {
-            return;
-        }
-        let h = name.iter().fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
-        let buckets = table + 16 + bloom as u64 * 8;
-        let chains = buckets + nbuckets as u64 * 4;
-        let Some(first) = rd_u32(buckets + (h % nbuckets) as u64 * 4) else { return };
-        if first < symoffset {
-            return;
-        }
-        for index in first as u64..first as u64 + (1 << 16) {
-            let Some(ch) = rd_u32(chains + (index - symoffset as u64) * 4) else { return };
-            if ch | 1 == h | 1 {
-                check(index);
-            }
-            if ch & 1 == 1 {
-                return;
-            }
-        }
-    } else if let Some(table) = dyn_value(dynamic, base, loader::DT_HASH) {
-        let (Some(nbucket), Some(nchain)) = (rd_u32(table), rd_u32(table + 4)) else { return };
-        if nbucket == 0 {
-            return;
-        }
-        let h = name.iter().fold(0u32, |h, &c| {
-            let h = (h << 4).wrapping_add(c as u32);
-            let g = h & 0xf000_0000;
-            (h ^ (g >> 24)) & !g
-        });
-        let chains = table + 8 + nbucket as u64 * 4;
-        let Some(mut index) = rd_u32(table + 8 + (h % nbucket) as u64 * 4) else { return };
-        let mut guard = 0;
-        while index != 0 && index < nchain && guard < (1 << 16) {
-            check(index as u64);
-            index = match rd_u32(chains + index as u64 * 4) {
-                Some(i) => i,
-                None => return,
-            };
-            guard += 1;
-        }
-    }
 }
 
 /// Rewrites the relocated words (`GLOB_DAT`, `JUMP_SLOT`, `R_X86_64_64`) of one
@@ -490,34 +425,6 @@ fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, count: u
         }
     }
     done
-}
-
-/// Value of the first `tag` entry of a dynamic section, rebased by `base`
-/// when the loader left it unrelocated (musl does).
-fn dyn_value(dynamic: u64, base: u64, tag: u64) -> Option<u64> {
-    for k in 0..512u64 {
-        let t = rd_u64(dynamic + k * 16)?;
-        if t == 0 {
-            return None;
-        }
-        if t == tag {
-            let v = rd_u64(dynamic + k * 16 + 8)?;
-            return Some(if v < base { v.wrapping_add(base) } else { v });
-        }
-    }
-    None
-}
-
-/// Whether the string at `addr` is `name`: read byte by byte, never past
-/// the first difference (a fixed-size read could run off the mapping).
-fn name_is(addr: u64, name: &[u8]) -> bool {
-    for (k, &want) in name.iter().chain(&[0u8]).enumerate() {
-        match rd::<1>(addr.wrapping_add(k as u64)) {
-            Some([b]) if b == want => {}
-            _ => return false,
-        }
-    }
-    true
 }
 
 fn write_stub(at: u64, i: u32, hook: u64, real: u64, prot_filter: bool) {

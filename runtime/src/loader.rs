@@ -34,20 +34,58 @@ pub(crate) fn loaded_u32(addr: u64) -> Option<u32> {
     loaded::<4>(addr).map(u32::from_le_bytes)
 }
 
+/// How the loaded objects' structures are read.
+pub(crate) trait Memory {
+    fn get<const N: usize>(&self, addr: u64) -> Option<[u8; N]>;
+    fn u32(&self, addr: u64) -> Option<u32> {
+        self.get::<4>(addr).map(u32::from_le_bytes)
+    }
+    fn u64(&self, addr: u64) -> Option<u64> {
+        self.get::<8>(addr).map(u64::from_le_bytes)
+    }
+}
+
+/// Direct reads ([`loaded`]): the objects loaded at start-up, at start-up.
+pub(crate) struct Direct;
+
+impl Memory for Direct {
+    fn get<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
+        loaded(addr)
+    }
+}
+
+/// Reads that cannot fault ([`mem::read`]): any object, any time (one may
+/// be unloaded by another thread meanwhile).
+pub(crate) struct Checked;
+
+impl Memory for Checked {
+    fn get<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        (mem::read(addr, &mut b) == N).then_some(b)
+    }
+}
+
 /// Looks `name` up in every object of the link map, starting from the
 /// executable's dynamic section at `dynamic` (a run-time address). Returns the
 /// run-time address of the first defined function of that name.
 pub fn lookup(dynamic: u64, name: &[u8]) -> Option<u64> {
-    let r_debug = dyn_value(dynamic, 0, DT_DEBUG)?;
-    let mut map = mem::read_u64(r_debug.checked_add(8)?)?;
+    let m = &Checked;
+    let r_debug = dyn_value(m, dynamic, 0, DT_DEBUG)?;
+    let mut map = m.u64(r_debug.checked_add(8)?)?;
     let mut guard = 0;
     while map != 0 && guard < 4096 {
-        let l_addr = mem::read_u64(map)?;
-        let l_ld = mem::read_u64(map + 16)?;
-        if let Some(addr) = lookup_in_object(l_addr, l_ld, name) {
-            return Some(addr);
+        let l_addr = m.u64(map)?;
+        let l_ld = m.u64(map + 16)?;
+        let mut found = None;
+        if l_ld != 0 {
+            for_each_definition(m, l_addr, l_ld, name, |_, value| {
+                found = found.or(Some(l_addr.wrapping_add(value)));
+            });
         }
-        map = mem::read_u64(map + 24)?;
+        if found.is_some() {
+            return found;
+        }
+        map = m.u64(map + 24)?;
         guard += 1;
     }
     None
@@ -55,93 +93,95 @@ pub fn lookup(dynamic: u64, name: &[u8]) -> Option<u64> {
 
 /// Value of the first `tag` entry of a dynamic section; pointers are rebased
 /// by `base` when the loader left them unrelocated (musl does).
-pub(crate) fn dyn_value(dynamic: u64, base: u64, tag: u64) -> Option<u64> {
-    let mut at = dynamic;
-    for _ in 0..512 {
-        let t = mem::read_u64(at)?;
+pub(crate) fn dyn_value(m: &impl Memory, dynamic: u64, base: u64, tag: u64) -> Option<u64> {
+    for k in 0..512u64 {
+        let t = m.u64(dynamic + k * 16)?;
         if t == DT_NULL {
             return None;
         }
         if t == tag {
-            let v = mem::read_u64(at + 8)?;
-            return Some(if v < base { v + base } else { v });
+            let v = m.u64(dynamic + k * 16 + 8)?;
+            return Some(if v < base { v.wrapping_add(base) } else { v });
         }
-        at += 16;
     }
     None
 }
 
-fn lookup_in_object(base: u64, dynamic: u64, name: &[u8]) -> Option<u64> {
-    if dynamic == 0 {
-        return None;
-    }
-    let symtab = dyn_value(dynamic, base, DT_SYMTAB)?;
-    let strtab = dyn_value(dynamic, base, DT_STRTAB)?;
-    let check = |index: u64| -> Option<u64> {
-        let sym = symtab.checked_add(index.checked_mul(24)?)?;
-        let st_name = mem::read_u32(sym)? as u64;
-        let info = {
-            let mut b = [0u8; 4];
-            if mem::read(sym + 4, &mut b) != 4 {
-                return None;
-            }
-            b
-        };
-        let shndx = u16::from_le_bytes([info[2], info[3]]);
-        let value = mem::read_u64(sym + 8)?;
-        // Defined STT_FUNC only (an IFUNC would need its resolver called).
-        if shndx == 0 || info[0] & 0xf != 2 || value == 0 {
-            return None;
-        }
-        if !name_is(strtab + st_name, name) {
-            return None;
-        }
-        Some(base + value)
+/// Calls `f(symbol address, st_value)` for every defined function named
+/// `name` in the object's dynamic symbol table (all its versions).
+pub(crate) fn for_each_definition(m: &impl Memory, base: u64, dynamic: u64, name: &[u8], mut f: impl FnMut(u64, u64)) {
+    let (Some(symtab), Some(strtab)) = (dyn_value(m, dynamic, base, DT_SYMTAB), dyn_value(m, dynamic, base, DT_STRTAB))
+    else {
+        return;
     };
-    if let Some(gnu) = dyn_value(dynamic, base, DT_GNU_HASH) {
-        return gnu_lookup(gnu, name, &check);
-    }
-    let hash = dyn_value(dynamic, base, DT_HASH)?;
-    let nchain = mem::read_u32(hash + 4)? as u64;
-    (0..nchain.min(1 << 20)).find_map(check)
-}
-
-fn gnu_lookup(table: u64, name: &[u8], check: &impl Fn(u64) -> Option<u64>) -> Option<u64> {
-    let nbuckets = mem::read_u32(table)? as u64;
-    let symoffset = mem::read_u32(table + 4)? as u64;
-    let bloom_size = mem::read_u32(table + 8)? as u64;
-    if nbuckets == 0 {
-        return None;
-    }
-    let h = name.iter().fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
-    let buckets = table + 16 + bloom_size * 8;
-    let chains = buckets + nbuckets * 4;
-    let first = mem::read_u32(buckets + (h as u64 % nbuckets) * 4)? as u64;
-    if first < symoffset {
-        return None;
-    }
-    // A chain ends at the entry whose low bit is set; bound the walk anyway.
-    for sym in first..first + (1 << 20) {
-        let ch = mem::read_u32(chains + (sym - symoffset) * 4)?;
-        if ch | 1 == h | 1 {
-            if let Some(addr) = check(sym) {
-                return Some(addr);
+    let mut check = |index: u64| {
+        let sym = symtab.wrapping_add(index.wrapping_mul(24));
+        let Some(e) = m.get::<24>(sym) else { return };
+        let st_name = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as u64;
+        let shndx = u16::from_le_bytes([e[6], e[7]]);
+        let value = u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]);
+        // Defined functions only (an IFUNC's value is its resolver).
+        if shndx != 0 && e[4] & 0xf == 2 && value != 0 && name_is(m, strtab.wrapping_add(st_name), name) {
+            f(sym, value);
+        }
+    };
+    if let Some(table) = dyn_value(m, dynamic, base, DT_GNU_HASH) {
+        let (Some(nbuckets), Some(symoffset), Some(bloom)) = (m.u32(table), m.u32(table + 4), m.u32(table + 8)) else {
+            return;
+        };
+        if nbuckets == 0 {
+            return;
+        }
+        let h = name.iter().fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
+        let buckets = table + 16 + bloom as u64 * 8;
+        let chains = buckets + nbuckets as u64 * 4;
+        let Some(first) = m.u32(buckets + (h % nbuckets) as u64 * 4) else { return };
+        if first < symoffset {
+            return;
+        }
+        for index in first as u64..first as u64 + (1 << 16) {
+            let Some(ch) = m.u32(chains + (index - symoffset as u64) * 4) else { return };
+            if ch | 1 == h | 1 {
+                check(index);
+            }
+            if ch & 1 == 1 {
+                return;
             }
         }
-        if ch & 1 == 1 {
-            break;
+    } else if let Some(table) = dyn_value(m, dynamic, base, DT_HASH) {
+        let (Some(nbucket), Some(nchain)) = (m.u32(table), m.u32(table + 4)) else { return };
+        if nbucket == 0 {
+            return;
+        }
+        let h = name.iter().fold(0u32, |h, &c| {
+            let h = (h << 4).wrapping_add(c as u32);
+            let g = h & 0xf000_0000;
+            (h ^ (g >> 24)) & !g
+        });
+        let chains = table + 8 + nbucket as u64 * 4;
+        let Some(mut index) = m.u32(table + 8 + (h % nbucket) as u64 * 4) else { return };
+        let mut guard = 0;
+        while index != 0 && index < nchain && guard < (1 << 16) {
+            check(index as u64);
+            index = match m.u32(chains + index as u64 * 4) {
+                Some(i) => i,
+                None => return,
+            };
+            guard += 1;
         }
     }
-    None
 }
 
-pub(crate) fn name_is(addr: u64, name: &[u8]) -> bool {
-    let mut buf = [0u8; 64];
-    let want = name.len() + 1;
-    match buf.get_mut(..want) {
-        Some(dst) => mem::read(addr, dst) == want && &dst[..name.len()] == name && dst[name.len()] == 0,
-        None => false,
+/// Whether the string at `addr` is `name`: read byte by byte, never past
+/// the first difference (a fixed-size read could run off the mapping).
+pub(crate) fn name_is(m: &impl Memory, addr: u64, name: &[u8]) -> bool {
+    for (k, &want) in name.iter().chain(&[0u8]).enumerate() {
+        match m.get::<1>(addr.wrapping_add(k as u64)) {
+            Some([b]) if b == want => {}
+            _ => return false,
+        }
     }
+    true
 }
 
 /// The module holding `addr` according to `/proc/self/maps`: its path is copied
