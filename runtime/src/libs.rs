@@ -145,7 +145,7 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_h
     // the process has one thread (with musl, library constructors have run
     // before the entry point and may have started threads that could be
     // executing a window while it is rewritten).
-    if single_threaded() {
+    if !plans.is_empty() && single_threaded() {
         done.syscalls = apply_plans(objects, plans, sys_hook, &mut w);
     }
     let count = COUNT.load(Ordering::Acquire);
