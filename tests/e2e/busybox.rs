@@ -61,24 +61,16 @@ echo end
 
 fn session(busybox: &Path, dir: &Path, port: u16) -> Output {
     std::fs::create_dir_all(dir).unwrap();
-    for _ in 0..100 {
-        let out = Command::new(busybox)
+    run_command(
+        Command::new(busybox)
             .args(["sh", "-c", SESSION])
             .env_clear()
             .env("BB", busybox)
             .env("PORT", port.to_string())
             .env("LANG", "C")
             .env("TZ", "UTC")
-            .current_dir(dir)
-            .output();
-        match out {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            other => return other.expect("run busybox"),
-        }
-    }
-    panic!("busybox stayed busy");
+            .current_dir(dir),
+    )
 }
 
 /// busybox picks the applet from argv[0]: each copy must be called `busybox`.

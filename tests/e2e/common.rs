@@ -173,15 +173,21 @@ pub fn patch(input: &Path, out: &Path, policy: &str) {
 /// "busy" (ETXTBSY) because another test thread forked while it was open;
 /// that is retried.
 pub fn run(exe: &Path, args: &[&str], cwd: &Path) -> Output {
+    run_command(Command::new(exe).args(args).current_dir(cwd))
+}
+
+/// Runs `cmd` to completion, retrying while its file is still open for
+/// writing in another thread's child (ETXTBSY: tests write executables and fork at once).
+pub fn run_command(cmd: &mut Command) -> Output {
     for _ in 0..100 {
-        match Command::new(exe).args(args).current_dir(cwd).output() {
+        match cmd.output() {
             Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
                 std::thread::sleep(std::time::Duration::from_millis(10))
             }
             other => return other.expect("run sample"),
         }
     }
-    panic!("{} stayed busy (ETXTBSY)", exe.display());
+    panic!("{:?} stayed busy (ETXTBSY)", cmd.get_program());
 }
 
 pub fn stdout(o: &Output) -> String {
