@@ -254,14 +254,8 @@ fn plan_one(
 fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<(Vec<u8>, Option<usize>, usize)> {
     let mut b = Vec::new();
     b.extend(copy(lib, &w.insns[..w.at])?);
-    b.extend([0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp-0x80]
-    b.extend([0x41, 0xbb]); // mov r11d, hook number
-    b.extend(hook_number.to_le_bytes());
-    let call_at = b.len();
-    b.extend([0xff, 0x15, 0, 0, 0, 0]); // call [rip+disp] -> slot
-    b.extend([0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00]); // lea rsp, [rsp+0x80]
-    b.extend([0xe3, 0x02]); // jrcxz over the syscall
-    b.extend([0x0f, 0x05]); // syscall
+    let call_at = b.len() + moved::CALL_OFFSET;
+    moved::ask_then_syscall(&mut b, hook_number, &[0xff, 0x15, 0, 0, 0, 0]); // call [rip+disp] -> slot
     let after = &w.insns[w.at + 1..];
     b.extend(copy(lib, after)?);
     let returns = after.last().is_some_and(|i| i.flow_control() == iced_x86::FlowControl::Return);

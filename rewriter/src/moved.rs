@@ -398,16 +398,12 @@ pub fn detour_trampoline(w: &Window, at: u64) -> Result<Vec<u8>, String> {
 /// module documentation of the runtime's `arch::x86_64` for the sequence).
 pub fn syscall_trampoline(w: &Window, at: u64, k: u32, sys_hook: u64) -> Result<Vec<u8>, String> {
     let mut b = relocate(&w.insns[..w.at], at)?;
-    b.extend([0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp-0x80]
-    b.extend([0x41, 0xbb]); // mov r11d, k
-    b.extend(k.to_le_bytes());
-    let call_at = at + b.len() as u64;
+    // call dfp_sys_hook, at the address the call will have.
+    let call_at = at + b.len() as u64 + CALL_OFFSET as u64;
     let rel = rel32(call_at + 5, sys_hook).ok_or("the runtime is more than 2 GiB from the trampoline")?;
-    b.push(0xe8); // call dfp_sys_hook
-    b.extend(rel.to_le_bytes());
-    b.extend([0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00]); // lea rsp, [rsp+0x80]
-    b.extend([0xe3, 0x02]); // jrcxz over the syscall: refused
-    b.extend([0x0f, 0x05]); // syscall
+    let mut call = vec![0xe8];
+    call.extend(rel.to_le_bytes());
+    ask_then_syscall(&mut b, k, &call);
     let after = &w.insns[w.at + 1..];
     let here = at + b.len() as u64;
     b.extend(relocate(after, here)?);
@@ -416,6 +412,23 @@ pub fn syscall_trampoline(w: &Window, at: u64, k: u32, sys_hook: u64) -> Result<
         b.extend(jmp(here, w.end())?);
     }
     Ok(b)
+}
+
+/// Where the call to `dfp_sys_hook` starts in [`ask_then_syscall`]'s bytes.
+pub const CALL_OFFSET: usize = 11;
+
+/// Appends the middle of every `syscall` trampoline, the sequence
+/// `dfp_sys_hook` is written for: step over the red zone, hook number in
+/// `%r11d`, `call` (the given encoding: direct, or through a slot), step
+/// back, skip the `syscall` when refused (`%rcx` = 0), the `syscall`.
+pub fn ask_then_syscall(b: &mut Vec<u8>, k: u32, call: &[u8]) {
+    b.extend([0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp-0x80]
+    b.extend([0x41, 0xbb]); // mov r11d, k
+    b.extend(k.to_le_bytes());
+    b.extend_from_slice(call);
+    b.extend([0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00]); // lea rsp, [rsp+0x80]
+    b.extend([0xe3, 0x02]); // jrcxz over the syscall: refused
+    b.extend([0x0f, 0x05]); // syscall
 }
 
 /// What replaces a window: `jmp to`, then `int3` up to its end.
