@@ -202,15 +202,6 @@ impl<'a> Code<'a> {
         }
     }
 
-    /// Number of decoded instructions.
-    pub fn len(&self) -> usize {
-        self.starts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
-    }
-
     /// Instruction `i`, decoded again from the file's bytes.
     pub fn insn(&self, i: usize) -> Option<Instruction> {
         let ip = self.base + u64::from(*self.starts.get(i)?);
@@ -257,11 +248,6 @@ impl<'a> Code<'a> {
     /// Name of the executable section holding `addr`.
     pub fn section_of(&self, addr: u64) -> &str {
         self.sections.iter().find(|&&(lo, hi, _, _)| addr >= lo && addr < hi).map_or("?", |(_, _, n, _)| n.as_str())
-    }
-
-    /// Bytes of code decoded with doubt, for `inspect`.
-    pub fn uncertain_bytes(&self) -> u64 {
-        self.uncertain.iter().map(|&(lo, hi)| hi.saturating_sub(lo)).sum()
     }
 }
 
