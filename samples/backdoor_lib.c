@@ -2,8 +2,11 @@
  * request it runs a command or connects out in every way a hostile library
  * might find the function: through its own PLT, through dlsym, through a
  * pointer found by walking the loader's link map and parsing libc's dynamic
- * symbol table by hand (what the xz backdoor did), with a raw `syscall`
- * instruction, from its constructor; and it dlopens a library.
+ * symbol table by hand (what the xz backdoor did), through a pointer computed
+ * from libc's file on disk (never looking at libc's tables in memory), with
+ * a raw `syscall` instruction, from its constructor, through libc's own
+ * internal path (`wordexp` runs `$(...)` without any exec function being
+ * called by name); and it dlopens a library.
  *   cc -shared -fPIC -O2 -fno-optimize-sibling-calls -o libbackdoor.so backdoor_lib.c
  * (without sibling-call optimisation `return system(cmd)` would be a jump,
  * and the call would come back to the program, which then counts as the
@@ -13,14 +16,18 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <link.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <wordexp.h>
 
 typedef int (*system_fn)(const char *);
 
@@ -76,6 +83,35 @@ static void *find_by_hand(const char *name) {
     return h.found;
 }
 
+/* For one loaded object: if it is libc, read its file from disk, look `name`
+ * up in the file's .dynsym and add the load address. Nothing of libc in
+ * memory is read: what a tool that rewrites tables in memory cannot see. */
+static int hunt_on_disk(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct hunt *h = data;
+    if (!info->dlpi_name || (!strstr(info->dlpi_name, "libc.so") && !strstr(info->dlpi_name, "ld-musl"))) return 0;
+    int fd = open(info->dlpi_name, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) return 0;
+    const unsigned char *file = mmap(0, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (file == MAP_FAILED) return 0;
+    const ElfW(Ehdr) *eh = (const void *)file;
+    const ElfW(Shdr) *sh = (const void *)(file + eh->e_shoff);
+    for (int i = 0; i < eh->e_shnum && !h->found; i++) {
+        if (sh[i].sh_type != SHT_DYNSYM) continue;
+        const ElfW(Sym) *sym = (const void *)(file + sh[i].sh_offset);
+        const char *str = (const char *)(file + sh[sh[i].sh_link].sh_offset);
+        for (size_t k = 0; k < sh[i].sh_size / sizeof *sym; k++)
+            if (sym[k].st_value && sym[k].st_shndx && !strcmp(str + sym[k].st_name, h->name)) {
+                h->found = (void *)(info->dlpi_addr + sym[k].st_value);
+                break;
+            }
+    }
+    munmap((void *)file, st.st_size);
+    return h->found != 0;
+}
+
 int bd_plt_system(const char *cmd) { return system(cmd); }
 
 int bd_dlsym_system(const char *cmd) {
@@ -86,6 +122,24 @@ int bd_dlsym_system(const char *cmd) {
 int bd_manual_system(const char *cmd) {
     system_fn f = (system_fn)find_by_hand("system");
     return f ? f(cmd) : -2;
+}
+
+int bd_disk_system(const char *cmd) {
+    struct hunt h = {"system", 0};
+    dl_iterate_phdr(hunt_on_disk, &h);
+    system_fn f = (system_fn)h.found;
+    return f ? f(cmd) : -2;
+}
+
+/* `$(cmd)` in wordexp: libc starts a shell itself (glibc with posix_spawn,
+ * musl with fork and execl). 0 when it ran, else wordexp's error. */
+int bd_wordexp(const char *cmd) {
+    char word[4300];
+    snprintf(word, sizeof word, "$(%s)", cmd);
+    wordexp_t w;
+    int r = wordexp(word, &w, 0);
+    if (r == 0) wordfree(&w);
+    return r;
 }
 
 /* execve("/bin/sh", ["sh", "-c", cmd], environ) with a raw syscall in a child. */

@@ -301,8 +301,9 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
 /// then 48-byte library records (build ID, its length, first site, site
 /// count; a length of u32::MAX means size, mtime and its nanoseconds instead),
 /// 80-byte site records (offsets from the library's base, the trampoline's
-/// place in the table, where its jump back and hook slot go, the original
-/// window bytes), then the trampolines.
+/// place in the table, where its jump back and hook slot go, for a detoured
+/// entry its API and rel32 fixups, the original window bytes), then the
+/// trampolines.
 fn libplans_table(plan: &Plan) -> Vec<u8> {
     let libs: Vec<_> = plan.libraries.iter().filter(|l| !l.sites.is_empty()).collect();
     if libs.is_empty() {
@@ -344,7 +345,17 @@ fn libplans_table(plan: &Plan) -> Vec<u8> {
             sites.extend_from_slice(&s.back_at.map_or(u32::MAX, |b| b as u32).to_le_bytes());
             sites.extend_from_slice(&(s.slot_at as u32).to_le_bytes());
             sites.extend_from_slice(&(s.len as u32).to_le_bytes());
-            sites.extend_from_slice(&[0; 12]);
+            // Entries: API, fixup count, kind 1, up to MAX_FIXUPS rel32 offsets.
+            let mut extra = [0u8; 12];
+            if let Some(api) = s.api.and_then(dfpatch_runtime::apis::ApiId::from_name) {
+                extra[0..2].copy_from_slice(&(api as u16).to_le_bytes());
+                extra[2] = s.fixups.len() as u8;
+                extra[3] = 1;
+                for (k, f) in s.fixups.iter().take(crate::libplan::MAX_FIXUPS).enumerate() {
+                    extra[4 + 2 * k..6 + 2 * k].copy_from_slice(&f.to_le_bytes());
+                }
+            }
+            sites.extend_from_slice(&extra);
             let mut original = [0u8; 32];
             original[..s.original.len()].copy_from_slice(&s.original);
             sites.extend_from_slice(&original);

@@ -10,17 +10,28 @@
 //! left alone (its calls to monitored functions are still caught through the
 //! symbol layer).
 //!
-//! Libraries that define a monitored function (libc) are not planned: their
-//! public functions are hooked already, and their internal system calls would
-//! report the same call twice. Only instructions whose bytes mean the same at
-//! any address are moved (no RIP-relative operand, no relative branch), so a
-//! trampoline can be copied anywhere within ±2 GiB of the library: the runtime
-//! fills in its jump back and the hook's address.
+//! A library that defines monitored functions (libc: glibc's `libc.so.6`,
+//! musl's `libc.so`) gets the other plan: the **entries** of those functions,
+//! detoured in memory as static executables' are in their file, so a call
+//! that never looks at the dynamic symbol table (a pointer computed from the
+//! library file on disk or a hard-coded offset; libc's own internal calls,
+//! `wordexp` and `popen` reaching `posix_spawn`) still enters the hook. Its
+//! `syscall` instructions are left alone: its public functions are hooked,
+//! and its internal system calls would report the same call twice.
+//!
+//! Moved `syscall` neighbours must mean the same at any address (no
+//! RIP-relative operand, no relative branch), so a trampoline can be copied
+//! anywhere within ±2 GiB of the library: the runtime fills in its jump back
+//! and the hook's address. A detoured entry's instructions are re-encoded as
+//! if the trampoline sat at [`TRAMP_BASE`] in the library's address space,
+//! and every rel32 that leaves the trampoline is listed as a fixup: the
+//! runtime adds `base + TRAMP_BASE - where` to each.
 
 use crate::code::Code;
 use crate::elf::Elf;
 use crate::moved::{self, Refused, SyscallCounts};
 use dfpatch_runtime::apis::ApiId;
+pub use dfpatch_runtime::libs::{MAX_FIXUPS, TRAMP_BASE};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +55,12 @@ pub struct LibSite {
     pub original: Vec<u8>,
     pub tactic: String,
     pub nr: Option<u64>,
+    /// A detoured function entry (its API), or None for a `syscall`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<&'static str>,
+    /// Offsets in `tramp` of the rel32 fields that leave it (entries only).
+    #[serde(skip)]
+    pub fixups: Vec<u16>,
     #[serde(skip)]
     pub tramp: Vec<u8>,
     /// Where in `tramp` the jump back's rel32 is (None: the moved code returns).
@@ -63,6 +80,8 @@ pub struct LibraryPlan {
     pub sites: Vec<LibSite>,
     pub refused: Vec<Refused>,
     pub syscalls: SyscallCounts,
+    /// Monitored functions it defines, whose entries are planned (libc).
+    pub defines_monitored: bool,
 }
 
 /// How a loaded library is recognised as the planned file.
@@ -101,11 +120,9 @@ pub fn plan(e: &Elf, exe: &Path, hooked: &impl Fn(ApiId) -> bool) -> (Vec<Librar
         if !seen.insert(name.clone()) {
             continue;
         }
-        if name == "libc.so" && e.interp.as_deref().is_some_and(|i| i.contains("musl")) {
-            skipped.push(Skipped { name, reason: "musl's libc, which is also its dynamic loader".into() });
-            continue;
-        }
-        let Some(path) = find(&name, &runpath, &origin) else {
+        // musl's loader answers `libc.so` with itself, wherever a file of that name is.
+        let musl_libc = (name == "libc.so").then_some(e.interp.as_deref()).flatten().filter(|i| i.contains("musl"));
+        let Some(path) = musl_libc.map(PathBuf::from).or_else(|| find(&name, &runpath, &origin)) else {
             skipped.push(Skipped { name, reason: "not found on this machine".into() });
             continue;
         };
@@ -132,7 +149,10 @@ pub fn plan(e: &Elf, exe: &Path, hooked: &impl Fn(ApiId) -> bool) -> (Vec<Librar
         };
         let canonical = std::fs::canonicalize(&path).ok();
         let interp = e.interp.as_ref().and_then(|i| std::fs::canonicalize(i).ok());
-        if canonical.is_some() && canonical == interp {
+        // musl's libc.so is also its loader (ld-musl-x86_64.so.1 links to it):
+        // its monitored entries are planned like glibc's libc.so.6.
+        let is_musl_libc = name == "libc.so" && e.interp.as_deref().is_some_and(|i| i.contains("musl"));
+        if canonical.is_some() && canonical == interp && !is_musl_libc {
             skipped.push(Skipped {
                 name,
                 reason: "the dynamic loader: the system calls it makes load libraries (dlopen is hooked)".into(),
@@ -178,7 +198,53 @@ fn plan_one(
         s.kind == object::elf::STT_FUNC && ApiId::from_name(&s.name).is_some_and(|a| a.class().name() != "process")
     });
     if defines_monitored {
-        return Err("defines monitored functions (libc): its public functions are hooked instead".into());
+        let code = Code::analyse(lib).map_err(|e| e.to_string())?;
+        let (detours, mut refused) = moved::detours(lib, &code, |a| hooked(a));
+        let mut out = Vec::new();
+        for d in detours {
+            if *next_index >= MAX_SITES {
+                break;
+            }
+            let planned = entry_trampoline(&d.window).and_then(|(tramp, fixups)| {
+                let off = lib.offset_of(d.window.start(), d.window.size() as u64).ok_or("not in the file")?;
+                let original = lib.data.get(off as usize..off as usize + d.window.size()).ok_or("not in the file")?;
+                Ok((tramp, fixups, original.to_vec()))
+            });
+            match planned {
+                Ok((tramp, fixups, original)) if original.len() <= 32 => {
+                    *next_index += 1;
+                    out.push(LibSite {
+                        vaddr: d.window.start(),
+                        len: d.window.size(),
+                        syscall: d.entry,
+                        original,
+                        tactic: format!("entry moved ({} instructions)", d.window.insns.len()),
+                        nr: None,
+                        api: Some(d.api.name()),
+                        fixups,
+                        tramp,
+                        back_at: None,
+                        slot_at: 0,
+                    });
+                }
+                Ok(_) => {}
+                Err(reason) => refused.push(Refused {
+                    layer: "entry",
+                    vaddr: d.entry,
+                    what: d.symbol.clone(),
+                    reason: reason.into(),
+                }),
+            }
+        }
+        return Ok(LibraryPlan {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            identity,
+            sites: out,
+            refused,
+            syscalls: SyscallCounts::default(),
+            defines_monitored: true,
+        });
     }
     // A whole-library disassembly costs about 0.1 s per 10 MB of code, once
     // per patched program: the largest libraries (libLLVM: 110 MB) are left out.
@@ -203,6 +269,7 @@ fn plan_one(
             sites: Vec::new(),
             refused: Vec::new(),
             syscalls: SyscallCounts::default(),
+            defines_monitored: false,
         });
     }
     let code = Code::analyse(lib).map_err(|e| e.to_string())?;
@@ -233,6 +300,8 @@ fn plan_one(
             syscall: s.window.insns[s.window.at].ip(),
             tactic: format!("syscall moved ({})", s.window.shape()),
             nr: s.nr,
+            api: None,
+            fixups: Vec::new(),
             tramp,
             back_at,
             slot_at,
@@ -245,7 +314,48 @@ fn plan_one(
         sites: out,
         refused,
         syscalls: counts,
+        defines_monitored: false,
     })
+}
+
+/// A detoured entry's trampoline, encoded as if at [`TRAMP_BASE`] (an
+/// `endbr64`, the moved instructions, the jump back), and the offsets of its
+/// rel32 fields that reach outside it (branches, RIP-relative operands, the
+/// jump back), each checked to decode to the target the original had.
+fn entry_trampoline(w: &moved::Window) -> Result<(Vec<u8>, Vec<u16>), &'static str> {
+    use iced_x86::{Decoder, DecoderOptions, OpKind};
+    let tramp = moved::detour_trampoline(w, TRAMP_BASE).map_err(|_| "its first instructions cannot be re-encoded")?;
+    let end = TRAMP_BASE + tramp.len() as u64;
+    let mut fixups = Vec::new();
+    let mut d = Decoder::with_ip(64, &tramp, TRAMP_BASE, DecoderOptions::NONE);
+    while d.can_decode() {
+        let ins = d.decode();
+        let at = (ins.ip() - TRAMP_BASE) as usize;
+        let (target, field) = if ins.is_ip_rel_memory_operand() {
+            let co = d.get_constant_offsets(&ins);
+            if co.displacement_size() != 4 {
+                return Err("a RIP-relative operand without a 32-bit displacement");
+            }
+            (ins.ip_rel_memory_address(), at + co.displacement_offset())
+        } else if matches!(ins.op0_kind(), OpKind::NearBranch64) {
+            (ins.near_branch_target(), at + ins.len() - 4)
+        } else {
+            continue;
+        };
+        if (TRAMP_BASE..end).contains(&target) {
+            continue;
+        }
+        // The field must really be the rel32 that gives `target`.
+        let rel = tramp.get(field..field + 4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if rel.map(|r| ins.next_ip().wrapping_add(r as i64 as u64)) != Some(target) {
+            return Err("a branch out of its first instructions is not a rel32");
+        }
+        fixups.push(u16::try_from(field).map_err(|_| "trampoline too long")?);
+    }
+    if fixups.len() > MAX_FIXUPS {
+        return Err("too many references out of its first instructions");
+    }
+    Ok((tramp, fixups))
 }
 
 /// A trampoline that works at any address (its moved instructions are

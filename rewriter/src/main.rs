@@ -334,9 +334,26 @@ fn describe(file: &Path, plan: &Plan) -> String {
     if !plan.libraries.is_empty() || !plan.libraries_skipped.is_empty() {
         let _ = writeln!(
             s,
-            "needed libraries (raw syscall instructions, rewritten in memory when the loaded file is this one):"
+            "needed libraries (rewritten in memory at start-up when the loaded file is this one; libc: the \
+             entries of its monitored functions, others: their raw syscall instructions):"
         );
         for l in &plan.libraries {
+            if l.defines_monitored {
+                let names: Vec<&str> = l.sites.iter().filter_map(|x| x.api).collect();
+                let _ = writeln!(
+                    s,
+                    "  {:<24} {} function entries detoured, {} refused ({})\n    {}",
+                    l.name,
+                    l.sites.len(),
+                    l.refused.len(),
+                    l.path.display(),
+                    names.join(" ")
+                );
+                for r in &l.refused {
+                    let _ = writeln!(s, "    refused {:<14} {:#x}: {}", r.what, r.vaddr, r.reason);
+                }
+                continue;
+            }
             let _ = writeln!(
                 s,
                 "  {:<24} {} hooked, {} refused, {} not monitored, of {} syscall instructions ({})",

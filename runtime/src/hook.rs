@@ -297,10 +297,12 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     let ready = ensure_init(c);
     let mut lazy = false;
     let (api_id, kind) = if f.r11 & libs::FLAG != 0 {
-        // A library's definition, redirected at start-up (`libs`).
+        // A library's definition, redirected at start-up (`libs`): through
+        // its symbol, or through its own entry, detoured in memory.
+        let through_entry = f.r11 & libs::ENTRY != 0;
         let Some((api, real)) = libs::entry(f.r11) else { sys::kill_self() };
         f.r11 = real;
-        (api as u16, hook_kind::SYMBOL)
+        (api as u16, if through_entry { hook_kind::DETOUR } else { hook_kind::SYMBOL })
     } else {
         let entry = match hook_entry(c, f.r11) {
             Some(e) => e,
@@ -361,7 +363,13 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // own hooked call (its GOT slot still lazy: the loader's resolver binds
     // it to our library stub on the way).
     let frame = &f.ret as *const u64 as u64;
-    let nested_kind = kind == hook_kind::DETOUR || kind == hook_kind::SYMBOL;
+    // In a dynamic executable only libc's own calls are nested (a library
+    // constructor's calls inside a reported `dlopen` are the library's).
+    let nested_kind = match libs::detoured_range() {
+        _ if c.dynamic_vaddr == 0 => kind == hook_kind::DETOUR,
+        Some((lo, hi)) => (lo..hi).contains(&f.ret),
+        None => false,
+    };
     if nested_kind && done == action::ALERT && nest::inside(sys::gettid(), frame) {
         return FORWARD;
     }
@@ -373,9 +381,9 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         action::DENY => refuse(c, api, f),
         action::KILL => sys::kill_self(),
         _ => {
-            if kind == hook_kind::DETOUR {
-                nest::enter(sys::gettid(), frame, f.ret);
-            }
+            // Whatever layer reported it: libc's own calls inside it (`system`
+            // reaching `posix_spawn` through its detoured entry) are part of it.
+            nest::enter(sys::gettid(), frame, f.ret);
             FORWARD
         }
     };
@@ -774,7 +782,7 @@ impl Event<'_> {
             hook_kind::SYMBOL => b"symbol",
             _ => b"syscall",
         });
-        caller(self.c, &mut j, self.origin);
+        caller(self.c, &mut j, self.origin, self.f);
         stack(&mut j, self.origin, self.f);
         decode::args(&mut j, self.api.shape(), self.f);
         j.finish();
@@ -853,6 +861,15 @@ fn stack(j: &mut Json, origin: Origin, f: &HookFrame) {
 #[inline(never)]
 fn other_module(j: &mut Json, site: u64) {
     let mut path = [0u8; 256];
+    // A library loaded at start-up: named as the loader has it (as in `stack`).
+    if let Some((base, name, _)) = crate::unwind::module_of(site).filter(|m| m.1 != 0) {
+        let len = mem::read(name, &mut path);
+        let end = path.get(..len).and_then(|p| p.iter().position(|&b| b == 0)).unwrap_or(len);
+        j.string(path.get(..end).unwrap_or(&[]));
+        j.key(false, b"offset");
+        j.hex(site.wrapping_sub(base));
+        return;
+    }
     match loader::module_of(site, &mut path) {
         Some((n, off)) => {
             j.string(path.get(..n).unwrap_or(&[]));
@@ -868,8 +885,24 @@ fn other_module(j: &mut Json, site: u64) {
 }
 
 /// `"caller":{"module":..., "offset":..., "return_address":...}` (no
-/// return address for a `syscall` instruction).
-fn caller(c: &Contract, j: &mut Json, origin: Origin) {
+/// return address for a `syscall` instruction). A call made by libc itself
+/// (its internal path: `wordexp` or `popen` reaching `posix_spawn`) names
+/// the first caller outside libc, found on the stack, and libc's own call
+/// as `"via"`.
+fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
+    let mut origin = origin;
+    let mut via = None;
+    if let (Origin::Returns(ret), Some((lo, hi))) = (origin, libs::detoured_range()) {
+        if (lo..hi).contains(&ret) {
+            let regs = crate::unwind::Regs { pc: ret, sp: f.stack_arg_addr(0), rbp: f.rbp };
+            let mut frames = [0u64; crate::unwind::MAX_FRAMES];
+            let n = crate::unwind::walk(regs, false, &mut frames);
+            if let Some(&outside) = frames.get(..n).and_then(|fr| fr.iter().find(|&&pc| !(lo..hi).contains(&pc))) {
+                via = Some(ret);
+                origin = Origin::Returns(outside);
+            }
+        }
+    }
     let site = match origin {
         Origin::Returns(ret) => call_site(ret),
         Origin::At(at, _, _) => at,
@@ -888,6 +921,13 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin) {
     if let Origin::Returns(ret) = origin {
         j.key(false, b"return_address");
         j.hex(ret);
+    }
+    if let Some(ret) = via {
+        j.key(false, b"via");
+        let inner = j.open(b'{');
+        j.key(true, b"module");
+        other_module(j, call_site(ret));
+        j.close(b'}', inner);
     }
     j.close(b'}', opened);
 }

@@ -38,6 +38,16 @@ use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 /// Set in `%r11` by our stubs (hook numbers of the executable's own table are small).
 pub const FLAG: u64 = 1 << 31;
+/// Also set (with [`FLAG`]) when the call came through the function's own
+/// entry, detoured in memory (layer `entry`), not through its symbol.
+pub const ENTRY: u64 = 1 << 29;
+/// Where a detoured entry's trampoline is assumed to sit, in its library's
+/// address space, when the rewriter encodes it (see the rewriter's `libplan`).
+pub const TRAMP_BASE: u64 = 0x4000_0000;
+/// Most rel32 fixups of one entry trampoline.
+pub const MAX_FIXUPS: usize = 4;
+/// Bytes of a hop (the jump from a detoured entry into the hook).
+const HOP: usize = 32;
 const MAX: usize = 128;
 const STUB: u64 = 64;
 const MAX_OBJECTS: usize = 256;
@@ -49,17 +59,24 @@ const DT_JMPREL: u64 = 23;
 
 struct Slot {
     api: AtomicU16,
+    /// Where the hook sends the call on: the function (or, when its entry
+    /// is detoured, the trampoline that runs its first instructions).
     real: AtomicU64,
+    /// The function's own address, which bound references hold.
+    function: AtomicU64,
 }
 
-static SLOTS: [Slot; MAX] = [const { Slot { api: AtomicU16::new(0), real: AtomicU64::new(0) } }; MAX];
+static SLOTS: [Slot; MAX] =
+    [const { Slot { api: AtomicU16::new(0), real: AtomicU64::new(0), function: AtomicU64::new(0) } }; MAX];
+/// The object whose entries were detoured (libc): `[lo, hi)` at run time.
+static DETOURED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// The stubs' mapping (0: none).
 static REGION: AtomicU64 = AtomicU64::new(0);
 
-/// What a stub of ours stands for: its API and the real function.
+/// What a stub (or hop) of ours stands for: its API and where to send the call.
 pub fn entry(r11: u64) -> Option<(ApiId, u64)> {
-    let i = (r11 & !FLAG) as usize;
+    let i = (r11 & !(FLAG | ENTRY)) as usize;
     if r11 & FLAG == 0 || i >= COUNT.load(Ordering::Acquire) {
         return None;
     }
@@ -76,6 +93,13 @@ pub fn real_of_stub(addr: u64) -> Option<u64> {
         return None;
     }
     entry(FLAG | i).map(|(_, real)| real)
+}
+
+/// The run-time range of the library whose function entries are detoured
+/// (libc), if any: a call made from inside it is libc's own internal path.
+pub fn detoured_range() -> Option<(u64, u64)> {
+    let (lo, hi) = (DETOURED[0].load(Ordering::Acquire), DETOURED[1].load(Ordering::Acquire));
+    (hi > lo).then_some((lo, hi))
 }
 
 /// Set in `%r11` by the trampolines of libraries' `syscall` instructions.
@@ -100,6 +124,7 @@ pub struct Installed {
     pub symbols: usize,
     pub references: usize,
     pub syscalls: usize,
+    pub entries: usize,
 }
 
 /// Redirects the monitored functions that `p` does not allow outright in
@@ -133,6 +158,7 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_h
                 write_stub(stub, i as u32, hook, real, api.shape().prot_exec_filter().is_some());
                 SLOTS[i].api.store(api as u16, Ordering::Relaxed);
                 SLOTS[i].real.store(real, Ordering::Relaxed);
+                SLOTS[i].function.store(real, Ordering::Relaxed);
                 // st_value is relative to the object's base: the sum wraps to the stub.
                 if w.write_u64(sym + 8, stub.wrapping_sub(base)) {
                     COUNT.store(i + 1, Ordering::Release);
@@ -146,7 +172,7 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_h
     // before the entry point and may have started threads that could be
     // executing a window while it is rewritten).
     if !plans.is_empty() && single_threaded() {
-        done.syscalls = apply_plans(objects, plans, sys_hook, &mut w);
+        (done.syscalls, done.entries) = apply_plans(objects, plans, sys_hook, hook, region, &mut w);
     }
     let count = COUNT.load(Ordering::Acquire);
     // SAFETY: the mapping is ours and only holds the stubs written above.
@@ -175,29 +201,42 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_h
 /// Applies the patch-time plans (`libplan` in the rewriter) to every loaded
 /// library whose GNU build ID is the planned one: trampolines copied into a
 /// mapping within ±2 GiB of the library (then made read+execute), their jump
-/// back and hook address filled in, and each `syscall` window replaced by a
-/// jump, written through `/proc/self/mem` (code is never made writable).
-/// Returns how many sites were rewritten.
+/// back and hook address filled in, and each window replaced by a jump,
+/// written through `/proc/self/mem` (code is never made writable). A window
+/// is a `syscall` with its neighbours, or the first instructions of a
+/// monitored function (libc's), which then jump to a hop of ours that enters
+/// the hook as that function's stub does, the trampoline standing for the
+/// function from then on. `region`: the stubs' mapping, still writable.
+/// Returns how many `syscall` sites and entries were rewritten.
 ///
 /// Layout of `plans`: `u32` library count, `u32` site count; per library 48
-/// bytes (build ID [32], its length, first site, site count, 0); per site 48
-/// bytes (window offset from the base u64, `syscall` offset u64, trampoline
-/// offset in `plans` u32, its length u32, jump-back rel32 offset in it or
-/// u32::MAX, hook-slot offset u32, window length u32, 12 zero bytes, the
-/// window's original bytes [32]: 80 in all); the trampolines. A build-ID
-/// length of u32::MAX means the library had none: its size, mtime and mtime
-/// nanoseconds (three u64) must match the loaded path's instead. Every window
-/// is checked to hold its original bytes before it is rewritten.
-fn apply_plans(objects: &[(u64, u64, u64)], plans: &[u8], sys_hook: u64, w: &mut Writer) -> usize {
+/// bytes (build ID [32], its length, first site, site count, 0); per site 80
+/// bytes (window offset from the base u64, `syscall` (or function) offset
+/// u64, trampoline offset in `plans` u32, its length u32, jump-back rel32
+/// offset in it or u32::MAX, hook-slot offset u32, window length u32; for an
+/// entry: API u16, fixup count u8, 1, fixup offsets u16 × [`MAX_FIXUPS`],
+/// else 12 zero bytes; the window's original bytes [32]); the trampolines. A
+/// build-ID length of u32::MAX means the library had none: its size, mtime
+/// and mtime nanoseconds (three u64) must match the loaded path's instead.
+/// Every window is checked to hold its original bytes before it is rewritten.
+fn apply_plans(
+    objects: &[(u64, u64, u64)],
+    plans: &[u8],
+    sys_hook: u64,
+    hook: u64,
+    region: u64,
+    w: &mut Writer,
+) -> (usize, usize) {
+    let u16_at = |at: usize| plans.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
     let u32_at = |at: usize| plans.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
     let u64_at =
         |at: usize| plans.get(at..at + 8).map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
-    let (Some(nlibs), Some(nsites)) = (u32_at(0), u32_at(4)) else { return 0 };
+    let (Some(nlibs), Some(nsites)) = (u32_at(0), u32_at(4)) else { return (0, 0) };
     if w.mem_fd < 0 {
-        return 0; // code can only be written through /proc/self/mem
+        return (0, 0); // code can only be written through /proc/self/mem
     }
     let sites_at = 8 + nlibs * 48;
-    let mut done = 0;
+    let (mut syscalls, mut entries) = (0, 0);
     for &(base, _, name) in objects.iter().skip(1) {
         let mut id = [0u8; 32];
         let id_len = build_id(base, &mut id);
@@ -220,6 +259,7 @@ fn apply_plans(objects: &[(u64, u64, u64)], plans: &[u8], sys_hook: u64, w: &mut
             continue;
         }
         let site = |i: usize| sites_at + (first + i) * 80;
+        let is_entry = |i: usize| plans.get(site(i) + 39) == Some(&1);
         // Every window must hold the bytes planned for, or nothing is touched.
         let intact = (0..n).all(|i| {
             let at = site(i);
@@ -233,25 +273,61 @@ fn apply_plans(objects: &[(u64, u64, u64)], plans: &[u8], sys_hook: u64, w: &mut
         if !intact {
             continue;
         }
-        let total: usize = (0..n).filter_map(|i| u32_at(site(i) + 20)).sum();
-        let Some(region) = map_near(base, total as u64) else { continue };
-        // Trampolines first, while the mapping is writable.
+        // Each site's trampoline, then (entries) its hop.
+        let room = |i: usize| u32_at(site(i) + 20).map(|len| len + if is_entry(i) { HOP } else { 0 });
+        let total: usize = (0..n).filter_map(room).sum();
+        let Some(near) = map_near(base, total as u64) else { continue };
+        // Trampolines first, while the mapping is writable; `to[i]`: where
+        // site i's window jumps (0: leave it).
+        let mut to = [0u64; MAX_LIB_SITES];
         let mut placed = 0usize;
-        for i in 0..n {
+        for i in 0..n.min(MAX_LIB_SITES) {
             let at = site(i);
             let (Some(off), Some(len), Some(back), Some(slot), Some(vaddr), Some(wlen)) =
                 (u32_at(at + 16), u32_at(at + 20), u32_at(at + 24), u32_at(at + 28), u64_at(at), u32_at(at + 32))
             else {
-                return done;
+                return (syscalls, entries);
             };
-            let Some(bytes) = plans.get(off..off + len) else { return done };
-            if slot + 8 > len || (back != u32::MAX as usize && back + 4 > len) || placed + len > total {
-                return done; // a damaged table: touch nothing more
+            let Some(bytes) = plans.get(off..off + len) else { return (syscalls, entries) };
+            let tramp = near + placed as u64;
+            placed += room(i).unwrap_or(0);
+            if placed > total {
+                return (syscalls, entries); // a damaged table: touch nothing more
             }
-            let tramp = region + placed as u64;
             for (k, &b) in bytes.iter().enumerate() {
                 // SAFETY: inside our own read-write mapping of `total` bytes.
                 unsafe { core::ptr::write_volatile((tramp + k as u64) as *mut u8, b) };
+            }
+            if is_entry(i) {
+                // rel32 fields that leave the trampoline were encoded for
+                // TRAMP_BASE in the library's address space.
+                let delta = base.wrapping_add(TRAMP_BASE).wrapping_sub(tramp) as i64;
+                let nfix = plans.get(at + 38).copied().unwrap_or(0) as usize;
+                let fixed = nfix <= MAX_FIXUPS
+                    && (0..nfix).all(|k| {
+                        let Some(field) = u16_at(at + 40 + 2 * k).filter(|&f| f + 4 <= len) else { return false };
+                        let b = &bytes[field..field + 4];
+                        let rel = i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64 + delta;
+                        if rel != rel as i32 as i64 {
+                            return false;
+                        }
+                        // SAFETY: field + 4 <= len, in our mapping.
+                        unsafe { core::ptr::write_unaligned((tramp + field as u64) as *mut i32, rel as i32) };
+                        true
+                    });
+                let (Some(api), Some(function)) = (u16_at(at + 36), u64_at(at + 8)) else { continue };
+                let Some(api) = ApiId::from_u16(api as u16) else { continue };
+                if fixed {
+                    let hop = tramp + len as u64;
+                    if let Some(k) = entry_slot(api, base.wrapping_add(function), tramp, hook, region) {
+                        write_hop(hop, k, hook, tramp, api.shape().prot_exec_filter().is_some());
+                        to[i] = hop;
+                    }
+                }
+                continue;
+            }
+            if slot + 8 > len || (back != u32::MAX as usize && back + 4 > len) {
+                return (syscalls, entries);
             }
             // SAFETY: slot_at + 8 <= len (the planner puts the slot last), in our mapping.
             unsafe { core::ptr::write_unaligned((tramp + slot as u64) as *mut u64, sys_hook) };
@@ -259,43 +335,115 @@ fn apply_plans(objects: &[(u64, u64, u64)], plans: &[u8], sys_hook: u64, w: &mut
                 let from = tramp + back as u64 + 4;
                 let rel = base.wrapping_add(vaddr).wrapping_add(wlen as u64).wrapping_sub(from) as i64;
                 if rel != rel as i32 as i64 {
-                    return done; // out of reach: the sites stay as they are
+                    continue; // out of reach: this site stays as it is
                 }
                 // SAFETY: back + 4 <= len, in our mapping.
                 unsafe { core::ptr::write_unaligned((tramp + back as u64) as *mut i32, rel as i32) };
             }
-            placed += len;
+            to[i] = tramp;
         }
-        // SAFETY: our own mapping, now holding only the trampolines.
-        if unsafe { sys::mprotect(region, total as u64, 5) }.is_err() {
+        // SAFETY: our own mapping, now holding only the trampolines and hops.
+        if unsafe { sys::mprotect(near, total as u64, 5) }.is_err() {
             continue;
         }
-        placed = 0;
-        for i in 0..n {
+        for i in 0..n.min(MAX_LIB_SITES) {
             let at = site(i);
-            let (Some(len), Some(vaddr), Some(syscall), Some(wlen)) =
-                (u32_at(at + 20), u64_at(at), u64_at(at + 8), u32_at(at + 32))
-            else {
-                return done;
+            let (Some(vaddr), Some(syscall), Some(wlen)) = (u64_at(at), u64_at(at + 8), u32_at(at + 32)) else {
+                return (syscalls, entries);
             };
             let from = base.wrapping_add(vaddr);
-            let rel = (region + placed as u64).wrapping_sub(from + 5) as i64;
-            placed += len;
-            if !(5..=32).contains(&wlen) || rel != rel as i32 as i64 {
+            let rel = to[i].wrapping_sub(from + 5) as i64;
+            if to[i] == 0 || !(5..=32).contains(&wlen) || rel != rel as i32 as i64 {
                 continue;
             }
             let mut jump = [0xccu8; 32];
             jump[0] = 0xe9;
             jump[1..5].copy_from_slice(&(rel as i32).to_le_bytes());
-            if sys::pwrite(w.mem_fd, &jump[..wlen], from) == Ok(wlen as u64) {
+            if sys::pwrite(w.mem_fd, &jump[..wlen], from) != Ok(wlen as u64) {
+                continue;
+            }
+            if is_entry(i) {
+                entries += 1;
+                if let Some((lo, hi)) = object_range(base) {
+                    DETOURED[0].store(lo, Ordering::Relaxed);
+                    DETOURED[1].store(hi, Ordering::Release);
+                }
+            } else {
                 if let Some(slot) = LIB_SITES.get(first + i) {
                     slot.store(base.wrapping_add(syscall), Ordering::Release);
                 }
-                done += 1;
+                syscalls += 1;
             }
         }
     }
-    done
+    (syscalls, entries)
+}
+
+/// The stub slot through which calls arriving at the detoured entry of
+/// `function` go on to `tramp`: the symbol layer's slot for it (its stub now
+/// sends calls to the trampoline too: through the entry, they would enter
+/// the hook twice), or a new one. Returns the slot's index.
+fn entry_slot(api: ApiId, function: u64, tramp: u64, hook: u64, region: u64) -> Option<u32> {
+    let count = COUNT.load(Ordering::Relaxed);
+    let filter = api.shape().prot_exec_filter().is_some();
+    let mut found = None;
+    for (i, s) in SLOTS.iter().enumerate().take(count) {
+        if s.function.load(Ordering::Relaxed) == function {
+            s.real.store(tramp, Ordering::Relaxed);
+            write_stub(region + i as u64 * STUB, i as u32, hook, tramp, filter);
+            found = found.or(Some(i as u32));
+        }
+    }
+    if found.is_some() {
+        return found;
+    }
+    if count >= MAX {
+        return None;
+    }
+    write_stub(region + count as u64 * STUB, count as u32, hook, tramp, filter);
+    SLOTS[count].api.store(api as u16, Ordering::Relaxed);
+    SLOTS[count].real.store(tramp, Ordering::Relaxed);
+    SLOTS[count].function.store(function, Ordering::Relaxed);
+    COUNT.store(count + 1, Ordering::Release);
+    Some(count as u32)
+}
+
+/// A hop: `[test $PROT_EXEC,%dl; jz tramp;] mov $(FLAG|ENTRY|k),%r11d; jmp *hook`.
+fn write_hop(at: u64, k: u32, hook: u64, tramp: u64, prot_filter: bool) {
+    let mut b = [0xccu8; HOP];
+    let mut n = 0;
+    if prot_filter {
+        b[..3].copy_from_slice(&[0xf6, 0xc2, 0x04]); // test dl,4
+        let rel = tramp.wrapping_sub(at + 9) as u32; // jz: the trampoline is just before
+        b[3..5].copy_from_slice(&[0x0f, 0x84]);
+        b[5..9].copy_from_slice(&rel.to_le_bytes());
+        n = 9;
+    }
+    b[n..n + 2].copy_from_slice(&[0x41, 0xbb]); // mov r11d, imm32
+    b[n + 2..n + 6].copy_from_slice(&((FLAG | ENTRY) as u32 | k).to_le_bytes());
+    b[n + 6..n + 12].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]); // jmp *[rip+0]
+    b[n + 12..n + 20].copy_from_slice(&hook.to_le_bytes());
+    for (i, &x) in b.iter().enumerate() {
+        // SAFETY: `at` is a hop's place in our own read-write mapping, HOP bytes.
+        unsafe { core::ptr::write_volatile((at + i as u64) as *mut u8, x) };
+    }
+}
+
+/// The run-time span of the object loaded at `base` (its `PT_LOAD` segments).
+fn object_range(base: u64) -> Option<(u64, u64)> {
+    let phoff = rd_u64(base + 32)?;
+    let phnum = u16::from_le_bytes(rd::<2>(base + 56)?) as u64;
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    for k in 0..phnum.min(64) {
+        let ph = base + phoff + k * 56;
+        if rd_u32(ph)? != 1 {
+            continue; // PT_LOAD
+        }
+        let (vaddr, memsz) = (rd_u64(ph + 16)?, rd_u64(ph + 40)?);
+        lo = lo.min(base.wrapping_add(vaddr));
+        hi = hi.max(base.wrapping_add(vaddr).wrapping_add(memsz));
+    }
+    (hi > lo).then_some((lo, hi))
 }
 
 /// Whether the process has exactly one thread (`/proc/self/stat`, field 20).
@@ -416,7 +564,7 @@ fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, count: u
             }
             let slot = base.wrapping_add(r_offset);
             let Some(value) = rd_u64(slot) else { continue };
-            if let Some(i) = (0..count).find(|&i| SLOTS[i].real.load(Ordering::Relaxed) == value) {
+            if let Some(i) = (0..count).find(|&i| SLOTS[i].function.load(Ordering::Relaxed) == value) {
                 let stub = REGION.load(Ordering::Relaxed) + i as u64 * STUB;
                 if w.write_u64(slot, stub) {
                     done += 1;
