@@ -199,7 +199,7 @@ fn plan_one(
     });
     if defines_monitored {
         let code = Code::analyse(lib).map_err(|e| e.to_string())?;
-        let (detours, mut refused) = moved::detours(lib, &code, |a| hooked(a));
+        let (detours, mut refused) = moved::detours(lib, &code, hooked);
         let mut out = Vec::new();
         for d in detours {
             if *next_index >= MAX_SITES {

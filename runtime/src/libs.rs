@@ -281,7 +281,7 @@ fn apply_plans(
         // site i's window jumps (0: leave it).
         let mut to = [0u64; MAX_LIB_SITES];
         let mut placed = 0usize;
-        for i in 0..n.min(MAX_LIB_SITES) {
+        for (i, dest) in to.iter_mut().enumerate().take(n) {
             let at = site(i);
             let (Some(off), Some(len), Some(back), Some(slot), Some(vaddr), Some(wlen)) =
                 (u32_at(at + 16), u32_at(at + 20), u32_at(at + 24), u32_at(at + 28), u64_at(at), u32_at(at + 32))
@@ -321,7 +321,7 @@ fn apply_plans(
                     let hop = tramp + len as u64;
                     if let Some(k) = entry_slot(api, base.wrapping_add(function), tramp, hook, region) {
                         write_hop(hop, k, hook, tramp, api.shape().prot_exec_filter().is_some());
-                        to[i] = hop;
+                        *dest = hop;
                     }
                 }
                 continue;
@@ -340,20 +340,20 @@ fn apply_plans(
                 // SAFETY: back + 4 <= len, in our mapping.
                 unsafe { core::ptr::write_unaligned((tramp + back as u64) as *mut i32, rel as i32) };
             }
-            to[i] = tramp;
+            *dest = tramp;
         }
         // SAFETY: our own mapping, now holding only the trampolines and hops.
         if unsafe { sys::mprotect(near, total as u64, 5) }.is_err() {
             continue;
         }
-        for i in 0..n.min(MAX_LIB_SITES) {
+        for (i, &dest) in to.iter().enumerate().take(n) {
             let at = site(i);
             let (Some(vaddr), Some(syscall), Some(wlen)) = (u64_at(at), u64_at(at + 8), u32_at(at + 32)) else {
                 return (syscalls, entries);
             };
             let from = base.wrapping_add(vaddr);
-            let rel = to[i].wrapping_sub(from + 5) as i64;
-            if to[i] == 0 || !(5..=32).contains(&wlen) || rel != rel as i32 as i64 {
+            let rel = dest.wrapping_sub(from + 5) as i64;
+            if dest == 0 || !(5..=32).contains(&wlen) || rel != rel as i32 as i64 {
                 continue;
             }
             let mut jump = [0xccu8; 32];
