@@ -4,7 +4,8 @@
  * pointer found by walking the loader's link map and parsing libc's dynamic
  * symbol table by hand (what the xz backdoor did), through a pointer computed
  * from libc's file on disk (never looking at libc's tables in memory), with
- * a raw `syscall` instruction, from its constructor, through libc's own
+ * a raw `syscall` instruction, through libc's `syscall()` function, from its
+ * constructor, through libc's own
  * internal path (`wordexp` runs `$(...)` without any exec function being
  * called by name); and it dlopens a library.
  *   cc -shared -fPIC -O2 -fno-optimize-sibling-calls -o libbackdoor.so backdoor_lib.c
@@ -151,6 +152,20 @@ int bd_raw_execve(const char *cmd) {
         long ret;
         __asm__ volatile("syscall" : "=a"(ret) : "a"(59), "D"("/bin/sh"), "S"(argv), "d"(environ) : "rcx", "r11", "memory");
         _exit(ret == -1 ? 3 : 4); /* -1 = -EPERM: refused */
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The same through libc's syscall() function: no named function is called. */
+int bd_syscall_fn(const char *cmd) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        const char *argv[] = {"sh", "-c", cmd, 0};
+        extern char **environ;
+        long ret = syscall(59, "/bin/sh", argv, environ);
+        _exit(ret == -1 && errno == EPERM ? 3 : 4);
     }
     int st = 0;
     waitpid(pid, &st, 0);

@@ -1,7 +1,7 @@
 /* The program that loads the "backdoored" library (backdoor_lib.c). It makes
  * no sensitive call itself: everything comes from the library.
  *   cc -O2 -o backdoor_main backdoor_main.c -L. -lbackdoor -Wl,-rpath,'$ORIGIN'
- * Usage: backdoor_main plt|dlsym|manual|disk|wordexp|raw|plugin FILE | connect PORT | dlopen | none
+ * Usage: backdoor_main plt|dlsym|manual|disk|wordexp|raw|syscall|plugin FILE | connect PORT | dlopen | none
  * `plugin` loads a second copy of the library (libplugin.so, next to the
  * program) with dlopen after start-up and has it call system through its PLT. */
 #include <dlfcn.h>
@@ -16,6 +16,7 @@ int bd_manual_system(const char *cmd);
 int bd_disk_system(const char *cmd);
 int bd_wordexp(const char *cmd);
 int bd_raw_execve(const char *cmd);
+int bd_syscall_fn(const char *cmd);
 int bd_connect(int port);
 void *bd_dlopen(const char *lib);
 
@@ -32,6 +33,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(what, "disk")) r = bd_disk_system(cmd);
     else if (!strcmp(what, "wordexp")) r = bd_wordexp(cmd);
     else if (!strcmp(what, "raw")) r = bd_raw_execve(cmd);
+    else if (!strcmp(what, "syscall")) r = bd_syscall_fn(cmd);
     else if (!strcmp(what, "connect")) r = bd_connect(atoi(arg));
     else if (!strcmp(what, "dlopen")) r = bd_dlopen("libm.so.6") != 0;
     else if (!strcmp(what, "plugin")) {

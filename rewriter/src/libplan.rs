@@ -236,13 +236,30 @@ fn plan_one(
                 }),
             }
         }
+        // libc's `syscall()` function: any system call by number, which a
+        // library can use instead of the named functions. Its own `syscall`
+        // instruction is planned (the number is known at run time only);
+        // libc's other system calls are its functions', hooked at their entries.
+        let generic: Vec<(u64, u64)> = lib
+            .symbols()
+            .iter()
+            .filter(|s| s.kind == object::elf::STT_FUNC && s.name == "syscall" && s.value != 0)
+            .map(|s| (s.value, s.value + s.size.max(1)))
+            .collect();
+        let taken: Vec<(u64, u64)> = out.iter().map(|x| (x.vaddr, x.vaddr + x.len as u64)).collect();
+        let in_generic = |at: u64| generic.iter().any(|&(lo, hi)| (lo..hi).contains(&at));
+        let cancel = moved::cancellation_windows(lib);
+        let (sites, no, counts) = moved::syscall_sites(&code, hooked, &taken, &cancel, true);
+        let sites = sites.into_iter().filter(|x| in_generic(x.window.insns[x.window.at].ip())).collect();
+        out.extend(syscall_plans(lib, sites, next_index));
+        refused.extend(no.into_iter().filter(|r| in_generic(r.vaddr)));
         return Ok(LibraryPlan {
             name: name.to_string(),
             path: path.to_path_buf(),
             identity,
             sites: out,
             refused,
-            syscalls: SyscallCounts::default(),
+            syscalls: counts,
             defines_monitored: true,
         });
     }
@@ -275,6 +292,20 @@ fn plan_one(
     let code = Code::analyse(lib).map_err(|e| e.to_string())?;
     let cancel = moved::cancellation_windows(lib);
     let (sites, refused, counts) = moved::syscall_sites(&code, hooked, &[], &cancel, true);
+    let out = syscall_plans(lib, sites, next_index);
+    Ok(LibraryPlan {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        identity,
+        sites: out,
+        refused,
+        syscalls: counts,
+        defines_monitored: false,
+    })
+}
+
+/// The plans of `syscall` sites (trampolines that work at any address).
+fn syscall_plans(lib: &Elf, sites: Vec<moved::SyscallSite>, next_index: &mut usize) -> Vec<LibSite> {
     let mut out = Vec::new();
     for s in sites {
         if *next_index >= MAX_SITES {
@@ -283,16 +314,14 @@ fn plan_one(
         let Some((tramp, back_at, slot_at)) = trampoline(lib, &s.window, LIB_SITE_FLAG | *next_index as u32) else {
             continue;
         };
-        *next_index += 1;
         let Some(original) = lib
             .offset_of(s.window.start(), s.window.size() as u64)
             .and_then(|o| lib.data.get(o as usize..o as usize + s.window.size()))
+            .filter(|o| o.len() <= 32)
         else {
             continue;
         };
-        if original.len() > 32 {
-            continue;
-        }
+        *next_index += 1;
         out.push(LibSite {
             original: original.to_vec(),
             vaddr: s.window.start(),
@@ -307,15 +336,7 @@ fn plan_one(
             slot_at,
         });
     }
-    Ok(LibraryPlan {
-        name: name.to_string(),
-        path: path.to_path_buf(),
-        identity,
-        sites: out,
-        refused,
-        syscalls: counts,
-        defines_monitored: false,
-    })
+    out
 }
 
 /// A detoured entry's trampoline, encoded as if at [`TRAMP_BASE`] (an

@@ -342,9 +342,10 @@ fn describe(file: &Path, plan: &Plan) -> String {
                 let names: Vec<&str> = l.sites.iter().filter_map(|x| x.api).collect();
                 let _ = writeln!(
                     s,
-                    "  {:<24} {} function entries detoured, {} refused ({})\n    {}",
+                    "  {:<24} {} function entries detoured, {} syscall() site(s) hooked, {} refused ({})\n    {}",
                     l.name,
-                    l.sites.len(),
+                    names.len(),
+                    l.sites.len() - names.len(),
                     l.refused.len(),
                     l.path.display(),
                     names.join(" ")

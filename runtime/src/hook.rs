@@ -892,13 +892,18 @@ fn other_module(j: &mut Json, site: u64) {
 fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
     let mut origin = origin;
     let mut via = None;
-    if let (Origin::Returns(ret), Some((lo, hi))) = (origin, libs::detoured_range()) {
-        if (lo..hi).contains(&ret) {
-            let regs = crate::unwind::Regs { pc: ret, sp: f.stack_arg_addr(0), rbp: f.rbp };
+    if let Some((lo, hi)) = libs::detoured_range() {
+        let (regs, at_instruction, site) = match origin {
+            Origin::Returns(ret) => {
+                (crate::unwind::Regs { pc: ret, sp: f.stack_arg_addr(0), rbp: f.rbp }, false, call_site(ret))
+            }
+            Origin::At(at, sp, rbp) => (crate::unwind::Regs { pc: at, sp, rbp }, true, at),
+        };
+        if (lo..hi).contains(&regs.pc) {
             let mut frames = [0u64; crate::unwind::MAX_FRAMES];
-            let n = crate::unwind::walk(regs, false, &mut frames);
+            let n = crate::unwind::walk(regs, at_instruction, &mut frames);
             if let Some(&outside) = frames.get(..n).and_then(|fr| fr.iter().find(|&&pc| !(lo..hi).contains(&pc))) {
-                via = Some(ret);
+                via = Some(site);
                 origin = Origin::Returns(outside);
             }
         }
@@ -922,11 +927,11 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
         j.key(false, b"return_address");
         j.hex(ret);
     }
-    if let Some(ret) = via {
+    if let Some(site) = via {
         j.key(false, b"via");
         let inner = j.open(b'{');
         j.key(true, b"module");
-        other_module(j, call_site(ret));
+        other_module(j, site);
         j.close(b'}', inner);
     }
     j.close(b'}', opened);

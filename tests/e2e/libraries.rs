@@ -106,6 +106,23 @@ fn techniques(dir: &Path, port: u16, musl: bool) -> Vec<Technique> {
         refused: "raw=3 errno=0".into(),
         file: Some(f),
     });
+    // libc's syscall() function (its `syscall` instruction is planned with
+    // libc's entries): the library is the caller with glibc (found on the
+    // stack); musl's syscall() has no call frame information.
+    let f = file("syscall-fn");
+    v.push(Technique {
+        name: "syscall-fn",
+        args: vec!["syscall".into(), f.display().to_string()],
+        env: None,
+        api: "execve",
+        class: "exec",
+        layer: "syscall",
+        plugin: false,
+        libc_caller: musl,
+        happened: "syscall=0 errno=0".into(),
+        refused: "syscall=3 errno=0".into(),
+        file: Some(f),
+    });
     let f = file("ctor");
     v.push(Technique {
         name: "constructor",
@@ -197,7 +214,7 @@ fn check(flavour: &str, cc: &str) {
                 // libc's internal call: the library above it is the caller,
                 // libc's own call the "via".
                 let via = e["caller"]["via"]["module"].as_str().unwrap_or("");
-                if t.name == "wordexp" && !t.libc_caller && via != libc {
+                if matches!(t.name, "wordexp" | "syscall-fn") && !t.libc_caller && via != libc {
                     failures.push(format!("{flavour} {}: caller.via is not {libc}: {e}", t.name));
                 }
                 // The stack: from the library up through the program (unwound
@@ -210,7 +227,7 @@ fn check(flavour: &str, cc: &str) {
                 // musl-gcc links without .eh_frame_hdr, and a library loaded
                 // later is not walked through: there the stack stops at the library.
                 // (A raw syscall's first frame is already its caller's.)
-                let lib_first = t.name == "raw-syscall" || frames.first() == Some(&lib_name);
+                let lib_first = matches!(t.name, "raw-syscall" | "syscall-fn") || frames.first() == Some(&lib_name);
                 let lib_first = lib_first || (t.name == "wordexp" && frames.contains(&lib_name));
                 let whole = flavour == "musl" || t.plugin || frames.contains(&main);
                 if t.name != "constructor" && !t.libc_caller && !(lib_first && whole) {
