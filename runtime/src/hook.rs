@@ -884,6 +884,18 @@ fn other_module(j: &mut Json, site: u64) {
     }
 }
 
+/// `"symbol":"name"`: the exported function holding `pc`, when there is one.
+fn symbol(j: &mut Json, pc: u64) {
+    let Some(name) = crate::unwind::symbol_of(pc) else { return };
+    let mut buf = [0u8; 128];
+    let len = mem::read(name, &mut buf);
+    let end = buf.get(..len).and_then(|b| b.iter().position(|&c| c == 0)).unwrap_or(len);
+    if end > 0 {
+        j.key(false, b"symbol");
+        j.string(buf.get(..end).unwrap_or(&[]));
+    }
+}
+
 /// `"caller":{"module":..., "offset":..., "return_address":...}` (no
 /// return address for a `syscall` instruction). A call made by libc itself
 /// (its internal path: `wordexp` or `popen` reaching `posix_spawn`) names
@@ -923,6 +935,7 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
     } else {
         other_module(j, site);
     }
+    symbol(j, site);
     if let Origin::Returns(ret) = origin {
         j.key(false, b"return_address");
         j.hex(ret);

@@ -107,6 +107,34 @@ pub(crate) fn dyn_value(m: &impl Memory, dynamic: u64, base: u64, tag: u64) -> O
     None
 }
 
+/// How many entries the object's dynamic symbol table has: `nchain` of
+/// `DT_HASH`, or for `DT_GNU_HASH` one past the last symbol any bucket's
+/// chain reaches.
+pub(crate) fn symbol_count(m: &impl Memory, base: u64, dynamic: u64) -> Option<u64> {
+    if let Some(table) = dyn_value(m, dynamic, base, DT_GNU_HASH) {
+        let (nbuckets, symoffset, bloom) = (m.u32(table)?, m.u32(table + 4)?, m.u32(table + 8)?);
+        let buckets = table + 16 + bloom as u64 * 8;
+        let chains = buckets + nbuckets as u64 * 4;
+        let mut last = 0u32;
+        for k in 0..(nbuckets as u64).min(1 << 20) {
+            last = last.max(m.u32(buckets + k * 4)?);
+        }
+        if last < symoffset {
+            return Some(symoffset as u64);
+        }
+        // The last chain runs on to the entry with its low bit set.
+        for index in last as u64..last as u64 + (1 << 20) {
+            if m.u32(chains + (index - symoffset as u64) * 4)? & 1 == 1 {
+                return Some(index + 1);
+            }
+        }
+        None
+    } else {
+        let table = dyn_value(m, dynamic, base, DT_HASH)?;
+        m.u32(table + 4).map(u64::from)
+    }
+}
+
 /// Calls `f(symbol address, st_value)` for every defined function named
 /// `name` in the object's dynamic symbol table (all its versions).
 pub(crate) fn for_each_definition(m: &impl Memory, base: u64, dynamic: u64, name: &[u8], mut f: impl FnMut(u64, u64)) {

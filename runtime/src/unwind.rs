@@ -28,6 +28,10 @@ struct Module {
     base: AtomicU64,
     /// Its path (`l_name`, NUL terminated), 0 for the executable.
     name: AtomicU64,
+    /// Its dynamic symbol and string tables, and how many symbols (0: none).
+    symtab: AtomicU64,
+    strtab: AtomicU64,
+    nsyms: AtomicU64,
 }
 
 static MODULES: [Module; MAX_MODULES] = [const {
@@ -37,6 +41,9 @@ static MODULES: [Module; MAX_MODULES] = [const {
         hdr: AtomicU64::new(0),
         base: AtomicU64::new(0),
         name: AtomicU64::new(0),
+        symtab: AtomicU64::new(0),
+        strtab: AtomicU64::new(0),
+        nsyms: AtomicU64::new(0),
     }
 }; MAX_MODULES];
 static COUNT: AtomicUsize = AtomicUsize::new(0);
@@ -62,7 +69,7 @@ pub fn register(header: u64, base: u64, name: u64) {
         return;
     }
     let (Some(phoff), Some(phnum)) = (u64_at(header + 32), u16_at(header + 56)) else { return };
-    let (mut lo, mut hi, mut hdr) = (u64::MAX, 0u64, 0u64);
+    let (mut lo, mut hi, mut hdr, mut dynamic) = (u64::MAX, 0u64, 0u64, 0u64);
     for k in 0..u64::from(phnum).min(64) {
         let ph = header + phoff + k * 56;
         let (Some(kind), Some(flags), Some(vaddr), Some(memsz)) =
@@ -77,6 +84,9 @@ pub fn register(header: u64, base: u64, name: u64) {
         if kind == 0x6474_e550 {
             hdr = base.wrapping_add(vaddr);
         }
+        if kind == 2 {
+            dynamic = base.wrapping_add(vaddr);
+        }
     }
     if lo >= hi {
         return;
@@ -87,7 +97,41 @@ pub fn register(header: u64, base: u64, name: u64) {
     m.hdr.store(hdr, Ordering::Relaxed);
     m.base.store(base, Ordering::Relaxed);
     m.name.store(name, Ordering::Relaxed);
+    if dynamic != 0 {
+        let d = crate::loader::Direct;
+        let tables = (
+            crate::loader::dyn_value(&d, dynamic, base, crate::loader::DT_SYMTAB),
+            crate::loader::dyn_value(&d, dynamic, base, crate::loader::DT_STRTAB),
+            crate::loader::symbol_count(&d, base, dynamic),
+        );
+        if let (Some(symtab), Some(strtab), Some(count)) = tables {
+            m.symtab.store(symtab, Ordering::Relaxed);
+            m.strtab.store(strtab, Ordering::Relaxed);
+            m.nsyms.store(count.min(1 << 20), Ordering::Relaxed);
+        }
+    }
     COUNT.store(n + 1, Ordering::Release);
+}
+
+/// The exported function (dynamic symbol table) holding `pc`, if its module
+/// was loaded at start-up: the address of its NUL-terminated name.
+/// Executables export few functions and static ones none: most of their
+/// code has no name here.
+pub fn symbol_of(pc: u64) -> Option<u64> {
+    let n = COUNT.load(Ordering::Acquire);
+    let m = MODULES.iter().take(n).find(|m| (m.lo.load(Ordering::Relaxed)..m.hi.load(Ordering::Relaxed)).contains(&pc))?;
+    let (symtab, strtab, count) =
+        (m.symtab.load(Ordering::Relaxed), m.strtab.load(Ordering::Relaxed), m.nsyms.load(Ordering::Relaxed));
+    let off = pc.wrapping_sub(m.base.load(Ordering::Relaxed));
+    (1..count).find_map(|i| {
+        let e = rd::<24>(symtab.wrapping_add(i * 24))?;
+        let value = u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]);
+        let size = u64::from_le_bytes([e[16], e[17], e[18], e[19], e[20], e[21], e[22], e[23]]);
+        let shndx = u16::from_le_bytes([e[6], e[7]]);
+        let is_code = matches!(e[4] & 0xf, 2 | 10); // STT_FUNC, STT_GNU_IFUNC
+        (is_code && shndx != 0 && off >= value && off - value < size)
+            .then(|| strtab.wrapping_add(u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as u64))
+    })
 }
 
 /// The registered module holding `pc`: (base, name pointer, `.eh_frame_hdr`).

@@ -211,6 +211,26 @@ fn check(flavour: &str, cc: &str) {
                 if e["class"] != t.class || e["layer"] != t.layer || e["action"] != "alert" {
                     failures.push(format!("{flavour} {}: bad event {e}", t.name));
                 }
+                // The library's exported function that made the call (the
+                // constructor is static: it has no name in the dynamic symbols;
+                // a library loaded later with dlopen is named by module only).
+                let symbol = match t.name {
+                    "plt" => Some("bd_plt_system"),
+                    "dlsym" => Some("bd_dlsym_system"),
+                    "manual" => Some("bd_manual_system"),
+                    "disk" => Some("bd_disk_system"),
+                    "wordexp" => Some("bd_wordexp"),
+                    "raw-syscall" => Some("bd_raw_execve"),
+                    "syscall-fn" => Some("bd_syscall_fn"),
+                    "connect" => Some("bd_connect"),
+                    "dlopen" => Some("bd_dlopen"),
+                    _ => None,
+                };
+                if let Some(want) = symbol.filter(|_| !t.libc_caller) {
+                    if e["caller"]["symbol"] != want {
+                        failures.push(format!("{flavour} {}: caller.symbol is not {want}: {e}", t.name));
+                    }
+                }
                 // libc's internal call: the library above it is the caller,
                 // libc's own call the "via".
                 let via = e["caller"]["via"]["module"].as_str().unwrap_or("");
