@@ -42,6 +42,8 @@ pub struct Flavour {
     /// CET indirect branch tracking / shadow stack marked in `.note.gnu.property`.
     pub ibt: bool,
     pub shstk: bool,
+    /// Built by Go (its runtime makes raw system calls on small stacks).
+    pub go: bool,
 }
 
 /// How a hook intercepts.
@@ -212,6 +214,7 @@ pub fn flavour(e: &Elf) -> Result<Flavour> {
         stripped: e.section(".symtab").is_none(),
         ibt,
         shstk,
+        go,
     })
 }
 
@@ -310,6 +313,41 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         }
         let stub_count = hooks.len() as u64;
         code_vaddr = layout.stubs_vaddr + stub_count * STUB_SIZE;
+        // Layer 4 for the executable's own code: `syscall` instructions
+        // (inline assembly, a vendored wrapper), as in static executables.
+        let taken: Vec<(u64, u64)> = sites.iter().map(|x| (x.vaddr, x.vaddr + x.len as u64)).collect();
+        let has_syscall = e
+            .sections
+            .iter()
+            .filter(|x| x.is_exec())
+            .any(|x| e.section_data(x).is_ok_and(|d| memchr::memmem::find(d, &[0x0f, 0x05]).is_some()));
+        if flavour.go {
+            // Go's system calls run on goroutine stacks of a few KiB.
+            refused.push(moved::Refused {
+                layer: "syscall",
+                vaddr: 0,
+                what: "every syscall instruction".into(),
+                reason: "a Go program: its system calls run on goroutine stacks too small for the hook \
+                         (its calls through the PLT are hooked)"
+                    .into(),
+            });
+        } else if has_syscall {
+            match Code::analyse(e) {
+                Ok(map) => {
+                    let (sys, mut no, counts) = moved::syscall_sites(&map, hooked, &taken, &[], false);
+                    refused.append(&mut no);
+                    syscalls = Some(counts);
+                    let mut cursor = code_vaddr;
+                    syscall_hooks(e, &map, &sys, &layout, &mut cursor, &mut hooks, &mut sites, &mut code)?;
+                }
+                Err(err) => refused.push(moved::Refused {
+                    layer: "syscall",
+                    vaddr: 0,
+                    what: "every syscall instruction".into(),
+                    reason: format!("its code cannot be mapped with certainty: {err}"),
+                }),
+            }
+        }
     } else {
         errno = static_errno(e);
         let mut map = Code::analyse(e)?;
@@ -353,24 +391,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
             )?);
             push_code(&mut code, &mut cursor, tramp);
         }
-        for s in &sys {
-            let k = hooks.len();
-            let tramp = moved::syscall_trampoline(&s.window, cursor, k as u32, layout.sys_hook_entry).map_err(range)?;
-            let api = s.nr.and_then(dfpatch_runtime::apis::syscall_api);
-            let at = s.window.insns[s.window.at].ip();
-            hooks.push(Hook {
-                api: api.map_or("any monitored system call", |a| a.name()).to_string(),
-                symbol: "syscall".into(),
-                kind: HookKind::Syscall,
-                vaddr: at,
-                stub_vaddr: 0,
-                api_id: api.map_or(u16::MAX, |a| a as u16),
-                prot_filter: false,
-            });
-            let tactic = format!("syscall moved ({})", s.window.shape());
-            sites.push(moved_site(e, &s.window, "syscall", tactic, k, cursor, &map)?);
-            push_code(&mut code, &mut cursor, tramp);
-        }
+        syscall_hooks(e, &map, &sys, &layout, &mut cursor, &mut hooks, &mut sites, &mut code)?;
     }
     let glibc = flavour.dynamic && flavour.libc.as_deref().is_some_and(|l| l.starts_with("glibc"));
     let preinit = if flavour.dynamic {
@@ -393,6 +414,41 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         libraries,
         libraries_skipped,
     })
+}
+
+/// Layer 4: a hook, a rewritten window and a trampoline (at `cursor`) for
+/// each `syscall` site.
+#[allow(clippy::too_many_arguments)]
+fn syscall_hooks(
+    e: &Elf,
+    map: &Code,
+    sys: &[moved::SyscallSite],
+    layout: &Layout,
+    cursor: &mut u64,
+    hooks: &mut Vec<Hook>,
+    sites: &mut Vec<PlannedSite>,
+    code: &mut Vec<u8>,
+) -> Result<()> {
+    for s in sys {
+        let k = hooks.len();
+        let tramp = moved::syscall_trampoline(&s.window, *cursor, k as u32, layout.sys_hook_entry)
+            .map_err(Error::OutOfRange)?;
+        let api = s.nr.and_then(dfpatch_runtime::apis::syscall_api);
+        let at = s.window.insns[s.window.at].ip();
+        hooks.push(Hook {
+            api: api.map_or("any monitored system call", |a| a.name()).to_string(),
+            symbol: "syscall".into(),
+            kind: HookKind::Syscall,
+            vaddr: at,
+            stub_vaddr: 0,
+            api_id: api.map_or(u16::MAX, |a| a as u16),
+            prot_filter: false,
+        });
+        let tactic = format!("syscall moved ({})", s.window.shape());
+        sites.push(moved_site(e, &s.window, "syscall", tactic, k, *cursor, map)?);
+        push_code(code, cursor, tramp);
+    }
+    Ok(())
 }
 
 /// Appends a trampoline at `cursor`, then pads to 8 bytes with `int3`.

@@ -119,7 +119,8 @@ pub fn register(header: u64, base: u64, name: u64) {
 /// code has no name here.
 pub fn symbol_of(pc: u64) -> Option<u64> {
     let n = COUNT.load(Ordering::Acquire);
-    let m = MODULES.iter().take(n).find(|m| (m.lo.load(Ordering::Relaxed)..m.hi.load(Ordering::Relaxed)).contains(&pc))?;
+    let m =
+        MODULES.iter().take(n).find(|m| (m.lo.load(Ordering::Relaxed)..m.hi.load(Ordering::Relaxed)).contains(&pc))?;
     let (symtab, strtab, count) =
         (m.symtab.load(Ordering::Relaxed), m.strtab.load(Ordering::Relaxed), m.nsyms.load(Ordering::Relaxed));
     let off = pc.wrapping_sub(m.base.load(Ordering::Relaxed));

@@ -352,3 +352,41 @@ fn libc_of(main: &Path) -> String {
     let interp = file.section_by_name(".interp").and_then(|s| s.data().ok()).expect("an interpreter");
     String::from_utf8_lossy(interp).trim_end_matches('\0').to_string()
 }
+
+/// The dynamic executable's own `syscall` instructions are rewritten in its
+/// file, as in static executables: reported with the instruction as caller,
+/// refused under enforce (the child's execve fails with EPERM).
+#[test]
+fn the_executables_own_raw_syscalls() {
+    use object::{Object, ObjectSegment};
+    for (flavour, cc) in [("glibc", "cc"), ("musl", "musl-gcc")] {
+        let dir = scratch(&format!("exe-raw-{flavour}"));
+        let exe = dir.join("raw_main");
+        compile(cc, &["-O2"], &exe, "raw_main.c", &[]);
+        let made = dir.join("made");
+        let mon = dir.join("monitor.jsonl");
+        let monitored = dir.join("monitored");
+        patch(&exe, &monitored, &policy("monitor", "alert", &mon, &[]));
+        let text = stdout(&run_command(std::process::Command::new(&monitored).arg(&made)));
+        assert!(text.contains("raw=0") && made.exists(), "{flavour}: {text}");
+        let evs = events(&mon);
+        let e = evs.iter().find(|e| e["api"] == "execve").unwrap_or_else(|| panic!("{flavour}: no execve in {evs:?}"));
+        assert_eq!(e["layer"], "syscall", "{flavour}: {e}");
+        let path = std::fs::canonicalize(&monitored).unwrap();
+        assert_eq!(e["caller"]["module"], path.display().to_string().as_str(), "{flavour}: {e}");
+        // caller.offset is the `syscall` instruction of the original file.
+        let vaddr = u64::from_str_radix(e["caller"]["offset"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let bytes = file.segments().find_map(|s| s.data_range(vaddr, 2).ok().flatten()).expect("in a segment");
+        assert_eq!(bytes, [0x0f, 0x05], "{flavour}: {e}");
+
+        let _ = std::fs::remove_file(&made);
+        let enf = dir.join("enforce.jsonl");
+        let enforced = dir.join("enforced");
+        patch(&exe, &enforced, &policy("enforce", "allow", &enf, &[("no-exec", "\"exec\"", "deny")]));
+        let text = stdout(&run_command(std::process::Command::new(&enforced).arg(&made)));
+        assert!(text.contains("raw=3") && text.contains("done") && !made.exists(), "{flavour}: {text}");
+        assert!(events(&enf).iter().any(|e| e["api"] == "execve" && e["action"] == "deny"), "{flavour}");
+    }
+}
