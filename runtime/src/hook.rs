@@ -370,8 +370,16 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         Some((lo, hi)) => (lo..hi).contains(&f.ret),
         None => false,
     };
-    if nested_kind && done == action::ALERT && nest::inside(sys::gettid(), frame) {
-        return FORWARD;
+    if nested_kind && done == action::ALERT {
+        if let Some((slot, ret)) = nest::inside(sys::gettid(), frame) {
+            // The table's entry may be stale (that call returned, and its
+            // return address was left on the stack): where the call frame
+            // information reaches it, the walk decides.
+            let regs = crate::unwind::Regs { pc: f.ret, sp: f.stack_arg_addr(0), rbp: f.rbp };
+            if crate::unwind::reaches(regs, slot, ret) != Some(false) {
+                return FORWARD;
+            }
+        }
     }
     if kind == hook_kind::SYMBOL && nest::take_lazy(sys::gettid(), frame, f.ret) {
         return FORWARD; // this very call was reported by the executable's hook
@@ -427,8 +435,13 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     }
     let done = if p.enforce() { d.action } else { action::ALERT };
     // The system call a reported function makes (`execve` inside `execve`,
-    // `clone` inside `posix_spawn`) was reported with it.
-    if done == action::ALERT && nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()) {
+    // `clone` inside `posix_spawn`) was reported with it: in a static
+    // executable, or libc's own (in a dynamic one, a library constructor's
+    // raw system call inside a reported `dlopen` is the library's).
+    let libc_own = libs::detoured_range().is_some_and(|(lo, hi)| (lo..hi).contains(&site));
+    let nestable = c.dynamic_vaddr == 0 || libc_own;
+    if nestable && done == action::ALERT && nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()).is_some()
+    {
         return SYS_RUN;
     }
     let origin = Origin::At(site, f.program_sp(), f.rbp);
@@ -518,17 +531,19 @@ mod nest {
         hit
     }
 
-    pub fn inside(tid: u64, sp: u64) -> bool {
+    /// The reported call of this thread that a call at `sp` may be inside:
+    /// its return address slot and return address, still on the stack.
+    pub fn inside(tid: u64, sp: u64) -> Option<(u64, u64)> {
         let s = slot(tid);
         let seq = s.seq.load(Ordering::Acquire);
         let (t, frame, ret) =
             (s.tid.load(Ordering::Relaxed), s.frame.load(Ordering::Relaxed), s.ret.load(Ordering::Relaxed));
         core::sync::atomic::fence(Ordering::Acquire);
         if seq & 1 != 0 || s.seq.load(Ordering::Relaxed) != seq || t != tid as u32 || sp >= frame {
-            return false;
+            return None;
         }
         // Read through the safe path: the thread may have left that stack.
-        mem::read_u64(frame) == Some(ret)
+        (mem::read_u64(frame) == Some(ret)).then_some((frame, ret))
     }
 }
 

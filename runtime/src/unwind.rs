@@ -202,6 +202,33 @@ pub fn walk(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]) -> u
     n
 }
 
+/// Whether walking up from `r` (a return address) meets the frame of the
+/// call that returns to `ret` from the slot at `slot`: Some(true) when a
+/// frame's return address is `ret` with its CFA just above `slot`,
+/// Some(false) when the walk went past `slot` without that, None when it
+/// stopped below it (a module without call frame information).
+pub fn reaches(mut r: Regs, slot: u64, ret: u64) -> Option<bool> {
+    let mut snap = Snapshot { at: r.sp, len: 0, bytes: [0; SNAPSHOT] };
+    let want = ((4096 - (r.sp & 4095)) as usize + 4096).min(SNAPSHOT);
+    snap.len = mem::read(r.sp, &mut snap.bytes[..want]);
+    let mut lookup = r.pc.wrapping_sub(1);
+    for _ in 0..64 {
+        let next = step(&r, lookup, &snap)?;
+        if next.sp <= r.sp {
+            return None;
+        }
+        if next.sp == slot.wrapping_add(8) && next.pc == ret {
+            return Some(true);
+        }
+        if next.sp > slot.wrapping_add(8) {
+            return Some(false);
+        }
+        r = next;
+        lookup = r.pc.wrapping_sub(1);
+    }
+    None
+}
+
 /// One frame up from `r`, whose code address for the table lookup is `at`.
 fn step(r: &Regs, at: u64, snap: &Snapshot) -> Option<Regs> {
     let (_, _, hdr) = module_of(at)?;

@@ -390,3 +390,27 @@ fn the_executables_own_raw_syscalls() {
         assert!(events(&enf).iter().any(|e| e["api"] == "execve" && e["action"] == "deny"), "{flavour}");
     }
 }
+
+/// libc's own call inside a reported call is not reported again (system()
+/// reaching posix_spawn), but a reported call that has returned does not
+/// hide a later one whose stack covers the place its return address was
+/// left: `samples/stale_nest.c` (glibc, whose call frame information lets
+/// the runtime check that the earlier call is really on the stack).
+#[test]
+fn a_returned_call_does_not_hide_a_later_one() {
+    let dir = scratch("stale-nest");
+    let exe = dir.join("stale_nest");
+    compile("cc", &["-O2"], &exe, "stale_nest.c", &[]);
+    let mon = dir.join("monitor.jsonl");
+    let monitored = dir.join("monitored");
+    patch(&exe, &monitored, &policy("monitor", "allow", &mon, &[("exec", "\"exec\"", "alert")]));
+    let made = dir.join("made");
+    let text = stdout(&run_command(std::process::Command::new(&monitored).arg(&made)));
+    assert!(text.contains("system=0 wordexp=0") && made.exists(), "{text}");
+    let evs = events(&mon);
+    let system = evs.iter().find(|e| e["api"] == "system").unwrap_or_else(|| panic!("no system event: {evs:?}"));
+    let spawns: Vec<_> = evs.iter().filter(|e| e["api"] == "posix_spawn" && e["pid"] == system["pid"]).collect();
+    // One: wordexp's (system's own posix_spawn is part of the system event).
+    assert_eq!(spawns.len(), 1, "{evs:?}");
+    assert_eq!(spawns[0]["caller"]["via"]["module"], libc_of(&exe).as_str(), "{evs:?}");
+}
