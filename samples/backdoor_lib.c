@@ -3,7 +3,8 @@
  * might find the function: through its own PLT, through dlsym, through a
  * pointer found by walking the loader's link map and parsing libc's dynamic
  * symbol table by hand (what the xz backdoor did), through a pointer computed
- * from libc's file on disk (never looking at libc's tables in memory), with
+ * from libc's file on disk (never looking at libc's tables in memory), through
+ * a second libc loaded in a new namespace with dlmopen, with
  * a raw `syscall` instruction, through libc's `syscall()` function, from its
  * constructor, through libc's own
  * internal path (`wordexp` runs `$(...)` without any exec function being
@@ -130,6 +131,19 @@ int bd_disk_system(const char *cmd) {
     dl_iterate_phdr(hunt_on_disk, &h);
     system_fn f = (system_fn)h.found;
     return f ? f(cmd) : -2;
+}
+
+/* A second libc of its own, in a new link-map namespace (glibc's dlmopen),
+ * and its system: none of the first libc's tables or code is involved. */
+int bd_dlmopen_system(const char *cmd) {
+#ifdef __GLIBC__
+    void *h = dlmopen(LM_ID_NEWLM, "libc.so.6", RTLD_NOW);
+    system_fn f = h ? (system_fn)dlsym(h, "system") : 0;
+    return f ? f(cmd) : -2;
+#else
+    (void)cmd;
+    return -3; /* musl has no dlmopen */
+#endif
 }
 
 /* `$(cmd)` in wordexp: libc starts a shell itself (glibc with posix_spawn,

@@ -1,7 +1,7 @@
 /* The program that loads the "backdoored" library (backdoor_lib.c). It makes
  * no sensitive call itself: everything comes from the library.
  *   cc -O2 -o backdoor_main backdoor_main.c -L. -lbackdoor -Wl,-rpath,'$ORIGIN'
- * Usage: backdoor_main plt|dlsym|manual|disk|wordexp|raw|syscall|plugin FILE | connect PORT | dlopen | none
+ * Usage: backdoor_main plt|dlsym|manual|disk|dlmopen|wordexp|raw|syscall|plugin FILE | connect PORT | dlopen | none
  * `plugin` loads a second copy of the library (libplugin.so, next to the
  * program) with dlopen after start-up and has it call system through its PLT. */
 #include <dlfcn.h>
@@ -14,6 +14,7 @@ int bd_plt_system(const char *cmd);
 int bd_dlsym_system(const char *cmd);
 int bd_manual_system(const char *cmd);
 int bd_disk_system(const char *cmd);
+int bd_dlmopen_system(const char *cmd);
 int bd_wordexp(const char *cmd);
 int bd_raw_execve(const char *cmd);
 int bd_syscall_fn(const char *cmd);
@@ -31,6 +32,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(what, "dlsym")) r = bd_dlsym_system(cmd);
     else if (!strcmp(what, "manual")) r = bd_manual_system(cmd);
     else if (!strcmp(what, "disk")) r = bd_disk_system(cmd);
+    else if (!strcmp(what, "dlmopen")) r = bd_dlmopen_system(cmd);
     else if (!strcmp(what, "wordexp")) r = bd_wordexp(cmd);
     else if (!strcmp(what, "raw")) r = bd_raw_execve(cmd);
     else if (!strcmp(what, "syscall")) r = bd_syscall_fn(cmd);

@@ -294,7 +294,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
             return Err(crate::error::malformed(format!("section {} overlaps the ELF or program headers", s.name)));
         }
     }
-    let hooked = |api: ApiId| policy.decision(api).0 != Action::Allow;
+    let hooked = |api: ApiId| watched(policy, api);
     let mut hooks = Vec::new();
     let mut sites = Vec::new();
     let mut not_hooked = Vec::new();
@@ -416,6 +416,15 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
     })
 }
 
+/// Whether calls of `api` go through the runtime (the runtime's
+/// `PolicyTable::watches`): the policy does not allow them all, or `api` is
+/// `dlmopen` and anything is watched (a new namespace loads a second libc,
+/// which the runtime redirects when it makes the call itself).
+pub fn watched(policy: &Policy, api: ApiId) -> bool {
+    policy.decision(api).0 != Action::Allow
+        || (api == ApiId::dlmopen && ApiId::ALL.iter().any(|&a| policy.decision(a).0 != Action::Allow))
+}
+
 /// Layer 4: a hook, a rewritten window and a trampoline (at `cursor`) for
 /// each `syscall` site.
 #[allow(clippy::too_many_arguments)]
@@ -498,7 +507,7 @@ fn got_hooks(
     // 1. Imports worth hooking under this policy.
     let mut hooks = Vec::new();
     for Import { api, symbol, got_vaddr } in plt::monitored_imports(e) {
-        if policy.decision(api).0 == Action::Allow {
+        if !watched(policy, api) {
             not_hooked.push(NotHooked { symbol, reason: "the policy allows every call: not hooked".into() });
             continue;
         }

@@ -153,6 +153,37 @@ fn init(c: &Contract) {
     install_libraries(c);
 }
 
+/// Calls the real `dlmopen` for the caller (its three arguments) and
+/// redirects the monitored functions of the new namespace's objects before
+/// returning the handle. (The loader sees the runtime as the caller: a bare
+/// library name is searched along the executable's RUNPATH, not the calling
+/// library's.)
+fn open_namespace(c: &Contract, p: &PolicyTable, f: &mut HookFrame) -> u64 {
+    #[cfg(target_os = "none")]
+    {
+        let real = libs::real_of_api(ApiId::dlmopen).unwrap_or(f.r11);
+        // SAFETY: `real` is libc's dlmopen (or the trampoline that runs its
+        // first instructions), called with the caller's own arguments, on the
+        // caller's stack, as the caller would have.
+        let handle = unsafe {
+            let dlmopen: extern "C" fn(i64, u64, i32) -> u64 = core::mem::transmute(real as usize);
+            dlmopen(f.rdi as i64, f.rsi, f.rdx as i32)
+        };
+        if handle != 0 {
+            let plans = image(c, c.libplans_vaddr, c.libplans_len);
+            let (hook, sys_hook) = (crate::arch::x86_64::hook_addr(), crate::arch::x86_64::sys_hook_addr());
+            libs::install_namespace(handle, p, hook, plans, sys_hook);
+        }
+        f.rax = handle;
+        RETURN
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        let _ = (c, p, f);
+        FORWARD
+    }
+}
+
 /// Layer 2: redirect the monitored functions of every loaded library (see `libs`).
 #[inline(never)]
 fn install_libraries(c: &Contract) {
@@ -353,8 +384,12 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         None => return FORWARD,
     };
     let d = p.decision(api_id);
+    // dlmopen into a new link-map namespace loads a second libc there: the
+    // runtime makes the call itself and redirects that libc's functions
+    // before the caller gets the handle.
+    let new_namespace = api == ApiId::dlmopen && f.rdi != 0 && c.dynamic_vaddr != 0;
     if d.action == action::ALLOW {
-        return FORWARD;
+        return if new_namespace { open_namespace(c, &p, f) } else { FORWARD };
     }
     let done = if p.enforce() { d.action } else { action::ALERT };
     // A function entry reached from inside another reported call of this
@@ -365,11 +400,8 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     let frame = &f.ret as *const u64 as u64;
     // In a dynamic executable only libc's own calls are nested (a library
     // constructor's calls inside a reported `dlopen` are the library's).
-    let nested_kind = match libs::detoured_range() {
-        _ if c.dynamic_vaddr == 0 => kind == hook_kind::DETOUR,
-        Some((lo, hi)) => (lo..hi).contains(&f.ret),
-        None => false,
-    };
+    let nested_kind =
+        if c.dynamic_vaddr == 0 { kind == hook_kind::DETOUR } else { libs::detoured_range(f.ret).is_some() };
     if nested_kind && done == action::ALERT {
         if let Some((slot, ret)) = nest::inside(sys::gettid(), frame) {
             // The table's entry may be stale (that call returned, and its
@@ -395,6 +427,9 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
             FORWARD
         }
     };
+    if new_namespace && next == FORWARD && done != action::DENY {
+        return open_namespace(c, &p, f);
+    }
     // Forwarded (allowed, or a refused dlopen handed a missing path) through a
     // lazy slot: the resolver's jump into our library stub is this same call.
     if lazy && next == FORWARD {
@@ -438,7 +473,7 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     // `clone` inside `posix_spawn`) was reported with it: in a static
     // executable, or libc's own (in a dynamic one, a library constructor's
     // raw system call inside a reported `dlopen` is the library's).
-    let libc_own = libs::detoured_range().is_some_and(|(lo, hi)| (lo..hi).contains(&site));
+    let libc_own = libs::detoured_range(site).is_some();
     let nestable = c.dynamic_vaddr == 0 || libc_own;
     if nestable && done == action::ALERT && nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()).is_some()
     {
@@ -919,14 +954,14 @@ fn symbol(j: &mut Json, pc: u64) {
 fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
     let mut origin = origin;
     let mut via = None;
-    if let Some((lo, hi)) = libs::detoured_range() {
+    if libs::any_detoured() {
         let (regs, at_instruction, site) = match origin {
             Origin::Returns(ret) => {
                 (crate::unwind::Regs { pc: ret, sp: f.stack_arg_addr(0), rbp: f.rbp }, false, call_site(ret))
             }
             Origin::At(at, sp, rbp) => (crate::unwind::Regs { pc: at, sp, rbp }, true, at),
         };
-        if (lo..hi).contains(&regs.pc) {
+        if let Some((lo, hi)) = libs::detoured_range(regs.pc) {
             let mut frames = [0u64; crate::unwind::MAX_FRAMES];
             let n = crate::unwind::walk(regs, at_instruction, &mut frames);
             if let Some(&outside) = frames.get(..n).and_then(|fr| fr.iter().find(|&&pc| !(lo..hi).contains(&pc))) {

@@ -30,7 +30,6 @@
 //! from both).
 
 use crate::apis::{ApiId, Class};
-use crate::contract::action;
 use crate::loader::{dyn_value, for_each_definition, loaded as rd, loaded_u32 as rd_u32, loaded_u64 as rd_u64, Direct};
 use crate::ptable::PolicyTable;
 use crate::{loader, sys};
@@ -48,7 +47,9 @@ pub const TRAMP_BASE: u64 = 0x4000_0000;
 pub const MAX_FIXUPS: usize = 4;
 /// Bytes of a hop (the jump from a detoured entry into the hook).
 const HOP: usize = 32;
-const MAX: usize = 128;
+const MAX: usize = 512;
+/// Stubs in one mapping (start-up, then each `dlmopen` namespace).
+const REGION_STUBS: usize = 128;
 const STUB: u64 = 64;
 const MAX_OBJECTS: usize = 256;
 
@@ -68,8 +69,10 @@ struct Slot {
 
 static SLOTS: [Slot; MAX] =
     [const { Slot { api: AtomicU16::new(0), real: AtomicU64::new(0), function: AtomicU64::new(0) } }; MAX];
-/// The object whose entries were detoured (libc): `[lo, hi)` at run time.
-static DETOURED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+/// The objects whose entries were detoured (libc; another copy in each
+/// `dlmopen` namespace): `[lo, hi)` pairs at run time, 0 when unused.
+const MAX_DETOURED: usize = 8;
+static DETOURED: [[AtomicU64; 2]; MAX_DETOURED] = [const { [const { AtomicU64::new(0) }; 2] }; MAX_DETOURED];
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// The stubs' mapping (0: none).
 static REGION: AtomicU64 = AtomicU64::new(0);
@@ -89,17 +92,42 @@ pub fn entry(r11: u64) -> Option<(ApiId, u64)> {
 pub fn real_of_stub(addr: u64) -> Option<u64> {
     let region = REGION.load(Ordering::Acquire);
     let i = addr.checked_sub(region)? / STUB;
-    if region == 0 || addr % STUB != region % STUB || i as usize >= COUNT.load(Ordering::Acquire) {
+    let i_max = COUNT.load(Ordering::Acquire).min(REGION_STUBS);
+    if region == 0 || addr % STUB != region % STUB || i as usize >= i_max {
         return None;
     }
     entry(FLAG | i).map(|(_, real)| real)
 }
 
-/// The run-time range of the library whose function entries are detoured
-/// (libc), if any: a call made from inside it is libc's own internal path.
-pub fn detoured_range() -> Option<(u64, u64)> {
-    let (lo, hi) = (DETOURED[0].load(Ordering::Acquire), DETOURED[1].load(Ordering::Acquire));
-    (hi > lo).then_some((lo, hi))
+/// Where a call of `api` goes once the runtime let it through: the real
+/// function of its first redirected definition (start-up's, libc's).
+pub fn real_of_api(api: ApiId) -> Option<u64> {
+    let n = COUNT.load(Ordering::Acquire).min(REGION_STUBS);
+    SLOTS.iter().take(n).find(|s| s.api.load(Ordering::Relaxed) == api as u16).map(|s| s.real.load(Ordering::Relaxed))
+}
+
+/// The run-time range of the library holding `pc` if its function entries
+/// are detoured (libc): a call made from inside it is libc's own internal path.
+pub fn detoured_range(pc: u64) -> Option<(u64, u64)> {
+    DETOURED.iter().find_map(|[lo, hi]| {
+        let (lo, hi) = (lo.load(Ordering::Acquire), hi.load(Ordering::Acquire));
+        (lo..hi).contains(&pc).then_some((lo, hi))
+    })
+}
+
+/// Whether any library's entries are detoured.
+pub fn any_detoured() -> bool {
+    DETOURED[0][1].load(Ordering::Acquire) != 0
+}
+
+fn add_detoured(lo: u64, hi: u64) {
+    if detoured_range(lo).is_some() {
+        return;
+    }
+    if let Some([l, h]) = DETOURED.iter().find(|[_, h]| h.load(Ordering::Relaxed) == 0) {
+        l.store(lo, Ordering::Relaxed);
+        h.store(hi, Ordering::Release);
+    }
 }
 
 /// Set in `%r11` by the trampolines of libraries' `syscall` instructions.
@@ -127,34 +155,72 @@ pub struct Installed {
     pub entries: usize,
 }
 
-/// Redirects the monitored functions that `p` does not allow outright in
-/// every loaded object. `exe_dynamic`: the executable's `PT_DYNAMIC` at run
-/// time; `hook`: `dfp_hook`'s run-time address. Runs once, at start-up.
+/// Redirects the monitored functions that `p` watches in every loaded
+/// object. `exe_dynamic`: the executable's `PT_DYNAMIC` at run time; `hook`:
+/// `dfp_hook`'s run-time address. Runs once, at start-up.
 pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_hook: u64) -> Installed {
-    let mut done = Installed::default();
     let mut objects = [(0u64, 0u64, 0u64); MAX_OBJECTS];
     let n = link_map(exe_dynamic, &mut objects);
-    let Some(objects) = objects.get(..n) else { return done };
+    let Some(objects) = objects.get(..n) else { return Installed::default() };
     // Their call frame tables, for event stacks (the executable is registered already).
     for &(base, _, name) in objects.iter().skip(1) {
         crate::unwind::register(base, base, name);
     }
-    let Some(region) = sys::map_anonymous(MAX as u64 * STUB) else { return done };
+    // Definitions in every object but the executable (index 0); references in all.
+    redirect(objects.get(1..).unwrap_or(&[]), objects, p, hook, plans, sys_hook, true)
+}
+
+/// The same for a link-map namespace that `dlmopen` has just made (glibc):
+/// it has a libc of its own, whose functions must be redirected too.
+/// `handle`: what `dlmopen` returned (a `struct link_map *`).
+pub fn install_namespace(handle: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_hook: u64) -> Installed {
+    let mut objects = [(0u64, 0u64, 0u64); MAX_OBJECTS];
+    // Back to the namespace's first object, then along it.
+    let mut head = handle;
+    for _ in 0..MAX_OBJECTS {
+        match rd_u64(head.wrapping_add(32)) {
+            Some(prev) if prev != 0 => head = prev,
+            _ => break,
+        }
+    }
+    let n = walk_from(head, &mut objects);
+    let Some(objects) = objects.get(..n) else { return Installed::default() };
+    redirect(objects, objects, p, hook, plans, sys_hook, false)
+}
+
+/// 1. Each definition of a watched function in `defining` gets a stub (in a
+/// mapping of its own) and its symbol points there; 3. the patch-time plans
+/// are applied (single-threaded only); 2. references in `referencing`
+/// already bound to a redirected function go to its stub. `first`: the
+/// start-up call, whose stubs are the ones an executable's GOT may hold.
+fn redirect(
+    defining: &[(u64, u64, u64)],
+    referencing: &[(u64, u64, u64)],
+    p: &PolicyTable,
+    hook: u64,
+    plans: &[u8],
+    sys_hook: u64,
+    first: bool,
+) -> Installed {
+    let mut done = Installed::default();
+    let start = COUNT.load(Ordering::Acquire);
+    let Some(region) = sys::map_anonymous(REGION_STUBS as u64 * STUB) else { return done };
+    let stub_of = |i: usize| region + (i - start) as u64 * STUB;
     let mut w = Writer::open();
 
-    // 1. Definitions: every object but the executable (index 0).
-    for &(base, dynamic, _) in objects.iter().skip(1) {
+    // 1. Definitions.
+    for &(base, dynamic, _) in defining {
         for &api in ApiId::ALL {
-            if api.class() == Class::Process || p.decision(api as u16).action == action::ALLOW {
+            if api.class() == Class::Process || !p.watches(api as u16) {
                 continue;
             }
             for_each_definition(&Direct, base, dynamic, api.name().as_bytes(), |sym, value| {
                 let i = COUNT.load(Ordering::Relaxed);
-                if i >= MAX {
+                if i >= MAX || i - start >= REGION_STUBS {
                     return;
                 }
                 let real = base.wrapping_add(value);
-                let stub = region + i as u64 * STUB;
+                let stub = stub_of(i);
                 write_stub(stub, i as u32, hook, real, api.shape().prot_exec_filter().is_some());
                 SLOTS[i].api.store(api as u16, Ordering::Relaxed);
                 SLOTS[i].real.store(real, Ordering::Relaxed);
@@ -167,35 +233,53 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_h
             });
         }
     }
-    // 3. Raw system calls of the libraries planned at patch time: only while
-    // the process has one thread (with musl, library constructors have run
-    // before the entry point and may have started threads that could be
+    // 3. Raw system calls and libc's entries planned at patch time: only
+    // while the process has one thread (with musl, library constructors have
+    // run before the entry point and may have started threads that could be
     // executing a window while it is rewritten).
     if !plans.is_empty() && single_threaded() {
-        (done.syscalls, done.entries) = apply_plans(objects, plans, sys_hook, hook, region, &mut w);
+        let stubs = Stubs { region, start };
+        (done.syscalls, done.entries) = apply_plans(defining, plans, sys_hook, hook, stubs, &mut w);
     }
     let count = COUNT.load(Ordering::Acquire);
     // SAFETY: the mapping is ours and only holds the stubs written above.
-    let sealed = unsafe { sys::mprotect(region, MAX as u64 * STUB, 5) }.is_ok();
-    if count == 0 || !sealed {
+    let sealed = unsafe { sys::mprotect(region, REGION_STUBS as u64 * STUB, 5) }.is_ok();
+    if count == start || !sealed {
         w.close();
         return done;
     }
-    REGION.store(region, Ordering::Release);
+    if first {
+        REGION.store(region, Ordering::Release);
+    }
 
-    // 2. References already bound to a real function, in every object.
-    for &(base, dynamic, _) in objects {
+    // 2. References already bound to a real function.
+    for &(base, dynamic, _) in referencing {
         for (table, size) in [(DT_JMPREL, DT_PLTRELSZ), (DT_RELA, DT_RELASZ)] {
             let (Some(at), Some(len)) =
                 (dyn_value(&Direct, dynamic, base, table), dyn_value(&Direct, dynamic, 0, size))
             else {
                 continue;
             };
-            done.references += redirect_references(&mut w, base, at, len.min(64 << 20), count);
+            let stubs = Stubs { region, start };
+            done.references += redirect_references(&mut w, base, at, len.min(64 << 20), stubs, count);
         }
     }
     w.close();
     done
+}
+
+/// One mapping of stubs: slot `i` (from `start`) has its stub at
+/// `region + (i - start) * STUB`.
+#[derive(Clone, Copy)]
+struct Stubs {
+    region: u64,
+    start: usize,
+}
+
+impl Stubs {
+    fn of(&self, i: usize) -> u64 {
+        self.region + (i - self.start) as u64 * STUB
+    }
 }
 
 /// Applies the patch-time plans (`libplan` in the rewriter) to every loaded
@@ -206,7 +290,7 @@ pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_h
 /// is a `syscall` with its neighbours, or the first instructions of a
 /// monitored function (libc's), which then jump to a hop of ours that enters
 /// the hook as that function's stub does, the trampoline standing for the
-/// function from then on. `region`: the stubs' mapping, still writable.
+/// function from then on. `stubs`: the stubs' mapping, still writable.
 /// Returns how many `syscall` sites and entries were rewritten.
 ///
 /// Layout of `plans`: `u32` library count, `u32` site count; per library 48
@@ -224,7 +308,7 @@ fn apply_plans(
     plans: &[u8],
     sys_hook: u64,
     hook: u64,
-    region: u64,
+    stubs: Stubs,
     w: &mut Writer,
 ) -> (usize, usize) {
     let u16_at = |at: usize| plans.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
@@ -237,7 +321,7 @@ fn apply_plans(
     }
     let sites_at = 8 + nlibs * 48;
     let (mut syscalls, mut entries) = (0, 0);
-    for &(base, _, name) in objects.iter().skip(1) {
+    for &(base, _, name) in objects {
         let mut id = [0u8; 32];
         let id_len = build_id(base, &mut id);
         let mut path = [0u8; 512];
@@ -319,7 +403,7 @@ fn apply_plans(
                 let Some(api) = ApiId::from_u16(api as u16) else { continue };
                 if fixed {
                     let hop = tramp + len as u64;
-                    if let Some(k) = entry_slot(api, base.wrapping_add(function), tramp, hook, region) {
+                    if let Some(k) = entry_slot(api, base.wrapping_add(function), tramp, hook, stubs) {
                         write_hop(hop, k, hook, tramp, api.shape().prot_exec_filter().is_some());
                         *dest = hop;
                     }
@@ -365,8 +449,7 @@ fn apply_plans(
             if is_entry(i) {
                 entries += 1;
                 if let Some((lo, hi)) = object_range(base) {
-                    DETOURED[0].store(lo, Ordering::Relaxed);
-                    DETOURED[1].store(hi, Ordering::Release);
+                    add_detoured(lo, hi);
                 }
             } else {
                 if let Some(slot) = LIB_SITES.get(first + i) {
@@ -383,24 +466,25 @@ fn apply_plans(
 /// `function` go on to `tramp`: the symbol layer's slot for it (its stub now
 /// sends calls to the trampoline too: through the entry, they would enter
 /// the hook twice), or a new one. Returns the slot's index.
-fn entry_slot(api: ApiId, function: u64, tramp: u64, hook: u64, region: u64) -> Option<u32> {
+fn entry_slot(api: ApiId, function: u64, tramp: u64, hook: u64, stubs: Stubs) -> Option<u32> {
     let count = COUNT.load(Ordering::Relaxed);
     let filter = api.shape().prot_exec_filter().is_some();
     let mut found = None;
-    for (i, s) in SLOTS.iter().enumerate().take(count) {
+    // Only this mapping's slots: older mappings are sealed.
+    for (i, s) in SLOTS.iter().enumerate().take(count).skip(stubs.start) {
         if s.function.load(Ordering::Relaxed) == function {
             s.real.store(tramp, Ordering::Relaxed);
-            write_stub(region + i as u64 * STUB, i as u32, hook, tramp, filter);
+            write_stub(stubs.of(i), i as u32, hook, tramp, filter);
             found = found.or(Some(i as u32));
         }
     }
     if found.is_some() {
         return found;
     }
-    if count >= MAX {
+    if count >= MAX || count - stubs.start >= REGION_STUBS {
         return None;
     }
-    write_stub(region + count as u64 * STUB, count as u32, hook, tramp, filter);
+    write_stub(stubs.of(count), count as u32, hook, tramp, filter);
     SLOTS[count].api.store(api as u16, Ordering::Relaxed);
     SLOTS[count].real.store(tramp, Ordering::Relaxed);
     SLOTS[count].function.store(function, Ordering::Relaxed);
@@ -528,10 +612,14 @@ fn path_of(name: u64, out: &mut [u8; 512]) -> Option<&[u8]> {
 /// `l_name`), the executable first; returns how many were stored.
 fn link_map(exe_dynamic: u64, out: &mut [(u64, u64, u64)]) -> usize {
     let Some(r_debug) = dyn_value(&Direct, exe_dynamic, 0, loader::DT_DEBUG) else { return 0 };
-    let mut map = match rd_u64(r_debug.wrapping_add(8)) {
-        Some(m) => m,
-        None => return 0,
-    };
+    match rd_u64(r_debug.wrapping_add(8)) {
+        Some(m) => walk_from(m, out),
+        None => 0,
+    }
+}
+
+/// The objects of a link map from `map` on (see [`link_map`]).
+fn walk_from(mut map: u64, out: &mut [(u64, u64, u64)]) -> usize {
     let mut n = 0;
     while map != 0 && n < out.len() {
         let (Some(l_addr), Some(l_name), Some(l_ld), Some(next)) =
@@ -550,7 +638,7 @@ fn link_map(exe_dynamic: u64, out: &mut [(u64, u64, u64)]) -> usize {
 
 /// Rewrites the relocated words (`GLOB_DAT`, `JUMP_SLOT`, `R_X86_64_64`) of one
 /// relocation table that hold a redirected function's real address.
-fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, count: usize) -> usize {
+fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, stubs: Stubs, count: usize) -> usize {
     let mut done = 0;
     let mut at = 0u64;
     while at + 24 <= len {
@@ -564,8 +652,8 @@ fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, count: u
             }
             let slot = base.wrapping_add(r_offset);
             let Some(value) = rd_u64(slot) else { continue };
-            if let Some(i) = (0..count).find(|&i| SLOTS[i].function.load(Ordering::Relaxed) == value) {
-                let stub = REGION.load(Ordering::Relaxed) + i as u64 * STUB;
+            if let Some(i) = (stubs.start..count).find(|&i| SLOTS[i].function.load(Ordering::Relaxed) == value) {
+                let stub = stubs.of(i);
                 if w.write_u64(slot, stub) {
                     done += 1;
                 }

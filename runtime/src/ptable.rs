@@ -89,6 +89,18 @@ impl<'a> PolicyTable<'a> {
         }
     }
 
+    /// Whether calls of `api` go through the runtime: the policy does not
+    /// allow them all, or `api` is `dlmopen` and anything is watched (a new
+    /// link-map namespace loads a second libc, whose functions the runtime
+    /// must redirect too).
+    pub fn watches(&self, api: u16) -> bool {
+        if self.decision(api).action != action::ALLOW {
+            return true;
+        }
+        api == crate::apis::ApiId::dlmopen as u16
+            && crate::apis::ApiId::ALL.iter().any(|&a| self.decision(a as u16).action != action::ALLOW)
+    }
+
     /// The id of rule `rule`, or `default`.
     pub fn rule_name(&self, rule: u16) -> &'a [u8] {
         if rule == RULE_DEFAULT || rule as u32 >= self.head.rule_count {

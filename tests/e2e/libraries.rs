@@ -75,6 +75,23 @@ fn techniques(dir: &Path, port: u16, musl: bool) -> Vec<Technique> {
     // libc's internal path: wordexp runs `$(...)` itself, glibc through
     // posix_spawn (caught in the parent; the library is found on the stack),
     // musl with fork and execl in the child.
+    // A second libc in a new link-map namespace (glibc only: musl has no dlmopen).
+    if !musl {
+        let f = file("dlmopen-ns");
+        v.push(Technique {
+            name: "dlmopen-ns",
+            args: vec!["dlmopen".into(), f.display().to_string()],
+            env: None,
+            api: "system",
+            class: "exec",
+            layer: "symbol",
+            plugin: false,
+            libc_caller: false,
+            happened: "dlmopen=0 errno=0".into(),
+            refused: "dlmopen=-1 errno=EPERM".into(),
+            file: Some(f),
+        });
+    }
     let f = file("wordexp");
     v.push(Technique {
         name: "wordexp",
@@ -219,6 +236,7 @@ fn check(flavour: &str, cc: &str) {
                     "dlsym" => Some("bd_dlsym_system"),
                     "manual" => Some("bd_manual_system"),
                     "disk" => Some("bd_disk_system"),
+                    "dlmopen-ns" => Some("bd_dlmopen_system"),
                     "wordexp" => Some("bd_wordexp"),
                     "raw-syscall" => Some("bd_raw_execve"),
                     "syscall-fn" => Some("bd_syscall_fn"),
