@@ -188,11 +188,12 @@ pub fn install_namespace(handle: u64, p: &PolicyTable, hook: u64, plans: &[u8], 
     redirect(objects, objects, p, hook, plans, sys_hook, false)
 }
 
-/// 1. Each definition of a watched function in `defining` gets a stub (in a
-/// mapping of its own) and its symbol points there; 3. the patch-time plans
-/// are applied (single-threaded only); 2. references in `referencing`
-/// already bound to a redirected function go to its stub. `first`: the
-/// start-up call, whose stubs are the ones an executable's GOT may hold.
+/// Each definition of a watched function in `defining` gets a stub (in a
+/// mapping of its own) and its symbol points there (step 1); the patch-time
+/// plans are applied, single-threaded only (step 3); references in
+/// `referencing` already bound to a redirected function go to its stub
+/// (step 2). `first`: the start-up call, whose stubs are the ones an
+/// executable's GOT may hold.
 fn redirect(
     defining: &[(u64, u64, u64)],
     referencing: &[(u64, u64, u64)],
