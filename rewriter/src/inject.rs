@@ -27,7 +27,7 @@ use crate::restore;
 use crate::runtime::Runtime;
 use crate::trampoline;
 use dfpatch_runtime::bytes::{u32_at, u64_at};
-use dfpatch_runtime::contract::{Contract, CONTRACT_VERSION, FLAG_PIE, MAGIC};
+use dfpatch_runtime::contract::{Contract, CONTRACT_VERSION, FLAG_INTERP, FLAG_PIE, MAGIC};
 use object::elf;
 
 /// What patching produced, for the summary line.
@@ -172,7 +172,7 @@ pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan, policy_table: &[u8]) ->
     let contract = Contract {
         magic: MAGIC,
         version: CONTRACT_VERSION,
-        flags: if plan.flavour.pie { FLAG_PIE } else { 0 },
+        flags: if plan.flavour.pie { FLAG_PIE } else { 0 } | if plan.flavour.dynamic { FLAG_INTERP } else { 0 },
         self_vaddr: l.rx_vaddr + (rt.contract - rt.rx_start),
         orig_entry: e.e_entry,
         rw_vaddr: l.rw_vaddr,

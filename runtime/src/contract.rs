@@ -20,6 +20,9 @@ pub const POLICY_VERSION: u32 = 1;
 
 /// `Contract::flags`: the executable is position independent (ET_DYN).
 pub const FLAG_PIE: u32 = 1;
+/// `Contract::flags`: the executable has a dynamic loader (`PT_INTERP`):
+/// libraries, a libc of their own. A static-pie has `PT_DYNAMIC` but no loader.
+pub const FLAG_INTERP: u32 = 2;
 
 /// Written by the rewriter over the runtime's `DFP_CONTRACT` static.
 #[repr(C)]

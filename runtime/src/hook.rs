@@ -153,6 +153,12 @@ fn init(c: &Contract) {
     install_libraries(c);
 }
 
+/// Whether the executable has a dynamic loader, libraries and their libc
+/// (a static-pie has a dynamic section but none of these).
+fn has_loader(c: &Contract) -> bool {
+    c.flags & crate::contract::FLAG_INTERP != 0
+}
+
 /// Calls the real `dlmopen` for the caller (its three arguments) and
 /// redirects the monitored functions of the new namespace's objects before
 /// returning the handle. (The loader sees the runtime as the caller: a bare
@@ -387,7 +393,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // dlmopen into a new link-map namespace loads a second libc there: the
     // runtime makes the call itself and redirects that libc's functions
     // before the caller gets the handle.
-    let new_namespace = api == ApiId::dlmopen && f.rdi != 0 && c.dynamic_vaddr != 0;
+    let new_namespace = api == ApiId::dlmopen && f.rdi != 0 && has_loader(c);
     if d.action == action::ALLOW {
         return if new_namespace { open_namespace(c, &p, f) } else { FORWARD };
     }
@@ -400,8 +406,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     let frame = &f.ret as *const u64 as u64;
     // In a dynamic executable only libc's own calls are nested (a library
     // constructor's calls inside a reported `dlopen` are the library's).
-    let nested_kind =
-        if c.dynamic_vaddr == 0 { kind == hook_kind::DETOUR } else { libs::detoured_range(f.ret).is_some() };
+    let nested_kind = if has_loader(c) { libs::detoured_range(f.ret).is_some() } else { kind == hook_kind::DETOUR };
     if nested_kind && done == action::ALERT {
         if let Some((slot, ret)) = nest::inside(sys::gettid(), frame) {
             // The table's entry may be stale (that call returned, and its
@@ -474,7 +479,7 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     // executable, or libc's own (in a dynamic one, a library constructor's
     // raw system call inside a reported `dlopen` is the library's).
     let libc_own = libs::detoured_range(site).is_some();
-    let nestable = c.dynamic_vaddr == 0 || libc_own;
+    let nestable = !has_loader(c) || libc_own;
     if nestable && done == action::ALERT && nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()).is_some()
     {
         return SYS_RUN;

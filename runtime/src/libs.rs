@@ -30,7 +30,9 @@
 //! from both).
 
 use crate::apis::{ApiId, Class};
-use crate::loader::{dyn_value, for_each_definition, loaded as rd, loaded_u32 as rd_u32, loaded_u64 as rd_u64, Direct};
+use crate::loader::{
+    definitions_in, dyn_value, loaded as rd, loaded_u32 as rd_u32, loaded_u64 as rd_u64, Direct, Tables,
+};
 use crate::ptable::PolicyTable;
 use crate::{loader, sys};
 use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -211,11 +213,12 @@ fn redirect(
 
     // 1. Definitions.
     for &(base, dynamic, _) in defining {
+        let Some(tables) = Tables::of(&Direct, base, dynamic) else { continue };
         for &api in ApiId::ALL {
             if api.class() == Class::Process || !p.watches(api as u16) {
                 continue;
             }
-            for_each_definition(&Direct, base, dynamic, api.name().as_bytes(), |sym, value| {
+            definitions_in(&Direct, &tables, api.name().as_bytes(), |sym, value| {
                 let i = COUNT.load(Ordering::Relaxed);
                 if i >= MAX || i - start >= REGION_STUBS {
                     return;
@@ -431,10 +434,11 @@ fn apply_plans(
         if unsafe { sys::mprotect(near, total as u64, 5) }.is_err() {
             continue;
         }
+        let mut detoured = false;
         for (i, &dest) in to.iter().enumerate().take(n) {
             let at = site(i);
             let (Some(vaddr), Some(syscall), Some(wlen)) = (u64_at(at), u64_at(at + 8), u32_at(at + 32)) else {
-                return (syscalls, entries);
+                break;
             };
             let from = base.wrapping_add(vaddr);
             let rel = dest.wrapping_sub(from + 5) as i64;
@@ -449,14 +453,17 @@ fn apply_plans(
             }
             if is_entry(i) {
                 entries += 1;
-                if let Some((lo, hi)) = object_range(base) {
-                    add_detoured(lo, hi);
-                }
+                detoured = true;
             } else {
                 if let Some(slot) = LIB_SITES.get(first + i) {
                     slot.store(base.wrapping_add(syscall), Ordering::Release);
                 }
                 syscalls += 1;
+            }
+        }
+        if detoured {
+            if let Some((lo, hi)) = object_range(base) {
+                add_detoured(lo, hi);
             }
         }
     }
@@ -642,6 +649,10 @@ fn walk_from(mut map: u64, out: &mut [(u64, u64, u64)]) -> usize {
 fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, stubs: Stubs, count: usize) -> usize {
     let mut done = 0;
     let mut at = 0u64;
+    // Most relocated words hold nothing redirected: a range test first.
+    let (lo, hi) = (stubs.start..count)
+        .map(|i| SLOTS[i].function.load(Ordering::Relaxed))
+        .fold((u64::MAX, 0), |(lo, hi), f| (lo.min(f), hi.max(f)));
     while at + 24 <= len {
         let Some(e) = rd::<24>(table + at) else { break };
         at += 24;
@@ -653,6 +664,9 @@ fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, stubs: S
             }
             let slot = base.wrapping_add(r_offset);
             let Some(value) = rd_u64(slot) else { continue };
+            if value < lo || value > hi {
+                continue;
+            }
             if let Some(i) = (stubs.start..count).find(|&i| SLOTS[i].function.load(Ordering::Relaxed) == value) {
                 let stub = stubs.of(i);
                 if w.write_u64(slot, stub) {
@@ -685,9 +699,11 @@ fn write_stub(at: u64, i: u32, hook: u64, real: u64, prot_filter: bool) {
     put(&hook.to_le_bytes(), &mut n);
     put(&[0xff, 0x25, 0, 0, 0, 0], &mut n); // real: jmp *[rip+0]
     put(&real.to_le_bytes(), &mut n);
-    for (k, &x) in b.iter().enumerate() {
-        // SAFETY: `at` is inside our own read-write mapping, STUB bytes per stub.
-        unsafe { core::ptr::write_volatile((at + k as u64) as *mut u8, x) };
+    for (k, w) in b.chunks_exact(8).enumerate() {
+        let word = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        // SAFETY: `at` is a STUB-aligned place inside our own read-write
+        // mapping, STUB bytes per stub (a multiple of 8).
+        unsafe { core::ptr::write_volatile((at + 8 * k as u64) as *mut u64, word) };
     }
 }
 

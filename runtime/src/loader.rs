@@ -135,13 +135,37 @@ pub(crate) fn symbol_count(m: &impl Memory, base: u64, dynamic: u64) -> Option<u
     }
 }
 
+/// An object's symbol lookup tables, found once in its dynamic section.
+#[derive(Clone, Copy)]
+pub(crate) struct Tables {
+    symtab: u64,
+    strtab: u64,
+    gnu_hash: Option<u64>,
+    hash: Option<u64>,
+}
+
+impl Tables {
+    pub(crate) fn of(m: &impl Memory, base: u64, dynamic: u64) -> Option<Tables> {
+        Some(Tables {
+            symtab: dyn_value(m, dynamic, base, DT_SYMTAB)?,
+            strtab: dyn_value(m, dynamic, base, DT_STRTAB)?,
+            gnu_hash: dyn_value(m, dynamic, base, DT_GNU_HASH),
+            hash: dyn_value(m, dynamic, base, DT_HASH),
+        })
+    }
+}
+
 /// Calls `f(symbol address, st_value)` for every defined function named
 /// `name` in the object's dynamic symbol table (all its versions).
-pub(crate) fn for_each_definition(m: &impl Memory, base: u64, dynamic: u64, name: &[u8], mut f: impl FnMut(u64, u64)) {
-    let (Some(symtab), Some(strtab)) = (dyn_value(m, dynamic, base, DT_SYMTAB), dyn_value(m, dynamic, base, DT_STRTAB))
-    else {
-        return;
-    };
+pub(crate) fn for_each_definition(m: &impl Memory, base: u64, dynamic: u64, name: &[u8], f: impl FnMut(u64, u64)) {
+    if let Some(t) = Tables::of(m, base, dynamic) {
+        definitions_in(m, &t, name, f);
+    }
+}
+
+/// [`for_each_definition`] with the tables found already.
+pub(crate) fn definitions_in(m: &impl Memory, t: &Tables, name: &[u8], mut f: impl FnMut(u64, u64)) {
+    let (symtab, strtab) = (t.symtab, t.strtab);
     let mut check = |index: u64| {
         let sym = symtab.wrapping_add(index.wrapping_mul(24));
         let Some(e) = m.get::<24>(sym) else { return };
@@ -153,7 +177,7 @@ pub(crate) fn for_each_definition(m: &impl Memory, base: u64, dynamic: u64, name
             f(sym, value);
         }
     };
-    if let Some(table) = dyn_value(m, dynamic, base, DT_GNU_HASH) {
+    if let Some(table) = t.gnu_hash {
         let (Some(nbuckets), Some(symoffset), Some(bloom)) = (m.u32(table), m.u32(table + 4), m.u32(table + 8)) else {
             return;
         };
@@ -176,7 +200,7 @@ pub(crate) fn for_each_definition(m: &impl Memory, base: u64, dynamic: u64, name
                 return;
             }
         }
-    } else if let Some(table) = dyn_value(m, dynamic, base, DT_HASH) {
+    } else if let Some(table) = t.hash {
         let (Some(nbucket), Some(nchain)) = (m.u32(table), m.u32(table + 4)) else { return };
         if nbucket == 0 {
             return;

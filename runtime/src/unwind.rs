@@ -15,6 +15,9 @@ use crate::loader::loaded as rd;
 use crate::mem;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+/// A module's symbol count not worked out yet.
+const UNCOUNTED: u64 = u64::MAX;
+
 /// Most frames reported.
 pub const MAX_FRAMES: usize = 8;
 const MAX_MODULES: usize = 64;
@@ -28,7 +31,9 @@ struct Module {
     base: AtomicU64,
     /// Its path (`l_name`, NUL terminated), 0 for the executable.
     name: AtomicU64,
-    /// Its dynamic symbol and string tables, and how many symbols (0: none).
+    /// Its dynamic section (0: none), symbol and string tables, and how many
+    /// symbols ([`UNCOUNTED`] until the first event needs it).
+    dynamic: AtomicU64,
     symtab: AtomicU64,
     strtab: AtomicU64,
     nsyms: AtomicU64,
@@ -41,6 +46,7 @@ static MODULES: [Module; MAX_MODULES] = [const {
         hdr: AtomicU64::new(0),
         base: AtomicU64::new(0),
         name: AtomicU64::new(0),
+        dynamic: AtomicU64::new(0),
         symtab: AtomicU64::new(0),
         strtab: AtomicU64::new(0),
         nsyms: AtomicU64::new(0),
@@ -102,12 +108,12 @@ pub fn register(header: u64, base: u64, name: u64) {
         let tables = (
             crate::loader::dyn_value(&d, dynamic, base, crate::loader::DT_SYMTAB),
             crate::loader::dyn_value(&d, dynamic, base, crate::loader::DT_STRTAB),
-            crate::loader::symbol_count(&d, base, dynamic),
         );
-        if let (Some(symtab), Some(strtab), Some(count)) = tables {
+        if let (Some(symtab), Some(strtab)) = tables {
+            m.dynamic.store(dynamic, Ordering::Relaxed);
             m.symtab.store(symtab, Ordering::Relaxed);
             m.strtab.store(strtab, Ordering::Relaxed);
-            m.nsyms.store(count.min(1 << 20), Ordering::Relaxed);
+            m.nsyms.store(UNCOUNTED, Ordering::Relaxed);
         }
     }
     COUNT.store(n + 1, Ordering::Release);
@@ -121,9 +127,17 @@ pub fn symbol_of(pc: u64) -> Option<u64> {
     let n = COUNT.load(Ordering::Acquire);
     let m =
         MODULES.iter().take(n).find(|m| (m.lo.load(Ordering::Relaxed)..m.hi.load(Ordering::Relaxed)).contains(&pc))?;
-    let (symtab, strtab, count) =
-        (m.symtab.load(Ordering::Relaxed), m.strtab.load(Ordering::Relaxed), m.nsyms.load(Ordering::Relaxed));
-    let off = pc.wrapping_sub(m.base.load(Ordering::Relaxed));
+    let (symtab, strtab) = (m.symtab.load(Ordering::Relaxed), m.strtab.load(Ordering::Relaxed));
+    let base = m.base.load(Ordering::Relaxed);
+    let mut count = m.nsyms.load(Ordering::Relaxed);
+    if count == UNCOUNTED {
+        // Counted once, at the first event from this module (threads racing
+        // here count the same tables and store the same number).
+        let d = crate::loader::Direct;
+        count = crate::loader::symbol_count(&d, base, m.dynamic.load(Ordering::Relaxed)).unwrap_or(0).min(1 << 20);
+        m.nsyms.store(count, Ordering::Relaxed);
+    }
+    let off = pc.wrapping_sub(base);
     (1..count).find_map(|i| {
         let e = rd::<24>(symtab.wrapping_add(i * 24))?;
         let value = u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]);
