@@ -959,6 +959,7 @@ fn symbol(j: &mut Json, pc: u64) {
 fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
     let mut origin = origin;
     let mut via = None;
+    let mut scanned = false;
     if libs::any_detoured() {
         let (regs, at_instruction, site) = match origin {
             Origin::Returns(ret) => {
@@ -969,7 +970,13 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
         if let Some((lo, hi)) = libs::detoured_range(regs.pc) {
             let mut frames = [0u64; crate::unwind::MAX_FRAMES];
             let n = crate::unwind::walk(regs, at_instruction, &mut frames);
-            if let Some(&outside) = frames.get(..n).and_then(|fr| fr.iter().find(|&&pc| !(lo..hi).contains(&pc))) {
+            let walked = frames.get(..n).and_then(|fr| fr.iter().find(|&&pc| !(lo..hi).contains(&pc))).copied();
+            // No call frame information to leave libc by (musl): scan.
+            let found = walked.or_else(|| {
+                scanned = true;
+                crate::unwind::scan_for_caller(regs.sp, lo, hi)
+            });
+            if let Some(outside) = found {
                 via = Some(site);
                 origin = Origin::Returns(outside);
             }
@@ -994,6 +1001,11 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
     if let Origin::Returns(ret) = origin {
         j.key(false, b"return_address");
         j.hex(ret);
+    }
+    if via.is_some() && scanned {
+        // Found by scanning the stack, not by unwinding: a good guess.
+        j.key(false, b"scanned");
+        j.bool(true);
     }
     if let Some(site) = via {
         j.key(false, b"via");

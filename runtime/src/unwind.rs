@@ -216,6 +216,33 @@ pub fn walk(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]) -> u
     n
 }
 
+/// The first word on the stack from `sp` up (4 KiB at most) that looks like
+/// a return address into a registered module outside `[lo, hi)`: inside its
+/// executable segments, just after a `call` (rel32, `*disp(%rip)` or a
+/// register). For code without call frame information (musl's libc), where
+/// no walk can leave it; a guess, said so in the event.
+pub fn scan_for_caller(sp: u64, lo: u64, hi: u64) -> Option<u64> {
+    // Read in small pieces: this may run on a very small stack (musl's
+    // posix_spawn child has about 5 KiB).
+    let mut words = [0u8; 256];
+    for piece in 0..16u64 {
+        let n = mem::read(sp.wrapping_add(piece * 256), &mut words);
+        let found = words.get(..n)?.chunks_exact(8).find_map(|w| {
+            let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+            if (lo..hi).contains(&v) || module_of(v).is_none() || module_of(v.wrapping_sub(6)).is_none() {
+                return None;
+            }
+            let b = rd::<6>(v - 6)?;
+            let after_call = b[1] == 0xe8 || (b[0] == 0xff && b[1] == 0x15) || (b[4] == 0xff && b[5] & 0xf8 == 0xd0);
+            after_call.then_some(v)
+        });
+        if found.is_some() || n < words.len() {
+            return found;
+        }
+    }
+    None
+}
+
 /// Whether walking up from `r` (a return address) meets the frame of the
 /// call that returns to `ret` from the slot at `slot`: Some(true) when a
 /// frame's return address is `ret` with its CFA just above `slot`,

@@ -37,9 +37,9 @@ struct Technique {
     class: &'static str,
     layer: &'static str,
     plugin: bool,
-    /// The caller is libc itself (musl's internal path: no call frame
-    /// information to find the library above it).
-    libc_caller: bool,
+    /// The library is found above libc by scanning the stack, not by
+    /// unwinding (musl's libc has no call frame information).
+    scanned: bool,
     happened: String,
     refused: String,
     file: Option<PathBuf>,
@@ -66,7 +66,7 @@ fn techniques(dir: &Path, port: u16, musl: bool) -> Vec<Technique> {
             class: "exec",
             layer,
             plugin,
-            libc_caller: false,
+            scanned: false,
             happened: format!("{name}=0 errno=0"),
             refused: format!("{name}=-1 errno=EPERM"),
             file: Some(f),
@@ -86,7 +86,7 @@ fn techniques(dir: &Path, port: u16, musl: bool) -> Vec<Technique> {
             class: "exec",
             layer: "symbol",
             plugin: false,
-            libc_caller: false,
+            scanned: false,
             happened: "dlmopen=0 errno=0".into(),
             refused: "dlmopen=-1 errno=EPERM".into(),
             file: Some(f),
@@ -101,7 +101,7 @@ fn techniques(dir: &Path, port: u16, musl: bool) -> Vec<Technique> {
         class: "exec",
         layer: "entry",
         plugin: false,
-        libc_caller: musl,
+        scanned: musl,
         happened: "wordexp=0 errno=0".into(),
         // WRDE_NOSPACE (glibc: the spawn failed), WRDE_SYNTAX (musl: the shell never ran).
         refused: if musl { "wordexp=5".into() } else { "wordexp=1".into() },
@@ -118,7 +118,7 @@ fn techniques(dir: &Path, port: u16, musl: bool) -> Vec<Technique> {
         class: "exec",
         layer: "syscall",
         plugin: false,
-        libc_caller: false,
+        scanned: false,
         happened: "raw=0 errno=0".into(),
         refused: "raw=3 errno=0".into(),
         file: Some(f),
@@ -135,7 +135,7 @@ fn techniques(dir: &Path, port: u16, musl: bool) -> Vec<Technique> {
         class: "exec",
         layer: "syscall",
         plugin: false,
-        libc_caller: musl,
+        scanned: musl,
         happened: "syscall=0 errno=0".into(),
         refused: "syscall=3 errno=0".into(),
         file: Some(f),
@@ -149,7 +149,7 @@ fn techniques(dir: &Path, port: u16, musl: bool) -> Vec<Technique> {
         class: "exec",
         layer: "symbol",
         plugin: false,
-        libc_caller: false,
+        scanned: false,
         happened: "ctor-system=0 errno=0".into(),
         refused: "ctor-system=-1 errno=EPERM".into(),
         file: Some(f),
@@ -162,7 +162,7 @@ fn techniques(dir: &Path, port: u16, musl: bool) -> Vec<Technique> {
         class: "network",
         layer: "symbol",
         plugin: false,
-        libc_caller: false,
+        scanned: false,
         happened: "connect=0 errno=0".into(),
         refused: "connect=-1 errno=EPERM".into(),
         file: None,
@@ -175,7 +175,7 @@ fn techniques(dir: &Path, port: u16, musl: bool) -> Vec<Technique> {
         class: "library",
         layer: "symbol",
         plugin: false,
-        libc_caller: false,
+        scanned: false,
         happened: "dlopen=1 errno=0".into(),
         refused: "dlopen=0".into(),
         file: None,
@@ -205,7 +205,7 @@ fn check(flavour: &str, cc: &str) {
     let libc = libc_of(&b.main);
     for t in techniques(&dir, port, flavour == "musl") {
         let lib = if t.plugin { &b.plugin } else { &b.lib };
-        let lib_name = if t.libc_caller { libc.clone() } else { lib.display().to_string() };
+        let lib_name = lib.display().to_string();
         let from_lib = |e: &Value| e["api"] == t.api && e["caller"]["module"] == lib_name.as_str();
 
         let _ = std::fs::remove_file(&mon);
@@ -244,7 +244,7 @@ fn check(flavour: &str, cc: &str) {
                     "dlopen" => Some("bd_dlopen"),
                     _ => None,
                 };
-                if let Some(want) = symbol.filter(|_| !t.libc_caller) {
+                if let Some(want) = symbol {
                     if e["caller"]["symbol"] != want {
                         failures.push(format!("{flavour} {}: caller.symbol is not {want}: {e}", t.name));
                     }
@@ -252,8 +252,11 @@ fn check(flavour: &str, cc: &str) {
                 // libc's internal call: the library above it is the caller,
                 // libc's own call the "via".
                 let via = e["caller"]["via"]["module"].as_str().unwrap_or("");
-                if matches!(t.name, "wordexp" | "syscall-fn") && !t.libc_caller && via != libc {
+                if matches!(t.name, "wordexp" | "syscall-fn") && via != libc {
                     failures.push(format!("{flavour} {}: caller.via is not {libc}: {e}", t.name));
+                }
+                if (e["caller"]["scanned"] == true) != t.scanned {
+                    failures.push(format!("{flavour} {}: caller.scanned should be {}: {e}", t.name, t.scanned));
                 }
                 // The stack: from the library up through the program (unwound
                 // with the modules' call frame information).
@@ -268,7 +271,7 @@ fn check(flavour: &str, cc: &str) {
                 let lib_first = matches!(t.name, "raw-syscall" | "syscall-fn") || frames.first() == Some(&lib_name);
                 let lib_first = lib_first || (t.name == "wordexp" && frames.contains(&lib_name));
                 let whole = flavour == "musl" || t.plugin || frames.contains(&main);
-                if t.name != "constructor" && !t.libc_caller && !(lib_first && whole) {
+                if t.name != "constructor" && !t.scanned && !(lib_first && whole) {
                     failures
                         .push(format!("{flavour} {}: stack {frames:?} does not go from {lib_name} to {main}", t.name));
                 }
