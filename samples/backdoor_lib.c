@@ -199,11 +199,30 @@ int bd_connect(int port) {
 
 void *bd_dlopen(const char *lib) { return dlopen(lib, RTLD_NOW); }
 
+/* Local names for the constructor: a call to the exported ones could bind to
+ * another loaded copy of this library (the program links one, and loads
+ * libplugin.so, a second). */
+static int do_wordexp(const char *cmd) __attribute__((alias("bd_wordexp")));
+static int do_syscall_fn(const char *cmd) __attribute__((alias("bd_syscall_fn")));
+
+/* Runs BACKDOOR_CTOR when the library is loaded, with system(), or as
+ * BACKDOOR_CTOR_HOW says: "wordexp" (libc's internal spawn) or "syscall"
+ * (libc's syscall(), execve in a forked child); with BACKDOOR_CTOR_ONLY, only
+ * in the copy whose file name contains it (libplugin.so). */
 __attribute__((constructor)) static void bd_ctor(void) {
     const char *cmd = getenv("BACKDOOR_CTOR");
-    if (cmd) {
+    const char *how = getenv("BACKDOOR_CTOR_HOW");
+    const char *only = getenv("BACKDOOR_CTOR_ONLY"); /* in the copy whose file name has this */
+    Dl_info self;
+    if (!cmd) return;
+    if (only && (!dladdr((void *)bd_ctor, &self) || !self.dli_fname || !strstr(self.dli_fname, only))) return;
+    if (how && !strcmp(how, "wordexp")) {
+        printf("ctor-wordexp=%d\n", do_wordexp(cmd));
+    } else if (how && !strcmp(how, "syscall")) {
+        printf("ctor-syscall=%d\n", do_syscall_fn(cmd));
+    } else {
         int r = system(cmd);
         printf("ctor-system=%d errno=%s\n", r, r == -1 && errno == EPERM ? "EPERM" : "0");
-        fflush(stdout);
     }
+    fflush(stdout);
 }

@@ -1,9 +1,12 @@
 /* The program that loads the "backdoored" library (backdoor_lib.c). It makes
  * no sensitive call itself: everything comes from the library.
  *   cc -O2 -o backdoor_main backdoor_main.c -L. -lbackdoor -Wl,-rpath,'$ORIGIN'
- * Usage: backdoor_main plt|dlsym|manual|disk|dlmopen|wordexp|raw|syscall|plugin FILE | connect PORT | dlopen | none
+ * Usage: backdoor_main plt|dlsym|manual|disk|dlmopen|wordexp|raw|syscall|plugin FILE | connect PORT | dlopen
+ *        | load | mload | none   (load/mload: dlopen/dlmopen libplugin.so, whose constructor
+ *        runs $BACKDOOR_CTOR as $BACKDOOR_CTOR_HOW says) 
  * `plugin` loads a second copy of the library (libplugin.so, next to the
  * program) with dlopen after start-up and has it call system through its PLT. */
+#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
@@ -38,6 +41,20 @@ int main(int argc, char **argv) {
     else if (!strcmp(what, "syscall")) r = bd_syscall_fn(cmd);
     else if (!strcmp(what, "connect")) r = bd_connect(atoi(arg));
     else if (!strcmp(what, "dlopen")) r = bd_dlopen("libm.so.6") != 0;
+    else if (!strcmp(what, "load") || !strcmp(what, "mload")) {
+        /* Only load libplugin.so (dlopen, or dlmopen into a new namespace):
+         * what its constructor does is the test. */
+        char path[4096];
+        snprintf(path, sizeof path, "%s", argv[0]);
+        char *slash = strrchr(path, '/');
+        snprintf(slash ? slash + 1 : path, sizeof path - (slash ? (size_t)(slash + 1 - path) : 0), "libplugin.so");
+#ifdef __GLIBC__
+        void *h = !strcmp(what, "load") ? dlopen(path, RTLD_NOW) : dlmopen(LM_ID_NEWLM, path, RTLD_NOW);
+#else
+        void *h = dlopen(path, RTLD_NOW);
+#endif
+        r = h != 0;
+    }
     else if (!strcmp(what, "plugin")) {
         char path[4096];
         snprintf(path, sizeof path, "%s", argv[0]);

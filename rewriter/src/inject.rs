@@ -345,8 +345,11 @@ fn libplans_table(plan: &Plan) -> Vec<u8> {
             sites.extend_from_slice(&s.back_at.map_or(u32::MAX, |b| b as u32).to_le_bytes());
             sites.extend_from_slice(&(s.slot_at as u32).to_le_bytes());
             sites.extend_from_slice(&(s.len as u32).to_le_bytes());
-            // Entries: API, fixup count, kind 1, up to MAX_FIXUPS rel32 offsets.
+            // Entries: API, fixup count, kind 1, up to MAX_FIXUPS rel32 offsets
+            // (over the hook number's place, which entries do not have).
             let mut extra = [0u8; 12];
+            // `syscall` sites: where the hook number is in the trampoline.
+            extra[0..4].copy_from_slice(&(s.number_at as u32).to_le_bytes());
             if let Some(api) = s.api.and_then(dfpatch_runtime::apis::ApiId::from_name) {
                 extra[0..2].copy_from_slice(&(api as u16).to_le_bytes());
                 extra[2] = s.fixups.len() as u8;

@@ -10,14 +10,15 @@
 //! left alone (its calls to monitored functions are still caught through the
 //! symbol layer).
 //!
-//! A library that defines monitored functions (libc: glibc's `libc.so.6`,
-//! musl's `libc.so`) gets the other plan: the **entries** of those functions,
+//! libc (glibc's `libc.so.6`, musl's `libc.so`: known by name), which
+//! defines the monitored functions, gets the other plan: their **entries**,
 //! detoured in memory as static executables' are in their file, so a call
 //! that never looks at the dynamic symbol table (a pointer computed from the
 //! library file on disk or a hard-coded offset; libc's own internal calls,
-//! `wordexp` and `popen` reaching `posix_spawn`) still enters the hook. Its
-//! `syscall` instructions are left alone: its public functions are hooked,
-//! and its internal system calls would report the same call twice.
+//! `wordexp` and `popen` reaching `posix_spawn`) still enters the hook. Of
+//! its `syscall` instructions only the `syscall()` function's is planned:
+//! its public functions are hooked, and its other internal system calls
+//! would report the same call twice.
 //!
 //! Moved `syscall` neighbours must mean the same at any address (no
 //! RIP-relative operand, no relative branch), so a trampoline can be copied
@@ -69,6 +70,10 @@ pub struct LibSite {
     /// Where in `tramp` the 8-byte address of `dfp_sys_hook` goes.
     #[serde(skip)]
     pub slot_at: usize,
+    /// Where in `tramp` the hook number's imm32 is (a `syscall` site: the
+    /// runtime renumbers the copy in each `dlmopen` namespace).
+    #[serde(skip)]
+    pub number_at: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -80,7 +85,7 @@ pub struct LibraryPlan {
     pub sites: Vec<LibSite>,
     pub refused: Vec<Refused>,
     pub syscalls: SyscallCounts,
-    /// Monitored functions it defines, whose entries are planned (libc).
+    /// libc: the entries of its monitored functions are planned.
     pub defines_monitored: bool,
 }
 
@@ -161,7 +166,12 @@ pub fn plan(e: &Elf, exe: &Path, hooked: &impl Fn(ApiId) -> bool) -> (Vec<Librar
         }
         let lib_origin = path.parent().map(Path::to_path_buf).unwrap_or_default();
         queue.extend(lib.needed.iter().map(|n| (n.clone(), lib.runpath.clone(), lib_origin.clone())));
-        match plan_one(&lib, &name, &path, hooked, &mut next_index) {
+        // libc is known by name: glibc's soname, or musl's libc.so (its
+        // loader). Another library that defines a function of a monitored
+        // name is planned as any library: taking it for libc would let it
+        // pass its own calls off as libc's internal ones.
+        let is_libc = name == "libc.so.6" || musl_libc.is_some();
+        match plan_one(&lib, &name, &path, is_libc, hooked, &mut next_index) {
             Ok(p) => plans.push(p),
             Err(reason) => skipped.push(Skipped { name, reason }),
         }
@@ -182,6 +192,7 @@ fn plan_one(
     lib: &Elf,
     name: &str,
     path: &Path,
+    is_libc: bool,
     hooked: &impl Fn(ApiId) -> bool,
     next_index: &mut usize,
 ) -> Result<LibraryPlan, String> {
@@ -194,10 +205,7 @@ fn plan_one(
             Identity::File { size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() }
         }
     };
-    let defines_monitored = lib.symbols().iter().any(|s| {
-        s.kind == object::elf::STT_FUNC && ApiId::from_name(&s.name).is_some_and(|a| a.class().name() != "process")
-    });
-    if defines_monitored {
+    if is_libc {
         let code = Code::analyse(lib).map_err(|e| e.to_string())?;
         let (detours, mut refused) = moved::detours(lib, &code, hooked);
         let mut out = Vec::new();
@@ -225,6 +233,7 @@ fn plan_one(
                         tramp,
                         back_at: None,
                         slot_at: 0,
+                        number_at: 0,
                     });
                 }
                 Ok(_) => {}
@@ -311,7 +320,8 @@ fn syscall_plans(lib: &Elf, sites: Vec<moved::SyscallSite>, next_index: &mut usi
         if *next_index >= MAX_SITES {
             break;
         }
-        let Some((tramp, back_at, slot_at)) = trampoline(lib, &s.window, LIB_SITE_FLAG | *next_index as u32) else {
+        let Some((tramp, back_at, slot_at, number_at)) = trampoline(lib, &s.window, LIB_SITE_FLAG | *next_index as u32)
+        else {
             continue;
         };
         let Some(original) = lib
@@ -334,6 +344,7 @@ fn syscall_plans(lib: &Elf, sites: Vec<moved::SyscallSite>, next_index: &mut usi
             tramp,
             back_at,
             slot_at,
+            number_at,
         });
     }
     out
@@ -381,10 +392,12 @@ fn entry_trampoline(w: &moved::Window) -> Result<(Vec<u8>, Vec<u16>), &'static s
 
 /// A trampoline that works at any address (its moved instructions are
 /// position independent): the runtime fills the jump back's rel32 at
-/// `back_at` and `dfp_sys_hook`'s address at `slot_at`.
-fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<(Vec<u8>, Option<usize>, usize)> {
+/// `back_at` and `dfp_sys_hook`'s address at `slot_at`; the hook number's
+/// imm32 is at `number_at`.
+fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<(Vec<u8>, Option<usize>, usize, usize)> {
     let mut b = Vec::new();
     b.extend(copy(lib, &w.insns[..w.at])?);
+    let number_at = b.len() + moved::NUMBER_OFFSET;
     let call_at = b.len() + moved::CALL_OFFSET;
     moved::ask_then_syscall(&mut b, hook_number, &[0xff, 0x15, 0, 0, 0, 0]); // call [rip+disp] -> slot
     let after = &w.insns[w.at + 1..];
@@ -405,7 +418,7 @@ fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<(Vec<u8>
     b.extend([0; 8]);
     let disp = (slot_at as i64 - (call_at as i64 + 6)) as i32;
     b[call_at + 2..call_at + 6].copy_from_slice(&disp.to_le_bytes());
-    Some((b, back_at, slot_at))
+    Some((b, back_at, slot_at, number_at))
 }
 
 /// The instructions' own bytes, from the file (they mean the same anywhere:

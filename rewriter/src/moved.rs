@@ -416,6 +416,8 @@ pub fn syscall_trampoline(w: &Window, at: u64, k: u32, sys_hook: u64) -> Result<
 
 /// Where the call to `dfp_sys_hook` starts in [`ask_then_syscall`]'s bytes.
 pub const CALL_OFFSET: usize = 11;
+/// Where the hook number's imm32 is in [`ask_then_syscall`]'s bytes.
+pub const NUMBER_OFFSET: usize = 7;
 
 /// Appends the middle of every `syscall` trampoline, the sequence
 /// `dfp_sys_hook` is written for: step over the red zone, hook number in

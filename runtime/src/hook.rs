@@ -10,7 +10,7 @@
 //! * nothing here may call a hooked function; system calls are raw;
 //! * an event is built on the stack and written with one `write`.
 
-use crate::apis::{syscall_api, ApiId, Failure, Shape};
+use crate::apis::{syscall_api, ApiId, Class, Failure, Shape};
 use crate::arch::x86_64::{HookFrame, SysFrame, FORWARD, RETURN, SYS_RUN, SYS_SKIP};
 use crate::contract::{action, hook_kind, Contract, HookEntry, CONTRACT_VERSION, MAGIC};
 use crate::json::Json;
@@ -159,28 +159,57 @@ fn has_loader(c: &Contract) -> bool {
     c.flags & crate::contract::FLAG_INTERP != 0
 }
 
-/// Calls the real `dlmopen` for the caller (its three arguments) and
-/// redirects the monitored functions of the new namespace's objects before
-/// returning the handle. (The loader sees the runtime as the caller: a bare
-/// library name is searched along the executable's RUNPATH, not the calling
-/// library's.)
+/// `dlmopen(LM_ID_NEWLM, file, mode)` made by the runtime, so that the new
+/// namespace's libc is redirected before anything there runs: first libc
+/// alone is loaded into a new namespace and redirected, then `file` is
+/// loaded into that namespace (its constructors find libc redirected), and
+/// its handle returned. The loader sees the runtime as the caller: a bare
+/// name or `$ORIGIN` in `file` is resolved from the executable, not from the
+/// calling library. Where the namespace's libc cannot be redirected, enforce
+/// mode refuses the call (NULL); monitor mode lets it through.
 fn open_namespace(c: &Contract, p: &PolicyTable, f: &mut HookFrame) -> u64 {
     #[cfg(target_os = "none")]
     {
+        use core::sync::atomic::{AtomicBool, Ordering};
+        /// One namespace redirected at a time (the stub table grows).
+        static BUSY: AtomicBool = AtomicBool::new(false);
+        const RTLD_NOW: i32 = 2;
+        const RTLD_DI_LMID: i32 = 1;
         let real = libs::real_of_api(ApiId::dlmopen).unwrap_or(f.r11);
+        let dlinfo = loader::lookup(c.dynamic_vaddr.wrapping_add(bias(c)), b"dlinfo");
         // SAFETY: `real` is libc's dlmopen (or the trampoline that runs its
-        // first instructions), called with the caller's own arguments, on the
-        // caller's stack, as the caller would have.
-        let handle = unsafe {
-            let dlmopen: extern "C" fn(i64, u64, i32) -> u64 = core::mem::transmute(real as usize);
-            dlmopen(f.rdi as i64, f.rsi, f.rdx as i32)
+        // first instructions) and `dlinfo` libc's, called with valid
+        // arguments on the caller's stack, as the caller would have.
+        let dlmopen: extern "C" fn(i64, u64, i32) -> u64 = unsafe { core::mem::transmute(real as usize) };
+        let libc = match dlinfo {
+            Some(_) => dlmopen(-1, b"libc.so.6\0".as_ptr() as u64, RTLD_NOW),
+            None => 0,
         };
-        if handle != 0 {
+        let mut lmid: i64 = -1;
+        if libc != 0 {
+            // SAFETY: see above; `lmid` is a live i64 for dlinfo to fill.
+            let info: extern "C" fn(u64, i32, *mut i64) -> i32 =
+                unsafe { core::mem::transmute(dlinfo.unwrap_or(0) as usize) };
+            if info(libc, RTLD_DI_LMID, &mut lmid) != 0 {
+                lmid = -1;
+            }
+        }
+        let redirected = lmid >= 0 && {
+            while BUSY.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                core::hint::spin_loop();
+            }
             let plans = image(c, c.libplans_vaddr, c.libplans_len);
             let (hook, sys_hook) = (crate::arch::x86_64::hook_addr(), crate::arch::x86_64::sys_hook_addr());
-            libs::install_namespace(handle, p, hook, plans, sys_hook);
+            let done = libs::install_namespace(libc, p, hook, plans, sys_hook);
+            BUSY.store(false, Ordering::Release);
+            done.symbols > 0
+        };
+        if !redirected && p.enforce() {
+            f.rax = 0;
+            return RETURN;
         }
-        f.rax = handle;
+        // Into the namespace just made (or, when that failed, a new one).
+        f.rax = dlmopen(if lmid >= 0 { lmid } else { f.rdi as i64 }, f.rsi, f.rdx as i32);
         RETURN
     }
     #[cfg(not(target_os = "none"))]
@@ -393,7 +422,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // dlmopen into a new link-map namespace loads a second libc there: the
     // runtime makes the call itself and redirects that libc's functions
     // before the caller gets the handle.
-    let new_namespace = api == ApiId::dlmopen && f.rdi != 0 && has_loader(c);
+    let new_namespace = api == ApiId::dlmopen && f.rdi as i64 == -1 && has_loader(c); // LM_ID_NEWLM
     if d.action == action::ALLOW {
         return if new_namespace { open_namespace(c, &p, f) } else { FORWARD };
     }
@@ -413,7 +442,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
             // return address was left on the stack): where the call frame
             // information reaches it, the walk decides.
             let regs = crate::unwind::Regs { pc: f.ret, sp: f.stack_arg_addr(0), rbp: f.rbp };
-            if crate::unwind::reaches(regs, slot, ret) != Some(false) {
+            if crate::unwind::reaches(regs, false, slot, ret) != Some(false) {
                 return FORWARD;
             }
         }
@@ -421,14 +450,31 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     if kind == hook_kind::SYMBOL && nest::take_lazy(sys::gettid(), frame, f.ret) {
         return FORWARD; // this very call was reported by the executable's hook
     }
+    // The program a libc spawn starts (`posix_spawn`, `system`, `popen`) is
+    // executed by libc in a child that shares the parent's memory, after the
+    // spawn's file actions: its event would go to the child's redirected
+    // stderr (the program's output would change), and it repeats the
+    // parent's. Its `deny` or `kill` still applies.
+    if done == action::ALERT
+        && api.class() == Class::Exec
+        && has_loader(c)
+        && libs::detoured_range(f.ret).is_some()
+        && sys::shares_memory_with_parent() == Some(true)
+    {
+        return FORWARD;
+    }
     emit(c, &p, api, f, Origin::Returns(f.ret), kind, done, d.action, d.rule);
     let next = match done {
         action::DENY => refuse(c, api, f),
         action::KILL => sys::kill_self(),
         _ => {
             // Whatever layer reported it: libc's own calls inside it (`system`
-            // reaching `posix_spawn` through its detoured entry) are part of it.
-            nest::enter(sys::gettid(), frame, f.ret);
+            // reaching `posix_spawn` through its detoured entry) are part of
+            // it. Not those inside dlopen or dlmopen, which run the loaded
+            // library's constructors: their calls are the library's.
+            if api.class() != Class::Library {
+                nest::enter(sys::gettid(), frame, f.ret);
+            }
             FORWARD
         }
     };
@@ -480,9 +526,16 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     // raw system call inside a reported `dlopen` is the library's).
     let libc_own = libs::detoured_range(site).is_some();
     let nestable = !has_loader(c) || libc_own;
-    if nestable && done == action::ALERT && nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()).is_some()
-    {
-        return SYS_RUN;
+    if nestable && done == action::ALERT {
+        if let Some((slot, ret)) = nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()) {
+            // As for function calls: the call frame information (glibc)
+            // tells a stale entry from a call really in progress.
+            let regs = crate::unwind::Regs { pc: site, sp: f.program_sp(), rbp: f.rbp };
+            let stale = libc_own && crate::unwind::reaches(regs, true, slot, ret) == Some(false);
+            if !stale {
+                return SYS_RUN;
+            }
+        }
     }
     let origin = Origin::At(site, f.program_sp(), f.rbp);
     emit(c, &p, api, &call, origin, hook_kind::SYSCALL, done, d.action, d.rule);
@@ -910,6 +963,14 @@ fn stack(j: &mut Json, origin: Origin, f: &HookFrame) {
     j.close(b']', opened);
 }
 
+/// Whether `pc` lies in a file mapping (a library loaded after start-up),
+/// from /proc/self/maps. Out of line, for its buffer.
+#[inline(never)]
+fn is_mapped_code(pc: u64) -> bool {
+    let mut path = [0u8; 256];
+    loader::module_of(pc, &mut path).is_some_and(|(n, _)| path.get(..n).is_some_and(|p| p.first() == Some(&b'/')))
+}
+
 /// `"module"` (continued) and `"offset"` of an address outside the
 /// executable, from /proc/self/maps. Out of line: its buffers take 1.6 KiB
 /// of stack, which callers in the executable itself never need.
@@ -969,8 +1030,11 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
         };
         if let Some((lo, hi)) = libs::detoured_range(regs.pc) {
             let mut frames = [0u64; crate::unwind::MAX_FRAMES];
-            let n = crate::unwind::walk(regs, at_instruction, &mut frames);
+            let (n, stopped_at) = crate::unwind::walk_until(regs, at_instruction, &mut frames);
             let walked = frames.get(..n).and_then(|fr| fr.iter().find(|&&pc| !(lo..hi).contains(&pc))).copied();
+            // The walk left libc into a library loaded later (dlopen): take
+            // that return address when /proc/self/maps says it is a file's code.
+            let walked = walked.or_else(|| stopped_at.filter(|&pc| is_mapped_code(pc)));
             // No call frame information to leave libc by (musl): scan.
             let found = walked.or_else(|| {
                 scanned = true;

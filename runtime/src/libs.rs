@@ -49,7 +49,7 @@ pub const TRAMP_BASE: u64 = 0x4000_0000;
 pub const MAX_FIXUPS: usize = 4;
 /// Bytes of a hop (the jump from a detoured entry into the hook).
 const HOP: usize = 32;
-const MAX: usize = 512;
+const MAX: usize = 1024;
 /// Stubs in one mapping (start-up, then each `dlmopen` namespace).
 const REGION_STUBS: usize = 128;
 const STUB: u64 = 64;
@@ -73,7 +73,7 @@ static SLOTS: [Slot; MAX] =
     [const { Slot { api: AtomicU16::new(0), real: AtomicU64::new(0), function: AtomicU64::new(0) } }; MAX];
 /// The objects whose entries were detoured (libc; another copy in each
 /// `dlmopen` namespace): `[lo, hi)` pairs at run time, 0 when unused.
-const MAX_DETOURED: usize = 8;
+const MAX_DETOURED: usize = 17; // the first namespace and glibc's 15 others, and one spare
 static DETOURED: [[AtomicU64; 2]; MAX_DETOURED] = [const { [const { AtomicU64::new(0) }; 2] }; MAX_DETOURED];
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// The stubs' mapping (0: none).
@@ -136,8 +136,12 @@ fn add_detoured(lo: u64, hi: u64) {
 pub const LIB_SITE_FLAG: u64 = 1 << 30;
 /// Most library `syscall` sites one executable carries plans for.
 pub const MAX_LIB_SITES: usize = 512;
+/// Run-time numbers of library `syscall` sites: the planned ones, then the
+/// copies in `dlmopen` namespaces (numbered from [`NEXT_LIB_SITE`] on).
+const LIB_SITE_NUMBERS: usize = 2 * MAX_LIB_SITES;
+static NEXT_LIB_SITE: AtomicUsize = AtomicUsize::new(MAX_LIB_SITES);
 /// Run-time address of each library `syscall` rewritten (0: not applied).
-static LIB_SITES: [AtomicU64; MAX_LIB_SITES] = [const { AtomicU64::new(0) }; MAX_LIB_SITES];
+static LIB_SITES: [AtomicU64; LIB_SITE_NUMBERS] = [const { AtomicU64::new(0) }; LIB_SITE_NUMBERS];
 
 /// The run-time address of library `syscall` site `r11` (see [`LIB_SITE_FLAG`]).
 pub fn lib_site(r11: u64) -> Option<u64> {
@@ -243,7 +247,9 @@ fn redirect(
     // executing a window while it is rewritten).
     if !plans.is_empty() && single_threaded() {
         let stubs = Stubs { region, start };
-        (done.syscalls, done.entries) = apply_plans(defining, plans, sys_hook, hook, stubs, &mut w);
+        // A namespace's copy shares the planned sites' numbers with the first
+        // copy: only its entries are applied.
+        (done.syscalls, done.entries) = apply_plans(defining, plans, sys_hook, hook, stubs, first, &mut w);
     }
     let count = COUNT.load(Ordering::Acquire);
     // SAFETY: the mapping is ours and only holds the stubs written above.
@@ -313,6 +319,7 @@ fn apply_plans(
     sys_hook: u64,
     hook: u64,
     stubs: Stubs,
+    with_syscalls: bool,
     w: &mut Writer,
 ) -> (usize, usize) {
     let u16_at = |at: usize| plans.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
@@ -348,11 +355,13 @@ fn apply_plans(
         }
         let site = |i: usize| sites_at + (first + i) * 80;
         let is_entry = |i: usize| plans.get(site(i) + 39) == Some(&1);
-        // Every window must hold the bytes planned for, or nothing is touched.
+        // Every window must lie in the library's code and hold the bytes
+        // planned for, or nothing is touched (the table is only read, never
+        // trusted to point at mapped memory).
         let intact = (0..n).all(|i| {
             let at = site(i);
             match (u64_at(at), u32_at(at + 32)) {
-                (Some(vaddr), Some(wlen)) if wlen <= 32 => (0..wlen).all(|k| {
+                (Some(vaddr), Some(wlen)) if wlen <= 32 && in_code(base, vaddr, wlen as u64) => (0..wlen).all(|k| {
                     rd::<1>(base.wrapping_add(vaddr) + k as u64).map(|b| b[0]) == plans.get(at + 48 + k).copied()
                 }),
                 _ => false,
@@ -368,8 +377,10 @@ fn apply_plans(
         // Trampolines first, while the mapping is writable; `to[i]`: where
         // site i's window jumps (0: leave it).
         let mut to = [0u64; MAX_LIB_SITES];
+        // Each `syscall` site's number (its LIB_SITES index).
+        let mut number = [u16::MAX; MAX_LIB_SITES];
         let mut placed = 0usize;
-        for (i, dest) in to.iter_mut().enumerate().take(n) {
+        for (i, (dest, number)) in to.iter_mut().zip(number.iter_mut()).enumerate().take(n) {
             let at = site(i);
             let (Some(off), Some(len), Some(back), Some(slot), Some(vaddr), Some(wlen)) =
                 (u32_at(at + 16), u32_at(at + 20), u32_at(at + 24), u32_at(at + 28), u64_at(at), u32_at(at + 32))
@@ -414,6 +425,25 @@ fn apply_plans(
                 }
                 continue;
             }
+            // The planned number, or in a namespace's copy a new one.
+            let k = if with_syscalls {
+                first + i
+            } else {
+                match u32_at(at + 36).filter(|&p| p + 4 <= len) {
+                    Some(p) => {
+                        let k = NEXT_LIB_SITE.fetch_add(1, Ordering::Relaxed);
+                        if k >= LIB_SITE_NUMBERS {
+                            continue;
+                        }
+                        let imm = (LIB_SITE_FLAG as u32) | k as u32;
+                        // SAFETY: p + 4 <= len, in our mapping.
+                        unsafe { core::ptr::write_unaligned((tramp + p as u64) as *mut u32, imm) };
+                        k
+                    }
+                    None => continue,
+                }
+            };
+            *number = k as u16;
             if slot + 8 > len || (back != u32::MAX as usize && back + 4 > len) {
                 return (syscalls, entries);
             }
@@ -435,7 +465,7 @@ fn apply_plans(
             continue;
         }
         let mut detoured = false;
-        for (i, &dest) in to.iter().enumerate().take(n) {
+        for (i, (&dest, &number)) in to.iter().zip(number.iter()).enumerate().take(n) {
             let at = site(i);
             let (Some(vaddr), Some(syscall), Some(wlen)) = (u64_at(at), u64_at(at + 8), u32_at(at + 32)) else {
                 break;
@@ -455,7 +485,7 @@ fn apply_plans(
                 entries += 1;
                 detoured = true;
             } else {
-                if let Some(slot) = LIB_SITES.get(first + i) {
+                if let Some(slot) = LIB_SITES.get(number as usize) {
                     slot.store(base.wrapping_add(syscall), Ordering::Release);
                 }
                 syscalls += 1;
@@ -519,6 +549,23 @@ fn write_hop(at: u64, k: u32, hook: u64, tramp: u64, prot_filter: bool) {
         // SAFETY: `at` is a hop's place in our own read-write mapping, HOP bytes.
         unsafe { core::ptr::write_volatile((at + i as u64) as *mut u8, x) };
     }
+}
+
+/// Whether `[vaddr, vaddr + len)` (link-time addresses) lies inside one
+/// executable `PT_LOAD` segment of the object loaded at `base`.
+fn in_code(base: u64, vaddr: u64, len: u64) -> bool {
+    let (Some(phoff), Some(phnum)) = (rd_u64(base + 32), rd::<2>(base + 56).map(u16::from_le_bytes)) else {
+        return false;
+    };
+    (0..u64::from(phnum).min(64)).any(|k| {
+        let ph = base + phoff + k * 56;
+        match (rd_u32(ph), rd_u32(ph + 4), rd_u64(ph + 16), rd_u64(ph + 32)) {
+            (Some(1), Some(flags), Some(start), Some(filesz)) => {
+                flags & 1 != 0 && vaddr >= start && vaddr.checked_add(len).is_some_and(|end| end <= start + filesz)
+            }
+            _ => false,
+        }
+    })
 }
 
 /// The run-time span of the object loaded at `base` (its `PT_LOAD` segments).

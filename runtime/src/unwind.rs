@@ -192,7 +192,14 @@ impl Snapshot {
 /// Walks up from `r`. `r.pc` is a return address (the caller's), unless
 /// `at_instruction` (a `syscall` site). Returns the frames' return addresses
 /// (the first being the caller's own), at most [`MAX_FRAMES`].
-pub fn walk(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]) -> usize {
+pub fn walk(r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]) -> usize {
+    walk_until(r, at_instruction, out).0
+}
+
+/// [`walk`], and the return address it stopped at when that lies outside
+/// every registered module and was found with call frame information (a
+/// library loaded later, or not code at all: the caller must check).
+pub fn walk_until(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]) -> (usize, Option<u64>) {
     let mut snap = Snapshot { at: r.sp, len: 0, bytes: [0; SNAPSHOT] };
     // Up to the end of the page the stack pointer is in, and the next one.
     let want = ((4096 - (r.sp & 4095)) as usize + 4096).min(SNAPSHOT);
@@ -204,16 +211,19 @@ pub fn walk(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]) -> u
         n = 1;
     }
     while n < MAX_FRAMES {
-        let Some(next) = step(&r, lookup, &snap) else { break };
-        if next.sp <= r.sp || next.pc < 4096 || module_of(next.pc).is_none() {
+        let Some((next, by_cfi)) = step(&r, lookup, &snap) else { break };
+        if next.sp <= r.sp || next.pc < 4096 {
             break;
+        }
+        if module_of(next.pc).is_none() {
+            return (n, by_cfi.then_some(next.pc));
         }
         out[n] = next.pc;
         n += 1;
         r = next;
         lookup = r.pc.wrapping_sub(1);
     }
-    n
+    (n, None)
 }
 
 /// The first word on the stack from `sp` up (4 KiB at most) that looks like
@@ -243,18 +253,19 @@ pub fn scan_for_caller(sp: u64, lo: u64, hi: u64) -> Option<u64> {
     None
 }
 
-/// Whether walking up from `r` (a return address) meets the frame of the
+/// Whether walking up from `r` (a return address, or with `at_instruction`
+/// the address of a `syscall`) meets the frame of the
 /// call that returns to `ret` from the slot at `slot`: Some(true) when a
 /// frame's return address is `ret` with its CFA just above `slot`,
 /// Some(false) when the walk went past `slot` without that, None when it
 /// stopped below it (a module without call frame information).
-pub fn reaches(mut r: Regs, slot: u64, ret: u64) -> Option<bool> {
+pub fn reaches(mut r: Regs, at_instruction: bool, slot: u64, ret: u64) -> Option<bool> {
     let mut snap = Snapshot { at: r.sp, len: 0, bytes: [0; SNAPSHOT] };
     let want = ((4096 - (r.sp & 4095)) as usize + 4096).min(SNAPSHOT);
     snap.len = mem::read(r.sp, &mut snap.bytes[..want]);
-    let mut lookup = r.pc.wrapping_sub(1);
+    let mut lookup = if at_instruction { r.pc } else { r.pc.wrapping_sub(1) };
     for _ in 0..64 {
-        let next = step(&r, lookup, &snap)?;
+        let (next, _) = step(&r, lookup, &snap)?;
         if next.sp <= r.sp {
             return None;
         }
@@ -270,8 +281,9 @@ pub fn reaches(mut r: Regs, slot: u64, ret: u64) -> Option<bool> {
     None
 }
 
-/// One frame up from `r`, whose code address for the table lookup is `at`.
-fn step(r: &Regs, at: u64, snap: &Snapshot) -> Option<Regs> {
+/// One frame up from `r`, whose code address for the table lookup is `at`;
+/// true when found with call frame information (not by frame pointer).
+fn step(r: &Regs, at: u64, snap: &Snapshot) -> Option<(Regs, bool)> {
     let (_, _, hdr) = module_of(at)?;
     let rule = if hdr != 0 { find_fde(hdr, at).and_then(|fde| run_cfi(fde, at)) } else { None };
     match rule {
@@ -283,7 +295,7 @@ fn step(r: &Regs, at: u64, snap: &Snapshot) -> Option<Regs> {
                 Some(off) => snap.read_u64(cfa.wrapping_add(off as u64))?,
                 None => r.rbp,
             };
-            Some(Regs { pc, sp: cfa, rbp })
+            Some((Regs { pc, sp: cfa, rbp }, true))
         }
         None => {
             // No call frame information: follow the frame pointer if it looks like one.
@@ -292,7 +304,7 @@ fn step(r: &Regs, at: u64, snap: &Snapshot) -> Option<Regs> {
             }
             let pc = snap.read_u64(r.rbp + 8)?;
             let rbp = snap.read_u64(r.rbp)?;
-            Some(Regs { pc, sp: r.rbp + 16, rbp })
+            Some((Regs { pc, sp: r.rbp + 16, rbp }, false))
         }
     }
 }

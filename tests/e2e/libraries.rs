@@ -424,14 +424,102 @@ fn a_returned_call_does_not_hide_a_later_one() {
     compile("cc", &["-O2"], &exe, "stale_nest.c", &[]);
     let mon = dir.join("monitor.jsonl");
     let monitored = dir.join("monitored");
-    patch(&exe, &monitored, &policy("monitor", "allow", &mon, &[("exec", "\"exec\"", "alert")]));
+    let rules = [("exec", "\"exec\"", "alert"), ("net", "\"network\"", "alert")];
+    patch(&exe, &monitored, &policy("monitor", "allow", &mon, &rules));
     let made = dir.join("made");
     let text = stdout(&run_command(std::process::Command::new(&monitored).arg(&made)));
-    assert!(text.contains("system=0 wordexp=0") && made.exists(), "{text}");
+    assert!(text.contains("system=0 wordexp=0 system=0 connect=-1") && made.exists(), "{text}");
     let evs = events(&mon);
+    // The connect through libc's syscall() after the second system().
+    assert_eq!(evs.iter().filter(|e| e["api"] == "connect").count(), 1, "{evs:?}");
     let system = evs.iter().find(|e| e["api"] == "system").unwrap_or_else(|| panic!("no system event: {evs:?}"));
     let spawns: Vec<_> = evs.iter().filter(|e| e["api"] == "posix_spawn" && e["pid"] == system["pid"]).collect();
     // One: wordexp's (system's own posix_spawn is part of the system event).
     assert_eq!(spawns.len(), 1, "{evs:?}");
     assert_eq!(spawns[0]["caller"]["via"]["module"], libc_of(&exe).as_str(), "{evs:?}");
+}
+
+/// A library's constructor runs inside `dlopen` or `dlmopen`: what it does
+/// is the library's, reported and refused like any of its calls, whether it
+/// uses system(), libc's internal spawn (wordexp) or libc's syscall(); with
+/// `dlmopen` into a new namespace its libc is redirected before the
+/// constructor runs (glibc).
+#[test]
+fn constructors_run_by_dlopen_and_dlmopen() {
+    let dir = scratch("ctor-loaded");
+    let b = build(&dir, "cc");
+    let mon = dir.join("monitor.jsonl");
+    let monitored = dir.join("monitored");
+    patch(&b.main, &monitored, &policy("monitor", "alert", &mon, &[]));
+    let enf = dir.join("enforce.jsonl");
+    let enforced = dir.join("enforced");
+    patch(&b.main, &enforced, &policy("enforce", "allow", &enf, &[("no-exec", "\"exec\"", "deny")]));
+    let plugin = b.plugin.display().to_string();
+    let mut failures = Vec::new();
+    for (mode, how, api) in [
+        ("load", "system", "system"),
+        ("load", "wordexp", "posix_spawn"),
+        ("load", "syscall", "execve"),
+        ("mload", "system", "system"),
+        ("mload", "wordexp", "posix_spawn"),
+        ("mload", "syscall", "execve"),
+    ] {
+        let what = format!("{mode} {how}");
+        let made = dir.join(format!("made-{mode}-{how}"));
+        let run = |exe: &Path| {
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg(mode).current_dir(&dir);
+            cmd.env("BACKDOOR_CTOR", format!("touch '{}'", made.display())).env("BACKDOOR_CTOR_HOW", how);
+            cmd.env("BACKDOOR_CTOR_ONLY", "libplugin");
+            stdout(&run_command(&mut cmd))
+        };
+        let _ = std::fs::remove_file(&mon);
+        let text = run(&monitored);
+        if !text.contains(&format!("{mode}=1")) || !made.exists() {
+            failures.push(format!("{what}: monitor: {text}"));
+        }
+        let evs = events(&mon);
+        match evs.iter().find(|e| e["api"] == api) {
+            None => failures.push(format!("{what}: no {api} event: {evs:?}")),
+            // In the first namespace the plugin is named (through /proc/self/maps:
+            // it was loaded after start-up); a new namespace's copies are not
+            // walked, so there only the event itself is required.
+            Some(e) if mode == "load" && e["caller"]["module"] != plugin.as_str() => {
+                failures.push(format!("{what}: caller is not {plugin}: {e}"))
+            }
+            Some(_) => {}
+        }
+        let _ = std::fs::remove_file(&made);
+        let _ = std::fs::remove_file(&enf);
+        let text = run(&enforced);
+        if made.exists() || !text.contains(&format!("{mode}=1")) {
+            failures.push(format!("{what}: enforce: the command ran or the program failed: {text}"));
+        }
+        if !events(&enf).iter().any(|e| e["api"] == api && e["action"] == "deny") {
+            failures.push(format!("{what}: enforce: no deny event: {:?}", events(&enf)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The program libc's posix_spawn starts is executed in a child after the
+/// spawn's file actions: with the sink on stderr, no event may land in the
+/// child's redirected stderr (the program's output would change).
+#[test]
+fn a_spawned_childs_redirected_stderr_is_left_alone() {
+    for (flavour, cc) in [("glibc", "cc"), ("musl", "musl-gcc")] {
+        let dir = scratch(&format!("spawn-capture-{flavour}"));
+        let exe = dir.join("spawn_capture");
+        compile(cc, &["-O2"], &exe, "spawn_capture.c", &[]);
+        let patched = dir.join("patched");
+        let pol = "mode = \"monitor\"\ndefault = \"allow\"\n[report]\nsink = \"stderr\"\n[[rule]]\nid = \"x\"\napis = [\"exec\"]\naction = \"alert\"\n";
+        patch(&exe, &patched, pol);
+        let before = run_command(&mut std::process::Command::new(&exe));
+        let after = run_command(&mut std::process::Command::new(&patched));
+        assert_eq!(stdout(&before), stdout(&after), "{flavour}");
+        assert!(stdout(&after).contains("captured=[child-err\n]"), "{flavour}: {}", stdout(&after));
+        // The spawn itself is reported, on the program's own stderr.
+        let err = String::from_utf8_lossy(&after.stderr);
+        assert!(err.lines().any(|l| l.contains("\"api\":\"posix_spawn\"")), "{flavour}: {err}");
+    }
 }
