@@ -455,10 +455,13 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // spawn's file actions: its event would go to the child's redirected
     // stderr (the program's output would change), and it repeats the
     // parent's. Its `deny` or `kill` still applies.
+    // (In a static executable, libc's code is not told from the program's:
+    // there the parent must be suspended inside a reported call, as a
+    // spawning parent is until the child executes.)
+    let libcs_child = if has_loader(c) { libs::detoured_range(f.ret).is_some() } else { nest::any_live() };
     if done == action::ALERT
         && api.class() == Class::Exec
-        && has_loader(c)
-        && libs::detoured_range(f.ret).is_some()
+        && libcs_child
         && sys::shares_memory_with_parent() == Some(true)
     {
         return FORWARD;
@@ -536,6 +539,15 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
                 return SYS_RUN;
             }
         }
+    }
+    // The execve of a libc spawn's child (see dfp_dispatch).
+    let libcs_child = if has_loader(c) { libc_own } else { nest::any_live() };
+    if done == action::ALERT
+        && api.class() == Class::Exec
+        && libcs_child
+        && sys::shares_memory_with_parent() == Some(true)
+    {
+        return SYS_RUN;
     }
     let origin = Origin::At(site, f.program_sp(), f.rbp);
     emit(c, &p, api, &call, origin, hook_kind::SYSCALL, done, d.action, d.rule);
@@ -622,6 +634,18 @@ mod nest {
             let _ = s.tid.compare_exchange(tid as u32, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
         hit
+    }
+
+    /// Whether any thread is inside a reported call (its entry's return
+    /// address still in place). A child sharing its parent's memory sees the
+    /// parent's entries.
+    pub fn any_live() -> bool {
+        TABLE.iter().any(|s| {
+            let seq = s.seq.load(Ordering::Acquire);
+            let (t, frame, ret) =
+                (s.tid.load(Ordering::Relaxed), s.frame.load(Ordering::Relaxed), s.ret.load(Ordering::Relaxed));
+            seq & 1 == 0 && t != 0 && frame != 0 && mem::read_u64(frame) == Some(ret)
+        })
     }
 
     /// The reported call of this thread that a call at `sp` may be inside:

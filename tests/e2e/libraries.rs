@@ -507,10 +507,17 @@ fn constructors_run_by_dlopen_and_dlmopen() {
 /// child's redirected stderr (the program's output would change).
 #[test]
 fn a_spawned_childs_redirected_stderr_is_left_alone() {
-    for (flavour, cc) in [("glibc", "cc"), ("musl", "musl-gcc")] {
+    // Static files too: there libc's spawn child is known by its parent being
+    // suspended inside the reported posix_spawn.
+    for (flavour, cc, link) in [
+        ("glibc", "cc", "-O2"),
+        ("musl", "musl-gcc", "-O2"),
+        ("glibc-static", "cc", "-static"),
+        ("musl-static", "musl-gcc", "-static"),
+    ] {
         let dir = scratch(&format!("spawn-capture-{flavour}"));
         let exe = dir.join("spawn_capture");
-        compile(cc, &["-O2"], &exe, "spawn_capture.c", &[]);
+        compile(cc, &["-O2", link], &exe, "spawn_capture.c", &[]);
         let patched = dir.join("patched");
         let pol = "mode = \"monitor\"\ndefault = \"allow\"\n[report]\nsink = \"stderr\"\n[[rule]]\nid = \"x\"\napis = [\"exec\"]\naction = \"alert\"\n";
         patch(&exe, &patched, pol);
