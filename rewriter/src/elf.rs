@@ -340,6 +340,21 @@ impl<'a> Elf<'a> {
         out
     }
 
+    /// Bytes in executable sections.
+    pub fn code_size(&self) -> u64 {
+        self.sections.iter().filter(|s| s.is_exec()).map(|s| s.sh_size).sum()
+    }
+
+    /// Whether any executable section holds the bytes of a `syscall`
+    /// instruction (`0f 05`) anywhere: most files without one need no
+    /// disassembly for system calls.
+    pub fn code_may_have_syscall(&self) -> bool {
+        self.sections
+            .iter()
+            .filter(|s| s.is_exec())
+            .any(|s| self.section_data(s).is_ok_and(|d| memchr::memmem::find(d, &[0x0f, 0x05]).is_some()))
+    }
+
     /// The GNU build ID (`NT_GNU_BUILD_ID` note), if any.
     pub fn build_id(&self) -> Option<&'a [u8]> {
         for p in self.phdrs.iter().filter(|p| p.p_type == elf::PT_NOTE) {

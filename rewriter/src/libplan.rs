@@ -205,6 +205,15 @@ fn plan_one(
             Identity::File { size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() }
         }
     };
+    let made = |sites, refused, syscalls, defines_monitored| LibraryPlan {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        identity: identity.clone(),
+        sites,
+        refused,
+        syscalls,
+        defines_monitored,
+    };
     if is_libc {
         let code = Code::analyse(lib).map_err(|e| e.to_string())?;
         let (detours, mut refused) = moved::detours(lib, &code, hooked);
@@ -262,19 +271,11 @@ fn plan_one(
         let sites = sites.into_iter().filter(|x| in_generic(x.window.insns[x.window.at].ip())).collect();
         out.extend(syscall_plans(lib, sites, next_index));
         refused.extend(no.into_iter().filter(|r| in_generic(r.vaddr)));
-        return Ok(LibraryPlan {
-            name: name.to_string(),
-            path: path.to_path_buf(),
-            identity,
-            sites: out,
-            refused,
-            syscalls: counts,
-            defines_monitored: true,
-        });
+        return Ok(made(out, refused, counts, true));
     }
     // A whole-library disassembly costs about 0.1 s per 10 MB of code, once
     // per patched program: the largest libraries (libLLVM: 110 MB) are left out.
-    let code_bytes: u64 = lib.sections.iter().filter(|s| s.is_exec()).map(|s| s.sh_size).sum();
+    let code_bytes = lib.code_size();
     if code_bytes > MAX_CODE {
         return Err(format!(
             "{} MiB of code: too large to plan at patch time (its raw system calls are not rewritten)",
@@ -282,35 +283,14 @@ fn plan_one(
         ));
     }
     // Most libraries have no `syscall` at all: skip the disassembly then.
-    let has_syscall = lib
-        .sections
-        .iter()
-        .filter(|s| s.is_exec())
-        .any(|s| lib.section_data(s).is_ok_and(|d| memchr::memmem::find(d, &[0x0f, 0x05]).is_some()));
-    if !has_syscall {
-        return Ok(LibraryPlan {
-            name: name.to_string(),
-            path: path.to_path_buf(),
-            identity,
-            sites: Vec::new(),
-            refused: Vec::new(),
-            syscalls: SyscallCounts::default(),
-            defines_monitored: false,
-        });
+    if !lib.code_may_have_syscall() {
+        return Ok(made(Vec::new(), Vec::new(), SyscallCounts::default(), false));
     }
     let code = Code::analyse(lib).map_err(|e| e.to_string())?;
     let cancel = moved::cancellation_windows(lib);
     let (sites, refused, counts) = moved::syscall_sites(&code, hooked, &[], &cancel, true);
     let out = syscall_plans(lib, sites, next_index);
-    Ok(LibraryPlan {
-        name: name.to_string(),
-        path: path.to_path_buf(),
-        identity,
-        sites: out,
-        refused,
-        syscalls: counts,
-        defines_monitored: false,
-    })
+    Ok(made(out, refused, counts, false))
 }
 
 /// The plans of `syscall` sites (trampolines that work at any address).

@@ -316,12 +316,8 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         // Layer 4 for the executable's own code: `syscall` instructions
         // (inline assembly, a vendored wrapper), as in static executables.
         let taken: Vec<(u64, u64)> = sites.iter().map(|x| (x.vaddr, x.vaddr + x.len as u64)).collect();
-        let code_bytes: u64 = e.sections.iter().filter(|x| x.is_exec()).map(|x| x.sh_size).sum();
-        let has_syscall = e
-            .sections
-            .iter()
-            .filter(|x| x.is_exec())
-            .any(|x| e.section_data(x).is_ok_and(|d| memchr::memmem::find(d, &[0x0f, 0x05]).is_some()));
+        let code_bytes = e.code_size();
+        let has_syscall = e.code_may_have_syscall();
         if flavour.go {
             // Go's system calls run on goroutine stacks of a few KiB.
             refused.push(moved::Refused {

@@ -458,10 +458,10 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // (In a static executable, libc's code is not told from the program's:
     // there the parent must be suspended inside a reported call, as a
     // spawning parent is until the child executes.)
-    let libcs_child = if has_loader(c) { libs::detoured_range(f.ret).is_some() } else { nest::any_live() };
+    let libcs_child = || if has_loader(c) { libs::detoured_range(f.ret).is_some() } else { nest::any_live() };
     if done == action::ALERT
         && api.class() == Class::Exec
-        && libcs_child
+        && libcs_child()
         && sys::shares_memory_with_parent() == Some(true)
     {
         return FORWARD;
@@ -541,10 +541,9 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
         }
     }
     // The execve of a libc spawn's child (see dfp_dispatch).
-    let libcs_child = if has_loader(c) { libc_own } else { nest::any_live() };
     if done == action::ALERT
         && api.class() == Class::Exec
-        && libcs_child
+        && (if has_loader(c) { libc_own } else { nest::any_live() })
         && sys::shares_memory_with_parent() == Some(true)
     {
         return SYS_RUN;

@@ -375,23 +375,31 @@ fn apply_plans(
         let total: usize = (0..n).filter_map(room).sum();
         let Some(near) = map_near(base, total as u64) else { continue };
         // Trampolines first, while the mapping is writable; `to[i]`: where
-        // site i's window jumps (0: leave it).
+        // site i's window jumps (0: leave it). Nothing outside this mapping
+        // changes before it is sealed: a stub sent to a trampoline that is
+        // not executable yet would crash the next call.
         let mut to = [0u64; MAX_LIB_SITES];
-        // Each `syscall` site's number (its LIB_SITES index).
+        // Each `syscall` site's number (its LIB_SITES index), or each
+        // entry's stub slot.
         let mut number = [u16::MAX; MAX_LIB_SITES];
+        let damaged = |near: u64| {
+            // SAFETY: our own mapping, which nothing refers to yet.
+            unsafe { sys::unmap(near, total as u64) };
+            (syscalls, entries)
+        };
         let mut placed = 0usize;
         for (i, (dest, number)) in to.iter_mut().zip(number.iter_mut()).enumerate().take(n) {
             let at = site(i);
             let (Some(off), Some(len), Some(back), Some(slot), Some(vaddr), Some(wlen)) =
                 (u32_at(at + 16), u32_at(at + 20), u32_at(at + 24), u32_at(at + 28), u64_at(at), u32_at(at + 32))
             else {
-                return (syscalls, entries);
+                return damaged(near);
             };
-            let Some(bytes) = plans.get(off..off + len) else { return (syscalls, entries) };
+            let Some(bytes) = plans.get(off..off + len) else { return damaged(near) };
             let tramp = near + placed as u64;
             placed += room(i).unwrap_or(0);
             if placed > total {
-                return (syscalls, entries); // a damaged table: touch nothing more
+                return damaged(near); // a damaged table: touch nothing more
             }
             for (k, &b) in bytes.iter().enumerate() {
                 // SAFETY: inside our own read-write mapping of `total` bytes.
@@ -418,9 +426,10 @@ fn apply_plans(
                 let Some(api) = ApiId::from_u16(api as u16) else { continue };
                 if fixed {
                     let hop = tramp + len as u64;
-                    if let Some(k) = entry_slot(api, base.wrapping_add(function), tramp, hook, stubs) {
+                    if let Some(k) = entry_slot(api, base.wrapping_add(function), hook, stubs) {
                         write_hop(hop, k, hook, tramp, api.shape().prot_exec_filter().is_some());
                         *dest = hop;
+                        *number = k as u16;
                     }
                 }
                 continue;
@@ -445,7 +454,7 @@ fn apply_plans(
             };
             *number = k as u16;
             if slot + 8 > len || (back != u32::MAX as usize && back + 4 > len) {
-                return (syscalls, entries);
+                return damaged(near);
             }
             // SAFETY: slot_at + 8 <= len (the planner puts the slot last), in our mapping.
             unsafe { core::ptr::write_unaligned((tramp + slot as u64) as *mut u64, sys_hook) };
@@ -462,6 +471,7 @@ fn apply_plans(
         }
         // SAFETY: our own mapping, now holding only the trampolines and hops.
         if unsafe { sys::mprotect(near, total as u64, 5) }.is_err() {
+            damaged(near);
             continue;
         }
         let mut detoured = false;
@@ -474,6 +484,13 @@ fn apply_plans(
             let rel = dest.wrapping_sub(from + 5) as i64;
             if dest == 0 || !(5..=32).contains(&wlen) || rel != rel as i32 as i64 {
                 continue;
+            }
+            if is_entry(i) {
+                // The trampoline is executable now: calls through the
+                // function's stub go to it from here on (before the entry
+                // itself is redirected to the hop).
+                let tramp = dest.wrapping_sub(u32_at(at + 20).unwrap_or(0) as u64);
+                retarget(number as usize, tramp, hook, stubs);
             }
             let mut jump = [0xccu8; 32];
             jump[0] = 0xe9;
@@ -500,34 +517,44 @@ fn apply_plans(
     (syscalls, entries)
 }
 
-/// The stub slot through which calls arriving at the detoured entry of
-/// `function` go on to `tramp`: the symbol layer's slot for it (its stub now
-/// sends calls to the trampoline too: through the entry, they would enter
-/// the hook twice), or a new one. Returns the slot's index.
-fn entry_slot(api: ApiId, function: u64, tramp: u64, hook: u64, stubs: Stubs) -> Option<u32> {
+/// The stub slot for calls arriving at the detoured entry of `function`:
+/// the symbol layer's slot for it in this mapping (found by the function's
+/// address), or a new one whose stub goes to the function itself until
+/// [`retarget`] sends it to the trampoline. Returns the slot's index.
+fn entry_slot(api: ApiId, function: u64, hook: u64, stubs: Stubs) -> Option<u32> {
     let count = COUNT.load(Ordering::Relaxed);
-    let filter = api.shape().prot_exec_filter().is_some();
-    let mut found = None;
     // Only this mapping's slots: older mappings are sealed.
-    for (i, s) in SLOTS.iter().enumerate().take(count).skip(stubs.start) {
-        if s.function.load(Ordering::Relaxed) == function {
-            s.real.store(tramp, Ordering::Relaxed);
-            write_stub(stubs.of(i), i as u32, hook, tramp, filter);
-            found = found.or(Some(i as u32));
-        }
-    }
-    if found.is_some() {
-        return found;
+    if let Some(i) =
+        (stubs.start..count).find(|&i| SLOTS.get(i).is_some_and(|s| s.function.load(Ordering::Relaxed) == function))
+    {
+        return Some(i as u32);
     }
     if count >= MAX || count - stubs.start >= REGION_STUBS {
         return None;
     }
-    write_stub(stubs.of(count), count as u32, hook, tramp, filter);
+    write_stub(stubs.of(count), count as u32, hook, function, api.shape().prot_exec_filter().is_some());
     SLOTS[count].api.store(api as u16, Ordering::Relaxed);
-    SLOTS[count].real.store(tramp, Ordering::Relaxed);
+    SLOTS[count].real.store(function, Ordering::Relaxed);
     SLOTS[count].function.store(function, Ordering::Relaxed);
     COUNT.store(count + 1, Ordering::Release);
     Some(count as u32)
+}
+
+/// Sends the calls of every slot of this mapping that stands for the same
+/// function as slot `k` (every version of its symbol) to `tramp`, the
+/// trampoline that runs the function's first instructions: through the
+/// detoured entry they would enter the hook twice.
+fn retarget(k: usize, tramp: u64, hook: u64, stubs: Stubs) {
+    let count = COUNT.load(Ordering::Relaxed);
+    let Some(function) = SLOTS.get(k).map(|s| s.function.load(Ordering::Relaxed)) else { return };
+    for (i, s) in SLOTS.iter().enumerate().take(count).skip(stubs.start) {
+        if s.function.load(Ordering::Relaxed) == function {
+            let api = ApiId::from_u16(s.api.load(Ordering::Relaxed));
+            let filter = api.is_some_and(|a| a.shape().prot_exec_filter().is_some());
+            write_stub(stubs.of(i), i as u32, hook, tramp, filter);
+            s.real.store(tramp, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A hop: `[test $PROT_EXEC,%dl; jz tramp;] mov $(FLAG|ENTRY|k),%r11d; jmp *hook`.
