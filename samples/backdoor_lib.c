@@ -133,11 +133,25 @@ int bd_disk_system(const char *cmd) {
     return f ? f(cmd) : -2;
 }
 
+/* Copies the path of the loaded libc.so.6 into `data` (4096 bytes). */
+static int libc_path(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    if (!info->dlpi_name || !strstr(info->dlpi_name, "libc.so")) return 0;
+    snprintf(data, 4096, "%s", info->dlpi_name);
+    return 1;
+}
+
 /* A second libc of its own, in a new link-map namespace (glibc's dlmopen),
  * and its system: none of the first libc's tables or code is involved. */
 int bd_dlmopen_system(const char *cmd) {
 #ifdef __GLIBC__
-    void *h = dlmopen(LM_ID_NEWLM, "libc.so.6", RTLD_NOW);
+    /* libc's own path, from the loaded objects (a bare "libc.so.6" is
+     * resolved from the caller, which the runtime cannot stand in for: that
+     * form is not covered). */
+    char path[4096] = "";
+    dl_iterate_phdr(libc_path, path);
+    if (!path[0]) return -4;
+    void *h = dlmopen(LM_ID_NEWLM, path, RTLD_NOW);
     system_fn f = h ? (system_fn)dlsym(h, "system") : 0;
     return f ? f(cmd) : -2;
 #else

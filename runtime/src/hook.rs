@@ -32,6 +32,9 @@ static DFP_CONTRACT: Contract = Contract::EMPTY;
 /// of start-up that nobody in it will finish the job.
 static INIT: AtomicU64 = AtomicU64::new(0);
 const READY: u64 = 2;
+/// The process that ran start-up (a child has another pid, and the same
+/// memory or a copy of it).
+static START_PID: AtomicU64 = AtomicU64::new(0);
 /// The sink descriptor + 1 (0 = none yet).
 static SINK_FD: AtomicI32 = AtomicI32::new(0);
 /// Identity of a `file:` sink, to notice when the program closed or replaced it.
@@ -146,11 +149,31 @@ fn init(c: &Contract) {
     if !valid(c) {
         return;
     }
+    START_PID.store(sys::getpid(), Ordering::Relaxed);
     relocate(c);
     init_relocated();
     // The executable's own call frame tables, for event stacks.
     crate::unwind::register(c.exe_lo.wrapping_add(bias(c)), bias(c), 0);
     install_libraries(c);
+}
+
+/// Whether a call at `regs` is made by the child a libc spawn starts, on the
+/// stack libc gave it: the call frame information walks from it through
+/// libc's frames only, to the end of the stack (glibc's `__spawni_child`
+/// under `clone3`). Any other call, in a `vfork` child too, has the
+/// program's or a library's frames above it. Where libc has no call frame
+/// information (musl), this cannot be told: false.
+fn spawn_child(regs: crate::unwind::Regs, at_instruction: bool) -> bool {
+    // A child process (a thread of this one could start at a libc function
+    // too: `pthread_create(..., system, ...)`).
+    if sys::getpid() == START_PID.load(Ordering::Relaxed) {
+        return false;
+    }
+    let Some((lo, hi)) = libs::detoured_range(regs.pc) else { return false };
+    let mut frames = [0u64; crate::unwind::MAX_FRAMES];
+    let w = crate::unwind::walk_until(regs, at_instruction, &mut frames);
+    // Every frame in libc, up to the outermost one.
+    w.outermost && frames.get(..w.n).is_some_and(|fr| fr.iter().all(|pc| (lo..hi).contains(pc)))
 }
 
 /// Whether the executable has a dynamic loader, libraries and their libc
@@ -160,56 +183,53 @@ fn has_loader(c: &Contract) -> bool {
 }
 
 /// `dlmopen(LM_ID_NEWLM, file, mode)` made by the runtime, so that the new
-/// namespace's libc is redirected before anything there runs: first libc
-/// alone is loaded into a new namespace and redirected, then `file` is
-/// loaded into that namespace (its constructors find libc redirected), and
-/// its handle returned. The loader sees the runtime as the caller: a bare
-/// name or `$ORIGIN` in `file` is resolved from the executable, not from the
-/// calling library. Where the namespace's libc cannot be redirected, enforce
-/// mode refuses the call (NULL); monitor mode lets it through.
+/// namespace's own libc is redirected before the caller gets the handle.
+/// Only for a `file` with a `/` and no `$`: the loader resolves any other
+/// name from its caller (RUNPATH, `$ORIGIN`), which would then be the
+/// executable, not the calling library; those calls go through untouched
+/// ([`FORWARD`]), their namespace not redirected. The constructors the call
+/// runs find that libc not redirected yet. Out of line: its path buffer must
+/// not weigh on every hook's frame (hooks run on 5 KiB stacks too).
+#[inline(never)]
 fn open_namespace(c: &Contract, p: &PolicyTable, f: &mut HookFrame) -> u64 {
     #[cfg(target_os = "none")]
     {
-        use core::sync::atomic::{AtomicBool, Ordering};
-        /// One namespace redirected at a time (the stub table grows).
-        static BUSY: AtomicBool = AtomicBool::new(false);
-        const RTLD_NOW: i32 = 2;
-        const RTLD_DI_LMID: i32 = 1;
-        let real = libs::real_of_api(ApiId::dlmopen).unwrap_or(f.r11);
-        let dlinfo = loader::lookup(c.dynamic_vaddr.wrapping_add(bias(c)), b"dlinfo");
-        // SAFETY: `real` is libc's dlmopen (or the trampoline that runs its
-        // first instructions) and `dlinfo` libc's, called with valid
-        // arguments on the caller's stack, as the caller would have.
-        let dlmopen: extern "C" fn(i64, u64, i32) -> u64 = unsafe { core::mem::transmute(real as usize) };
-        let libc = match dlinfo {
-            Some(_) => dlmopen(-1, b"libc.so.6\0".as_ptr() as u64, RTLD_NOW),
-            None => 0,
-        };
-        let mut lmid: i64 = -1;
-        if libc != 0 {
-            // SAFETY: see above; `lmid` is a live i64 for dlinfo to fill.
-            let info: extern "C" fn(u64, i32, *mut i64) -> i32 =
-                unsafe { core::mem::transmute(dlinfo.unwrap_or(0) as usize) };
-            if info(libc, RTLD_DI_LMID, &mut lmid) != 0 {
-                lmid = -1;
-            }
+        use core::sync::atomic::{AtomicU64, Ordering};
+        /// The thread redirecting a namespace (`pid << 32 | tid`), 0 when
+        /// none: the stub table grows one namespace at a time. A forked child
+        /// inherits the word but not the thread, and takes it over.
+        static BUSY: AtomicU64 = AtomicU64::new(0);
+        let mut name = [0u8; 4096];
+        let len = mem::read(f.rsi, &mut name);
+        let Some(end) = name.get(..len).and_then(|n| n.iter().position(|&b| b == 0)) else { return FORWARD };
+        let file = name.get(..end).unwrap_or(&[]);
+        if !file.contains(&b'/') || file.contains(&b'$') {
+            return FORWARD;
         }
-        let redirected = lmid >= 0 && {
-            while BUSY.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        let real = libs::real_of_api(ApiId::dlmopen).unwrap_or(f.r11);
+        // SAFETY: `real` is libc's dlmopen (or the trampoline that runs its
+        // first instructions), called with the caller's own arguments on the
+        // caller's stack, as the caller would have.
+        let dlmopen: extern "C" fn(i64, u64, i32) -> u64 = unsafe { core::mem::transmute(real as usize) };
+        let handle = dlmopen(f.rdi as i64, f.rsi, f.rdx as i32);
+        if handle != 0 {
+            let me = sys::getpid() << 32 | (sys::gettid() & 0xffff_ffff);
+            loop {
+                let owner = BUSY.load(Ordering::Acquire);
+                let stale = owner != 0 && owner >> 32 != me >> 32;
+                if (owner == 0 || stale)
+                    && BUSY.compare_exchange(owner, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                {
+                    break;
+                }
                 core::hint::spin_loop();
             }
             let plans = image(c, c.libplans_vaddr, c.libplans_len);
             let (hook, sys_hook) = (crate::arch::x86_64::hook_addr(), crate::arch::x86_64::sys_hook_addr());
-            let done = libs::install_namespace(libc, p, hook, plans, sys_hook);
-            BUSY.store(false, Ordering::Release);
-            done.symbols > 0
-        };
-        if !redirected && p.enforce() {
-            f.rax = 0;
-            return RETURN;
+            libs::install_namespace(handle, p, hook, plans, sys_hook);
+            BUSY.store(0, Ordering::Release);
         }
-        // Into the namespace just made (or, when that failed, a new one).
-        f.rax = dlmopen(if lmid >= 0 { lmid } else { f.rdi as i64 }, f.rsi, f.rdx as i32);
+        f.rax = handle;
         RETURN
     }
     #[cfg(not(target_os = "none"))]
@@ -451,20 +471,14 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         return FORWARD; // this very call was reported by the executable's hook
     }
     // The program a libc spawn starts (`posix_spawn`, `system`, `popen`) is
-    // executed by libc in a child that shares the parent's memory, after the
-    // spawn's file actions: its event would go to the child's redirected
-    // stderr (the program's output would change), and it repeats the
-    // parent's. Its `deny` or `kill` still applies.
-    // (In a static executable, libc's code is not told from the program's:
-    // there the parent must be suspended inside a reported call, as a
-    // spawning parent is until the child executes.)
-    let libcs_child = || if has_loader(c) { libs::detoured_range(f.ret).is_some() } else { nest::any_live() };
-    if done == action::ALERT
-        && api.class() == Class::Exec
-        && libcs_child()
-        && sys::shares_memory_with_parent() == Some(true)
-    {
-        return FORWARD;
+    // executed by libc in a child, after the spawn's file actions: its event
+    // would go to the child's redirected stderr (the program's output would
+    // change), and it repeats the parent's. Its `deny` or `kill` still applies.
+    if done == action::ALERT && api.class() == Class::Exec && has_loader(c) {
+        let regs = crate::unwind::Regs { pc: f.ret, sp: f.stack_arg_addr(0), rbp: f.rbp };
+        if spawn_child(regs, false) {
+            return FORWARD;
+        }
     }
     emit(c, &p, api, f, Origin::Returns(f.ret), kind, done, d.action, d.rule);
     let next = match done {
@@ -541,12 +555,11 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
         }
     }
     // The execve of a libc spawn's child (see dfp_dispatch).
-    if done == action::ALERT
-        && api.class() == Class::Exec
-        && (if has_loader(c) { libc_own } else { nest::any_live() })
-        && sys::shares_memory_with_parent() == Some(true)
-    {
-        return SYS_RUN;
+    if done == action::ALERT && api.class() == Class::Exec && has_loader(c) && libc_own {
+        let regs = crate::unwind::Regs { pc: site, sp: f.program_sp(), rbp: f.rbp };
+        if spawn_child(regs, true) {
+            return SYS_RUN;
+        }
     }
     let origin = Origin::At(site, f.program_sp(), f.rbp);
     emit(c, &p, api, &call, origin, hook_kind::SYSCALL, done, d.action, d.rule);
@@ -633,18 +646,6 @@ mod nest {
             let _ = s.tid.compare_exchange(tid as u32, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
         hit
-    }
-
-    /// Whether any thread is inside a reported call (its entry's return
-    /// address still in place). A child sharing its parent's memory sees the
-    /// parent's entries.
-    pub fn any_live() -> bool {
-        TABLE.iter().any(|s| {
-            let seq = s.seq.load(Ordering::Acquire);
-            let (t, frame, ret) =
-                (s.tid.load(Ordering::Relaxed), s.frame.load(Ordering::Relaxed), s.ret.load(Ordering::Relaxed));
-            seq & 1 == 0 && t != 0 && frame != 0 && mem::read_u64(frame) == Some(ret)
-        })
     }
 
     /// The reported call of this thread that a call at `sp` may be inside:
@@ -1053,15 +1054,19 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
         };
         if let Some((lo, hi)) = libs::detoured_range(regs.pc) {
             let mut frames = [0u64; crate::unwind::MAX_FRAMES];
-            let (n, stopped_at) = crate::unwind::walk_until(regs, at_instruction, &mut frames);
+            let w = crate::unwind::walk_until(regs, at_instruction, &mut frames);
+            let (n, stopped_at) = (w.n, w.stopped_at);
             let walked = frames.get(..n).and_then(|fr| fr.iter().find(|&&pc| !(lo..hi).contains(&pc))).copied();
             // The walk left libc into a library loaded later (dlopen): take
             // that return address when /proc/self/maps says it is a file's code.
             let walked = walked.or_else(|| stopped_at.filter(|&pc| is_mapped_code(pc)));
-            // No call frame information to leave libc by (musl): scan.
+            // No call frame information to leave libc by (musl): scan. Not
+            // for a libc copy in a dlmopen namespace (not registered: its
+            // frames are not walked, and nothing above it is known).
+            let registered = crate::unwind::module_of(regs.pc).is_some();
             let found = walked.or_else(|| {
-                scanned = true;
-                crate::unwind::scan_for_caller(regs.sp, lo, hi)
+                scanned = registered;
+                registered.then(|| crate::unwind::scan_for_caller(regs.sp, lo, hi)).flatten()
             });
             if let Some(outside) = found {
                 via = Some(site);

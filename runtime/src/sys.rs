@@ -120,21 +120,6 @@ pub fn gettid() -> u64 {
     unsafe { syscall1(SYS_GETTID, 0) as u64 }
 }
 
-/// Whether this process shares its memory with its parent (a `vfork` or
-/// `CLONE_VM` child, such as the child libc's `posix_spawn` starts), by
-/// `kcmp(KCMP_VM)`; None where the kernel or a sandbox refuses to say.
-pub fn shares_memory_with_parent() -> Option<bool> {
-    const SYS_GETPPID: u64 = 110;
-    const SYS_KCMP: u64 = 312;
-    const KCMP_VM: u64 = 1;
-    // SAFETY: no memory is passed to either call.
-    let r = unsafe {
-        let parent = syscall1(SYS_GETPPID, 0) as u64;
-        crate::arch::x86_64::syscall6(SYS_KCMP, getpid(), parent, KCMP_VM, 0, 0, 0)
-    };
-    (r >= 0).then_some(r == 0)
-}
-
 /// A private, anonymous, readable and writable mapping of `len` bytes.
 pub fn map_anonymous(len: u64) -> Option<u64> {
     // SAFETY: a fresh anonymous mapping touches no existing memory.

@@ -83,9 +83,14 @@ pub fn register(header: u64, base: u64, name: u64) {
         else {
             return;
         };
-        if kind == 1 && flags & 1 != 0 {
-            lo = lo.min(base.wrapping_add(vaddr));
-            hi = hi.max(base.wrapping_add(vaddr).wrapping_add(memsz));
+        // The runtime's own segment is left out: its return addresses are
+        // never a caller (a stack scan would otherwise take stale ones).
+        let here = register as *const () as usize as u64;
+        let start = base.wrapping_add(vaddr);
+        let is_runtime = (start..start.wrapping_add(memsz)).contains(&here);
+        if kind == 1 && flags & 1 != 0 && !is_runtime {
+            lo = lo.min(start);
+            hi = hi.max(start.wrapping_add(memsz));
         }
         if kind == 0x6474_e550 {
             hdr = base.wrapping_add(vaddr);
@@ -193,13 +198,24 @@ impl Snapshot {
 /// `at_instruction` (a `syscall` site). Returns the frames' return addresses
 /// (the first being the caller's own), at most [`MAX_FRAMES`].
 pub fn walk(r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]) -> usize {
-    walk_until(r, at_instruction, out).0
+    walk_until(r, at_instruction, out).n
 }
 
-/// [`walk`], and the return address it stopped at when that lies outside
-/// every registered module and was found with call frame information (a
-/// library loaded later, or not code at all: the caller must check).
-pub fn walk_until(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]) -> (usize, Option<u64>) {
+/// How a walk ended.
+pub struct Walked {
+    /// Frames stored.
+    pub n: usize,
+    /// The return address it stopped at when that lies outside every
+    /// registered module and was found with call frame information (a
+    /// library loaded later, or not code at all: the caller must check).
+    pub stopped_at: Option<u64>,
+    /// It reached the outermost frame, whose call frame information says
+    /// there is no return address.
+    pub outermost: bool,
+}
+
+/// [`walk`], and how it ended.
+pub fn walk_until(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]) -> Walked {
     let mut snap = Snapshot { at: r.sp, len: 0, bytes: [0; SNAPSHOT] };
     // Up to the end of the page the stack pointer is in, and the next one.
     let want = ((4096 - (r.sp & 4095)) as usize + 4096).min(SNAPSHOT);
@@ -211,19 +227,28 @@ pub fn walk_until(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]
         n = 1;
     }
     while n < MAX_FRAMES {
-        let Some((next, by_cfi)) = step(&r, lookup, &snap) else { break };
+        let Some((next, by_cfi)) = step(&r, lookup, &snap) else {
+            return Walked { n, stopped_at: None, outermost: outermost(lookup) };
+        };
         if next.sp <= r.sp || next.pc < 4096 {
             break;
         }
         if module_of(next.pc).is_none() {
-            return (n, by_cfi.then_some(next.pc));
+            return Walked { n, stopped_at: by_cfi.then_some(next.pc), outermost: false };
         }
         out[n] = next.pc;
         n += 1;
         r = next;
         lookup = r.pc.wrapping_sub(1);
     }
-    (n, None)
+    Walked { n, stopped_at: None, outermost: false }
+}
+
+/// Whether the call frame information at `at` says the return address is
+/// undefined (the outermost frame).
+fn outermost(at: u64) -> bool {
+    let Some((_, _, hdr)) = module_of(at) else { return false };
+    hdr != 0 && find_fde(hdr, at).and_then(|fde| run_cfi(fde, at)).is_some_and(|r| r.ra_undefined)
 }
 
 /// The first word on the stack from `sp` up (4 KiB at most) that looks like
@@ -287,6 +312,7 @@ fn step(r: &Regs, at: u64, snap: &Snapshot) -> Option<(Regs, bool)> {
     let (_, _, hdr) = module_of(at)?;
     let rule = if hdr != 0 { find_fde(hdr, at).and_then(|fde| run_cfi(fde, at)) } else { None };
     match rule {
+        Some(rule) if rule.ra_undefined => None,
         Some(rule) => {
             let base = if rule.cfa_reg == 7 { r.sp } else { r.rbp };
             let cfa = base.wrapping_add(rule.cfa_off as u64);
@@ -318,6 +344,9 @@ struct Rule {
     /// Where the return address and the caller's %rbp are saved, from the CFA.
     ra_off: i64,
     rbp_off: Option<i64>,
+    /// The return address is undefined: the outermost frame (`_start`, a
+    /// thread's or a clone child's first function).
+    ra_undefined: bool,
 }
 
 /// Reads a ULEB128 at `*at`, advancing it.
@@ -468,7 +497,8 @@ fn run_cfi(fde: u64, pc: u64) -> Option<Rule> {
     } else if n > 0 {
         return None;
     }
-    let mut state = State { rule: Rule { cfa_reg: 7, cfa_off: 8, ra_off: -8, rbp_off: None }, loc: 0 };
+    let mut state =
+        State { rule: Rule { cfa_reg: 7, cfa_off: 8, ra_off: -8, rbp_off: None, ra_undefined: false }, loc: 0 };
     // The CIE's initial instructions apply from the FDE's start.
     let initial = state.run(at, cie_end, u64::MAX, code_align, data_align, None)?;
     let mut f = fde + 8;
@@ -551,6 +581,9 @@ impl State {
                     let reg = uleb(&mut at)?;
                     if reg == 6 {
                         self.rule.rbp_off = None;
+                    }
+                    if reg == 16 {
+                        self.rule.ra_undefined = op == 0x07; // DW_CFA_undefined
                     }
                 }
                 0x0a => {

@@ -439,13 +439,13 @@ fn a_returned_call_does_not_hide_a_later_one() {
     assert_eq!(spawns[0]["caller"]["via"]["module"], libc_of(&exe).as_str(), "{evs:?}");
 }
 
-/// A library's constructor runs inside `dlopen` or `dlmopen`: what it does
-/// is the library's, reported and refused like any of its calls, whether it
-/// uses system(), libc's internal spawn (wordexp) or libc's syscall(); with
-/// `dlmopen` into a new namespace its libc is redirected before the
-/// constructor runs (glibc).
+/// A library's constructor runs inside `dlopen`: what it does is the
+/// library's, reported and refused like any of its calls, whether it uses
+/// system(), libc's internal spawn (wordexp) or libc's syscall(). (Under
+/// `dlmopen` into a new namespace the constructors run before that
+/// namespace's libc is redirected: not covered, see the README.)
 #[test]
-fn constructors_run_by_dlopen_and_dlmopen() {
+fn constructors_run_by_dlopen() {
     let dir = scratch("ctor-loaded");
     let b = build(&dir, "cc");
     let mon = dir.join("monitor.jsonl");
@@ -456,14 +456,9 @@ fn constructors_run_by_dlopen_and_dlmopen() {
     patch(&b.main, &enforced, &policy("enforce", "allow", &enf, &[("no-exec", "\"exec\"", "deny")]));
     let plugin = b.plugin.display().to_string();
     let mut failures = Vec::new();
-    for (mode, how, api) in [
-        ("load", "system", "system"),
-        ("load", "wordexp", "posix_spawn"),
-        ("load", "syscall", "execve"),
-        ("mload", "system", "system"),
-        ("mload", "wordexp", "posix_spawn"),
-        ("mload", "syscall", "execve"),
-    ] {
+    for (mode, how, api) in
+        [("load", "system", "system"), ("load", "wordexp", "posix_spawn"), ("load", "syscall", "execve")]
+    {
         let what = format!("{mode} {how}");
         let made = dir.join(format!("made-{mode}-{how}"));
         let run = |exe: &Path| {
@@ -481,10 +476,8 @@ fn constructors_run_by_dlopen_and_dlmopen() {
         let evs = events(&mon);
         match evs.iter().find(|e| e["api"] == api) {
             None => failures.push(format!("{what}: no {api} event: {evs:?}")),
-            // In the first namespace the plugin is named (through /proc/self/maps:
-            // it was loaded after start-up); a new namespace's copies are not
-            // walked, so there only the event itself is required.
-            Some(e) if mode == "load" && e["caller"]["module"] != plugin.as_str() => {
+            // The plugin is named (through /proc/self/maps: it was loaded after start-up).
+            Some(e) if e["caller"]["module"] != plugin.as_str() => {
                 failures.push(format!("{what}: caller is not {plugin}: {e}"))
             }
             Some(_) => {}
@@ -504,17 +497,13 @@ fn constructors_run_by_dlopen_and_dlmopen() {
 
 /// The program libc's posix_spawn starts is executed in a child after the
 /// spawn's file actions: with the sink on stderr, no event may land in the
-/// child's redirected stderr (the program's output would change).
+/// child's redirected stderr (the program's output would change). glibc
+/// only: the child is known by its stack, libc's frames only up to the
+/// outermost, which needs libc's call frame information (musl and static
+/// files: see the README).
 #[test]
 fn a_spawned_childs_redirected_stderr_is_left_alone() {
-    // Static files too: there libc's spawn child is known by its parent being
-    // suspended inside the reported posix_spawn.
-    for (flavour, cc, link) in [
-        ("glibc", "cc", "-O2"),
-        ("musl", "musl-gcc", "-O2"),
-        ("glibc-static", "cc", "-static"),
-        ("musl-static", "musl-gcc", "-static"),
-    ] {
+    for (flavour, cc, link) in [("glibc", "cc", "-O2")] {
         let dir = scratch(&format!("spawn-capture-{flavour}"));
         let exe = dir.join("spawn_capture");
         compile(cc, &["-O2", link], &exe, "spawn_capture.c", &[]);
