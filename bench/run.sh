@@ -286,8 +286,9 @@ done
 rt_img=$( (ls -t "$ROOT"/target/release/build/dfpatch-*/out/runtime-target/x86_64-unknown-none/release/dfpatch-runtime 2>/dev/null || true) | head -n 1)
 if [[ -n $rt_img && -s $OUT/cg-open-patched.out ]]; then
     ev=$(cat "$OUT/event-under-valgrind.json")
-    ret=$(grep -o '"return_address":"0x[0-9a-f]*"' <<<"$ev" | cut -d'"' -f4)
-    off=$(grep -o '"offset":"0x[0-9a-f]*"' <<<"$ev" | cut -d'"' -f4)
+    # The caller's (the first of each: the stack's frames have offsets too).
+    ret=$(grep -o '"return_address":"0x[0-9a-f]*"' <<<"$ev" | head -n 1 | cut -d'"' -f4)
+    off=$(grep -o '"offset":"0x[0-9a-f]*"' <<<"$ev" | head -n 1 | cut -d'"' -f4)
     base=$((ret - off - 5))
     seg=$(grep -o 'runtime segment at 0x[0-9a-f]*' "$OUT/calls.inspect" | awk '{print $4}')
     rx_start=$(readelf -lW "$rt_img" | awk '$1 == "LOAD" && $7 == "R" && $8 == "E" {print $3; exit}')
