@@ -31,7 +31,8 @@
 
 use crate::apis::{ApiId, Class};
 use crate::loader::{
-    definitions_in, dyn_value, loaded as rd, loaded_u32 as rd_u32, loaded_u64 as rd_u64, Direct, Tables,
+    definitions_in, dyn_value, loaded as rd, loaded_u32 as rd_u32, loaded_u64 as rd_u64, program_headers, Direct,
+    Tables, PF_X, PT_LOAD, PT_NOTE,
 };
 use crate::ptable::PolicyTable;
 use crate::{loader, sys};
@@ -581,34 +582,20 @@ fn write_hop(at: u64, k: u32, hook: u64, tramp: u64, prot_filter: bool) {
 /// Whether `[vaddr, vaddr + len)` (link-time addresses) lies inside one
 /// executable `PT_LOAD` segment of the object loaded at `base`.
 fn in_code(base: u64, vaddr: u64, len: u64) -> bool {
-    let (Some(phoff), Some(phnum)) = (rd_u64(base + 32), rd::<2>(base + 56).map(u16::from_le_bytes)) else {
-        return false;
-    };
-    (0..u64::from(phnum).min(64)).any(|k| {
-        let ph = base + phoff + k * 56;
-        match (rd_u32(ph), rd_u32(ph + 4), rd_u64(ph + 16), rd_u64(ph + 32)) {
-            (Some(1), Some(flags), Some(start), Some(filesz)) => {
-                flags & 1 != 0 && vaddr >= start && vaddr.checked_add(len).is_some_and(|end| end <= start + filesz)
-            }
-            _ => false,
-        }
+    program_headers(base).any(|p| {
+        p.kind == PT_LOAD
+            && p.flags & PF_X != 0
+            && vaddr >= p.vaddr
+            && vaddr.checked_add(len).is_some_and(|end| end <= p.vaddr + p.filesz)
     })
 }
 
 /// The run-time span of the object loaded at `base` (its `PT_LOAD` segments).
 fn object_range(base: u64) -> Option<(u64, u64)> {
-    let phoff = rd_u64(base + 32)?;
-    let phnum = u16::from_le_bytes(rd::<2>(base + 56)?) as u64;
-    let (mut lo, mut hi) = (u64::MAX, 0u64);
-    for k in 0..phnum.min(64) {
-        let ph = base + phoff + k * 56;
-        if rd_u32(ph)? != 1 {
-            continue; // PT_LOAD
-        }
-        let (vaddr, memsz) = (rd_u64(ph + 16)?, rd_u64(ph + 40)?);
-        lo = lo.min(base.wrapping_add(vaddr));
-        hi = hi.max(base.wrapping_add(vaddr).wrapping_add(memsz));
-    }
+    let (lo, hi) = program_headers(base).filter(|p| p.kind == PT_LOAD).fold((u64::MAX, 0u64), |(lo, hi), p| {
+        let start = base.wrapping_add(p.vaddr);
+        (lo.min(start), hi.max(start.wrapping_add(p.memsz)))
+    });
     (hi > lo).then_some((lo, hi))
 }
 
@@ -648,18 +635,8 @@ fn map_near(base: u64, len: u64) -> Option<u64> {
 
 /// The GNU build ID of the object loaded at `base`, from its program headers.
 fn build_id(base: u64, out: &mut [u8; 32]) -> Option<usize> {
-    let magic = rd::<4>(base)?;
-    if magic != *b"\x7fELF" {
-        return None;
-    }
-    let phoff = rd_u64(base + 32)?;
-    let phnum = u16::from_le_bytes(rd::<2>(base + 56)?) as u64;
-    for k in 0..phnum.min(64) {
-        let ph = base + phoff + k * 56;
-        if rd_u32(ph)? != 4 {
-            continue; // PT_NOTE
-        }
-        let (vaddr, size) = (rd_u64(ph + 16)?, rd_u64(ph + 32)?);
+    for p in program_headers(base).filter(|p| p.kind == PT_NOTE) {
+        let (vaddr, size) = (p.vaddr, p.filesz);
         let notes = base.wrapping_add(vaddr);
         let mut at = 0u64;
         while at + 12 <= size.min(4096) {

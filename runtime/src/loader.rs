@@ -34,6 +34,42 @@ pub(crate) fn loaded_u32(addr: u64) -> Option<u32> {
     loaded::<4>(addr).map(u32::from_le_bytes)
 }
 
+/// One program header of a loaded object (link-time addresses).
+#[derive(Clone, Copy)]
+pub(crate) struct Phdr {
+    pub kind: u32,
+    pub flags: u32,
+    pub vaddr: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+}
+
+pub(crate) const PT_LOAD: u32 = 1;
+pub(crate) const PT_DYNAMIC: u32 = 2;
+pub(crate) const PT_NOTE: u32 = 4;
+pub(crate) const PT_GNU_EH_FRAME: u32 = 0x6474_e550;
+pub(crate) const PF_X: u32 = 1;
+
+/// The program headers of the object whose ELF header is loaded at
+/// `header` (at most 64; none when it is not an ELF header). The walk stops
+/// at a header it cannot read.
+pub(crate) fn program_headers(header: u64) -> impl Iterator<Item = Phdr> {
+    let table = (loaded::<4>(header) == Some(*b"\x7fELF"))
+        .then(|| Some((loaded_u64(header + 32)?, u16::from_le_bytes(loaded::<2>(header + 56)?))))
+        .flatten();
+    let (phoff, phnum) = table.unwrap_or((0, 0));
+    (0..u64::from(phnum).min(64)).map_while(move |k| {
+        let ph = header.wrapping_add(phoff).wrapping_add(k * 56);
+        Some(Phdr {
+            kind: loaded_u32(ph)?,
+            flags: loaded_u32(ph + 4)?,
+            vaddr: loaded_u64(ph + 16)?,
+            filesz: loaded_u64(ph + 32)?,
+            memsz: loaded_u64(ph + 40)?,
+        })
+    })
+}
+
 /// How the loaded objects' structures are read.
 pub(crate) trait Memory {
     fn get<const N: usize>(&self, addr: u64) -> Option<[u8; N]>;

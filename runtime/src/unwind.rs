@@ -11,7 +11,7 @@
 //! from it, advances, remember/restore state. Anything else (expressions)
 //! ends the walk at that frame.
 
-use crate::loader::loaded as rd;
+use crate::loader::{loaded as rd, program_headers, PF_X, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_LOAD};
 use crate::mem;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -71,32 +71,25 @@ fn u64_at(a: u64) -> Option<u64> {
 /// `base`): its executable range and `.eh_frame_hdr`. Start-up only.
 pub fn register(header: u64, base: u64, name: u64) {
     let n = COUNT.load(Ordering::Relaxed);
-    if n >= MAX_MODULES || rd::<4>(header) != Some(*b"\x7fELF") {
+    if n >= MAX_MODULES {
         return;
     }
-    let (Some(phoff), Some(phnum)) = (u64_at(header + 32), u16_at(header + 56)) else { return };
     let (mut lo, mut hi, mut hdr, mut dynamic) = (u64::MAX, 0u64, 0u64, 0u64);
-    for k in 0..u64::from(phnum).min(64) {
-        let ph = header + phoff + k * 56;
-        let (Some(kind), Some(flags), Some(vaddr), Some(memsz)) =
-            (u32_at(ph), u32_at(ph + 4), u64_at(ph + 16), u64_at(ph + 40))
-        else {
-            return;
-        };
-        // The runtime's own segment is left out: its return addresses are
-        // never a caller (a stack scan would otherwise take stale ones).
-        let here = register as *const () as usize as u64;
-        let start = base.wrapping_add(vaddr);
-        let is_runtime = (start..start.wrapping_add(memsz)).contains(&here);
-        if kind == 1 && flags & 1 != 0 && !is_runtime {
+    // The runtime's own segment is left out: its return addresses are never
+    // a caller (a stack scan would otherwise take stale ones).
+    let here = register as *const () as usize as u64;
+    for p in program_headers(header) {
+        let start = base.wrapping_add(p.vaddr);
+        let is_runtime = (start..start.wrapping_add(p.memsz)).contains(&here);
+        if p.kind == PT_LOAD && p.flags & PF_X != 0 && !is_runtime {
             lo = lo.min(start);
-            hi = hi.max(start.wrapping_add(memsz));
+            hi = hi.max(start.wrapping_add(p.memsz));
         }
-        if kind == 0x6474_e550 {
-            hdr = base.wrapping_add(vaddr);
+        if p.kind == PT_GNU_EH_FRAME {
+            hdr = start;
         }
-        if kind == 2 {
-            dynamic = base.wrapping_add(vaddr);
+        if p.kind == PT_DYNAMIC {
+            dynamic = start;
         }
     }
     if lo >= hi {
