@@ -176,6 +176,17 @@ struct Snapshot {
 const SNAPSHOT: usize = 1024;
 
 impl Snapshot {
+    /// The stack from `sp` up to the end of its page and the next one, at
+    /// most [`SNAPSHOT`] bytes, read once through the safe path. (Inlined:
+    /// built in its caller's frame, never copied on small stacks.)
+    #[inline(always)]
+    fn take(sp: u64) -> Snapshot {
+        let mut snap = Snapshot { at: sp, len: 0, bytes: [0; SNAPSHOT] };
+        let want = ((4096 - (sp & 4095)) as usize + 4096).min(SNAPSHOT);
+        snap.len = mem::read(sp, &mut snap.bytes[..want]);
+        snap
+    }
+
     fn read_u64(&self, addr: u64) -> Option<u64> {
         match addr.checked_sub(self.at) {
             Some(off) if off + 8 <= self.len as u64 => {
@@ -209,10 +220,7 @@ pub struct Walked {
 
 /// [`walk`], and how it ended.
 pub fn walk_until(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]) -> Walked {
-    let mut snap = Snapshot { at: r.sp, len: 0, bytes: [0; SNAPSHOT] };
-    // Up to the end of the page the stack pointer is in, and the next one.
-    let want = ((4096 - (r.sp & 4095)) as usize + 4096).min(SNAPSHOT);
-    snap.len = mem::read(r.sp, &mut snap.bytes[..want]);
+    let snap = Snapshot::take(r.sp);
     let mut n = 0;
     let mut lookup = if at_instruction { r.pc } else { r.pc.wrapping_sub(1) };
     if !at_instruction {
@@ -278,9 +286,7 @@ pub fn scan_for_caller(sp: u64, lo: u64, hi: u64) -> Option<u64> {
 /// Some(false) when the walk went past `slot` without that, None when it
 /// stopped below it (a module without call frame information).
 pub fn reaches(mut r: Regs, at_instruction: bool, slot: u64, ret: u64) -> Option<bool> {
-    let mut snap = Snapshot { at: r.sp, len: 0, bytes: [0; SNAPSHOT] };
-    let want = ((4096 - (r.sp & 4095)) as usize + 4096).min(SNAPSHOT);
-    snap.len = mem::read(r.sp, &mut snap.bytes[..want]);
+    let snap = Snapshot::take(r.sp);
     let mut lookup = if at_instruction { r.pc } else { r.pc.wrapping_sub(1) };
     for _ in 0..64 {
         let (next, _) = step(&r, lookup, &snap)?;
