@@ -333,11 +333,13 @@ fn apply_plans(
     }
     let sites_at = 8 + nlibs * 48;
     let (mut syscalls, mut entries) = (0, 0);
+    // A `stat` of each object only when some library is known by its file.
+    let by_file = (0..nlibs).any(|k| u32_at(8 + k * 48 + 32) == Some(0xffff_ffff));
     for &(base, _, name) in objects {
         let mut id = [0u8; 32];
         let id_len = build_id(base, &mut id);
         let mut path = [0u8; 512];
-        let file = path_of(name, &mut path).and_then(sys::stat_size_mtime);
+        let file = if by_file { path_of(name, &mut path).and_then(sys::stat_size_mtime) } else { None };
         let Some(lib) = (0..nlibs).find(|&k| {
             let at = 8 + k * 48;
             match (u32_at(at + 32), id_len, file) {
