@@ -316,31 +316,31 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         // Layer 4 for the executable's own code: `syscall` instructions
         // (inline assembly, a vendored wrapper), as in static executables.
         let taken: Vec<(u64, u64)> = sites.iter().map(|x| (x.vaddr, x.vaddr + x.len as u64)).collect();
+        // Why the layer is left out of this file, if it is.
+        let whole_layer = |reason: String| moved::Refused {
+            layer: "syscall",
+            vaddr: 0,
+            what: "every syscall instruction".into(),
+            reason,
+        };
         let code_bytes = e.code_size();
-        let has_syscall = e.code_may_have_syscall();
         if flavour.go {
             // Go's system calls run on goroutine stacks of a few KiB.
-            refused.push(moved::Refused {
-                layer: "syscall",
-                vaddr: 0,
-                what: "every syscall instruction".into(),
-                reason: "a Go program: its system calls run on goroutine stacks too small for the hook \
-                         (its calls through the PLT are hooked)"
+            refused.push(whole_layer(
+                "a Go program: its system calls run on goroutine stacks too small for the hook \
+                 (its calls through the PLT are hooked)"
                     .into(),
-            });
-        } else if has_syscall && code_bytes > crate::libplan::MAX_CODE {
+            ));
+        } else if !e.code_may_have_syscall() {
+            // No `0f 05` in its code: nothing to disassemble for.
+        } else if code_bytes > crate::libplan::MAX_CODE {
             // Disassembling it all would cost more than the rest of patching
             // (node: 0.65 s and 202 MB instead of 0.23 s and 102 MB).
-            refused.push(moved::Refused {
-                layer: "syscall",
-                vaddr: 0,
-                what: "every syscall instruction".into(),
-                reason: format!(
-                    "{} MiB of code: too large to disassemble for raw system calls (its PLT calls are hooked)",
-                    code_bytes >> 20
-                ),
-            });
-        } else if has_syscall {
+            refused.push(whole_layer(format!(
+                "{} MiB of code: too large to disassemble for raw system calls (its PLT calls are hooked)",
+                code_bytes >> 20
+            )));
+        } else {
             match Code::analyse(e) {
                 Ok(map) => {
                     let (sys, mut no, counts) = moved::syscall_sites(&map, hooked, &taken, &[], false);
@@ -349,12 +349,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
                     let mut cursor = code_vaddr;
                     syscall_hooks(e, &map, &sys, &layout, &mut cursor, &mut hooks, &mut sites, &mut code)?;
                 }
-                Err(err) => refused.push(moved::Refused {
-                    layer: "syscall",
-                    vaddr: 0,
-                    what: "every syscall instruction".into(),
-                    reason: format!("its code cannot be mapped with certainty: {err}"),
-                }),
+                Err(err) => refused.push(whole_layer(format!("its code cannot be mapped with certainty: {err}"))),
             }
         }
     } else {
