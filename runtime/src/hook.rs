@@ -461,7 +461,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
             // The table's entry may be stale (that call returned, and its
             // return address was left on the stack): where the call frame
             // information reaches it, the walk decides.
-            let regs = crate::unwind::Regs { pc: f.ret, sp: f.stack_arg_addr(0), rbp: f.rbp };
+            let regs = after_return(f, f.ret);
             if crate::unwind::reaches(regs, false, slot, ret) != Some(false) {
                 return FORWARD;
             }
@@ -475,7 +475,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // would go to the child's redirected stderr (the program's output would
     // change), and it repeats the parent's. Its `deny` or `kill` still applies.
     if done == action::ALERT && api.class() == Class::Exec && has_loader(c) {
-        let regs = crate::unwind::Regs { pc: f.ret, sp: f.stack_arg_addr(0), rbp: f.rbp };
+        let regs = after_return(f, f.ret);
         if spawn_child(regs, false) {
             return FORWARD;
         }
@@ -941,11 +941,17 @@ fn call_site(ret: u64) -> u64 {
     }
 }
 
+/// The registers of the intercepted call's caller once the call returns to
+/// `ret`: where a stack walk starts.
+fn after_return(f: &HookFrame, ret: u64) -> crate::unwind::Regs {
+    crate::unwind::Regs { pc: ret, sp: f.stack_arg_addr(0), rbp: f.rbp }
+}
+
 /// `"stack":[{"addr":..., "module":..., "offset":...}, ...]`: the return
 /// addresses above the call (see `unwind`), the caller's own first.
 fn stack(j: &mut Json, origin: Origin, f: &HookFrame) {
     let (regs, at_instruction) = match origin {
-        Origin::Returns(ret) => (crate::unwind::Regs { pc: ret, sp: f.stack_arg_addr(0), rbp: f.rbp }, false),
+        Origin::Returns(ret) => (after_return(f, ret), false),
         Origin::At(at, sp, rbp) => (crate::unwind::Regs { pc: at, sp, rbp }, true),
     };
     let mut frames = [0u64; crate::unwind::MAX_FRAMES];
@@ -1047,9 +1053,7 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
     let mut scanned = false;
     if libs::any_detoured() {
         let (regs, at_instruction, site) = match origin {
-            Origin::Returns(ret) => {
-                (crate::unwind::Regs { pc: ret, sp: f.stack_arg_addr(0), rbp: f.rbp }, false, call_site(ret))
-            }
+            Origin::Returns(ret) => (after_return(f, ret), false, call_site(ret)),
             Origin::At(at, sp, rbp) => (crate::unwind::Regs { pc: at, sp, rbp }, true, at),
         };
         if let Some((lo, hi)) = libs::detoured_range(regs.pc) {
