@@ -971,9 +971,7 @@ fn stack(j: &mut Json, origin: Origin, f: &HookFrame) {
                 j.string(exe_path());
             } else {
                 let mut path = [0u8; 256];
-                let len = mem::read(name, &mut path);
-                let end = path.get(..len).and_then(|p| p.iter().position(|&b| b == 0)).unwrap_or(len);
-                j.string(path.get(..end).unwrap_or(&[]));
+                j.string(c_string(name, &mut path));
             }
             j.key(false, b"offset");
             j.hex(pc.wrapping_sub(base));
@@ -1009,9 +1007,7 @@ fn other_module(j: &mut Json, site: u64) {
     let mut path = [0u8; 256];
     // A library loaded at start-up: named as the loader has it (as in `stack`).
     if let Some((base, name, _)) = crate::unwind::module_of(site).filter(|m| m.1 != 0) {
-        let len = mem::read(name, &mut path);
-        let end = path.get(..len).and_then(|p| p.iter().position(|&b| b == 0)).unwrap_or(len);
-        j.string(path.get(..end).unwrap_or(&[]));
+        j.string(c_string(name, &mut path));
         j.key(false, b"offset");
         j.hex(site.wrapping_sub(base));
         return;
@@ -1034,12 +1030,19 @@ fn other_module(j: &mut Json, site: u64) {
 fn symbol(j: &mut Json, pc: u64) {
     let Some(name) = crate::unwind::symbol_of(pc) else { return };
     let mut buf = [0u8; 128];
-    let len = mem::read(name, &mut buf);
-    let end = buf.get(..len).and_then(|b| b.iter().position(|&c| c == 0)).unwrap_or(len);
-    if end > 0 {
+    let name = c_string(name, &mut buf);
+    if !name.is_empty() {
         j.key(false, b"symbol");
-        j.string(buf.get(..end).unwrap_or(&[]));
+        j.string(name);
     }
+}
+
+/// The NUL-terminated string at `addr`, read safely into `buf` (cut at its
+/// length when longer).
+fn c_string(addr: u64, buf: &mut [u8]) -> &[u8] {
+    let len = mem::read(addr, buf);
+    let end = buf.get(..len).and_then(|b| b.iter().position(|&c| c == 0)).unwrap_or(len);
+    buf.get(..end).unwrap_or(&[])
 }
 
 /// `"caller":{"module":..., "offset":..., "return_address":...}` (no
