@@ -4,7 +4,7 @@
 //! contract, the API table, JSON and time formatting, argument decoding, the
 //! policy table reader) are unit tested, and inside `runtime/blob` for
 //! `x86_64-unknown-none`, as the freestanding image the rewriter injects.
-//! `hook.rs` states the rules for code that runs inside a patched program.
+//! `start.rs` states the rules for code that runs inside a patched program.
 #![no_std]
 
 pub mod apis;
@@ -14,12 +14,16 @@ pub mod arch {
 }
 pub mod contract;
 pub mod decode;
-pub mod hook;
+pub mod dispatch;
+pub mod event;
 pub mod json;
 pub mod libs;
 pub mod loader;
 pub mod mem;
+pub mod nest;
 pub mod ptable;
+pub mod sink;
+pub mod start;
 pub mod sys;
 pub mod time;
 pub mod unwind;

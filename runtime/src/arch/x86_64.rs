@@ -241,10 +241,10 @@ global_asm!(
     "ret",
     ".size dfp_sys_hook, . - dfp_sys_hook",
     ".popsection",
-    start = sym crate::hook::dfp_start,
-    preinit = sym crate::hook::dfp_preinit,
-    dispatch = sym crate::hook::dfp_dispatch,
-    sys_dispatch = sym crate::hook::dfp_sys_dispatch,
+    start = sym crate::start::dfp_start,
+    preinit = sym crate::start::dfp_preinit,
+    dispatch = sym crate::dispatch::dfp_dispatch,
+    sys_dispatch = sym crate::dispatch::dfp_sys_dispatch,
     mask = sym crate::apis::SYSCALL_MASK,
 );
 

@@ -1,0 +1,374 @@
+//! Events: one JSON object per intercepted call, built on the stack or in a
+//! pool buffer and written to the sink with one `write`: what was called, what
+//! was decided, the caller (module, offset, symbol; the first caller outside
+//! libc for libc's internal paths), the stack, and the decoded arguments.
+
+use crate::apis::ApiId;
+use crate::arch::x86_64::HookFrame;
+use crate::contract::{hook_kind, Contract};
+use crate::json::Json;
+use crate::ptable::{action_name, PolicyTable};
+use crate::sink::sink_fd;
+use crate::start::{bias, exe_path};
+use crate::{decode, libs, loader, mem, sys};
+
+/// Where the intercepted call was made.
+#[derive(Clone, Copy)]
+pub(crate) enum Origin {
+    /// A call instruction that returns here.
+    Returns(u64),
+    /// This instruction (a `syscall`), with the program's stack pointer and
+    /// frame pointer there.
+    At(u64, u64, u64),
+}
+
+/// Builds one event on the stack and writes it with one `write`. On an
+/// alternate signal stack with little room left (they are often 8 KiB), the
+/// event is built in a smaller buffer and cut to fit, and with under 4 KiB
+/// left it is not written at all: overflowing the program's signal stack
+/// would crash it. (The policy is still applied.)
+pub(crate) fn emit(event: &Event) {
+    let room = sys::altstack_room();
+    if room.is_some_and(|r| r < 4096) {
+        return;
+    }
+    let Some((fd, regular)) = sink_fd(event.p) else { return };
+    // A buffer from the pool keeps the stack small: hooks also run on small
+    // stacks nobody can measure (musl's posix_spawn child has about 5 KiB).
+    if let Some(mut slot) = pool::take() {
+        event.write_to(slot.bytes(), fd, regular);
+        return;
+    }
+    match room {
+        Some(r) if r < 16 * 1024 => event.write::<1024>(fd, regular),
+        _ => event.write::<4096>(fd, regular),
+    }
+}
+
+/// Event buffers outside the stack, taken and given back with atomics. They
+/// live in one anonymous mapping made by the first event (so a program that
+/// reports nothing maps nothing, and the file carries no 64 KiB of zeros).
+mod pool {
+    use crate::sys;
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const SLOTS: usize = 16;
+    const SIZE: usize = 4096;
+    const FAILED: u64 = 1;
+    static BUSY: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    /// The mapping: 0 not made yet, FAILED, else its address.
+    static BASE: AtomicU64 = AtomicU64::new(0);
+
+    pub struct Slot {
+        index: usize,
+        base: u64,
+    }
+
+    impl Slot {
+        pub fn bytes(&mut self) -> &mut [u8] {
+            // SAFETY: the mapping is SLOTS * SIZE bytes and never unmapped; this
+            // Slot holds BUSY[index], so nobody else uses this part of it, and
+            // the `&mut self` borrow makes the slice unique.
+            unsafe { core::slice::from_raw_parts_mut((self.base + (self.index * SIZE) as u64) as *mut u8, SIZE) }
+        }
+    }
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            BUSY[self.index].store(false, Ordering::Release);
+        }
+    }
+
+    fn base() -> Option<u64> {
+        match BASE.load(Ordering::Acquire) {
+            FAILED => return None,
+            0 => {}
+            b => return Some(b),
+        }
+        let len = (SLOTS * SIZE) as u64;
+        let Some(mine) = sys::map_anonymous(len) else {
+            let _ = BASE.compare_exchange(0, FAILED, Ordering::AcqRel, Ordering::Acquire);
+            return None;
+        };
+        match BASE.compare_exchange(0, mine, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Some(mine),
+            Err(theirs) => {
+                // SAFETY: our mapping was never published: nobody else uses it.
+                unsafe { sys::unmap(mine, len) };
+                (theirs != FAILED).then_some(theirs)
+            }
+        }
+    }
+
+    pub fn take() -> Option<Slot> {
+        let base = base()?;
+        (0..SLOTS)
+            .find(|&i| BUSY[i].compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
+            .map(|index| Slot { index, base })
+    }
+}
+
+/// One intercepted call, as it is reported.
+pub(crate) struct Event<'a> {
+    pub c: &'a Contract,
+    pub p: &'a PolicyTable<'a>,
+    pub api: ApiId,
+    /// The call's registers (a `syscall` site's, seen as a call's).
+    pub f: &'a HookFrame,
+    pub origin: Origin,
+    /// A [`hook_kind`]: the event's `layer`.
+    pub layer: u8,
+    /// What was done ([`crate::contract::action`]) and what the policy
+    /// wanted (they differ in monitor mode).
+    pub done: u8,
+    pub wanted: u8,
+    /// The rule that decided, or [`crate::contract::RULE_DEFAULT`].
+    pub rule: u16,
+}
+
+impl Event<'_> {
+    /// At most N bytes (4096 is PIPE_BUF: one write to a pipe stays whole).
+    #[inline(never)]
+    fn write<const N: usize>(&self, fd: i32, regular: bool) {
+        let mut buf = [0u8; N];
+        self.write_to(&mut buf, fd, regular);
+    }
+
+    fn write_to(&self, buf: &mut [u8], fd: i32, regular: bool) {
+        let mut j = Json::new(buf);
+        if !j.open(b'{') {
+            return;
+        }
+        j.key(true, b"time");
+        let (s, ns) = sys::realtime();
+        let mut t = [0u8; 30];
+        crate::time::rfc3339(s, ns, &mut t);
+        j.string(&t);
+        j.key(false, b"pid");
+        j.u64(sys::getpid());
+        j.key(false, b"tid");
+        j.u64(sys::gettid());
+        j.key(false, b"exe");
+        j.string(exe_path());
+        j.key(false, b"api");
+        j.string(self.api.name().as_bytes());
+        j.key(false, b"class");
+        j.string(self.api.class().name().as_bytes());
+        j.key(false, b"action");
+        j.string(action_name(self.done).as_bytes());
+        if self.wanted != self.done {
+            j.key(false, b"policy_action");
+            j.string(action_name(self.wanted).as_bytes());
+        }
+        j.key(false, b"rule");
+        j.string(self.p.rule_name(self.rule));
+        j.key(false, b"mode");
+        j.string(self.p.mode_name().as_bytes());
+        j.key(false, b"layer");
+        j.string(match self.layer {
+            hook_kind::GOT => b"plt",
+            hook_kind::DETOUR => b"entry",
+            hook_kind::SYMBOL => b"symbol",
+            _ => b"syscall",
+        });
+        caller(self.c, &mut j, self.origin, self.f);
+        stack(&mut j, self.origin, self.f);
+        decode::args(&mut j, self.api.shape(), self.f);
+        j.finish();
+        // A regular file cannot raise SIGPIPE: skip the two signal-mask calls.
+        let _ = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
+    }
+}
+
+/// Start of the call instruction that returns to `ret`: our `addr32 call
+/// rel32` or `call *disp(%rip)` (6 bytes, checked first: the 5-byte test
+/// would also match the last five of them), then `call rel32` (5 bytes);
+/// otherwise the return address itself.
+fn call_site(ret: u64) -> u64 {
+    let mut b = [0u8; 6];
+    if mem::read(ret.wrapping_sub(6), &mut b) != 6 {
+        return ret;
+    }
+    if (b[0] == 0x67 && b[1] == 0xe8) || (b[0] == 0xff && b[1] == 0x15) {
+        ret - 6
+    } else if b[1] == 0xe8 {
+        ret - 5
+    } else {
+        ret
+    }
+}
+
+/// The registers of the intercepted call's caller once the call returns to
+/// `ret`: where a stack walk starts.
+pub(crate) fn after_return(f: &HookFrame, ret: u64) -> crate::unwind::Regs {
+    crate::unwind::Regs { pc: ret, sp: f.stack_arg_addr(0), rbp: f.rbp }
+}
+
+/// `"stack":[{"addr":..., "module":..., "offset":...}, ...]`: the return
+/// addresses above the call (see `unwind`), the caller's own first.
+fn stack(j: &mut Json, origin: Origin, f: &HookFrame) {
+    let (regs, at_instruction) = match origin {
+        Origin::Returns(ret) => (after_return(f, ret), false),
+        Origin::At(at, sp, rbp) => (crate::unwind::Regs { pc: at, sp, rbp }, true),
+    };
+    let mut frames = [0u64; crate::unwind::MAX_FRAMES];
+    let n = crate::unwind::walk(regs, at_instruction, &mut frames);
+    j.key(false, b"stack");
+    let opened = j.open(b'[');
+    for (i, &pc) in frames.iter().take(n).enumerate() {
+        if !j.element(i == 0) {
+            break;
+        }
+        let inner = j.open(b'{');
+        j.key(true, b"addr");
+        j.hex(pc);
+        if let Some((base, name, _)) = crate::unwind::module_of(pc) {
+            j.key(false, b"module");
+            if name == 0 {
+                j.string(exe_path());
+            } else {
+                let mut path = [0u8; 256];
+                j.string(c_string(name, &mut path));
+            }
+            j.key(false, b"offset");
+            j.hex(pc.wrapping_sub(base));
+        } else {
+            // A module loaded after start-up (dlopen): named from
+            // /proc/self/maps; the walk stops at it.
+            let mut path = [0u8; 256];
+            if let Some((len, off)) = loader::module_of(pc, &mut path) {
+                j.key(false, b"module");
+                j.string(path.get(..len).unwrap_or(&[]));
+                j.key(false, b"offset");
+                j.hex(off);
+            }
+        }
+        j.close(b'}', inner);
+    }
+    j.close(b']', opened);
+}
+
+/// Whether `pc` lies in a file mapping (a library loaded after start-up),
+/// from /proc/self/maps. Out of line, for its buffer.
+#[inline(never)]
+fn is_mapped_code(pc: u64) -> bool {
+    let mut path = [0u8; 256];
+    loader::module_of(pc, &mut path).is_some_and(|(n, _)| path.get(..n).is_some_and(|p| p.first() == Some(&b'/')))
+}
+
+/// `"module"` (continued) and `"offset"` of an address outside the
+/// executable, from /proc/self/maps. Out of line: its buffers take 1.6 KiB
+/// of stack, which callers in the executable itself never need.
+#[inline(never)]
+fn other_module(j: &mut Json, site: u64) {
+    let mut path = [0u8; 256];
+    // A library loaded at start-up: named as the loader has it (as in `stack`).
+    if let Some((base, name, _)) = crate::unwind::module_of(site).filter(|m| m.1 != 0) {
+        j.string(c_string(name, &mut path));
+        j.key(false, b"offset");
+        j.hex(site.wrapping_sub(base));
+        return;
+    }
+    match loader::module_of(site, &mut path) {
+        Some((n, off)) => {
+            j.string(path.get(..n).unwrap_or(&[]));
+            j.key(false, b"offset");
+            j.hex(off);
+        }
+        None => {
+            j.null();
+            j.key(false, b"offset");
+            j.hex(site);
+        }
+    }
+}
+
+/// `"symbol":"name"`: the exported function holding `pc`, when there is one.
+fn symbol(j: &mut Json, pc: u64) {
+    let Some(name) = crate::unwind::symbol_of(pc) else { return };
+    let mut buf = [0u8; 128];
+    let name = c_string(name, &mut buf);
+    if !name.is_empty() {
+        j.key(false, b"symbol");
+        j.string(name);
+    }
+}
+
+/// The NUL-terminated string at `addr`, read safely into `buf` (cut at its
+/// length when longer).
+fn c_string(addr: u64, buf: &mut [u8]) -> &[u8] {
+    let len = mem::read(addr, buf);
+    let end = buf.get(..len).and_then(|b| b.iter().position(|&c| c == 0)).unwrap_or(len);
+    buf.get(..end).unwrap_or(&[])
+}
+
+/// `"caller":{"module":..., "offset":..., "return_address":...}` (no
+/// return address for a `syscall` instruction). A call made by libc itself
+/// (its internal path: `wordexp` or `popen` reaching `posix_spawn`) names
+/// the first caller outside libc, found on the stack, and libc's own call
+/// as `"via"`.
+fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
+    let mut origin = origin;
+    let mut via = None;
+    let mut scanned = false;
+    if libs::any_detoured() {
+        let (regs, at_instruction, site) = match origin {
+            Origin::Returns(ret) => (after_return(f, ret), false, call_site(ret)),
+            Origin::At(at, sp, rbp) => (crate::unwind::Regs { pc: at, sp, rbp }, true, at),
+        };
+        if let Some((lo, hi)) = libs::detoured_range(regs.pc) {
+            let mut frames = [0u64; crate::unwind::MAX_FRAMES];
+            let w = crate::unwind::walk_until(regs, at_instruction, &mut frames);
+            let (n, stopped_at) = (w.n, w.stopped_at);
+            let walked = frames.get(..n).and_then(|fr| fr.iter().find(|&&pc| !(lo..hi).contains(&pc))).copied();
+            // The walk left libc into a library loaded later (dlopen): take
+            // that return address when /proc/self/maps says it is a file's code.
+            let walked = walked.or_else(|| stopped_at.filter(|&pc| is_mapped_code(pc)));
+            // No call frame information to leave libc by (musl): scan. Not
+            // for a libc copy in a dlmopen namespace (not registered: its
+            // frames are not walked, and nothing above it is known).
+            let registered = crate::unwind::module_of(regs.pc).is_some();
+            let found = walked.or_else(|| {
+                scanned = registered;
+                registered.then(|| crate::unwind::scan_for_caller(regs.sp, lo, hi)).flatten()
+            });
+            if let Some(outside) = found {
+                via = Some(site);
+                origin = Origin::Returns(outside);
+            }
+        }
+    }
+    let site = match origin {
+        Origin::Returns(ret) => call_site(ret),
+        Origin::At(at, _, _) => at,
+    };
+    j.key(false, b"caller");
+    let opened = j.open(b'{');
+    let link = site.wrapping_sub(bias(c));
+    j.key(true, b"module");
+    if link >= c.exe_lo && link < c.exe_hi {
+        j.string(exe_path());
+        j.key(false, b"offset");
+        j.hex(link);
+    } else {
+        other_module(j, site);
+    }
+    symbol(j, site);
+    if let Origin::Returns(ret) = origin {
+        j.key(false, b"return_address");
+        j.hex(ret);
+    }
+    if via.is_some() && scanned {
+        // Found by scanning the stack, not by unwinding: a good guess.
+        j.key(false, b"scanned");
+        j.bool(true);
+    }
+    if let Some(site) = via {
+        j.key(false, b"via");
+        let inner = j.open(b'{');
+        j.key(true, b"module");
+        other_module(j, site);
+        j.close(b'}', inner);
+    }
+    j.close(b'}', opened);
+}
