@@ -44,6 +44,8 @@ pub enum Error {
     Runtime(String),
     #[error("{0}")]
     Policy(#[from] dfpatch_policy::PolicyError),
+    #[error("internal error, nothing was written: {0} (a dfpatch bug: please report it with the input file)")]
+    Internal(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

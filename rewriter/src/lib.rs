@@ -1,7 +1,8 @@
 //! dfpatch: rewrite an x86-64 ELF executable so that a monitoring runtime
 //! inside the file reports, and per policy refuses, sensitive behaviour.
 //!
-//! The pipeline is read ([`elf`]) → plan ([`plan`], using [`plt`]) → apply
+//! The pipeline is read ([`elf`]) → plan ([`plan`], using [`plt`]; every
+//! range of the new segment reserved in a [`segment::SegmentMap`]) → apply
 //! ([`inject`], using [`trampoline`], into an [`output::Output`]) → write
 //! ([`fsio`]). `inspect` stops after planning; `restore` reads [`restore`] data.
 #![deny(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod plt;
 pub mod restore;
 pub mod runtime;
+pub mod segment;
 pub mod trampoline;
 
 pub use error::{Error, Result};
@@ -54,8 +56,7 @@ pub fn patch_file<'a>(data: &'a [u8], policy: &Policy, path: Option<&std::path::
     let e = elf::Elf::parse(data)?;
     let rt = runtime::Runtime::load()?;
     let plan = plan::make(&e, &rt, policy, path)?;
-    let table = policy.compile();
-    let patched = inject::apply(&e, &rt, &plan, &table)?;
+    let patched = inject::apply(&e, &rt, &plan)?;
     Ok(Patch { plan, patched })
 }
 

@@ -32,16 +32,14 @@ use crate::code::Code;
 use crate::elf::Elf;
 use crate::moved::{self, Refused, SyscallCounts};
 use dfpatch_runtime::apis::ApiId;
-pub use dfpatch_runtime::libs::{MAX_FIXUPS, TRAMP_BASE};
+pub use dfpatch_runtime::contract::{MAX_FIXUPS, MAX_WINDOW, TRAMP_BASE};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// Set in `%r11` by library syscall trampolines (see the runtime's `libs`).
-pub const LIB_SITE_FLAG: u32 = 1 << 30;
 /// Largest library code (executable sections) planned.
 pub const MAX_CODE: u64 = 16 << 20;
 /// Most library sites in one patched file (the runtime's table size).
-pub const MAX_SITES: usize = dfpatch_runtime::libs::MAX_LIB_SITES;
+pub const MAX_SITES: usize = dfpatch_runtime::contract::MAX_LIB_SITES;
 
 /// One rewritten `syscall` of a library, relative to the library's base.
 #[derive(Clone, Debug, Serialize)]
@@ -228,7 +226,7 @@ fn plan_one(
                 Ok((tramp, fixups, original.to_vec()))
             });
             match planned {
-                Ok((tramp, fixups, original)) if original.len() <= 32 => {
+                Ok((tramp, fixups, original)) if original.len() <= MAX_WINDOW => {
                     *next_index += 1;
                     out.push(LibSite {
                         vaddr: d.window.start(),
@@ -300,14 +298,15 @@ fn syscall_plans(lib: &Elf, sites: Vec<moved::SyscallSite>, next_index: &mut usi
         if *next_index >= MAX_SITES {
             break;
         }
-        let Some((tramp, back_at, slot_at, number_at)) = trampoline(lib, &s.window, LIB_SITE_FLAG | *next_index as u32)
+        let Some((tramp, back_at, slot_at, number_at)) =
+            trampoline(lib, &s.window, dfpatch_runtime::contract::r11::LIB_SITE as u32 | *next_index as u32)
         else {
             continue;
         };
         let Some(original) = lib
             .offset_of(s.window.start(), s.window.size() as u64)
             .and_then(|o| lib.data.get(o as usize..o as usize + s.window.size()))
-            .filter(|o| o.len() <= 32)
+            .filter(|o| o.len() <= MAX_WINDOW)
         else {
             continue;
         };
@@ -410,4 +409,71 @@ fn copy(lib: &Elf, insns: &[iced_x86::Instruction]) -> Option<Vec<u8>> {
         out.extend_from_slice(lib.data.get(off..off + ins.len())?);
     }
     Some(out)
+}
+
+/// The library plans table the runtime reads ([`dfpatch_runtime::contract::LibPlans`]):
+/// a [`LibPlansHeader`], a [`LibRecord`] per planned library with sites, a
+/// [`SiteRecord`] per site, then the trampolines. Empty when no library has
+/// a site.
+pub fn encode_table(libraries: &[LibraryPlan]) -> Vec<u8> {
+    use dfpatch_runtime::contract::{
+        site_kind, LibPlansHeader, LibPlansLayout, LibRecord, Record, SiteRecord, LIBPLANS_VERSION, NO_JUMP_BACK,
+    };
+    let libs: Vec<&LibraryPlan> = libraries.iter().filter(|l| !l.sites.is_empty()).collect();
+    if libs.is_empty() {
+        return Vec::new();
+    }
+    let site_count: usize = libs.iter().map(|l| l.sites.len()).sum();
+    let layout = LibPlansLayout { lib_count: libs.len(), site_count };
+    let mut table = vec![0u8; layout.tramps_at()];
+    let header = LibPlansHeader {
+        version: LIBPLANS_VERSION,
+        lib_count: libs.len() as u32,
+        site_count: site_count as u32,
+        _pad: 0,
+    };
+    let put = |table: &mut [u8], at: usize, r: &dyn Fn(&mut [u8]) -> Option<()>| {
+        r(&mut table[at..]).expect("the table was sized from the same counts");
+    };
+    put(&mut table, 0, &|out| header.encode_into(out));
+    let mut first = 0usize;
+    for (k, l) in libs.iter().enumerate() {
+        let (first_site, count) = (first as u32, l.sites.len() as u32);
+        let record = match &l.identity {
+            Identity::BuildId(id) => LibRecord::by_build_id(id, first_site, count),
+            Identity::File { size, mtime, mtime_nsec } => {
+                LibRecord::by_file(*size, *mtime as u64, *mtime_nsec as u64, first_site, count)
+            }
+        };
+        put(&mut table, LibPlansLayout::LIBS_AT + k * LibRecord::SIZE, &|out| record.encode_into(out));
+        for (i, s) in l.sites.iter().enumerate() {
+            let mut original = [0u8; MAX_WINDOW];
+            original[..s.original.len()].copy_from_slice(&s.original);
+            let mut fixups = [0u16; MAX_FIXUPS];
+            for (d, f) in fixups.iter_mut().zip(&s.fixups) {
+                *d = *f;
+            }
+            let api = s.api.and_then(ApiId::from_name);
+            let record = SiteRecord {
+                window: s.vaddr,
+                target: s.syscall,
+                tramp_off: table.len() as u32,
+                tramp_len: s.tramp.len() as u32,
+                back_at: s.back_at.map_or(NO_JUMP_BACK, |b| b as u32),
+                slot_at: s.slot_at as u32,
+                number_at: s.number_at as u32,
+                window_len: s.len as u32,
+                kind: if api.is_some() { site_kind::ENTRY } else { site_kind::SYSCALL },
+                fixup_count: s.fixups.len().min(MAX_FIXUPS) as u8,
+                api: api.map_or(0, |a| a as u16),
+                fixups,
+                _pad: 0,
+                original,
+            };
+            put(&mut table, layout.sites_at() + (first + i) * SiteRecord::SIZE, &|out| record.encode_into(out));
+            table.extend_from_slice(&s.tramp);
+        }
+        first += l.sites.len();
+    }
+    table
 }

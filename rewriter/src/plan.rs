@@ -179,6 +179,15 @@ pub struct Plan {
     /// in memory when the loaded library is this very file (same build ID).
     pub libraries: Vec<crate::libplan::LibraryPlan>,
     pub libraries_skipped: Vec<crate::libplan::Skipped>,
+    /// The compiled policy the file will carry.
+    #[serde(skip)]
+    pub policy_table: Vec<u8>,
+    /// The library plans as the runtime reads them.
+    #[serde(skip)]
+    pub libplans: Vec<u8>,
+    /// Every range of the runtime segment, reserved here and filled by `inject`.
+    #[serde(skip)]
+    pub segment: crate::segment::SegmentMap,
 }
 
 /// Checks the file can be patched at all and describes it.
@@ -403,6 +412,18 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
     } else {
         Preinit::Skipped("static executable: its entry point is the first code to run".into())
     };
+    let policy_table = policy.compile();
+    let libplans = crate::libplan::encode_table(&libraries);
+    let sizes = crate::segment::Sizes {
+        stubs: hooks.iter().filter(|h| h.kind != HookKind::Syscall).count() as u64,
+        code: code.len() as u64,
+        hooks: hooks.len() as u64,
+        policy: policy_table.len() as u64,
+        libplans: libplans.len() as u64,
+        preinit: &preinit,
+        phdrs: e.phdrs.len(),
+    };
+    let segment = crate::segment::reserve(&layout, rt, &sizes)?;
     Ok(Plan {
         flavour,
         preinit,
@@ -417,6 +438,9 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         code,
         libraries,
         libraries_skipped,
+        policy_table,
+        libplans,
+        segment,
     })
 }
 

@@ -11,9 +11,9 @@
 
 use crate::elf::{slice, Elf};
 use crate::error::{Error, Result};
-use crate::inject::contract_from_bytes;
 use crate::runtime::Runtime;
 use dfpatch_runtime::bytes::u64_at;
+use dfpatch_runtime::contract::{Contract, Record};
 
 const MAGIC: &[u8; 8] = b"DFPRSTR1";
 
@@ -66,11 +66,11 @@ pub fn restore(e: &Elf) -> Result<Vec<u8>> {
 }
 
 /// The contract of a patched file, read from its `.dfpatch` section.
-pub fn contract_of(e: &Elf) -> Option<dfpatch_runtime::contract::Contract> {
+pub fn contract_of(e: &Elf) -> Option<Contract> {
     let s = e.last_section(".dfpatch")?;
     let rt = Runtime::load().ok()?;
     let data = e.section_data(s).ok()?;
-    contract_from_bytes(data.get((rt.contract - rt.rx_start) as usize..)?)
+    Contract::decode(data.get((rt.contract - rt.rx_start) as usize..)?)
 }
 
 /// The "already patched" error, naming the version and policy that did it.

@@ -8,6 +8,7 @@
 
 use crate::elf::slice;
 use crate::error::{Error, Result};
+use dfpatch_runtime::contract::symbols;
 use object::elf;
 use object::read::elf::{FileHeader, Rela as _, SectionHeader as _, Sym as _};
 use object::LittleEndian as LE;
@@ -124,17 +125,19 @@ impl Runtime {
                 }
             }
         }
-        let entry = sym(b"dfp_entry")?;
-        let preinit = sym(b"dfp_preinit_entry")?;
-        let hook = sym(b"dfp_hook")?;
-        let sys_hook = sym(b"dfp_sys_hook")?;
-        let contract = find(b".dfp_contract").ok_or_else(|| bad("no .dfp_contract section"))?.sh_addr(endian);
+        let entry = sym(symbols::ENTRY.as_bytes())?;
+        let preinit = sym(symbols::PREINIT.as_bytes())?;
+        let hook = sym(symbols::HOOK.as_bytes())?;
+        let sys_hook = sym(symbols::SYS_HOOK.as_bytes())?;
+        let contract = find(symbols::CONTRACT_SECTION.as_bytes())
+            .ok_or_else(|| bad(format!("no {} section", symbols::CONTRACT_SECTION)))?
+            .sh_addr(endian);
         for (name, a) in [
-            ("dfp_entry", entry),
-            ("dfp_preinit_entry", preinit),
-            ("dfp_hook", hook),
-            ("dfp_sys_hook", sys_hook),
-            ("DFP_CONTRACT", contract),
+            (symbols::ENTRY, entry),
+            (symbols::PREINIT, preinit),
+            (symbols::HOOK, hook),
+            (symbols::SYS_HOOK, sys_hook),
+            (symbols::CONTRACT_SECTION, contract),
         ] {
             if a < rx_start || a >= rx_start + rx.len() as u64 {
                 return Err(bad(format!("{name} is not in the read-only part")));

@@ -5,11 +5,11 @@
 
 use crate::apis::{syscall_api, ApiId, Class, Failure, Shape};
 use crate::arch::x86_64::{HookFrame, SysFrame, FORWARD, RETURN, SYS_RUN, SYS_SKIP};
-use crate::contract::{action, hook_kind, Contract, HookEntry};
+use crate::contract::{action, hook_kind, r11, Contract, HookEntry, Record};
 use crate::event::{after_return, emit, Event, Origin};
 use crate::nest::{self, spawn_child};
 use crate::start::{bias, contract, ensure_init, has_loader, image, open_namespace, policy};
-use crate::{libs, loader, sys};
+use crate::{libplans, loader, symbols, sys};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// `__errno_location`: 0 not looked up yet, 1 not found, else its address.
@@ -22,11 +22,11 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // First of all: nothing below may run before self-relocation.
     let ready = ensure_init(c);
     let mut lazy = false;
-    let (api_id, kind) = if f.r11 & libs::FLAG != 0 {
+    let (api_id, kind) = if f.r11 & r11::STUB != 0 {
         // A library's definition, redirected at start-up (`libs`): through
         // its symbol, or through its own entry, detoured in memory.
-        let through_entry = f.r11 & libs::ENTRY != 0;
-        let Some((api, real)) = libs::entry(f.r11) else { sys::kill_self() };
+        let through_entry = f.r11 & r11::ENTRY != 0;
+        let Some((api, real)) = symbols::entry(f.r11) else { sys::kill_self() };
         f.r11 = real;
         (api as u16, if through_entry { hook_kind::DETOUR } else { hook_kind::SYMBOL })
     } else {
@@ -41,7 +41,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
                 let bound = unsafe { core::ptr::read_volatile(real as *const u64) };
                 // Bound after start-up, the slot may hold one of our library
                 // stubs: go to the function itself (one event per call).
-                match libs::real_of_stub(bound) {
+                match symbols::real_of_stub(bound) {
                     Some(function) => function,
                     None => {
                         // Not bound yet (lazy binding: it points back into our
@@ -95,7 +95,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     let frame = &f.ret as *const u64 as u64;
     // In a dynamic executable only libc's own calls are nested (a library
     // constructor's calls inside a reported `dlopen` are the library's).
-    let nested_kind = if has_loader(c) { libs::detoured_range(f.ret).is_some() } else { kind == hook_kind::DETOUR };
+    let nested_kind = if has_loader(c) { libplans::detoured_range(f.ret).is_some() } else { kind == hook_kind::DETOUR };
     if nested_kind && done == action::ALERT {
         if let Some((slot, ret)) = nest::inside(sys::gettid(), frame) {
             // The table's entry may be stale (that call returned, and its
@@ -159,7 +159,7 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
         return SYS_RUN;
     }
     // A library's rewritten syscall, or one of the executable's own.
-    let site = match libs::lib_site(f.r11) {
+    let site = match libplans::lib_site(f.r11) {
         Some(at) => at,
         None => match hook_entry(c, f.r11) {
             Some(entry) => entry.vaddr.wrapping_add(bias(c)),
@@ -182,7 +182,7 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     // `clone` inside `posix_spawn`) was reported with it: in a static
     // executable, or libc's own (in a dynamic one, a library constructor's
     // raw system call inside a reported `dlopen` is the library's).
-    let libc_own = libs::detoured_range(site).is_some();
+    let libc_own = libplans::detoured_range(site).is_some();
     let nestable = !has_loader(c) || libc_own;
     if nestable && done == action::ALERT {
         if let Some((slot, ret)) = nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()) {
@@ -213,15 +213,13 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
         _ => SYS_RUN,
     }
 }
+/// Entry `hook` of the executable's hook table.
 fn hook_entry(c: &Contract, hook: u64) -> Option<HookEntry> {
     if hook >= c.hooks_count {
         return None;
     }
-    let bytes = image(c, c.hooks_vaddr.checked_add(hook * 16)?, 16);
-    let vaddr = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let api = u16::from_le_bytes(bytes.get(8..10)?.try_into().ok()?);
-    let kind = *bytes.get(10)?;
-    Some(HookEntry { vaddr, api, kind, _pad: [0; 5] })
+    let table = image(c, c.hooks_vaddr, c.hooks_count.checked_mul(HookEntry::SIZE as u64)?);
+    HookEntry::decode_at(table, 0, hook as usize)
 }
 
 /// The library path a refused `dlopen` is given instead: the real `dlopen`

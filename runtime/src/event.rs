@@ -10,7 +10,7 @@ use crate::json::Json;
 use crate::ptable::{action_name, PolicyTable};
 use crate::sink::sink_fd;
 use crate::start::{bias, exe_path};
-use crate::{decode, libs, loader, mem, sys};
+use crate::{decode, libplans, loader, mem, sys};
 
 /// Where the intercepted call was made.
 #[derive(Clone, Copy)]
@@ -311,12 +311,12 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
     let mut origin = origin;
     let mut via = None;
     let mut scanned = false;
-    if libs::any_detoured() {
+    if libplans::any_detoured() {
         let (regs, at_instruction, site) = match origin {
             Origin::Returns(ret) => (after_return(f, ret), false, call_site(ret)),
             Origin::At(at, sp, rbp) => (crate::unwind::Regs { pc: at, sp, rbp }, true, at),
         };
-        if let Some((lo, hi)) = libs::detoured_range(regs.pc) {
+        if let Some((lo, hi)) = libplans::detoured_range(regs.pc) {
             let mut frames = [0u64; crate::unwind::MAX_FRAMES];
             let w = crate::unwind::walk_until(regs, at_instruction, &mut frames);
             let (n, stopped_at) = (w.n, w.stopped_at);

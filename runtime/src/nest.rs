@@ -12,7 +12,7 @@
 //! costs a duplicate event.
 
 use crate::start::is_start_process;
-use crate::{libs, mem};
+use crate::{libplans, mem};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 struct Slot {
@@ -101,7 +101,7 @@ pub fn spawn_child(regs: crate::unwind::Regs, at_instruction: bool) -> bool {
     if is_start_process() {
         return false;
     }
-    let Some((lo, hi)) = libs::detoured_range(regs.pc) else { return false };
+    let Some((lo, hi)) = libplans::detoured_range(regs.pc) else { return false };
     let mut frames = [0u64; crate::unwind::MAX_FRAMES];
     let w = crate::unwind::walk_until(regs, at_instruction, &mut frames);
     // Every frame in libc, up to the outermost one.

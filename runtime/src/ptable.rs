@@ -2,9 +2,8 @@
 //! The table was written by our own compiler, but every read is still bounds
 //! checked: a damaged file must not make the runtime fault.
 
-use crate::bytes::{u16_at, u32_at};
 use crate::contract::{
-    action, mode, sink, ApiDecision, PolicyHeader, StrRef, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT,
+    action, mode, sink, ApiDecision, PolicyHeader, Record, StrRef, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT,
 };
 
 #[derive(Clone, Copy)]
@@ -23,25 +22,10 @@ pub enum Sink<'a> {
 
 impl<'a> PolicyTable<'a> {
     pub fn parse(bytes: &'a [u8]) -> Option<PolicyTable<'a>> {
-        let magic = bytes.get(0..4)?;
-        if magic != POLICY_MAGIC || u32_at(bytes, 4)? != POLICY_VERSION {
+        let head = PolicyHeader::decode(bytes)?;
+        if head.magic != POLICY_MAGIC || head.version != POLICY_VERSION {
             return None;
         }
-        let head = PolicyHeader {
-            magic: POLICY_MAGIC,
-            version: POLICY_VERSION,
-            mode: *bytes.get(8)?,
-            default_action: *bytes.get(9)?,
-            sink_kind: *bytes.get(10)?,
-            _pad: 0,
-            sink_fd: u32_at(bytes, 12)? as i32,
-            sink_path_off: u32_at(bytes, 16)?,
-            sink_path_len: u32_at(bytes, 20)?,
-            decisions_off: u32_at(bytes, 24)?,
-            api_count: u32_at(bytes, 28)?,
-            rules_off: u32_at(bytes, 32)?,
-            rule_count: u32_at(bytes, 36)?,
-        };
         // `decision` falls back to the default action: it must be one.
         if head.default_action > action::KILL {
             return None;
@@ -82,9 +66,8 @@ impl<'a> PolicyTable<'a> {
         if api as u32 >= self.head.api_count {
             return fallback;
         }
-        let off = (self.head.decisions_off as usize).saturating_add(api as usize * 4);
-        match (self.bytes.get(off), u16_at(self.bytes, off + 2)) {
-            (Some(&a), Some(rule)) if a <= action::KILL => ApiDecision { action: a, _pad: 0, rule },
+        match ApiDecision::decode_at(self.bytes, self.head.decisions_off as usize, api as usize) {
+            Some(d) if d.action <= action::KILL => d,
             _ => fallback,
         }
     }
@@ -106,10 +89,8 @@ impl<'a> PolicyTable<'a> {
         if rule == RULE_DEFAULT || rule as u32 >= self.head.rule_count {
             return b"default";
         }
-        let at = (self.head.rules_off as usize).saturating_add(rule as usize * 8);
-        let r = match (u32_at(self.bytes, at), u32_at(self.bytes, at + 4)) {
-            (Some(off), Some(len)) => StrRef { off, len },
-            _ => return b"default",
+        let Some(r) = StrRef::decode_at(self.bytes, self.head.rules_off as usize, rule as usize) else {
+            return b"default";
         };
         let end = (r.off as usize).saturating_add(r.len as usize);
         self.bytes.get(r.off as usize..end).unwrap_or(b"default")

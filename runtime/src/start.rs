@@ -13,7 +13,7 @@
 //! * an event is built on the stack (or in a pool buffer) and written with one `write`.
 
 use crate::arch::x86_64::{HookFrame, FORWARD};
-use crate::contract::{Contract, CONTRACT_VERSION, MAGIC};
+use crate::contract::{Contract, Record, Relocation};
 use crate::ptable::PolicyTable;
 use crate::sys;
 use core::cell::UnsafeCell;
@@ -69,10 +69,6 @@ pub(crate) fn contract() -> &'static Contract {
 /// Run-time address minus link-time address of the patched executable.
 pub(crate) fn bias(c: &Contract) -> u64 {
     (contract_ptr() as u64).wrapping_sub(c.self_vaddr)
-}
-
-fn valid(c: &Contract) -> bool {
-    c.magic == MAGIC && c.version == CONTRACT_VERSION
 }
 
 /// Bytes of the running image at link-time address `vaddr`.
@@ -139,7 +135,7 @@ pub(crate) fn ensure_init(c: &Contract) -> bool {
 }
 
 fn init(c: &Contract) {
-    if !valid(c) {
+    if !c.is_current() {
         return;
     }
     START_PID.store(sys::getpid(), Ordering::Relaxed);
@@ -187,7 +183,7 @@ pub(crate) fn open_namespace(c: &Contract, p: &PolicyTable, f: &mut HookFrame) -
         if !file.contains(&b'/') || file.contains(&b'$') {
             return FORWARD;
         }
-        let real = crate::libs::real_of_api(ApiId::dlmopen).unwrap_or(f.r11);
+        let real = crate::symbols::real_of_api(ApiId::dlmopen).unwrap_or(f.r11);
         // SAFETY: `real` is libc's dlmopen (or the trampoline that runs its
         // first instructions), called with the caller's own arguments on the
         // caller's stack, as the caller would have.
@@ -207,7 +203,7 @@ pub(crate) fn open_namespace(c: &Contract, p: &PolicyTable, f: &mut HookFrame) -
             }
             let plans = image(c, c.libplans_vaddr, c.libplans_len);
             let (hook, sys_hook) = (crate::arch::x86_64::hook_addr(), crate::arch::x86_64::sys_hook_addr());
-            crate::libs::install_namespace(handle, p, hook, plans, sys_hook);
+            crate::symbols::install_namespace(handle, p, hook, plans, sys_hook);
             BUSY.store(0, Ordering::Release);
         }
         f.rax = handle;
@@ -228,7 +224,7 @@ fn install_libraries(c: &Contract) {
         if let Some(p) = policy(c) {
             let plans = image(c, c.libplans_vaddr, c.libplans_len);
             let arch = (crate::arch::x86_64::hook_addr(), crate::arch::x86_64::sys_hook_addr());
-            crate::libs::install(c.dynamic_vaddr.wrapping_add(bias(c)), &p, arch.0, plans, arch.1);
+            crate::symbols::install(c.dynamic_vaddr.wrapping_add(bias(c)), &p, arch.0, plans, arch.1);
         }
     }
     #[cfg(not(target_os = "none"))]
@@ -258,19 +254,22 @@ fn relocate(c: &Contract) {
         i += 1;
     }
     // 2. Our own R_X86_64_RELATIVE relocations, all inside the writable image.
-    let rel = image(c, c.rel_vaddr, c.rel_count.saturating_mul(16));
+    // (Read a word at a time: `Relocation::decode` may copy through `memcpy`.)
+    const OFFSET: usize = core::mem::offset_of!(Relocation, offset);
+    const ADDEND: usize = core::mem::offset_of!(Relocation, addend);
+    let rel = image(c, c.rel_vaddr, c.rel_count.saturating_mul(Relocation::SIZE as u64));
     let mut k = 0;
-    while k + 16 <= rel.len() {
-        // SAFETY: `k + 16 <= rel.len()`; the rewriter checked that every
-        // offset lies in the writable image. Unaligned reads: the table is
-        // 8-aligned by the rewriter, but nothing here relies on it.
+    while k + Relocation::SIZE <= rel.len() {
+        // SAFETY: `k + Relocation::SIZE <= rel.len()`; the rewriter checked
+        // that every offset lies in the writable image. Unaligned reads: the
+        // table is 8-aligned by the rewriter, but nothing here relies on it.
         unsafe {
             let at = rel.as_ptr().add(k);
-            let off = core::ptr::read_unaligned(at as *const u64);
-            let addend = core::ptr::read_unaligned(at.add(8) as *const u64);
+            let off = core::ptr::read_unaligned(at.add(OFFSET) as *const u64);
+            let addend = core::ptr::read_unaligned(at.add(ADDEND) as *const u64);
             core::ptr::write_volatile((rw + off) as *mut u64, rw.wrapping_add(addend));
         }
-        k += 16;
+        k += Relocation::SIZE;
     }
 }
 

@@ -29,6 +29,17 @@ const SYS_TGKILL: u64 = 234;
 const SYS_OPENAT: u64 = 257;
 const SYS_RT_SIGTIMEDWAIT: u64 = 128;
 const SYS_PROCESS_VM_READV: u64 = 310;
+const SYS_MMAP: u64 = 9;
+const SYS_MPROTECT: u64 = 10;
+const SYS_MUNMAP: u64 = 11;
+const SYS_PWRITE64: u64 = 18;
+const SYS_NEWFSTATAT: u64 = 262;
+
+pub const PROT_READ: u64 = 1;
+pub const PROT_WRITE: u64 = 2;
+pub const PROT_EXEC: u64 = 4;
+const MAP_PRIVATE: u64 = 0x02;
+const MAP_ANONYMOUS: u64 = 0x20;
 
 pub const AT_FDCWD: i64 = -100;
 pub const O_RDONLY: u64 = 0;
@@ -122,8 +133,14 @@ pub fn gettid() -> u64 {
 
 /// A private, anonymous, readable and writable mapping of `len` bytes.
 pub fn map_anonymous(len: u64) -> Option<u64> {
-    // SAFETY: a fresh anonymous mapping touches no existing memory.
-    let r = unsafe { syscall6(9, 0, len, 3, 0x22, u64::MAX, 0) };
+    map_anonymous_near(0, len)
+}
+
+/// As [`map_anonymous`], at `hint` if the kernel can (a hint only: the
+/// mapping may be anywhere; 0 lets the kernel choose).
+pub fn map_anonymous_near(hint: u64, len: u64) -> Option<u64> {
+    // SAFETY: a fresh anonymous mapping without MAP_FIXED touches no existing memory.
+    let r = unsafe { syscall6(SYS_MMAP, hint, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, u64::MAX, 0) };
     if r < 0 {
         None
     } else {
@@ -136,7 +153,7 @@ pub fn map_anonymous(len: u64) -> Option<u64> {
 pub unsafe fn unmap(addr: u64, len: u64) {
     // SAFETY: the caller owns the mapping.
     unsafe {
-        syscall2(11, addr, len);
+        syscall2(SYS_MUNMAP, addr, len);
     }
 }
 
@@ -144,7 +161,7 @@ pub unsafe fn unmap(addr: u64, len: u64) {
 pub fn stat_size_mtime(path: &[u8]) -> Option<(u64, u64, u64)> {
     let mut st = [0u64; 18];
     // SAFETY: newfstatat writes one struct stat (144 bytes) into `st`; `path` is NUL terminated.
-    let r = unsafe { syscall4(262, AT_FDCWD as u64, path.as_ptr() as u64, st.as_mut_ptr() as u64, 0) };
+    let r = unsafe { syscall4(SYS_NEWFSTATAT, AT_FDCWD as u64, path.as_ptr() as u64, st.as_mut_ptr() as u64, 0) };
     if r != 0 || !path.contains(&0) {
         return None;
     }
@@ -154,7 +171,7 @@ pub fn stat_size_mtime(path: &[u8]) -> Option<(u64, u64, u64)> {
 /// Writes `buf` at `offset` of `fd` (for `/proc/self/mem`: at that address).
 pub fn pwrite(fd: i32, buf: &[u8], offset: u64) -> Result<u64, i64> {
     // SAFETY: the kernel reads `buf.len()` bytes from `buf`.
-    result(unsafe { syscall4(18, fd as u64, buf.as_ptr() as u64, buf.len() as u64, offset) })
+    result(unsafe { syscall4(SYS_PWRITE64, fd as u64, buf.as_ptr() as u64, buf.len() as u64, offset) })
 }
 
 /// `mprotect(addr, len, prot)`.
@@ -163,7 +180,7 @@ pub fn pwrite(fd: i32, buf: &[u8], offset: u64) -> Result<u64, i64> {
 /// The caller must not take away access that code still relies on.
 pub unsafe fn mprotect(addr: u64, len: u64, prot: u64) -> Result<u64, i64> {
     // SAFETY: as the caller promises.
-    result(unsafe { syscall3(10, addr, len, prot) })
+    result(unsafe { syscall3(SYS_MPROTECT, addr, len, prot) })
 }
 
 pub fn sched_yield() {

@@ -376,3 +376,147 @@ pub fn contract_addr() -> u64 {
     }
     a
 }
+
+// --- Machine code the runtime writes at run time ------------------------------------------------
+//
+// Every byte of code the runtime makes is encoded here: the symbol layer's
+// stubs, the hops of entries detoured in memory, and the jump that replaces a
+// planned window. Each encoder returns the bytes; the caller places them.
+
+/// Bytes of a stub (a multiple of 8: stubs are written a word at a time).
+pub const STUB_LEN: usize = 64;
+/// Bytes of a hop.
+pub const HOP_LEN: usize = 32;
+
+const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+/// `test $PROT_EXEC,%dl` (the `prot` argument of `mmap`/`mprotect`).
+const TEST_DL_PROT_EXEC: [u8; 3] = [0xf6, 0xc2, 0x04];
+/// `mov $imm32,%r11d`, the immediate follows.
+const MOV_R11D: [u8; 2] = [0x41, 0xbb];
+/// `jmp *0(%rip)`, the 8-byte target follows.
+const JMP_ABS: [u8; 6] = [0xff, 0x25, 0, 0, 0, 0];
+
+/// Appends `bytes` to `out` at `*n`, bounds checked (what does not fit is dropped).
+fn put(out: &mut [u8], n: &mut usize, bytes: &[u8]) {
+    for &x in bytes {
+        if let Some(d) = out.get_mut(*n) {
+            *d = x;
+        }
+        *n += 1;
+    }
+}
+
+/// A symbol-layer stub: `endbr64; [test $PROT_EXEC,%dl; jz real;] mov
+/// $number,%r11d; jmp *hook; real: jmp *real` (absolute jumps: the stubs'
+/// mapping may be far from both). With `prot_filter`, calls whose `prot`
+/// has no `PROT_EXEC` go straight to `real`.
+pub fn stub_code(number: u32, hook: u64, real: u64, prot_filter: bool) -> [u8; STUB_LEN] {
+    let mut b = [0xccu8; STUB_LEN];
+    let mut n = 0;
+    put(&mut b, &mut n, &ENDBR64);
+    if prot_filter {
+        // jz over the 6-byte mov and the 14-byte jump to the hook.
+        put(&mut b, &mut n, &TEST_DL_PROT_EXEC);
+        put(&mut b, &mut n, &[0x74, 20]);
+    }
+    put(&mut b, &mut n, &MOV_R11D);
+    put(&mut b, &mut n, &number.to_le_bytes());
+    put(&mut b, &mut n, &JMP_ABS);
+    put(&mut b, &mut n, &hook.to_le_bytes());
+    put(&mut b, &mut n, &JMP_ABS);
+    put(&mut b, &mut n, &real.to_le_bytes());
+    b
+}
+
+/// A hop, placed at `at` right after the trampoline `tramp` it stands
+/// before: `[test $PROT_EXEC,%dl; jz tramp;] mov $number,%r11d; jmp *hook`.
+pub fn hop_code(at: u64, number: u32, hook: u64, tramp: u64, prot_filter: bool) -> [u8; HOP_LEN] {
+    let mut b = [0xccu8; HOP_LEN];
+    let mut n = 0;
+    if prot_filter {
+        put(&mut b, &mut n, &TEST_DL_PROT_EXEC);
+        // jz rel32, from the end of this 9-byte pair (within ±2 GiB: same mapping).
+        let rel = tramp.wrapping_sub(at + 9) as u32;
+        put(&mut b, &mut n, &[0x0f, 0x84]);
+        put(&mut b, &mut n, &rel.to_le_bytes());
+    }
+    put(&mut b, &mut n, &MOV_R11D);
+    put(&mut b, &mut n, &number.to_le_bytes());
+    put(&mut b, &mut n, &JMP_ABS);
+    put(&mut b, &mut n, &hook.to_le_bytes());
+    b
+}
+
+/// `jmp rel32` from `from` to `to`, padded with `int3` to `len` bytes (a
+/// planned window, 5 to 32 bytes); `None` when `to` is out of reach or `len`
+/// out of range.
+pub fn jmp_rel32(from: u64, to: u64, len: usize) -> Option<[u8; 32]> {
+    let rel = to.wrapping_sub(from.wrapping_add(5)) as i64;
+    if !(5..=32).contains(&len) || rel != rel as i32 as i64 {
+        return None;
+    }
+    let mut b = [0xccu8; 32];
+    b[0] = 0xe9;
+    b[1..5].copy_from_slice(&(rel as i32).to_le_bytes());
+    Some(b)
+}
+
+#[cfg(test)]
+mod code_tests {
+    extern crate std;
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    use std::string::String;
+    use std::vec::Vec;
+
+    fn disassemble(bytes: &[u8], ip: u64, n: usize) -> Vec<String> {
+        let mut d = Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE);
+        let mut f = IntelFormatter::new();
+        (0..n)
+            .map(|_| {
+                let mut s = String::new();
+                f.format(&d.decode(), &mut s);
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stubs_decode_to_what_they_promise() {
+        let (hook, real) = (0x1122_3344_5566u64, 0x7788_99aa_bbccu64);
+        let b = stub_code(0x8000_0007, hook, real, true);
+        let text = disassemble(&b, 0x1000, 5);
+        assert_eq!(text[..2], ["endbr64", "test dl,4"]);
+        assert_eq!(text[3], "mov r11d,80000007h");
+        assert_eq!(text[4], "jmp qword ptr [1015h]", "jmp *0(%rip): the hook's address follows");
+        assert_eq!(b[0x15..0x1d], hook.to_le_bytes());
+        // The jz lands on the second jump, whose address (the real function's) follows it.
+        let jz = Decoder::with_ip(64, &b[7..], 0x1007, DecoderOptions::NONE).decode();
+        assert_eq!(jz.near_branch_target(), 0x101d);
+        assert_eq!(disassemble(&b[0x1d..], 0x101d, 1)[0], "jmp qword ptr [1023h]");
+        assert_eq!(b[0x23..0x2b], real.to_le_bytes());
+        let plain = disassemble(&stub_code(3, 1, 2, false), 0, 2);
+        assert_eq!(plain[1], "mov r11d,3");
+    }
+
+    #[test]
+    fn hops_reach_their_trampoline() {
+        let (tramp, at) = (0x7000_0000u64, 0x7000_0040u64);
+        let b = hop_code(at, 0xa000_0001, 0xdead_beef, tramp, true);
+        let mut d = Decoder::with_ip(64, &b, at, DecoderOptions::NONE);
+        let _test = d.decode();
+        assert_eq!(d.decode().near_branch_target(), tramp);
+        let text = disassemble(&b[9..], at + 9, 2);
+        assert_eq!(text[0], "mov r11d,0A0000001h");
+    }
+
+    #[test]
+    fn window_jumps() {
+        let b = jmp_rel32(0x1000, 0x2000, 7).unwrap();
+        let ins = Decoder::with_ip(64, &b, 0x1000, DecoderOptions::NONE).decode();
+        assert_eq!(ins.near_branch_target(), 0x2000);
+        assert_eq!(&b[5..7], &[0xcc, 0xcc]);
+        assert!(jmp_rel32(0, 1 << 32, 5).is_none(), "out of reach");
+        assert!(jmp_rel32(0, 16, 4).is_none(), "too short a window");
+    }
+}

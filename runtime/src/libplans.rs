@@ -1,0 +1,366 @@
+//! The library plans (layers `entry` and `syscall` in libraries): patch-time
+//! plans for the libraries a dynamic executable needs ([`LibPlans`], written
+//! by the rewriter's `libplan`), applied in memory at start-up to every
+//! loaded library that is the planned file (same GNU build ID, or for a
+//! library without one the same size and mtime).
+//!
+//! A plan's site is a window of the library's code: a `syscall` instruction
+//! with its neighbours, or the first instructions of a monitored function
+//! (libc's). Its trampoline is copied into a mapping within ±2 GiB of the
+//! library (then made read+execute, before anything points at it), the
+//! runtime's addresses are filled in, and the window is replaced by a jump,
+//! written through `/proc/self/mem` (code is never made writable). A
+//! detoured entry jumps to a hop that enters the hook as the function's
+//! stub does ([`crate::symbols`]), the trampoline standing for the function
+//! from then on. Every window is checked to hold its planned bytes first.
+
+use crate::apis::ApiId;
+use crate::arch::x86_64::{hop_code, jmp_rel32, HOP_LEN};
+use crate::contract::{
+    r11, LibPlans, LibRecord, SiteRecord, MAX_FIXUPS, MAX_LIB_SITES, MAX_WINDOW, NO_JUMP_BACK, TRAMP_BASE,
+};
+use crate::loader::{loaded as rd, loaded_u32 as rd_u32, program_headers, PF_X, PT_LOAD, PT_NOTE};
+use crate::symbols::{entry_slot, retarget, Stubs, Writer};
+use crate::sys;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// The objects whose entries were detoured (libc; another copy in each
+/// `dlmopen` namespace): `[lo, hi)` pairs at run time, 0 when unused.
+const MAX_DETOURED: usize = 17; // the first namespace and glibc's 15 others, and one spare
+static DETOURED: [[AtomicU64; 2]; MAX_DETOURED] = [const { [const { AtomicU64::new(0) }; 2] }; MAX_DETOURED];
+
+/// The run-time range of the library holding `pc` if its function entries
+/// are detoured (libc): a call made from inside it is libc's own internal path.
+pub fn detoured_range(pc: u64) -> Option<(u64, u64)> {
+    DETOURED.iter().find_map(|[lo, hi]| {
+        let (lo, hi) = (lo.load(Ordering::Acquire), hi.load(Ordering::Acquire));
+        (lo..hi).contains(&pc).then_some((lo, hi))
+    })
+}
+
+/// Whether any library's entries are detoured.
+pub fn any_detoured() -> bool {
+    DETOURED[0][1].load(Ordering::Acquire) != 0
+}
+
+fn add_detoured(lo: u64, hi: u64) {
+    if detoured_range(lo).is_some() {
+        return;
+    }
+    if let Some([l, h]) = DETOURED.iter().find(|[_, h]| h.load(Ordering::Relaxed) == 0) {
+        l.store(lo, Ordering::Relaxed);
+        h.store(hi, Ordering::Release);
+    }
+}
+
+/// Run-time numbers of library `syscall` sites: the planned ones, then the
+/// copies in `dlmopen` namespaces (numbered from [`NEXT_LIB_SITE`] on).
+const LIB_SITE_NUMBERS: usize = 2 * MAX_LIB_SITES;
+static NEXT_LIB_SITE: AtomicUsize = AtomicUsize::new(MAX_LIB_SITES);
+/// Run-time address of each library `syscall` rewritten (0: not applied).
+static LIB_SITES: [AtomicU64; LIB_SITE_NUMBERS] = [const { AtomicU64::new(0) }; LIB_SITE_NUMBERS];
+
+/// The run-time address of library `syscall` site `number` (see [`r11::LIB_SITE`]).
+pub fn lib_site(number: u64) -> Option<u64> {
+    if number & r11::LIB_SITE == 0 {
+        return None;
+    }
+    let a = LIB_SITES.get((number & !r11::LIB_SITE) as usize)?.load(Ordering::Acquire);
+    (a != 0).then_some(a)
+}
+
+/// Applies the plans in `plans` to every object of `objects` (load base,
+/// run-time `PT_DYNAMIC`, `l_name`) that is a planned library; returns how
+/// many `syscall` sites and entries were rewritten. `with_syscalls`: the
+/// start-up call, whose `syscall` sites keep their planned numbers (a
+/// `dlmopen` namespace's copy is numbered anew). `stubs`: the symbol layer's
+/// stubs mapping, still writable.
+pub(crate) fn apply(
+    objects: &[(u64, u64, u64)],
+    plans: &[u8],
+    sys_hook: u64,
+    hook: u64,
+    stubs: Stubs,
+    with_syscalls: bool,
+    w: &mut Writer,
+) -> (usize, usize) {
+    let Some(plans) = LibPlans::parse(plans) else { return (0, 0) };
+    if w.mem_fd < 0 {
+        return (0, 0); // code can only be written through /proc/self/mem
+    }
+    let mut done = (0, 0);
+    // A `stat` of each object only when some library is known by its file.
+    let by_file = plans.libs().any(|l| l.file_identity().is_some());
+    for &(base, _, name) in objects {
+        let mut id = [0u8; 32];
+        let id = build_id(base, &mut id);
+        let mut path = [0u8; 512];
+        let file = if by_file { path_of(name, &mut path).and_then(sys::stat_size_mtime) } else { None };
+        let Some(lib) = plans.libs().find(|l| match l.file_identity() {
+            Some(planned) => file == Some(planned),
+            None => id.is_some() && l.build_id() == id,
+        }) else {
+            continue;
+        };
+        let (a, b) = apply_library(&plans, &lib, base, sys_hook, hook, stubs, with_syscalls, w);
+        done = (done.0 + a, done.1 + b);
+    }
+    done
+}
+
+/// A site of a library, read and checked against what is loaded: its window
+/// lies in the library's code and holds the planned bytes.
+fn intact(base: u64, s: &SiteRecord) -> bool {
+    let Some(original) = s.original() else { return false };
+    s.window_len as usize <= MAX_WINDOW
+        && in_code(base, s.window, s.window_len as u64)
+        && original.iter().enumerate().all(|(k, &b)| rd::<1>(base.wrapping_add(s.window) + k as u64) == Some([b]))
+}
+
+/// [`apply`] for one loaded library (at `base`) and its plan `lib`.
+#[allow(clippy::too_many_arguments)]
+fn apply_library(
+    plans: &LibPlans,
+    lib: &LibRecord,
+    base: u64,
+    sys_hook: u64,
+    hook: u64,
+    stubs: Stubs,
+    with_syscalls: bool,
+    w: &mut Writer,
+) -> (usize, usize) {
+    let (first, n) = (lib.first_site as usize, lib.site_count as usize);
+    if first.checked_add(n).is_none_or(|end| end > plans.site_count()) || n > MAX_LIB_SITES {
+        return (0, 0);
+    }
+    let mut sites = [None::<SiteRecord>; MAX_LIB_SITES];
+    for (i, s) in sites.iter_mut().enumerate().take(n) {
+        *s = plans.site(first + i);
+    }
+    let sites = &sites[..n];
+    // Every window must lie in the library's code and hold the bytes
+    // planned for, or nothing is touched.
+    if !sites.iter().all(|s| s.as_ref().is_some_and(|s| intact(base, s))) {
+        return (0, 0);
+    }
+    let site = |i: usize| sites[i].as_ref().expect("checked above");
+    // Each site's trampoline, then (entries) its hop.
+    let room = |s: &SiteRecord| s.tramp_len as usize + if s.is_entry() { HOP_LEN } else { 0 };
+    let total: usize = (0..n).map(|i| room(site(i))).sum();
+    let Some(near) = map_near(base, total as u64) else { return (0, 0) };
+    let damaged = || {
+        // SAFETY: our own mapping, which nothing refers to yet.
+        unsafe { sys::unmap(near, total as u64) };
+        (0, 0)
+    };
+    // Trampolines first, while the mapping is writable; `to[i]`: where
+    // site i's window jumps (0: leave it). Nothing outside this mapping
+    // changes before it is sealed: a stub sent to a trampoline that is
+    // not executable yet would crash the next call.
+    let mut to = [0u64; MAX_LIB_SITES];
+    // Each `syscall` site's number (its LIB_SITES index), or each entry's stub slot.
+    let mut number = [u16::MAX; MAX_LIB_SITES];
+    let mut placed = 0usize;
+    for (i, (dest, number)) in to.iter_mut().zip(number.iter_mut()).enumerate().take(n) {
+        let s = site(i);
+        let Some(bytes) = plans.tramp(s) else { return damaged() };
+        let len = bytes.len();
+        let tramp = near + placed as u64;
+        placed += room(s);
+        if placed > total {
+            return damaged(); // a damaged table: touch nothing more
+        }
+        for (k, &b) in bytes.iter().enumerate() {
+            // SAFETY: inside our own read-write mapping of `total` bytes.
+            unsafe { core::ptr::write_volatile((tramp + k as u64) as *mut u8, b) };
+        }
+        if s.is_entry() {
+            // rel32 fields that leave the trampoline were encoded for
+            // TRAMP_BASE in the library's address space.
+            let delta = base.wrapping_add(TRAMP_BASE).wrapping_sub(tramp) as i64;
+            let fixed = s.fixup_count as usize <= MAX_FIXUPS
+                && s.fixups().unwrap_or(&[]).iter().all(|&field| {
+                    let field = field as usize;
+                    let Some(b) = bytes.get(field..field + 4) else { return false };
+                    let rel = i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64 + delta;
+                    if rel != rel as i32 as i64 {
+                        return false;
+                    }
+                    // SAFETY: field + 4 <= len, in our mapping.
+                    unsafe { core::ptr::write_unaligned((tramp + field as u64) as *mut i32, rel as i32) };
+                    true
+                });
+            let Some(api) = ApiId::from_u16(s.api) else { continue };
+            if fixed {
+                let hop = tramp + len as u64;
+                if let Some(k) = entry_slot(api, base.wrapping_add(s.target), hook, stubs) {
+                    let code = hop_code(
+                        hop,
+                        r11::STUB as u32 | r11::ENTRY as u32 | k,
+                        hook,
+                        tramp,
+                        api.shape().prot_exec_filter().is_some(),
+                    );
+                    for (i, &x) in code.iter().enumerate() {
+                        // SAFETY: the hop's place in our own read-write mapping, HOP_LEN bytes (counted in `room`).
+                        unsafe { core::ptr::write_volatile((hop + i as u64) as *mut u8, x) };
+                    }
+                    *dest = hop;
+                    *number = k as u16;
+                }
+            }
+            continue;
+        }
+        // The planned number, or in a namespace's copy a new one.
+        let k = if with_syscalls {
+            lib.first_site as usize + i
+        } else {
+            let p = s.number_at as usize;
+            if p + 4 > len {
+                continue;
+            }
+            let k = NEXT_LIB_SITE.fetch_add(1, Ordering::Relaxed);
+            if k >= LIB_SITE_NUMBERS {
+                continue;
+            }
+            let imm = (r11::LIB_SITE as u32) | k as u32;
+            // SAFETY: p + 4 <= len, in our mapping.
+            unsafe { core::ptr::write_unaligned((tramp + p as u64) as *mut u32, imm) };
+            k
+        };
+        *number = k as u16;
+        let (slot, back) = (s.slot_at as usize, s.back_at);
+        if slot + 8 > len || (back != NO_JUMP_BACK && back as usize + 4 > len) {
+            return damaged();
+        }
+        // SAFETY: slot + 8 <= len (the planner puts the slot last), in our mapping.
+        unsafe { core::ptr::write_unaligned((tramp + slot as u64) as *mut u64, sys_hook) };
+        if back != NO_JUMP_BACK {
+            let from = tramp + back as u64 + 4;
+            let rel = base.wrapping_add(s.window).wrapping_add(s.window_len as u64).wrapping_sub(from) as i64;
+            if rel != rel as i32 as i64 {
+                continue; // out of reach: this site stays as it is
+            }
+            // SAFETY: back + 4 <= len, in our mapping.
+            unsafe { core::ptr::write_unaligned((tramp + back as u64) as *mut i32, rel as i32) };
+        }
+        *dest = tramp;
+    }
+    // SAFETY: our own mapping, now holding only the trampolines and hops.
+    if unsafe { sys::mprotect(near, total as u64, sys::PROT_READ | sys::PROT_EXEC) }.is_err() {
+        return damaged();
+    }
+    let (mut syscalls, mut entries) = (0, 0);
+    for (i, (&dest, &number)) in to.iter().zip(number.iter()).enumerate().take(n) {
+        let s = site(i);
+        let from = base.wrapping_add(s.window);
+        let wlen = s.window_len as usize;
+        let Some(jump) = jmp_rel32(from, dest, wlen).filter(|_| dest != 0) else { continue };
+        if s.is_entry() {
+            // The trampoline is executable now: calls through the
+            // function's stub go to it from here on (before the entry
+            // itself is redirected to the hop).
+            retarget(number as usize, dest.wrapping_sub(s.tramp_len as u64), hook, stubs);
+        }
+        if sys::pwrite(w.mem_fd, &jump[..wlen], from) != Ok(wlen as u64) {
+            continue;
+        }
+        if s.is_entry() {
+            entries += 1;
+        } else {
+            if let Some(slot) = LIB_SITES.get(number as usize) {
+                slot.store(base.wrapping_add(s.target), Ordering::Release);
+            }
+            syscalls += 1;
+        }
+    }
+    if entries > 0 {
+        if let Some((lo, hi)) = object_range(base) {
+            add_detoured(lo, hi);
+        }
+    }
+    (syscalls, entries)
+}
+
+/// Whether `[vaddr, vaddr + len)` (link-time addresses) lies inside one
+/// executable `PT_LOAD` segment of the object loaded at `base`.
+fn in_code(base: u64, vaddr: u64, len: u64) -> bool {
+    program_headers(base).any(|p| {
+        p.kind == PT_LOAD
+            && p.flags & PF_X != 0
+            && vaddr >= p.vaddr
+            && vaddr.checked_add(len).is_some_and(|end| end <= p.vaddr + p.filesz)
+    })
+}
+
+/// The run-time span of the object loaded at `base` (its `PT_LOAD` segments).
+fn object_range(base: u64) -> Option<(u64, u64)> {
+    let (lo, hi) = program_headers(base).filter(|p| p.kind == PT_LOAD).fold((u64::MAX, 0u64), |(lo, hi), p| {
+        let start = base.wrapping_add(p.vaddr);
+        (lo.min(start), hi.max(start.wrapping_add(p.memsz)))
+    });
+    (hi > lo).then_some((lo, hi))
+}
+
+/// Whether the process has exactly one thread (`/proc/self/stat`, field 20).
+pub(crate) fn single_threaded() -> bool {
+    let Ok(fd) = sys::open(b"/proc/self/stat\0", sys::O_RDONLY | sys::O_CLOEXEC, 0) else { return false };
+    let mut buf = [0u8; 1024];
+    let n = sys::read(fd, &mut buf).unwrap_or(0) as usize;
+    sys::close(fd);
+    let text = buf.get(..n).unwrap_or(&[]);
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let Some(close) = text.iter().rposition(|&b| b == b')') else { return false };
+    let mut fields = text.get(close + 1..).unwrap_or(&[]).split(|&b| b == b' ').filter(|f| !f.is_empty());
+    // After ')' come fields 3, 4, ...: num_threads is field 20, the 18th of them.
+    fields.nth(17) == Some(b"1")
+}
+
+/// A read-write mapping of `len` bytes within reach of a rel32 from `base`.
+fn map_near(base: u64, len: u64) -> Option<u64> {
+    const REACH: u64 = 1 << 30;
+    for k in 0..24u64 {
+        let hint = if k == 0 { 0 } else { base.saturating_sub(k << 26) };
+        let Some(at) = sys::map_anonymous_near(hint, len) else { continue };
+        if at.abs_diff(base) < REACH {
+            return Some(at);
+        }
+        // SAFETY: ours, unused.
+        unsafe { sys::unmap(at, len) };
+    }
+    None
+}
+
+/// The GNU build ID of the object loaded at `base`, from its program headers.
+fn build_id(base: u64, out: &mut [u8; 32]) -> Option<&[u8]> {
+    for p in program_headers(base).filter(|p| p.kind == PT_NOTE) {
+        let (vaddr, size) = (p.vaddr, p.filesz);
+        let notes = base.wrapping_add(vaddr);
+        let mut at = 0u64;
+        while at + 12 <= size.min(4096) {
+            let (namesz, descsz, kind) = (rd_u32(notes + at)?, rd_u32(notes + at + 4)?, rd_u32(notes + at + 8)?);
+            let name_at = at + 12;
+            let desc_at = name_at + (namesz as u64).div_ceil(4) * 4;
+            if kind == 3 && namesz == 4 && rd::<4>(notes + name_at)? == *b"GNU\0" && descsz as usize <= out.len() {
+                for (k, b) in out.iter_mut().take(descsz as usize).enumerate() {
+                    *b = rd::<1>(notes + desc_at + k as u64)?[0];
+                }
+                return out.get(..descsz as usize);
+            }
+            at = desc_at + (descsz as u64).div_ceil(4) * 4;
+        }
+    }
+    None
+}
+
+/// The NUL-terminated path at `name` (a link map's `l_name`), copied.
+fn path_of(name: u64, out: &mut [u8; 512]) -> Option<&[u8]> {
+    for k in 0..out.len() {
+        let b = rd::<1>(name.checked_add(k as u64)?)?[0];
+        out[k] = b;
+        if b == 0 {
+            return (k > 0).then_some(&out[..=k]);
+        }
+    }
+    None
+}
