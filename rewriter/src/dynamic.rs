@@ -18,13 +18,14 @@ use dfpatch_runtime::bytes::u64_at;
 use object::elf;
 use serde::Serialize;
 
-const DT_RELA: u64 = 7;
-const DT_RELASZ: u64 = 8;
-const DT_RELAENT: u64 = 9;
-const DT_JMPREL: u64 = 23;
-const DT_PLTRELSZ: u64 = 2;
-const DT_PREINIT_ARRAY: u64 = 32;
-const DT_PREINIT_ARRAYSZ: u64 = 33;
+// `object::elf`'s dynamic tags, as the u64 a `.dynamic` entry holds.
+const DT_RELA: u64 = elf::DT_RELA as u64;
+const DT_RELASZ: u64 = elf::DT_RELASZ as u64;
+const DT_RELAENT: u64 = elf::DT_RELAENT as u64;
+const DT_JMPREL: u64 = elf::DT_JMPREL as u64;
+const DT_PLTRELSZ: u64 = elf::DT_PLTRELSZ as u64;
+const DT_PREINIT_ARRAY: u64 = elf::DT_PREINIT_ARRAY as u64;
+const DT_PREINIT_ARRAYSZ: u64 = elf::DT_PREINIT_ARRAYSZ as u64;
 
 /// The dynamic section as found in the file.
 #[derive(Clone, Debug)]

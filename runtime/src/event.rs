@@ -222,7 +222,7 @@ fn stack(j: &mut Json, origin: Origin, f: &HookFrame) {
         let inner = j.open(b'{');
         j.key(true, b"addr");
         j.hex(pc);
-        if let Some((base, name, _)) = crate::unwind::module_of(pc) {
+        if let Some((base, name, _)) = crate::unwind::registered_module(pc) {
             j.key(false, b"module");
             if name == 0 {
                 j.string(exe_path());
@@ -236,7 +236,7 @@ fn stack(j: &mut Json, origin: Origin, f: &HookFrame) {
             // A module loaded after start-up (dlopen): named from
             // /proc/self/maps; the walk stops at it.
             let mut path = [0u8; 256];
-            if let Some((len, off)) = loader::module_of(pc, &mut path) {
+            if let Some((len, off)) = loader::mapped_module(pc, &mut path) {
                 j.key(false, b"module");
                 j.string(path.get(..len).unwrap_or(&[]));
                 j.key(false, b"offset");
@@ -253,7 +253,7 @@ fn stack(j: &mut Json, origin: Origin, f: &HookFrame) {
 #[inline(never)]
 fn is_mapped_code(pc: u64) -> bool {
     let mut path = [0u8; 256];
-    loader::module_of(pc, &mut path).is_some_and(|(n, _)| path.get(..n).is_some_and(|p| p.first() == Some(&b'/')))
+    loader::mapped_module(pc, &mut path).is_some_and(|(n, _)| path.get(..n).is_some_and(|p| p.first() == Some(&b'/')))
 }
 
 /// `"module"` (continued) and `"offset"` of an address outside the
@@ -263,13 +263,13 @@ fn is_mapped_code(pc: u64) -> bool {
 fn other_module(j: &mut Json, site: u64) {
     let mut path = [0u8; 256];
     // A library loaded at start-up: named as the loader has it (as in `stack`).
-    if let Some((base, name, _)) = crate::unwind::module_of(site).filter(|m| m.1 != 0) {
+    if let Some((base, name, _)) = crate::unwind::registered_module(site).filter(|m| m.1 != 0) {
         j.string(c_string(name, &mut path));
         j.key(false, b"offset");
         j.hex(site.wrapping_sub(base));
         return;
     }
-    match loader::module_of(site, &mut path) {
+    match loader::mapped_module(site, &mut path) {
         Some((n, off)) => {
             j.string(path.get(..n).unwrap_or(&[]));
             j.key(false, b"offset");
@@ -327,7 +327,7 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
             // No call frame information to leave libc by (musl): scan. Not
             // for a libc copy in a dlmopen namespace (not registered: its
             // frames are not walked, and nothing above it is known).
-            let registered = crate::unwind::module_of(regs.pc).is_some();
+            let registered = crate::unwind::registered_module(regs.pc).is_some();
             let found = walked.or_else(|| {
                 scanned = registered;
                 registered.then(|| crate::unwind::scan_for_caller(regs.sp, lo, hi)).flatten()

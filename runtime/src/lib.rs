@@ -6,6 +6,7 @@
 //! `x86_64-unknown-none`, as the freestanding image the rewriter injects.
 //! `start.rs` states the rules for code that runs inside a patched program.
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 pub mod apis;
 pub mod bytes;

@@ -19,7 +19,7 @@ use crate::arch::x86_64::{hop_code, jmp_rel32, HOP_LEN};
 use crate::contract::{
     r11, LibPlans, LibRecord, SiteRecord, MAX_FIXUPS, MAX_LIB_SITES, MAX_WINDOW, NO_JUMP_BACK, TRAMP_BASE,
 };
-use crate::loader::{loaded as rd, loaded_u32 as rd_u32, program_headers, PF_X, PT_LOAD, PT_NOTE};
+use crate::loader::{program_headers, Direct, Memory, PF_X, PT_LOAD, PT_NOTE};
 use crate::symbols::{entry_slot, retarget, Stubs, Writer};
 use crate::sys;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -85,6 +85,10 @@ pub(crate) fn apply(
     w: &mut Writer,
 ) -> (usize, usize) {
     let Some(plans) = LibPlans::parse(plans) else { return (0, 0) };
+    // SAFETY: `objects` are the link map's, at start-up or in a namespace
+    // `dlmopen` has just made (its caller holds it open): what is read below
+    // is their program headers, notes, names and code, mapped by the loader.
+    let d = unsafe { Direct::new() };
     if w.mem_fd < 0 {
         return (0, 0); // code can only be written through /proc/self/mem
     }
@@ -93,16 +97,16 @@ pub(crate) fn apply(
     let by_file = plans.libs().any(|l| l.file_identity().is_some());
     for &(base, _, name) in objects {
         let mut id = [0u8; 32];
-        let id = build_id(base, &mut id);
+        let id = build_id(d, base, &mut id);
         let mut path = [0u8; 512];
-        let file = if by_file { path_of(name, &mut path).and_then(sys::stat_size_mtime) } else { None };
+        let file = if by_file { path_of(d, name, &mut path).and_then(sys::stat_size_mtime) } else { None };
         let Some(lib) = plans.libs().find(|l| match l.file_identity() {
             Some(planned) => file == Some(planned),
             None => id.is_some() && l.build_id() == id,
         }) else {
             continue;
         };
-        let (a, b) = apply_library(&plans, &lib, base, sys_hook, hook, stubs, with_syscalls, w);
+        let (a, b) = apply_library(d, &plans, &lib, base, sys_hook, hook, stubs, with_syscalls, w);
         done = (done.0 + a, done.1 + b);
     }
     done
@@ -110,16 +114,17 @@ pub(crate) fn apply(
 
 /// A site of a library, read and checked against what is loaded: its window
 /// lies in the library's code and holds the planned bytes.
-fn intact(base: u64, s: &SiteRecord) -> bool {
+fn intact(d: Direct, base: u64, s: &SiteRecord) -> bool {
     let Some(original) = s.original() else { return false };
     s.window_len as usize <= MAX_WINDOW
-        && in_code(base, s.window, s.window_len as u64)
-        && original.iter().enumerate().all(|(k, &b)| rd::<1>(base.wrapping_add(s.window) + k as u64) == Some([b]))
+        && in_code(d, base, s.window, s.window_len as u64)
+        && original.iter().enumerate().all(|(k, &b)| d.get::<1>(base.wrapping_add(s.window) + k as u64) == Some([b]))
 }
 
 /// [`apply`] for one loaded library (at `base`) and its plan `lib`.
 #[allow(clippy::too_many_arguments)]
 fn apply_library(
+    d: Direct,
     plans: &LibPlans,
     lib: &LibRecord,
     base: u64,
@@ -140,7 +145,7 @@ fn apply_library(
     let sites = &sites[..n];
     // Every window must lie in the library's code and hold the bytes
     // planned for, or nothing is touched.
-    if !sites.iter().all(|s| s.as_ref().is_some_and(|s| intact(base, s))) {
+    if !sites.iter().all(|s| s.as_ref().is_some_and(|s| intact(d, base, s))) {
         return (0, 0);
     }
     let site = |i: usize| sites[i].as_ref().expect("checked above");
@@ -275,7 +280,7 @@ fn apply_library(
         }
     }
     if entries > 0 {
-        if let Some((lo, hi)) = object_range(base) {
+        if let Some((lo, hi)) = object_range(d, base) {
             add_detoured(lo, hi);
         }
     }
@@ -284,8 +289,8 @@ fn apply_library(
 
 /// Whether `[vaddr, vaddr + len)` (link-time addresses) lies inside one
 /// executable `PT_LOAD` segment of the object loaded at `base`.
-fn in_code(base: u64, vaddr: u64, len: u64) -> bool {
-    program_headers(base).any(|p| {
+fn in_code(d: Direct, base: u64, vaddr: u64, len: u64) -> bool {
+    program_headers(d, base).any(|p| {
         p.kind == PT_LOAD
             && p.flags & PF_X != 0
             && vaddr >= p.vaddr
@@ -294,8 +299,8 @@ fn in_code(base: u64, vaddr: u64, len: u64) -> bool {
 }
 
 /// The run-time span of the object loaded at `base` (its `PT_LOAD` segments).
-fn object_range(base: u64) -> Option<(u64, u64)> {
-    let (lo, hi) = program_headers(base).filter(|p| p.kind == PT_LOAD).fold((u64::MAX, 0u64), |(lo, hi), p| {
+fn object_range(d: Direct, base: u64) -> Option<(u64, u64)> {
+    let (lo, hi) = program_headers(d, base).filter(|p| p.kind == PT_LOAD).fold((u64::MAX, 0u64), |(lo, hi), p| {
         let start = base.wrapping_add(p.vaddr);
         (lo.min(start), hi.max(start.wrapping_add(p.memsz)))
     });
@@ -332,18 +337,18 @@ fn map_near(base: u64, len: u64) -> Option<u64> {
 }
 
 /// The GNU build ID of the object loaded at `base`, from its program headers.
-fn build_id(base: u64, out: &mut [u8; 32]) -> Option<&[u8]> {
-    for p in program_headers(base).filter(|p| p.kind == PT_NOTE) {
+fn build_id(d: Direct, base: u64, out: &mut [u8; 32]) -> Option<&[u8]> {
+    for p in program_headers(d, base).filter(|p| p.kind == PT_NOTE) {
         let (vaddr, size) = (p.vaddr, p.filesz);
         let notes = base.wrapping_add(vaddr);
         let mut at = 0u64;
         while at + 12 <= size.min(4096) {
-            let (namesz, descsz, kind) = (rd_u32(notes + at)?, rd_u32(notes + at + 4)?, rd_u32(notes + at + 8)?);
+            let (namesz, descsz, kind) = (d.u32(notes + at)?, d.u32(notes + at + 4)?, d.u32(notes + at + 8)?);
             let name_at = at + 12;
             let desc_at = name_at + (namesz as u64).div_ceil(4) * 4;
-            if kind == 3 && namesz == 4 && rd::<4>(notes + name_at)? == *b"GNU\0" && descsz as usize <= out.len() {
+            if kind == 3 && namesz == 4 && d.get::<4>(notes + name_at)? == *b"GNU\0" && descsz as usize <= out.len() {
                 for (k, b) in out.iter_mut().take(descsz as usize).enumerate() {
-                    *b = rd::<1>(notes + desc_at + k as u64)?[0];
+                    *b = d.get::<1>(notes + desc_at + k as u64)?[0];
                 }
                 return out.get(..descsz as usize);
             }
@@ -354,9 +359,9 @@ fn build_id(base: u64, out: &mut [u8; 32]) -> Option<&[u8]> {
 }
 
 /// The NUL-terminated path at `name` (a link map's `l_name`), copied.
-fn path_of(name: u64, out: &mut [u8; 512]) -> Option<&[u8]> {
+fn path_of(d: Direct, name: u64, out: &mut [u8; 512]) -> Option<&[u8]> {
     for k in 0..out.len() {
-        let b = rd::<1>(name.checked_add(k as u64)?)?[0];
+        let b = d.get::<1>(name.checked_add(k as u64)?)?[0];
         out[k] = b;
         if b == 0 {
             return (k > 0).then_some(&out[..=k]);

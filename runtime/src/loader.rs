@@ -5,34 +5,17 @@
 use crate::mem;
 use crate::sys;
 
+// The ELF constants the runtime needs (the rewriter has `object::elf`).
 const DT_NULL: u64 = 0;
+pub(crate) const DT_PLTRELSZ: u64 = 2;
+pub(crate) const DT_RELA: u64 = 7;
+pub(crate) const DT_RELASZ: u64 = 8;
+pub(crate) const DT_JMPREL: u64 = 23;
 pub(crate) const DT_HASH: u64 = 4;
 pub(crate) const DT_STRTAB: u64 = 5;
 pub(crate) const DT_SYMTAB: u64 = 6;
 pub(crate) const DT_DEBUG: u64 = 21;
 pub(crate) const DT_GNU_HASH: u64 = 0x6fff_fef5;
-
-/// Reads `N` bytes of the loaded objects' own structures: the link map, the
-/// dynamic sections and the tables they point at, ELF and program headers,
-/// call frame tables. The loader mapped these and used them to load and
-/// relocate the objects; objects loaded at start-up are never unloaded.
-/// Only for such addresses (program data goes through [`mem`]).
-pub(crate) fn loaded<const N: usize>(addr: u64) -> Option<[u8; N]> {
-    if addr < 4096 || addr.checked_add(N as u64)? > 0x7fff_ffff_f000 {
-        return None;
-    }
-    // SAFETY: see above: `addr` lies in memory the loader mapped for an
-    // object that stays loaded; one unaligned read of N bytes.
-    Some(unsafe { core::ptr::read_unaligned(addr as *const [u8; N]) })
-}
-
-pub(crate) fn loaded_u64(addr: u64) -> Option<u64> {
-    loaded::<8>(addr).map(u64::from_le_bytes)
-}
-
-pub(crate) fn loaded_u32(addr: u64) -> Option<u32> {
-    loaded::<4>(addr).map(u32::from_le_bytes)
-}
 
 /// One program header of a loaded object (link-time addresses).
 #[derive(Clone, Copy)]
@@ -53,19 +36,19 @@ pub(crate) const PF_X: u32 = 1;
 /// The program headers of the object whose ELF header is loaded at
 /// `header` (at most 64; none when it is not an ELF header). The walk stops
 /// at a header it cannot read.
-pub(crate) fn program_headers(header: u64) -> impl Iterator<Item = Phdr> {
-    let table = (loaded::<4>(header) == Some(*b"\x7fELF"))
-        .then(|| Some((loaded_u64(header + 32)?, u16::from_le_bytes(loaded::<2>(header + 56)?))))
+pub(crate) fn program_headers(d: Direct, header: u64) -> impl Iterator<Item = Phdr> {
+    let table = (d.get::<4>(header) == Some(*b"\x7fELF"))
+        .then(|| Some((d.u64(header + 32)?, u16::from_le_bytes(d.get::<2>(header + 56)?))))
         .flatten();
     let (phoff, phnum) = table.unwrap_or((0, 0));
     (0..u64::from(phnum).min(64)).map_while(move |k| {
         let ph = header.wrapping_add(phoff).wrapping_add(k * 56);
         Some(Phdr {
-            kind: loaded_u32(ph)?,
-            flags: loaded_u32(ph + 4)?,
-            vaddr: loaded_u64(ph + 16)?,
-            filesz: loaded_u64(ph + 32)?,
-            memsz: loaded_u64(ph + 40)?,
+            kind: d.u32(ph)?,
+            flags: d.u32(ph + 4)?,
+            vaddr: d.u64(ph + 16)?,
+            filesz: d.u64(ph + 32)?,
+            memsz: d.u64(ph + 40)?,
         })
     })
 }
@@ -81,12 +64,33 @@ pub(crate) trait Memory {
     }
 }
 
-/// Direct reads ([`loaded`]): the objects loaded at start-up, at start-up.
-pub(crate) struct Direct;
+/// Direct reads of the loaded objects' own structures: the link map, the
+/// dynamic sections and the tables they point at, ELF and program headers,
+/// call frame tables. The loader mapped these and used them to load and
+/// relocate the objects; objects loaded at start-up are never unloaded. A
+/// value of this type stands for that promise about every address read
+/// through it (program data goes through [`mem`], or [`Checked`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Direct(());
+
+impl Direct {
+    /// # Safety
+    /// Every address read through the value must lie in memory the loader
+    /// mapped for an object that stays loaded while the value is used.
+    pub(crate) const unsafe fn new() -> Direct {
+        Direct(())
+    }
+}
 
 impl Memory for Direct {
     fn get<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
-        loaded(addr)
+        if addr < 4096 || addr.checked_add(N as u64)? > 0x7fff_ffff_f000 {
+            return None;
+        }
+        // SAFETY: the promise `Direct::new` was made with: `addr` lies in
+        // memory the loader mapped for an object that stays loaded; one
+        // unaligned read of N bytes.
+        Some(unsafe { core::ptr::read_unaligned(addr as *const [u8; N]) })
     }
 }
 
@@ -276,7 +280,7 @@ pub(crate) fn name_is(m: &impl Memory, addr: u64, name: &[u8]) -> bool {
 /// into `path` (returning its length) and the offset is `addr` minus the
 /// module's load base (the start of its mapping at file offset 0), which for
 /// shared objects is the ELF virtual address that `addr2line` and `objdump` use.
-pub fn module_of(addr: u64, path: &mut [u8; 256]) -> Option<(usize, u64)> {
+pub fn mapped_module(addr: u64, path: &mut [u8; 256]) -> Option<(usize, u64)> {
     let mut scanner = MapsScanner { base: 0, base_path: [0; 256], base_len: 0 };
     scan_maps(|line| scanner.line(line, addr, path))
 }

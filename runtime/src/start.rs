@@ -142,7 +142,9 @@ fn init(c: &Contract) {
     relocate(c);
     init_relocated();
     // The executable's own call frame tables, for event stacks.
-    crate::unwind::register(c.exe_lo.wrapping_add(bias(c)), bias(c), 0);
+    // SAFETY: the executable's ELF header is at its lowest loaded address
+    // (exe_lo is the first PT_LOAD's, which maps offset 0), loaded for good.
+    unsafe { crate::unwind::register(c.exe_lo.wrapping_add(bias(c)), bias(c), 0) };
     install_libraries(c);
 }
 
@@ -203,7 +205,9 @@ pub(crate) fn open_namespace(c: &Contract, p: &PolicyTable, f: &mut HookFrame) -
             }
             let plans = image(c, c.libplans_vaddr, c.libplans_len);
             let (hook, sys_hook) = (crate::arch::x86_64::hook_addr(), crate::arch::x86_64::sys_hook_addr());
-            crate::symbols::install_namespace(handle, p, hook, plans, sys_hook);
+            // SAFETY: `handle` is what dlmopen has just returned; the
+            // namespace stays open (nothing here closes it).
+            unsafe { crate::symbols::install_namespace(handle, p, hook, plans, sys_hook) };
             BUSY.store(0, Ordering::Release);
         }
         f.rax = handle;
@@ -224,7 +228,9 @@ fn install_libraries(c: &Contract) {
         if let Some(p) = policy(c) {
             let plans = image(c, c.libplans_vaddr, c.libplans_len);
             let arch = (crate::arch::x86_64::hook_addr(), crate::arch::x86_64::sys_hook_addr());
-            crate::symbols::install(c.dynamic_vaddr.wrapping_add(bias(c)), &p, arch.0, plans, arch.1);
+            // SAFETY: the executable's PT_DYNAMIC at run time; start-up runs
+            // after the loader has loaded every object it needs.
+            unsafe { crate::symbols::install(c.dynamic_vaddr.wrapping_add(bias(c)), &p, arch.0, plans, arch.1) };
         }
     }
     #[cfg(not(target_os = "none"))]

@@ -33,7 +33,7 @@
 use crate::apis::{ApiId, Class};
 use crate::arch::x86_64::{stub_code, STUB_LEN};
 use crate::contract::r11;
-use crate::loader::{definitions_in, dyn_value, loaded as rd, loaded_u64 as rd_u64, Direct, Tables};
+use crate::loader::{definitions_in, dyn_value, Direct, Memory, Tables, DT_JMPREL, DT_PLTRELSZ, DT_RELA, DT_RELASZ};
 use crate::ptable::PolicyTable;
 use crate::{libplans, loader, sys};
 use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -43,11 +43,6 @@ const MAX: usize = 1024;
 const REGION_STUBS: usize = 128;
 const STUB: u64 = STUB_LEN as u64;
 const MAX_OBJECTS: usize = 256;
-
-const DT_PLTRELSZ: u64 = 2;
-const DT_RELA: u64 = 7;
-const DT_RELASZ: u64 = 8;
-const DT_JMPREL: u64 = 23;
 
 struct Slot {
     api: AtomicU16,
@@ -105,34 +100,48 @@ pub struct Installed {
 /// Redirects the monitored functions that `p` watches in every loaded
 /// object. `exe_dynamic`: the executable's `PT_DYNAMIC` at run time; `hook`:
 /// `dfp_hook`'s run-time address. Runs once, at start-up.
-pub fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_hook: u64) -> Installed {
+///
+/// # Safety
+/// `exe_dynamic` is the running executable's loaded `PT_DYNAMIC`, and the
+/// loader has finished loading the objects its link map lists.
+pub unsafe fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_hook: u64) -> Installed {
+    // SAFETY: as the caller promises: what is read is the loader's link map
+    // and the structures of the objects it lists, loaded at start-up.
+    let d = unsafe { Direct::new() };
     let mut objects = [(0u64, 0u64, 0u64); MAX_OBJECTS];
-    let n = link_map(exe_dynamic, &mut objects);
+    let n = link_map(d, exe_dynamic, &mut objects);
     let Some(objects) = objects.get(..n) else { return Installed::default() };
     // Their call frame tables, for event stacks (the executable is registered already).
     for &(base, _, name) in objects.iter().skip(1) {
-        crate::unwind::register(base, base, name);
+        // SAFETY: an object of the start-up link map (see above), its name from there.
+        unsafe { crate::unwind::register(base, base, name) };
     }
     // Definitions in every object but the executable (index 0); references in all.
-    redirect(objects.get(1..).unwrap_or(&[]), objects, p, hook, plans, sys_hook, true)
+    redirect(d, objects.get(1..).unwrap_or(&[]), objects, p, hook, plans, sys_hook, true)
 }
 
 /// The same for a link-map namespace that `dlmopen` has just made (glibc):
 /// it has a libc of its own, whose functions must be redirected too.
 /// `handle`: what `dlmopen` returned (a `struct link_map *`).
-pub fn install_namespace(handle: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_hook: u64) -> Installed {
+///
+/// # Safety
+/// `handle` is a link map entry `dlmopen` has just returned, and the
+/// namespace stays open while this runs.
+pub unsafe fn install_namespace(handle: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_hook: u64) -> Installed {
+    // SAFETY: as the caller promises: the namespace's link map and objects are loaded.
+    let d = unsafe { Direct::new() };
     let mut objects = [(0u64, 0u64, 0u64); MAX_OBJECTS];
     // Back to the namespace's first object, then along it.
     let mut head = handle;
     for _ in 0..MAX_OBJECTS {
-        match rd_u64(head.wrapping_add(32)) {
+        match d.u64(head.wrapping_add(32)) {
             Some(prev) if prev != 0 => head = prev,
             _ => break,
         }
     }
-    let n = walk_from(head, &mut objects);
+    let n = walk_from(d, head, &mut objects);
     let Some(objects) = objects.get(..n) else { return Installed::default() };
-    redirect(objects, objects, p, hook, plans, sys_hook, false)
+    redirect(d, objects, objects, p, hook, plans, sys_hook, false)
 }
 
 /// Each definition of a watched function in `defining` gets a stub (in a
@@ -141,7 +150,9 @@ pub fn install_namespace(handle: u64, p: &PolicyTable, hook: u64, plans: &[u8], 
 /// `referencing` already bound to a redirected function go to its stub
 /// (step 2). `first`: the start-up call, whose stubs are the ones an
 /// executable's GOT may hold.
+#[allow(clippy::too_many_arguments)]
 fn redirect(
+    d: Direct,
     defining: &[(u64, u64, u64)],
     referencing: &[(u64, u64, u64)],
     p: &PolicyTable,
@@ -158,12 +169,12 @@ fn redirect(
 
     // 1. Definitions.
     for &(base, dynamic, _) in defining {
-        let Some(tables) = Tables::of(&Direct, base, dynamic) else { continue };
+        let Some(tables) = Tables::of(&d, base, dynamic) else { continue };
         for &api in ApiId::ALL {
             if api.class() == Class::Process || !p.watches(api as u16) {
                 continue;
             }
-            definitions_in(&Direct, &tables, api.name().as_bytes(), |sym, value| {
+            definitions_in(&d, &tables, api.name().as_bytes(), |sym, value| {
                 let i = COUNT.load(Ordering::Relaxed);
                 if i >= MAX || i - start >= REGION_STUBS {
                     return;
@@ -206,13 +217,11 @@ fn redirect(
     // 2. References already bound to a real function.
     for &(base, dynamic, _) in referencing {
         for (table, size) in [(DT_JMPREL, DT_PLTRELSZ), (DT_RELA, DT_RELASZ)] {
-            let (Some(at), Some(len)) =
-                (dyn_value(&Direct, dynamic, base, table), dyn_value(&Direct, dynamic, 0, size))
-            else {
+            let (Some(at), Some(len)) = (dyn_value(&d, dynamic, base, table), dyn_value(&d, dynamic, 0, size)) else {
                 continue;
             };
             let stubs = Stubs { region, start };
-            done.references += redirect_references(&mut w, base, at, len.min(64 << 20), stubs, count);
+            done.references += redirect_references(d, &mut w, base, at, len.min(64 << 20), stubs, count);
         }
     }
     w.close();
@@ -275,20 +284,20 @@ pub(crate) fn retarget(k: usize, tramp: u64, hook: u64, stubs: Stubs) {
 
 /// The objects of the link map as (load base, run-time `PT_DYNAMIC`,
 /// `l_name`), the executable first; returns how many were stored.
-fn link_map(exe_dynamic: u64, out: &mut [(u64, u64, u64)]) -> usize {
-    let Some(r_debug) = dyn_value(&Direct, exe_dynamic, 0, loader::DT_DEBUG) else { return 0 };
-    match rd_u64(r_debug.wrapping_add(8)) {
-        Some(m) => walk_from(m, out),
+fn link_map(d: Direct, exe_dynamic: u64, out: &mut [(u64, u64, u64)]) -> usize {
+    let Some(r_debug) = dyn_value(&d, exe_dynamic, 0, loader::DT_DEBUG) else { return 0 };
+    match d.u64(r_debug.wrapping_add(8)) {
+        Some(m) => walk_from(d, m, out),
         None => 0,
     }
 }
 
 /// The objects of a link map from `map` on (see [`link_map`]).
-fn walk_from(mut map: u64, out: &mut [(u64, u64, u64)]) -> usize {
+fn walk_from(d: Direct, mut map: u64, out: &mut [(u64, u64, u64)]) -> usize {
     let mut n = 0;
     while map != 0 && n < out.len() {
         let (Some(l_addr), Some(l_name), Some(l_ld), Some(next)) =
-            (rd_u64(map), rd_u64(map.wrapping_add(8)), rd_u64(map.wrapping_add(16)), rd_u64(map.wrapping_add(24)))
+            (d.u64(map), d.u64(map.wrapping_add(8)), d.u64(map.wrapping_add(16)), d.u64(map.wrapping_add(24)))
         else {
             break;
         };
@@ -303,7 +312,15 @@ fn walk_from(mut map: u64, out: &mut [(u64, u64, u64)]) -> usize {
 
 /// Rewrites the relocated words (`GLOB_DAT`, `JUMP_SLOT`, `R_X86_64_64`) of one
 /// relocation table that hold a redirected function's real address.
-fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, stubs: Stubs, count: usize) -> usize {
+fn redirect_references(
+    d: Direct,
+    w: &mut Writer,
+    base: u64,
+    table: u64,
+    len: u64,
+    stubs: Stubs,
+    count: usize,
+) -> usize {
     let mut done = 0;
     let mut at = 0u64;
     // Most relocated words hold nothing redirected: a range test first.
@@ -311,7 +328,7 @@ fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, stubs: S
         .map(|i| SLOTS[i].function.load(Ordering::Relaxed))
         .fold((u64::MAX, 0), |(lo, hi), f| (lo.min(f), hi.max(f)));
     while at + 24 <= len {
-        let Some(e) = rd::<24>(table + at) else { break };
+        let Some(e) = d.get::<24>(table + at) else { break };
         at += 24;
         {
             let r_offset = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
@@ -320,7 +337,7 @@ fn redirect_references(w: &mut Writer, base: u64, table: u64, len: u64, stubs: S
                 continue;
             }
             let slot = base.wrapping_add(r_offset);
-            let Some(value) = rd_u64(slot) else { continue };
+            let Some(value) = d.u64(slot) else { continue };
             if value < lo || value > hi {
                 continue;
             }

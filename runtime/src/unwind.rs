@@ -11,7 +11,13 @@
 //! from it, advances, remember/restore state. Anything else (expressions)
 //! ends the walk at that frame.
 
-use crate::loader::{loaded as rd, program_headers, PF_X, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_LOAD};
+use crate::loader::{program_headers, Direct, Memory, PF_X, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_LOAD};
+
+// SAFETY: what this module reads directly lies in registered modules: the
+// executable and the libraries loaded at start-up, which are never unloaded
+// (their headers, call frame and symbol tables, and code). Stack memory goes
+// through `mem`.
+const REGISTERED: Direct = unsafe { Direct::new() };
 use crate::mem;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -55,21 +61,25 @@ static MODULES: [Module; MAX_MODULES] = [const {
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 fn u8_at(a: u64) -> Option<u8> {
-    rd::<1>(a).map(|b| b[0])
+    REGISTERED.get::<1>(a).map(|b| b[0])
 }
 fn u16_at(a: u64) -> Option<u16> {
-    rd::<2>(a).map(u16::from_le_bytes)
+    REGISTERED.get::<2>(a).map(u16::from_le_bytes)
 }
 fn u32_at(a: u64) -> Option<u32> {
-    rd::<4>(a).map(u32::from_le_bytes)
+    REGISTERED.u32(a)
 }
 fn u64_at(a: u64) -> Option<u64> {
-    rd::<8>(a).map(u64::from_le_bytes)
+    REGISTERED.u64(a)
 }
 
 /// Registers the module whose ELF header is at `header` (loaded with bias
 /// `base`): its executable range and `.eh_frame_hdr`. Start-up only.
-pub fn register(header: u64, base: u64, name: u64) {
+///
+/// # Safety
+/// `header` is the ELF header of an object loaded at start-up (never
+/// unloaded), `name` its link map name or 0 (the executable).
+pub unsafe fn register(header: u64, base: u64, name: u64) {
     let n = COUNT.load(Ordering::Relaxed);
     if n >= MAX_MODULES {
         return;
@@ -78,7 +88,7 @@ pub fn register(header: u64, base: u64, name: u64) {
     // The runtime's own segment is left out: its return addresses are never
     // a caller (a stack scan would otherwise take stale ones).
     let here = register as *const () as usize as u64;
-    for p in program_headers(header) {
+    for p in program_headers(REGISTERED, header) {
         let start = base.wrapping_add(p.vaddr);
         let is_runtime = (start..start.wrapping_add(p.memsz)).contains(&here);
         if p.kind == PT_LOAD && p.flags & PF_X != 0 && !is_runtime {
@@ -102,7 +112,7 @@ pub fn register(header: u64, base: u64, name: u64) {
     m.base.store(base, Ordering::Relaxed);
     m.name.store(name, Ordering::Relaxed);
     if dynamic != 0 {
-        let d = crate::loader::Direct;
+        let d = REGISTERED;
         let tables = (
             crate::loader::dyn_value(&d, dynamic, base, crate::loader::DT_SYMTAB),
             crate::loader::dyn_value(&d, dynamic, base, crate::loader::DT_STRTAB),
@@ -131,13 +141,13 @@ pub fn symbol_of(pc: u64) -> Option<u64> {
     if count == UNCOUNTED {
         // Counted once, at the first event from this module (threads racing
         // here count the same tables and store the same number).
-        let d = crate::loader::Direct;
+        let d = REGISTERED;
         count = crate::loader::symbol_count(&d, base, m.dynamic.load(Ordering::Relaxed)).unwrap_or(0).min(1 << 20);
         m.nsyms.store(count, Ordering::Relaxed);
     }
     let off = pc.wrapping_sub(base);
     (1..count).find_map(|i| {
-        let e = rd::<24>(symtab.wrapping_add(i * 24))?;
+        let e = REGISTERED.get::<24>(symtab.wrapping_add(i * 24))?;
         let value = u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]);
         let size = u64::from_le_bytes([e[16], e[17], e[18], e[19], e[20], e[21], e[22], e[23]]);
         let shndx = u16::from_le_bytes([e[6], e[7]]);
@@ -148,7 +158,7 @@ pub fn symbol_of(pc: u64) -> Option<u64> {
 }
 
 /// The registered module holding `pc`: (base, name pointer, `.eh_frame_hdr`).
-pub fn module_of(pc: u64) -> Option<(u64, u64, u64)> {
+pub fn registered_module(pc: u64) -> Option<(u64, u64, u64)> {
     let n = COUNT.load(Ordering::Acquire);
     MODULES.iter().take(n).find_map(|m| {
         let (lo, hi) = (m.lo.load(Ordering::Relaxed), m.hi.load(Ordering::Relaxed));
@@ -234,7 +244,7 @@ pub fn walk_until(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]
         if next.sp <= r.sp || next.pc < 4096 {
             break;
         }
-        if module_of(next.pc).is_none() {
+        if registered_module(next.pc).is_none() {
             return Walked { n, stopped_at: by_cfi.then_some(next.pc), outermost: false };
         }
         out[n] = next.pc;
@@ -248,7 +258,7 @@ pub fn walk_until(mut r: Regs, at_instruction: bool, out: &mut [u64; MAX_FRAMES]
 /// Whether the call frame information at `at` says the return address is
 /// undefined (the outermost frame).
 fn outermost(at: u64) -> bool {
-    let Some((_, _, hdr)) = module_of(at) else { return false };
+    let Some((_, _, hdr)) = registered_module(at) else { return false };
     hdr != 0 && find_fde(hdr, at).and_then(|fde| run_cfi(fde, at)).is_some_and(|r| r.ra_undefined)
 }
 
@@ -265,10 +275,11 @@ pub fn scan_for_caller(sp: u64, lo: u64, hi: u64) -> Option<u64> {
         let n = mem::read(sp.wrapping_add(piece * 256), &mut words);
         let found = words.get(..n)?.chunks_exact(8).find_map(|w| {
             let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-            if (lo..hi).contains(&v) || module_of(v).is_none() || module_of(v.wrapping_sub(6)).is_none() {
+            if (lo..hi).contains(&v) || registered_module(v).is_none() || registered_module(v.wrapping_sub(6)).is_none()
+            {
                 return None;
             }
-            let b = rd::<6>(v - 6)?;
+            let b = REGISTERED.get::<6>(v - 6)?;
             let after_call = b[1] == 0xe8 || (b[0] == 0xff && b[1] == 0x15) || (b[4] == 0xff && b[5] & 0xf8 == 0xd0);
             after_call.then_some(v)
         });
@@ -308,7 +319,7 @@ pub fn reaches(mut r: Regs, at_instruction: bool, slot: u64, ret: u64) -> Option
 /// One frame up from `r`, whose code address for the table lookup is `at`;
 /// true when found with call frame information (not by frame pointer).
 fn step(r: &Regs, at: u64, snap: &Snapshot) -> Option<(Regs, bool)> {
-    let (_, _, hdr) = module_of(at)?;
+    let (_, _, hdr) = registered_module(at)?;
     let rule = if hdr != 0 { find_fde(hdr, at).and_then(|fde| run_cfi(fde, at)) } else { None };
     match rule {
         Some(rule) if rule.ra_undefined => None,
