@@ -52,7 +52,7 @@ pub struct LibSite {
     /// The bytes the window holds: the runtime checks them before rewriting.
     #[serde(skip)]
     pub original: Vec<u8>,
-    pub tactic: String,
+    pub tactic: crate::plan::Tactic,
     pub nr: Option<u64>,
     /// A detoured function entry (its API), or None for a `syscall`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -233,7 +233,7 @@ fn plan_one(
                         len: d.window.size(),
                         syscall: d.entry,
                         original,
-                        tactic: format!("entry moved ({} instructions)", d.window.insns.len()),
+                        tactic: crate::plan::Tactic::EntryMoved { instructions: d.window.insns.len() },
                         nr: None,
                         api: Some(d.api.name()),
                         fixups,
@@ -245,7 +245,7 @@ fn plan_one(
                 }
                 Ok(_) => {}
                 Err(reason) => refused.push(Refused {
-                    layer: "entry",
+                    layer: crate::plan::Layer::Entry,
                     vaddr: d.entry,
                     what: d.symbol.clone(),
                     reason: reason.into(),
@@ -316,7 +316,7 @@ fn syscall_plans(lib: &Elf, sites: Vec<moved::SyscallSite>, next_index: &mut usi
             vaddr: s.window.start(),
             len: s.window.size(),
             syscall: s.window.insns[s.window.at].ip(),
-            tactic: format!("syscall moved ({})", s.window.shape()),
+            tactic: crate::plan::Tactic::SyscallMoved { shape: s.window.shape() },
             nr: s.nr,
             api: None,
             fixups: Vec::new(),

@@ -176,7 +176,7 @@ fn patch(a: &PatchArgs) -> Result<(), String> {
 }
 
 fn summary(dest: &Path, plan: &Plan, size: u64, hash: &[u8; 32]) -> String {
-    let mut layers = std::collections::BTreeMap::<&str, usize>::new();
+    let mut layers = std::collections::BTreeMap::<dfpatch::plan::Layer, usize>::new();
     for s in &plan.sites {
         *layers.entry(s.layer).or_default() += 1;
     }
@@ -311,7 +311,7 @@ fn describe(file: &Path, plan: &Plan) -> String {
             s,
             "syscall instructions: {} in all; {hooked} hooked, {} refused, {} not monitored, {} allowed by the policy",
             c.total,
-            plan.refused.iter().filter(|r| r.layer == "syscall").count(),
+            plan.refused.iter().filter(|r| r.layer == dfpatch::plan::Layer::Syscall).count(),
             c.not_monitored,
             c.allowed
         );
@@ -373,10 +373,9 @@ fn describe(file: &Path, plan: &Plan) -> String {
             let _ = writeln!(s, "  {:<24} not planned: {}", k.name, k.reason);
         }
     }
-    let mut tactics = std::collections::BTreeMap::<(&str, String), usize>::new();
+    let mut tactics = std::collections::BTreeMap::<(dfpatch::plan::Layer, String), usize>::new();
     for x in &plan.sites {
-        let tactic = if x.tactic.starts_with("detour") { "detour".to_string() } else { x.tactic.clone() };
-        *tactics.entry((x.layer, tactic)).or_default() += 1;
+        *tactics.entry((x.layer, x.tactic.family())).or_default() += 1;
     }
     let _ = writeln!(s, "sites by layer and tactic ({}):", plan.sites.len());
     for ((layer, tactic), n) in tactics {

@@ -19,6 +19,7 @@
 
 use crate::code::Code;
 use crate::elf::Elf;
+use crate::plan::Layer;
 use crate::plt::rel32;
 use dfpatch_runtime::apis::{syscall_api, ApiId, Class};
 use iced_x86::Instruction;
@@ -78,7 +79,7 @@ pub struct SyscallSite {
 /// A place dfpatch would hook but does not, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Refused {
-    pub layer: &'static str,
+    pub layer: Layer,
     pub vaddr: u64,
     /// The function, or the system call (name or "unknown number").
     pub what: String,
@@ -120,7 +121,7 @@ pub fn detours(e: &Elf, code: &Code, hooked: impl Fn(ApiId) -> bool) -> (Vec<Det
     for (entry, (api, symbol, size)) in by_addr {
         match entry_window(code, entry, size) {
             Ok(window) => out.push(Detour { api, symbol, entry, window }),
-            Err(reason) => refused.push(Refused { layer: "entry", vaddr: entry, what: symbol, reason }),
+            Err(reason) => refused.push(Refused { layer: Layer::Entry, vaddr: entry, what: symbol, reason }),
         }
     }
     (out, refused)
@@ -210,7 +211,7 @@ pub fn syscall_sites(
         };
         if !code.certain(ins.ip(), ins.next_ip()) {
             refused.push(Refused {
-                layer: "syscall",
+                layer: Layer::Syscall,
                 vaddr: ins.ip(),
                 what,
                 reason: "the code around it did not decode with certainty".into(),
@@ -219,7 +220,7 @@ pub fn syscall_sites(
         }
         if cancel.iter().any(|&(lo, hi)| ins.ip() >= lo && ins.ip() <= hi) || musl_cancel_asm(code, i) {
             refused.push(Refused {
-                layer: "syscall",
+                layer: Layer::Syscall,
                 vaddr: ins.ip(),
                 what,
                 reason: "inside libc's thread-cancellation window: moved, pthread_cancel could no longer \
@@ -231,7 +232,7 @@ pub fn syscall_sites(
         match syscall_window(code, i, taken, copy_only) {
             Some(window) => sites.push(SyscallSite { nr, window }),
             None => refused.push(Refused {
-                layer: "syscall",
+                layer: Layer::Syscall,
                 vaddr: ins.ip(),
                 what,
                 reason: "no run of 5 bytes of movable instructions around it without a branch target inside".into(),

@@ -87,16 +87,97 @@ pub struct Hook {
     pub prot_filter: bool,
 }
 
+/// The layer a rewritten site belongs to, as `inspect` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Layer {
+    /// A function entry, detoured (static executables; libc's, in memory).
+    Entry,
+    /// A `call *slot(%rip)` of `-fno-plt` code.
+    GotCall,
+    /// A `.plt` or `.plt.sec` entry's jump.
+    Plt,
+    /// A `.plt.got` entry's jump.
+    PltGot,
+    /// A `syscall` instruction.
+    Syscall,
+}
+
+impl Layer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Entry => "entry",
+            Layer::GotCall => "got-call",
+            Layer::Plt => "plt",
+            Layer::PltGot => "plt.got",
+            Layer::Syscall => "syscall",
+        }
+    }
+}
+
+/// How a site is rewritten.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tactic {
+    /// A PLT entry's `jmp *slot` becomes a `jmp` to the stub.
+    Jmp,
+    /// A `-fno-plt` `call *slot` becomes a `call` to the stub.
+    Call,
+    /// A static executable's function entry: `bytes` moved to a trampoline.
+    Detour { bytes: usize },
+    /// A `syscall` moved with its neighbours ([`crate::moved::Window::shape`]).
+    SyscallMoved { shape: String },
+    /// A library function's entry, detoured in memory: `instructions` moved.
+    EntryMoved { instructions: usize },
+}
+
+impl Tactic {
+    /// The tactic without its numbers, for counting sites by tactic.
+    pub fn family(&self) -> String {
+        match self {
+            Tactic::Detour { .. } => "detour".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::fmt::Display for Tactic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            Tactic::Jmp => "jmp".to_string(),
+            Tactic::Call => "call".to_string(),
+            Tactic::Detour { bytes } => format!("detour ({bytes} bytes moved)"),
+            Tactic::SyscallMoved { shape } => format!("syscall moved ({shape})"),
+            Tactic::EntryMoved { instructions } => format!("entry moved ({instructions} instructions)"),
+        };
+        f.pad(&text)
+    }
+}
+
+/// `inspect --json` shows layers and tactics as their names.
+macro_rules! serialize_as_text {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+serialize_as_text!(Layer, Tactic);
+
 /// A site to rewrite.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlannedSite {
     pub vaddr: u64,
     pub len: usize,
-    /// plt, plt.got, got-call, entry or syscall.
-    pub layer: &'static str,
+    pub layer: Layer,
     pub section: String,
-    /// How: "jmp", "call", "detour (N bytes moved)", "syscall moved (1 before, 0 after)".
-    pub tactic: String,
+    pub tactic: Tactic,
     pub hook: usize,
     #[serde(skip)]
     pub offset: u64,
@@ -327,7 +408,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         let taken: Vec<(u64, u64)> = sites.iter().map(|x| (x.vaddr, x.vaddr + x.len as u64)).collect();
         // Why the layer is left out of this file, if it is.
         let whole_layer = |reason: String| moved::Refused {
-            layer: "syscall",
+            layer: Layer::Syscall,
             vaddr: 0,
             what: "every syscall instruction".into(),
             reason,
@@ -396,8 +477,8 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
             sites.push(moved_site(
                 e,
                 &d.window,
-                "entry",
-                format!("detour ({} bytes moved)", d.window.size()),
+                Layer::Entry,
+                Tactic::Detour { bytes: d.window.size() },
                 k,
                 stub,
                 &map,
@@ -481,8 +562,8 @@ fn syscall_hooks(
             api_id: api.map_or(u16::MAX, |a| a as u16),
             prot_filter: false,
         });
-        let tactic = format!("syscall moved ({})", s.window.shape());
-        sites.push(moved_site(e, &s.window, "syscall", tactic, k, *cursor, map)?);
+        let tactic = Tactic::SyscallMoved { shape: s.window.shape() };
+        sites.push(moved_site(e, &s.window, Layer::Syscall, tactic, k, *cursor, map)?);
         push_code(code, cursor, tramp);
     }
     Ok(())
@@ -501,8 +582,8 @@ fn push_code(code: &mut Vec<u8>, cursor: &mut u64, bytes: Vec<u8>) {
 fn moved_site(
     e: &Elf,
     w: &moved::Window,
-    layer: &'static str,
-    tactic: String,
+    layer: Layer,
+    tactic: Tactic,
     hook: usize,
     to: u64,
     map: &Code,
@@ -595,8 +676,8 @@ fn got_hooks(
             layer: s.layer(),
             section: s.section.clone(),
             tactic: match s.kind {
-                plt::SiteKind::Jmp => "jmp".into(),
-                plt::SiteKind::Call => "call".into(),
+                plt::SiteKind::Jmp => Tactic::Jmp,
+                plt::SiteKind::Call => Tactic::Call,
             },
             hook: k,
             offset,

@@ -37,11 +37,12 @@ pub struct Site {
 
 impl Site {
     /// The layer name shown by `inspect`.
-    pub fn layer(&self) -> &'static str {
+    pub fn layer(&self) -> crate::plan::Layer {
+        use crate::plan::Layer;
         match self.section.as_str() {
-            ".plt" | ".plt.sec" => "plt",
-            ".plt.got" => "plt.got",
-            _ => "got-call",
+            ".plt" | ".plt.sec" => Layer::Plt,
+            ".plt.got" => Layer::PltGot,
+            _ => Layer::GotCall,
         }
     }
 }
