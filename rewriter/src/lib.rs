@@ -25,6 +25,9 @@ pub mod trampoline;
 
 pub use error::{Error, Result};
 
+#[cfg(test)]
+mod tests;
+
 use dfpatch_policy::Policy;
 
 /// A finished patch, borrowing the input bytes.
