@@ -3,7 +3,8 @@
 //! through `DT_RUNPATH=$ORIGIN`).
 
 use super::synth::*;
-use crate::libplan::{plan, Identity, LibraryPlan, Skipped, LIB_SITE_FLAG, TRAMP_BASE};
+use crate::libplan::{plan, Identity, LibraryPlan, Skipped, TRAMP_BASE};
+use dfpatch_runtime::contract::r11;
 use iced_x86::{Decoder, DecoderOptions, Register};
 use object::elf;
 use std::path::Path;
@@ -108,7 +109,7 @@ fn a_library_syscall_moves_only_with_position_independent_neighbours() {
     // The trampoline: the neighbour's own bytes, then the hook sequence.
     assert_eq!(&s.tramp[..5], &MOV_EDI_1);
     let number = u32::from_le_bytes(s.tramp[s.number_at..s.number_at + 4].try_into().unwrap());
-    assert_eq!(number, LIB_SITE_FLAG);
+    assert_eq!(u64::from(number), r11::LIB_SITE);
     assert_eq!((s.slot_at % 8, s.slot_at + 8), (0, s.tramp.len()));
     assert!(s.back_at.is_some());
     assert_eq!(p.refused.len(), 1);

@@ -4,7 +4,7 @@
 use super::synth::*;
 use crate::elf::{Phdr, EHDR_SIZE};
 use crate::error::Error;
-use crate::plan::{self, HookKind, PhdrTactic, Plan};
+use crate::plan::{self, HookKind, Layer, PhdrTactic, Plan};
 use crate::runtime::Runtime;
 use dfpatch_policy::Policy;
 use object::elf;
@@ -63,7 +63,7 @@ fn a_static_plan_detours_entries_and_moves_syscalls() {
     assert_eq!((hooks[0].0, hooks[0].1), (HookKind::Detour, "execve"));
     assert_eq!(&hooks[1..], [(HookKind::Syscall, "execve", sys1), (HookKind::Syscall, "connect", sys2)]);
     let entry = &p.sites[0];
-    assert_eq!((entry.layer, entry.vaddr, entry.len), ("entry", execve + 4, 8));
+    assert_eq!((entry.layer, entry.vaddr, entry.len), (Layer::Entry, execve + 4, 8));
     for s in &p.sites {
         assert_eq!(s.offset, s.vaddr - BIAS);
         assert_eq!(s.bytes.len(), s.len);
@@ -86,9 +86,9 @@ fn a_syscall_beside_a_detoured_entry_is_not_moved_twice() {
     let data = static_exe(&a, &[("execve", TEXT, 8)]).build();
     let p = make(&data).unwrap();
     assert_eq!(p.sites.len(), 1);
-    assert_eq!((p.sites[0].layer, p.sites[0].len), ("entry", 5));
+    assert_eq!((p.sites[0].layer, p.sites[0].len), (Layer::Entry, 5));
     assert_eq!(p.refused.len(), 1, "{:?}", p.refused);
-    assert_eq!((p.refused[0].layer, p.refused[0].vaddr), ("syscall", sys));
+    assert_eq!((p.refused[0].layer, p.refused[0].vaddr), (Layer::Syscall, sys));
     assert_apart(&p);
 }
 
