@@ -34,7 +34,7 @@ use crate::plan::{align_up, HookKind, PhdrTactic, Plan, PAGE};
 use crate::restore;
 use crate::runtime::Runtime;
 use crate::segment::{SegmentMap, Writer};
-use crate::trampoline;
+use crate::stubs;
 use dfpatch_runtime::contract::{
     Contract, HookEntry, Record, Relocation, CONTRACT_VERSION, FLAG_INTERP, FLAG_PIE, MAGIC,
 };
@@ -99,17 +99,17 @@ fn segment(e: &Elf, rt: &Runtime, plan: &Plan) -> Result<(Vec<u8>, Option<Preini
     w.put("runtime image", map.runtime, &rt.rx, 0)?;
     for (k, h) in plan.hooks.iter().enumerate() {
         let real = match h.kind {
-            HookKind::Got => trampoline::Real::Got(h.vaddr),
-            HookKind::Detour => trampoline::Real::Direct(h.vaddr),
+            HookKind::Got => stubs::Real::Got(h.vaddr),
+            HookKind::Detour => stubs::Real::Direct(h.vaddr),
             HookKind::Syscall => continue,
         };
-        let stub = trampoline::stub(k as u32, h.stub_vaddr, l.hook_entry, real, h.prot_filter).ok_or_else(|| {
+        let stub = stubs::stub(k as u32, h.stub_vaddr, l.hook_entry, real, h.prot_filter).ok_or_else(|| {
             Error::OutOfRange(format!(
                 "{} would be more than 2 GiB from the runtime placed after the executable's data",
                 h.symbol
             ))
         })?;
-        let at = crate::segment::Range { vaddr: h.stub_vaddr, len: trampoline::STUB_SIZE };
+        let at = crate::segment::Range { vaddr: h.stub_vaddr, len: stubs::STUB_SIZE };
         if !(map.stubs.vaddr..map.stubs.end()).contains(&h.stub_vaddr) {
             return Err(Error::Internal(format!("the stub of {} is outside the stubs' range", h.symbol)));
         }

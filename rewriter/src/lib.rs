@@ -3,11 +3,12 @@
 //!
 //! The pipeline is read ([`elf`]) → plan ([`plan`], using [`plt`]; every
 //! range of the new segment reserved in a [`segment::SegmentMap`]) → apply
-//! ([`inject`], using [`trampoline`], into an [`output::Output`]) → write
+//! ([`inject`], using [`stubs`], into an [`output::Output`]) → write
 //! ([`fsio`]). `inspect` stops after planning; `restore` reads [`restore`] data.
 #![deny(unsafe_code)]
 
 pub mod code;
+pub mod detour;
 pub mod dynamic;
 pub mod elf;
 pub mod error;
@@ -21,7 +22,8 @@ pub mod plt;
 pub mod restore;
 pub mod runtime;
 pub mod segment;
-pub mod trampoline;
+pub mod stubs;
+pub mod syscalls;
 
 pub use error::{Error, Result};
 

@@ -30,7 +30,9 @@
 
 use crate::code::Code;
 use crate::elf::Elf;
-use crate::moved::{self, Refused, SyscallCounts};
+use crate::moved::{self, Refused};
+use crate::syscalls::SyscallCounts;
+use crate::{detour, syscalls};
 use dfpatch_runtime::apis::ApiId;
 pub use dfpatch_runtime::contract::{MAX_FIXUPS, MAX_WINDOW, TRAMP_BASE};
 use serde::Serialize;
@@ -214,7 +216,7 @@ fn plan_one(
     };
     if is_libc {
         let code = Code::analyse(lib).map_err(|e| e.to_string())?;
-        let (detours, mut refused) = moved::detours(lib, &code, hooked);
+        let (detours, mut refused) = detour::detours(lib, &code, hooked);
         let mut out = Vec::new();
         for d in detours {
             if *next_index >= MAX_SITES {
@@ -264,8 +266,8 @@ fn plan_one(
             .collect();
         let taken: Vec<(u64, u64)> = out.iter().map(|x| (x.vaddr, x.vaddr + x.len as u64)).collect();
         let in_generic = |at: u64| generic.iter().any(|&(lo, hi)| (lo..hi).contains(&at));
-        let cancel = moved::cancellation_windows(lib);
-        let (sites, no, counts) = moved::syscall_sites(&code, hooked, &taken, &cancel, true);
+        let cancel = syscalls::cancellation_windows(lib);
+        let (sites, no, counts) = syscalls::syscall_sites(&code, hooked, &taken, &cancel, true);
         let sites = sites.into_iter().filter(|x| in_generic(x.window.insns[x.window.at].ip())).collect();
         out.extend(syscall_plans(lib, sites, next_index));
         refused.extend(no.into_iter().filter(|r| in_generic(r.vaddr)));
@@ -285,14 +287,14 @@ fn plan_one(
         return Ok(made(Vec::new(), Vec::new(), SyscallCounts::default(), false));
     }
     let code = Code::analyse(lib).map_err(|e| e.to_string())?;
-    let cancel = moved::cancellation_windows(lib);
-    let (sites, refused, counts) = moved::syscall_sites(&code, hooked, &[], &cancel, true);
+    let cancel = syscalls::cancellation_windows(lib);
+    let (sites, refused, counts) = syscalls::syscall_sites(&code, hooked, &[], &cancel, true);
     let out = syscall_plans(lib, sites, next_index);
     Ok(made(out, refused, counts, false))
 }
 
 /// The plans of `syscall` sites (trampolines that work at any address).
-fn syscall_plans(lib: &Elf, sites: Vec<moved::SyscallSite>, next_index: &mut usize) -> Vec<LibSite> {
+fn syscall_plans(lib: &Elf, sites: Vec<syscalls::SyscallSite>, next_index: &mut usize) -> Vec<LibSite> {
     let mut out = Vec::new();
     for s in sites {
         if *next_index >= MAX_SITES {
@@ -335,7 +337,7 @@ fn syscall_plans(lib: &Elf, sites: Vec<moved::SyscallSite>, next_index: &mut usi
 /// jump back), each checked to decode to the target the original had.
 fn entry_trampoline(w: &moved::Window) -> Result<(Vec<u8>, Vec<u16>), &'static str> {
     use iced_x86::{Decoder, DecoderOptions, OpKind};
-    let tramp = moved::detour_trampoline(w, TRAMP_BASE).map_err(|_| "its first instructions cannot be re-encoded")?;
+    let tramp = detour::detour_trampoline(w, TRAMP_BASE).map_err(|_| "its first instructions cannot be re-encoded")?;
     let end = TRAMP_BASE + tramp.len() as u64;
     let mut fixups = Vec::new();
     let mut d = Decoder::with_ip(64, &tramp, TRAMP_BASE, DecoderOptions::NONE);
@@ -376,9 +378,9 @@ fn entry_trampoline(w: &moved::Window) -> Result<(Vec<u8>, Vec<u16>), &'static s
 fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<(Vec<u8>, Option<usize>, usize, usize)> {
     let mut b = Vec::new();
     b.extend(copy(lib, &w.insns[..w.at])?);
-    let number_at = b.len() + moved::NUMBER_OFFSET;
-    let call_at = b.len() + moved::CALL_OFFSET;
-    moved::ask_then_syscall(&mut b, hook_number, &[0xff, 0x15, 0, 0, 0, 0]); // call [rip+disp] -> slot
+    let number_at = b.len() + syscalls::NUMBER_OFFSET;
+    let call_at = b.len() + syscalls::CALL_OFFSET;
+    syscalls::ask_then_syscall(&mut b, hook_number, &[0xff, 0x15, 0, 0, 0, 0]); // call [rip+disp] -> slot
     let after = &w.insns[w.at + 1..];
     b.extend(copy(lib, after)?);
     let returns = after.last().is_some_and(|i| i.flow_control() == iced_x86::FlowControl::Return);

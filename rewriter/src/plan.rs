@@ -6,10 +6,12 @@ use crate::code::Code;
 use crate::dynamic::Preinit;
 use crate::elf::{Elf, Phdr, EHDR_SIZE, PHDR_SIZE};
 use crate::error::{Error, Result};
-use crate::moved::{self, Refused, SyscallCounts};
+use crate::moved::{self, Refused};
 use crate::plt::{self, Import, Site};
 use crate::runtime::Runtime;
-use crate::trampoline::STUB_SIZE;
+use crate::stubs::STUB_SIZE;
+use crate::syscalls::SyscallCounts;
+use crate::{detour, syscalls};
 use dfpatch_policy::{Action, Policy};
 use dfpatch_runtime::apis::ApiId;
 use dfpatch_runtime::bytes::u32_at;
@@ -433,7 +435,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         } else {
             match Code::analyse(e) {
                 Ok(map) => {
-                    let (sys, mut no, counts) = moved::syscall_sites(&map, hooked, &taken, &[], false);
+                    let (sys, mut no, counts) = syscalls::syscall_sites(&map, hooked, &taken, &[], false);
                     refused.append(&mut no);
                     syscalls = Some(counts);
                     let mut cursor = code_vaddr;
@@ -446,15 +448,15 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         errno = static_errno(e);
         let mut map = Code::analyse(e)?;
         // Layer 3: function entries.
-        let (detours, mut no) = moved::detours(e, &map, hooked);
+        let (detours, mut no) = detour::detours(e, &map, hooked);
         refused.append(&mut no);
         for d in &detours {
             map.add_target(d.window.end());
         }
         let taken: Vec<(u64, u64)> = detours.iter().map(|d| (d.window.start(), d.window.end())).collect();
         // Layer 4: system call instructions.
-        let cancel = moved::cancellation_windows(e);
-        let (sys, mut no, counts) = moved::syscall_sites(&map, hooked, &taken, &cancel, false);
+        let cancel = syscalls::cancellation_windows(e);
+        let (sys, mut no, counts) = syscalls::syscall_sites(&map, hooked, &taken, &cancel, false);
         refused.append(&mut no);
         syscalls = Some(counts);
 
@@ -462,7 +464,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         let mut cursor = code_vaddr;
         let range = |what: String| Error::OutOfRange(what);
         for d in &detours {
-            let tramp = moved::detour_trampoline(&d.window, cursor).map_err(range)?;
+            let tramp = detour::detour_trampoline(&d.window, cursor).map_err(range)?;
             let k = hooks.len();
             let stub = layout.stubs_vaddr + k as u64 * STUB_SIZE;
             hooks.push(Hook {
@@ -540,7 +542,7 @@ pub fn watched(policy: &Policy, api: ApiId) -> bool {
 fn syscall_hooks(
     e: &Elf,
     map: &Code,
-    sys: &[moved::SyscallSite],
+    sys: &[syscalls::SyscallSite],
     layout: &Layout,
     cursor: &mut u64,
     hooks: &mut Vec<Hook>,
@@ -549,7 +551,7 @@ fn syscall_hooks(
 ) -> Result<()> {
     for s in sys {
         let k = hooks.len();
-        let tramp = moved::syscall_trampoline(&s.window, *cursor, k as u32, layout.sys_hook_entry)
+        let tramp = syscalls::syscall_trampoline(&s.window, *cursor, k as u32, layout.sys_hook_entry)
             .map_err(Error::OutOfRange)?;
         let api = s.nr.and_then(dfpatch_runtime::apis::syscall_api);
         let at = s.window.insns[s.window.at].ip();

@@ -1,8 +1,11 @@
-//! [`crate::moved`]: which instructions may move out of the program's code,
-//! at a function entry (detour) or around a `syscall`, and every refusal.
+//! [`crate::detour`] and [`crate::syscalls`] (windows from [`crate::moved`]):
+//! which instructions may move out of the program's code, at a function
+//! entry or around a `syscall`, and every refusal.
 
 use super::synth::*;
-use crate::moved::{cancellation_windows, detours, syscall_sites, Detour, Refused, SyscallCounts, SyscallSite};
+use crate::detour::{detours, Detour};
+use crate::moved::Refused;
+use crate::syscalls::{cancellation_windows, syscall_sites, SyscallCounts, SyscallSite};
 use dfpatch_runtime::apis::ApiId;
 use iced_x86::Register;
 
@@ -566,13 +569,12 @@ fn copy_only_windows_take_no_rip_relative_neighbour() {
     assert_eq!(s[0].window.start(), mov);
 }
 
-/// Two `syscall` sites must never rewrite the same bytes. Today they can:
-/// the first takes the `mov` after it (a `nop` before it cannot move), the
-/// second takes the same `mov` before it. In a file the two edits overlap
-/// and patching stops with "two edits overlap"; in a library the runtime
-/// writes both jumps, the second over the first one's rel32.
+/// Two `syscall` sites must never rewrite the same bytes. Regression: they
+/// did: the first took the `mov` after it (a `nop` before it cannot move),
+/// the second took the same `mov` before it. In a file the two edits
+/// overlapped and patching stopped with "two edits overlap"; in a library
+/// the runtime wrote both jumps, the second over the first one's rel32.
 #[test]
-#[ignore = "known bug, not fixed yet: syscall_sites does not keep its own windows apart"]
 fn two_syscall_windows_never_share_bytes() {
     let mut a = Asm::at(TEXT);
     a.raw(&NOP5);

@@ -1,0 +1,313 @@
+//! The `syscall`-site layer: a monitored system call (its number set by a
+//! `mov` in the same basic block, or unknown until run time) moves to a
+//! trampoline with its neighbours, at least 5 bytes in all; the trampoline
+//! asks the runtime, then runs the real `syscall` (see
+//! `dfpatch_runtime::arch::x86_64::SysFrame` for its shape). Used for the
+//! executable's own code, and for the libraries' in [`crate::libplan`].
+
+use crate::code::Code;
+use crate::elf::Elf;
+use crate::moved::{ends_flow, jmp, relocate, Refused, Window, JMP};
+use crate::plan::Layer;
+use crate::plt::rel32;
+use dfpatch_runtime::apis::{syscall_api, ApiId};
+use iced_x86::{Code as Op, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, Register};
+use serde::Serialize;
+
+/// A `syscall` instruction to redirect.
+#[derive(Clone, Debug)]
+pub struct SyscallSite {
+    /// Known number, or None when it is only known at run time.
+    pub nr: Option<u64>,
+    pub window: Window,
+}
+
+/// Counts of `syscall` instructions that need no hook.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyscallCounts {
+    /// All `syscall` instructions decoded.
+    pub total: usize,
+    /// Their number is known and not monitored (read, write, ...).
+    pub not_monitored: usize,
+    /// Monitored, but the policy allows every such call.
+    pub allowed: usize,
+}
+
+/// Every `syscall` instruction: the ones to redirect, the ones refused, and counts.
+/// `hooked(api)`: the policy does not allow every call of `api`. `taken`:
+/// byte ranges already rewritten (detours).
+pub fn syscall_sites(
+    code: &Code,
+    hooked: impl Fn(ApiId) -> bool,
+    taken: &[(u64, u64)],
+    cancel: &[(u64, u64)],
+    copy_only: bool,
+) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
+    let any_hooked = dfpatch_runtime::apis::SYSCALLS.iter().any(|&(_, a)| hooked(a));
+    let mut info = InstructionInfoFactory::new();
+    let mut sites = Vec::new();
+    let mut refused = Vec::new();
+    let mut counts = SyscallCounts::default();
+    // What is rewritten already: the detours, then each window chosen here
+    // (two windows sharing a byte would write two jumps over each other).
+    let mut taken = taken.to_vec();
+    for i in code.syscalls() {
+        let Some(ins) = code.insn(i) else { continue };
+        let ins = &ins;
+        counts.total += 1;
+        let nr = number(code, i, &mut info);
+        let what = match nr {
+            Some(n) => match syscall_api(n) {
+                None => {
+                    counts.not_monitored += 1;
+                    continue;
+                }
+                Some(api) if !hooked(api) => {
+                    counts.allowed += 1;
+                    continue;
+                }
+                Some(api) => api.name().to_string(),
+            },
+            None if !any_hooked => {
+                counts.allowed += 1;
+                continue;
+            }
+            None => "unknown number".to_string(),
+        };
+        if !code.certain(ins.ip(), ins.next_ip()) {
+            refused.push(Refused {
+                layer: Layer::Syscall,
+                vaddr: ins.ip(),
+                what,
+                reason: "the code around it did not decode with certainty".into(),
+            });
+            continue;
+        }
+        if cancel.iter().any(|&(lo, hi)| ins.ip() >= lo && ins.ip() <= hi) || musl_cancel_asm(code, i) {
+            refused.push(Refused {
+                layer: Layer::Syscall,
+                vaddr: ins.ip(),
+                what,
+                reason: "inside libc's thread-cancellation window: moved, pthread_cancel could no longer \
+                         interrupt a thread blocked in it"
+                    .into(),
+            });
+            continue;
+        }
+        match syscall_window(code, i, &taken, copy_only) {
+            Some(window) => {
+                taken.push((window.start(), window.end()));
+                sites.push(SyscallSite { nr, window });
+            }
+            None => refused.push(Refused {
+                layer: Layer::Syscall,
+                vaddr: ins.ip(),
+                what,
+                reason: "no run of 5 bytes of movable instructions around it without a branch target inside \
+                         (or another site's window)"
+                    .into(),
+            }),
+        }
+    }
+    (sites, refused, counts)
+}
+
+/// Where libc's cancellable system call sits between two labels that its
+/// cancellation signal handler compares the interrupted address with: musl's
+/// `__cp_begin`..`__cp_end`, glibc's (2.34+) `__syscall_cancel_arch_start`..`_end`.
+/// A `syscall` between them must stay where it is.
+pub fn cancellation_windows(e: &Elf) -> Vec<(u64, u64)> {
+    let syms = e.symbols();
+    let at = |n: &str| syms.iter().find(|s| s.name == n).map(|s| s.value);
+    [("__cp_begin", "__cp_end"), ("__syscall_cancel_arch_start", "__syscall_cancel_arch_end")]
+        .iter()
+        .filter_map(|(a, b)| Some((at(a)?, at(b)?)))
+        .collect()
+}
+
+/// musl's `__syscall_cp_asm` recognised by its last instructions (for
+/// stripped files, where the labels are gone): `mov %r11, 8(%rsp)`,
+/// `syscall`, `ret`.
+fn musl_cancel_asm(code: &Code, i: usize) -> bool {
+    let (Some(prev), Some(next)) = (i.checked_sub(1).and_then(|p| code.insn(p)), code.insn(i + 1)) else {
+        return false;
+    };
+    prev.code() == Op::Mov_rm64_r64
+        && prev.op1_register() == Register::R11
+        && prev.memory_base() == Register::RSP
+        && prev.memory_index() == Register::None
+        && prev.memory_displacement64() == 8
+        && next.mnemonic() == Mnemonic::Ret
+}
+
+/// The system call number set in the same basic block before instruction `i`.
+fn number(code: &Code, i: usize, info: &mut InstructionInfoFactory) -> Option<u64> {
+    let mut j = i;
+    while j > 0 {
+        let (Some(prev), Some(next)) = (code.insn(j - 1), code.insn(j)) else { return None };
+        let (prev, next) = (&prev, &next);
+        if prev.next_ip() != next.ip() || code.is_target(next.ip()) || prev.flow_control() != FlowControl::Next {
+            return None; // the block starts at `next`: the number comes from elsewhere
+        }
+        let writes_rax = info.info(prev).used_registers().iter().any(|r| {
+            r.register().full_register() == Register::RAX
+                && matches!(
+                    r.access(),
+                    OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+                )
+        });
+        if writes_rax {
+            return match prev.code() {
+                Op::Mov_r32_imm32 if prev.op0_register() == Register::EAX => Some(prev.immediate32() as u64),
+                Op::Mov_rm64_imm32 if prev.op0_register() == Register::RAX => Some(prev.immediate32to64() as u64),
+                Op::Mov_r64_imm64 if prev.op0_register() == Register::RAX => Some(prev.immediate64()),
+                Op::Xor_r32_rm32 | Op::Xor_rm32_r32
+                    if prev.op0_register() == Register::EAX && prev.op1_register() == Register::EAX =>
+                {
+                    Some(0)
+                }
+                _ => None,
+            };
+        }
+        j -= 1;
+    }
+    None
+}
+
+/// The smallest run of whole instructions around the `syscall` at `i`, at
+/// least 5 bytes, that can move: preferring neighbours before it.
+/// `copy_only`: only instructions whose bytes mean the same anywhere (no
+/// RIP-relative operand, no relative branch), for trampolines placed at run
+/// time (libraries).
+fn syscall_window(code: &Code, i: usize, taken: &[(u64, u64)], copy_only: bool) -> Option<Window> {
+    for count in 1..=6usize {
+        for before in (0..count).rev() {
+            let after = count - 1 - before;
+            let (Some(lo), hi) = (i.checked_sub(before), i + after) else { continue };
+            let Some(run) = code.run(lo, hi) else { continue };
+            let run = &run[..];
+            let copyable = |ins: &Instruction| {
+                !ins.is_ip_rel_memory_operand() && matches!(ins.flow_control(), FlowControl::Next | FlowControl::Return)
+            };
+            let others_copyable = run.iter().enumerate().all(|(k, ins)| k == before || copyable(ins));
+            if movable(code, run, before, taken) && (!copy_only || others_copyable) {
+                return Some(Window { insns: run.to_vec(), at: before });
+            }
+        }
+    }
+    None
+}
+
+fn movable(code: &Code, run: &[Instruction], at: usize, taken: &[(u64, u64)]) -> bool {
+    let (start, end) = (run[0].ip(), run[run.len() - 1].next_ip());
+    if end - start < JMP as u64 || !code.certain(start, end) {
+        return false;
+    }
+    if taken.iter().any(|&(lo, hi)| start < hi && lo < end) {
+        return false;
+    }
+    for (k, ins) in run.iter().enumerate() {
+        if k > 0 && (run[k - 1].next_ip() != ins.ip() || code.is_target(ins.ip())) {
+            return false;
+        }
+        let last = k + 1 == run.len();
+        let ok = match k.cmp(&at) {
+            std::cmp::Ordering::Less => {
+                ins.flow_control() == FlowControl::Next && !matches!(ins.mnemonic(), Mnemonic::Nop | Mnemonic::Int3)
+            }
+            std::cmp::Ordering::Equal => true,
+            std::cmp::Ordering::Greater => match ins.flow_control() {
+                FlowControl::Next => ins.mnemonic() != Mnemonic::Syscall,
+                FlowControl::UnconditionalBranch
+                | FlowControl::ConditionalBranch
+                | FlowControl::IndirectBranch
+                | FlowControl::Return => last,
+                _ => false,
+            },
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// The trampoline of a `syscall` site at `at`, for hook number `k` (see the
+/// module documentation of the runtime's `arch::x86_64` for the sequence).
+pub fn syscall_trampoline(w: &Window, at: u64, k: u32, sys_hook: u64) -> Result<Vec<u8>, String> {
+    let mut b = relocate(&w.insns[..w.at], at)?;
+    // call dfp_sys_hook, at the address the call will have.
+    let call_at = at + b.len() as u64 + CALL_OFFSET as u64;
+    let rel = rel32(call_at + 5, sys_hook).ok_or("the runtime is more than 2 GiB from the trampoline")?;
+    let mut call = vec![0xe8];
+    call.extend(rel.to_le_bytes());
+    ask_then_syscall(&mut b, k, &call);
+    let after = &w.insns[w.at + 1..];
+    let here = at + b.len() as u64;
+    b.extend(relocate(after, here)?);
+    if !after.last().is_some_and(ends_flow) {
+        let here = at + b.len() as u64;
+        b.extend(jmp(here, w.end())?);
+    }
+    Ok(b)
+}
+
+/// Where the call to `dfp_sys_hook` starts in [`ask_then_syscall`]'s bytes.
+pub const CALL_OFFSET: usize = 11;
+/// Where the hook number's imm32 is in [`ask_then_syscall`]'s bytes.
+pub const NUMBER_OFFSET: usize = 7;
+
+/// Appends the middle of every `syscall` trampoline, the sequence
+/// `dfp_sys_hook` is written for: step over the red zone, hook number in
+/// `%r11d`, `call` (the given encoding: direct, or through a slot), step
+/// back, skip the `syscall` when refused (`%rcx` = 0), the `syscall`.
+pub fn ask_then_syscall(b: &mut Vec<u8>, k: u32, call: &[u8]) {
+    b.extend([0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp-0x80]
+    b.extend([0x41, 0xbb]); // mov r11d, k
+    b.extend(k.to_le_bytes());
+    b.extend_from_slice(call);
+    b.extend([0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00]); // lea rsp, [rsp+0x80]
+    b.extend([0xe3, 0x02]); // jrcxz over the syscall: refused
+    b.extend([0x0f, 0x05]); // syscall
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::moved::site_bytes;
+    use crate::moved::tests::{decode, text};
+
+    #[test]
+    fn syscall_trampoline_decodes_as_documented() {
+        // mov eax, 59 ; syscall ; ret   at 0x401000
+        let code = [0xb8, 0x3b, 0, 0, 0, 0x0f, 0x05, 0xc3];
+        let w = Window { insns: decode(&code[..7], 0x401000), at: 1 };
+        let t = syscall_trampoline(&w, 0x500000, 3, 0x480000).unwrap();
+        assert_eq!(
+            text(&t, 0x500000),
+            [
+                "mov eax,3Bh",
+                "lea rsp,[rsp-80h]",
+                "mov r11d,3",
+                "call 0000000000480000h",
+                "lea rsp,[rsp+80h]",
+                "jrcxz 0000000000500021h",
+                "syscall",
+                "jmp 0000000000401007h",
+            ]
+        );
+        // The jrcxz lands just after the syscall.
+        assert_eq!(decode(&t, 0x500000)[6].next_ip(), 0x500021);
+        assert_eq!(site_bytes(&w, 0x500000).unwrap(), [0xe9, 0xfb, 0xef, 0x0f, 0x00, 0xcc, 0xcc]);
+    }
+
+    #[test]
+    fn moved_rip_relative_operands_keep_their_target() {
+        // lea rdi, [rip+0x100] ; syscall   at 0x401000 (target 0x401107)
+        let code = [0x48, 0x8d, 0x3d, 0x00, 0x01, 0x00, 0x00, 0x0f, 0x05];
+        let w = Window { insns: decode(&code, 0x401000), at: 1 };
+        let t = syscall_trampoline(&w, 0x7000_0000, 0, 0x7000_1000).unwrap();
+        let moved = decode(&t, 0x7000_0000)[0];
+        assert_eq!(moved.ip_rel_memory_address(), 0x401107);
+    }
+}
