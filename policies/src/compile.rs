@@ -13,18 +13,20 @@
 //! The table is padded with zeros to a multiple of 8 bytes.
 
 use dfpatch_runtime::apis::{ApiId, API_COUNT};
-use dfpatch_runtime::contract::{sink, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT};
+use dfpatch_runtime::contract::{
+    sink, ApiDecision, PolicyHeader, Record, StrRef, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT,
+};
 
 use crate::model::{Policy, Sink};
 
 /// Alignment of every part of the table, and of its length.
 pub(crate) const ALIGN: usize = 8;
 /// Size of `PolicyHeader`.
-pub(crate) const HEADER_SIZE: usize = 40;
+pub(crate) const HEADER_SIZE: usize = PolicyHeader::SIZE;
 /// Size of `ApiDecision`.
-pub(crate) const DECISION_SIZE: usize = 4;
+pub(crate) const DECISION_SIZE: usize = ApiDecision::SIZE;
 /// Size of `StrRef`.
-pub(crate) const STR_REF_SIZE: usize = 8;
+pub(crate) const STR_REF_SIZE: usize = StrRef::SIZE;
 /// `PolicyHeader::sink_fd` for a stderr sink.
 const STDERR_FD: i32 = 2;
 /// `PolicyHeader::sink_fd` for a file sink (the runtime opens the file).
@@ -44,8 +46,7 @@ impl Policy {
         self.write_decisions(&mut out);
         out.pad_to(layout.rules_off);
         for &(off, len) in &strings.rule_ids {
-            out.u32(to_u32(layout.strings_off + off));
-            out.u32(to_u32(len));
+            out.record(&StrRef { off: to_u32(layout.strings_off + off), len: to_u32(len) });
         }
         out.pad_to(layout.strings_off);
         out.bytes(&strings.bytes);
@@ -53,35 +54,35 @@ impl Policy {
         out.finish()
     }
 
-    /// Writes the `PolicyHeader`, field by field.
+    /// Writes the `PolicyHeader`.
     fn write_header(&self, out: &mut Writer, layout: &Layout, strings: &StringArea) {
         let (sink_kind, sink_fd) = sink_fields(&self.sink);
         let (path_off, path_len) = match strings.sink_path {
             Some((off, len)) => (layout.strings_off + off, len),
             None => (0, 0),
         };
-        out.bytes(&POLICY_MAGIC);
-        out.u32(POLICY_VERSION);
-        out.u8(self.mode.code());
-        out.u8(self.default.code());
-        out.u8(sink_kind);
-        out.u8(0);
-        out.i32(sink_fd);
-        out.u32(to_u32(path_off));
-        out.u32(to_u32(path_len));
-        out.u32(to_u32(layout.decisions_off));
-        out.u32(to_u32(API_COUNT));
-        out.u32(to_u32(layout.rules_off));
-        out.u32(to_u32(self.rules.len()));
+        out.record(&PolicyHeader {
+            magic: POLICY_MAGIC,
+            version: POLICY_VERSION,
+            mode: self.mode.code(),
+            default_action: self.default.code(),
+            sink_kind,
+            _pad: 0,
+            sink_fd,
+            sink_path_off: to_u32(path_off),
+            sink_path_len: to_u32(path_len),
+            decisions_off: to_u32(layout.decisions_off),
+            api_count: to_u32(API_COUNT),
+            rules_off: to_u32(layout.rules_off),
+            rule_count: to_u32(self.rules.len()),
+        });
     }
 
     /// Writes one `ApiDecision` per API, in `ApiId` order.
     fn write_decisions(&self, out: &mut Writer) {
         for &api in ApiId::ALL {
             let (action, rule) = self.decision(api);
-            out.u8(action.code());
-            out.u8(0);
-            out.u16(rule.map_or(RULE_DEFAULT, rule_number));
+            out.record(&ApiDecision { action: action.code(), _pad: 0, rule: rule.map_or(RULE_DEFAULT, rule_number) });
         }
     }
 }
@@ -161,7 +162,7 @@ impl StringArea {
     }
 }
 
-/// Appends little-endian fields to a byte vector.
+/// Appends records and bytes to a byte vector.
 struct Writer {
     out: Vec<u8>,
 }
@@ -171,20 +172,12 @@ impl Writer {
         Writer { out: Vec::with_capacity(capacity) }
     }
 
-    fn u8(&mut self, v: u8) {
-        self.out.push(v);
-    }
-
-    fn u16(&mut self, v: u16) {
-        self.bytes(&v.to_le_bytes());
-    }
-
-    fn u32(&mut self, v: u32) {
-        self.bytes(&v.to_le_bytes());
-    }
-
-    fn i32(&mut self, v: i32) {
-        self.bytes(&v.to_le_bytes());
+    /// Appends `r` with the contract's encoder.
+    fn record<R: Record>(&mut self, r: &R) {
+        let at = self.out.len();
+        self.out.resize(at + R::SIZE, 0);
+        // The buffer was just sized for it: encoding cannot run short.
+        let _ = r.encode_into(&mut self.out[at..]);
     }
 
     fn bytes(&mut self, v: &[u8]) {

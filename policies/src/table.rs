@@ -7,7 +7,9 @@
 use core::fmt::Write as _;
 
 use dfpatch_runtime::apis::ApiId;
-use dfpatch_runtime::contract::{sink, PolicyHeader, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT};
+use dfpatch_runtime::contract::{
+    sink, ApiDecision, PolicyHeader, Record, StrRef, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT,
+};
 
 use crate::compile::{DECISION_SIZE, HEADER_SIZE, STR_REF_SIZE};
 use crate::model::{Action, Mode, Sink};
@@ -169,25 +171,9 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    /// Decodes the header, field by field.
+    /// Decodes the header (the contract's decoder).
     fn header(&self) -> Result<PolicyHeader, TableError> {
-        let head = self.bytes.get(..HEADER_SIZE).ok_or(TableError::TooShort { len: self.bytes.len() })?;
-        let field = Fields { bytes: head };
-        Ok(PolicyHeader {
-            magic: field.array(0)?,
-            version: field.u32(4)?,
-            mode: field.u8(8)?,
-            default_action: field.u8(9)?,
-            sink_kind: field.u8(10)?,
-            _pad: field.u8(11)?,
-            sink_fd: i32::from_le_bytes(field.array(12)?),
-            sink_path_off: field.u32(16)?,
-            sink_path_len: field.u32(20)?,
-            decisions_off: field.u32(24)?,
-            api_count: field.u32(28)?,
-            rules_off: field.u32(32)?,
-            rule_count: field.u32(36)?,
-        })
+        PolicyHeader::decode(self.bytes).ok_or(TableError::TooShort { len: self.bytes.len() })
     }
 
     /// The `count` records of `size` bytes at `off`, checked to lie in the table.
@@ -210,13 +196,13 @@ impl<'a> Reader<'a> {
     /// The rule ids, through their `StrRef`s.
     fn rule_ids(&self, header: &PolicyHeader) -> Result<Vec<String>, TableError> {
         let refs = self.part("rule table", header.rules_off, header.rule_count, STR_REF_SIZE)?;
-        refs.records(STR_REF_SIZE).map(|r| self.str("rule id", r.u32(0)?, r.u32(4)?)).collect()
+        refs.records::<StrRef>().map(|r| self.str("rule id", r.off, r.len)).collect()
     }
 
     /// The decisions, with their rule numbers checked against `rule_count`.
     fn decisions(&self, header: &PolicyHeader, rule_count: usize) -> Result<Vec<(Action, Option<usize>)>, TableError> {
         let entries = self.part("decision table", header.decisions_off, header.api_count, DECISION_SIZE)?;
-        entries.records(DECISION_SIZE).map(|e| decision(e, rule_count)).collect()
+        entries.records::<ApiDecision>().map(|e| decision(e, rule_count)).collect()
     }
 
     /// The sink, with its path read for `file:` sinks.
@@ -231,11 +217,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes one `ApiDecision`.
-fn decision(entry: Fields<'_>, rule_count: usize) -> Result<(Action, Option<usize>), TableError> {
-    let code = entry.u8(0)?;
+/// Checks one `ApiDecision`.
+fn decision(entry: ApiDecision, rule_count: usize) -> Result<(Action, Option<usize>), TableError> {
+    let code = entry.action;
     let action = Action::from_code(code).ok_or(bad("action", code))?;
-    let rule = entry.u16(2)?;
+    let rule = entry.rule;
     if rule == RULE_DEFAULT {
         return Ok((action, None));
     }
@@ -253,29 +239,9 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The `N` bytes at `at`.
-    fn array<const N: usize>(&self, at: usize) -> Result<[u8; N], TableError> {
-        at.checked_add(N)
-            .and_then(|end| self.bytes.get(at..end))
-            .and_then(|b| b.try_into().ok())
-            .ok_or(TableError::TooShort { len: self.bytes.len() })
-    }
-
-    fn u8(&self, at: usize) -> Result<u8, TableError> {
-        self.array::<1>(at).map(|[b]| b)
-    }
-
-    fn u16(&self, at: usize) -> Result<u16, TableError> {
-        self.array(at).map(u16::from_le_bytes)
-    }
-
-    fn u32(&self, at: usize) -> Result<u32, TableError> {
-        self.array(at).map(u32::from_le_bytes)
-    }
-
-    /// Consecutive records of `size` bytes.
-    fn records(self, size: usize) -> impl Iterator<Item = Fields<'a>> {
-        self.bytes.chunks_exact(size.max(1)).map(|bytes| Fields { bytes })
+    /// Its consecutive records (the range was checked to hold them whole).
+    fn records<R: Record + 'a>(self) -> impl Iterator<Item = R> + 'a {
+        self.bytes.chunks_exact(R::SIZE).filter_map(R::decode)
     }
 }
 
