@@ -99,7 +99,7 @@ fn entry_window(code: &Code, entry: u64, size: u64) -> Result<Window, String> {
 /// The detour trampoline at `at`: `endbr64` (the hook reaches it with an
 /// indirect jump), the moved instructions, and a jump back after them.
 pub fn detour_trampoline(w: &Window, at: u64) -> Result<Vec<u8>, String> {
-    let mut b = vec![0xf3, 0x0f, 0x1e, 0xfa];
+    let mut b = crate::x86::ENDBR64.to_vec();
     b.extend(relocate(&w.insns, at + 4)?);
     if !w.insns.last().is_some_and(ends_flow) {
         let here = at + b.len() as u64;

@@ -34,7 +34,7 @@ use crate::plan::{align_up, HookKind, PhdrTactic, Plan, PAGE};
 use crate::restore;
 use crate::runtime::Runtime;
 use crate::segment::{SegmentMap, Writer};
-use crate::stubs;
+use crate::x86;
 use dfpatch_runtime::contract::{
     Contract, HookEntry, Record, Relocation, CONTRACT_VERSION, FLAG_INTERP, FLAG_PIE, MAGIC,
 };
@@ -99,17 +99,17 @@ fn segment(e: &Elf, rt: &Runtime, plan: &Plan) -> Result<(Vec<u8>, Option<Preini
     w.put("runtime image", map.runtime, &rt.rx, 0)?;
     for (k, h) in plan.hooks.iter().enumerate() {
         let real = match h.kind {
-            HookKind::Got => stubs::Real::Got(h.vaddr),
-            HookKind::Detour => stubs::Real::Direct(h.vaddr),
+            HookKind::Got => x86::Real::Got(h.vaddr),
+            HookKind::Detour => x86::Real::Direct(h.vaddr),
             HookKind::Syscall => continue,
         };
-        let stub = stubs::stub(k as u32, h.stub_vaddr, l.hook_entry, real, h.prot_filter).ok_or_else(|| {
+        let stub = x86::stub(k as u32, h.stub_vaddr, l.hook_entry, real, h.prot_filter).ok_or_else(|| {
             Error::OutOfRange(format!(
                 "{} would be more than 2 GiB from the runtime placed after the executable's data",
                 h.symbol
             ))
         })?;
-        let at = crate::segment::Range { vaddr: h.stub_vaddr, len: stubs::STUB_SIZE };
+        let at = crate::segment::Range { vaddr: h.stub_vaddr, len: x86::STUB_SIZE };
         if !(map.stubs.vaddr..map.stubs.end()).contains(&h.stub_vaddr) {
             return Err(Error::Internal(format!("the stub of {} is outside the stubs' range", h.symbol)));
         }

@@ -3,7 +3,7 @@
 //!
 //! The pipeline is read ([`elf`]) → plan ([`plan`], using [`plt`]; every
 //! range of the new segment reserved in a [`segment::SegmentMap`]) → apply
-//! ([`inject`], using [`stubs`], into an [`output::Output`]) → write
+//! ([`inject`], using [`x86`], into an [`output::Output`]) → write
 //! ([`fsio`]). `inspect` stops after planning; `restore` reads [`restore`] data.
 #![deny(unsafe_code)]
 
@@ -22,8 +22,8 @@ pub mod plt;
 pub mod restore;
 pub mod runtime;
 pub mod segment;
-pub mod stubs;
 pub mod syscalls;
+pub mod x86;
 
 pub use error::{Error, Result};
 

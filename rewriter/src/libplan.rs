@@ -32,7 +32,7 @@ use crate::code::Code;
 use crate::elf::Elf;
 use crate::moved::{self, Refused};
 use crate::syscalls::SyscallCounts;
-use crate::{detour, syscalls};
+use crate::{detour, syscalls, x86};
 use dfpatch_runtime::apis::ApiId;
 pub use dfpatch_runtime::contract::{MAX_FIXUPS, MAX_WINDOW, TRAMP_BASE};
 use serde::Serialize;
@@ -378,27 +378,19 @@ fn entry_trampoline(w: &moved::Window) -> Result<(Vec<u8>, Vec<u16>), &'static s
 fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<(Vec<u8>, Option<usize>, usize, usize)> {
     let mut b = Vec::new();
     b.extend(copy(lib, &w.insns[..w.at])?);
-    let number_at = b.len() + syscalls::NUMBER_OFFSET;
-    let call_at = b.len() + syscalls::CALL_OFFSET;
-    syscalls::ask_then_syscall(&mut b, hook_number, &[0xff, 0x15, 0, 0, 0, 0]); // call [rip+disp] -> slot
+    let number_at = b.len() + x86::NUMBER_OFFSET;
+    let call_at = b.len() + x86::CALL_OFFSET;
+    x86::ask_then_syscall(&mut b, hook_number, &x86::CALL_THROUGH_SLOT);
     let after = &w.insns[w.at + 1..];
     b.extend(copy(lib, after)?);
     let returns = after.last().is_some_and(|i| i.flow_control() == iced_x86::FlowControl::Return);
-    let back_at = if returns {
-        None
-    } else {
-        b.push(0xe9);
-        let at = b.len();
-        b.extend([0; 4]);
-        Some(at)
-    };
+    let back_at = (!returns).then(|| x86::jmp_placeholder(&mut b));
     while b.len() % 8 != 0 {
-        b.push(0xcc);
+        b.push(x86::INT3);
     }
     let slot_at = b.len();
     b.extend([0; 8]);
-    let disp = (slot_at as i64 - (call_at as i64 + 6)) as i32;
-    b[call_at + 2..call_at + 6].copy_from_slice(&disp.to_le_bytes());
+    x86::set_call_slot(&mut b, call_at, slot_at)?;
     Some((b, back_at, slot_at, number_at))
 }
 

@@ -10,12 +10,11 @@
 //! [`crate::code`].
 
 use crate::plan::Layer;
-use crate::plt::rel32;
 use iced_x86::{BlockEncoder, BlockEncoderOptions, FlowControl, Instruction, InstructionBlock};
 use serde::Serialize;
 
 /// Length of `jmp rel32`.
-pub(crate) const JMP: usize = 5;
+pub(crate) const JMP: usize = crate::x86::JMP_LEN;
 
 /// A run of instructions to move.
 #[derive(Clone, Debug)]
@@ -69,16 +68,13 @@ pub(crate) fn ends_flow(ins: &Instruction) -> bool {
 }
 
 pub(crate) fn jmp(from: u64, to: u64) -> Result<[u8; 5], String> {
-    let rel = rel32(from + 5, to).ok_or_else(|| format!("{to:#x} is more than 2 GiB from {from:#x}"))?;
-    let r = rel.to_le_bytes();
-    Ok([0xe9, r[0], r[1], r[2], r[3]])
+    crate::x86::jmp(from, to).ok_or_else(|| format!("{to:#x} is more than 2 GiB from {from:#x}"))
 }
 
 /// What replaces a window: `jmp to`, then `int3` up to its end.
 pub fn site_bytes(w: &Window, to: u64) -> Result<Vec<u8>, String> {
-    let mut b = jmp(w.start(), to)?.to_vec();
-    b.resize(w.size(), 0xcc);
-    Ok(b)
+    crate::x86::window_jump(w.start(), w.size(), to)
+        .ok_or_else(|| format!("{to:#x} is more than 2 GiB from {:#x}", w.start()))
 }
 
 #[cfg(test)]

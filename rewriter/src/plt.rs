@@ -10,6 +10,7 @@
 
 use crate::elf::Elf;
 use crate::error::{malformed, Result};
+use crate::x86;
 use dfpatch_runtime::apis::ApiId;
 use dfpatch_runtime::bytes::i32_at;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
@@ -144,32 +145,9 @@ pub fn find_sites(elf: &Elf, slots: &BTreeMap<u64, usize>) -> Result<Vec<Site>> 
     Ok(sites)
 }
 
-/// The bytes that replace a site: a direct `jmp`/`call` to `stub`, padded with
-/// NOPs so the return address of a call is unchanged.
+/// The bytes that replace a site: a direct `jmp`/`call` to `stub` (see [`x86::got_site`]).
 pub fn site_bytes(site: &Site, stub: u64) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(site.len);
-    match site.kind {
-        SiteKind::Jmp => {
-            let rel = rel32(site.vaddr.checked_add(5)?, stub)?;
-            out.push(0xe9);
-            out.extend_from_slice(&rel.to_le_bytes());
-            out.resize(site.len, 0x90);
-        }
-        SiteKind::Call => {
-            // `addr32 call rel32` is 6 bytes, as the linker writes when it relaxes a GOT call.
-            let pad = site.len.checked_sub(6)?;
-            out.resize(pad, 0x90);
-            let rel = rel32(site.vaddr.checked_add(site.len as u64)?, stub)?;
-            out.extend_from_slice(&[0x67, 0xe8]);
-            out.extend_from_slice(&rel.to_le_bytes());
-        }
-    }
-    Some(out)
-}
-
-/// `to - from` as a rel32, if it fits (computed without wrapping around).
-pub fn rel32(from: u64, to: u64) -> Option<i32> {
-    i32::try_from(i128::from(to) - i128::from(from)).ok()
+    x86::got_site(site.kind == SiteKind::Call, site.vaddr, site.len, stub)
 }
 
 #[cfg(test)]

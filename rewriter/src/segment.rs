@@ -86,7 +86,7 @@ pub fn reserve(l: &Layout, rt: &Runtime, s: &Sizes) -> Result<SegmentMap> {
         Ok(Range { vaddr, len })
     };
     let runtime = next(rt.rx.len() as u64, 1)?;
-    let stubs = next(s.stubs * crate::stubs::STUB_SIZE, 16)?;
+    let stubs = next(s.stubs * crate::x86::STUB_SIZE, 16)?;
     let code = next(s.code, 1)?;
     let hooks = next(s.hooks * HookEntry::SIZE as u64, 8)?;
     let policy = next(s.policy, 1)?;

@@ -9,7 +9,7 @@ use crate::code::Code;
 use crate::elf::Elf;
 use crate::moved::{ends_flow, jmp, relocate, Refused, Window, JMP};
 use crate::plan::Layer;
-use crate::plt::rel32;
+use crate::x86::{self, ask_then_syscall, CALL_OFFSET};
 use dfpatch_runtime::apis::{syscall_api, ApiId};
 use iced_x86::{Code as Op, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, Register};
 use serde::Serialize;
@@ -238,9 +238,7 @@ pub fn syscall_trampoline(w: &Window, at: u64, k: u32, sys_hook: u64) -> Result<
     let mut b = relocate(&w.insns[..w.at], at)?;
     // call dfp_sys_hook, at the address the call will have.
     let call_at = at + b.len() as u64 + CALL_OFFSET as u64;
-    let rel = rel32(call_at + 5, sys_hook).ok_or("the runtime is more than 2 GiB from the trampoline")?;
-    let mut call = vec![0xe8];
-    call.extend(rel.to_le_bytes());
+    let call = x86::call(call_at, sys_hook).ok_or("the runtime is more than 2 GiB from the trampoline")?;
     ask_then_syscall(&mut b, k, &call);
     let after = &w.insns[w.at + 1..];
     let here = at + b.len() as u64;
@@ -250,25 +248,6 @@ pub fn syscall_trampoline(w: &Window, at: u64, k: u32, sys_hook: u64) -> Result<
         b.extend(jmp(here, w.end())?);
     }
     Ok(b)
-}
-
-/// Where the call to `dfp_sys_hook` starts in [`ask_then_syscall`]'s bytes.
-pub const CALL_OFFSET: usize = 11;
-/// Where the hook number's imm32 is in [`ask_then_syscall`]'s bytes.
-pub const NUMBER_OFFSET: usize = 7;
-
-/// Appends the middle of every `syscall` trampoline, the sequence
-/// `dfp_sys_hook` is written for: step over the red zone, hook number in
-/// `%r11d`, `call` (the given encoding: direct, or through a slot), step
-/// back, skip the `syscall` when refused (`%rcx` = 0), the `syscall`.
-pub fn ask_then_syscall(b: &mut Vec<u8>, k: u32, call: &[u8]) {
-    b.extend([0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp-0x80]
-    b.extend([0x41, 0xbb]); // mov r11d, k
-    b.extend(k.to_le_bytes());
-    b.extend_from_slice(call);
-    b.extend([0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00]); // lea rsp, [rsp+0x80]
-    b.extend([0xe3, 0x02]); // jrcxz over the syscall: refused
-    b.extend([0x0f, 0x05]); // syscall
 }
 
 #[cfg(test)]
