@@ -51,6 +51,7 @@ pub fn syscall_sites(
     // What is rewritten already: the detours, then each window chosen here
     // (two windows sharing a byte would write two jumps over each other).
     let mut taken = taken.to_vec();
+    let detoured = taken.len();
     for i in code.syscalls() {
         let Some(ins) = code.insn(i) else { continue };
         let ins = &ins;
@@ -99,14 +100,16 @@ pub fn syscall_sites(
                 taken.push((window.start(), window.end()));
                 sites.push(SyscallSite { nr, window });
             }
-            None => refused.push(Refused {
-                layer: Layer::Syscall,
-                vaddr: ins.ip(),
-                what,
-                reason: "no run of 5 bytes of movable instructions around it without a branch target inside \
-                         (or another site's window)"
-                    .into(),
-            }),
+            None => {
+                // Said apart: refused only because an earlier site took the bytes.
+                let shared = syscall_window(code, i, &taken[..detoured], copy_only).is_some();
+                let reason = if shared {
+                    "its only movable neighbours are in another syscall site's window"
+                } else {
+                    "no run of 5 bytes of movable instructions around it without a branch target inside"
+                };
+                refused.push(Refused { layer: Layer::Syscall, vaddr: ins.ip(), what, reason: reason.into() })
+            }
         }
     }
     (sites, refused, counts)

@@ -585,7 +585,10 @@ fn two_syscall_windows_never_share_bytes() {
     for copy_only in [false, true] {
         let data = one_function(&a);
         let (_, code) = analyse(&data);
-        let (s, _, _) = syscall_sites(&code, |_| true, &[], &[], copy_only);
+        let (s, refused, _) = syscall_sites(&code, |_| true, &[], &[], copy_only);
+        assert_eq!(s.len(), 1, "{refused:?}");
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].reason.contains("another syscall site's window"), "{}", refused[0].reason);
         for (i, x) in s.iter().enumerate() {
             for y in &s[i + 1..] {
                 assert!(
