@@ -7,7 +7,7 @@
 
 use crate::code::Code;
 use crate::elf::Elf;
-use crate::moved::{ends_flow, jmp, relocate, Refused, Window, JMP};
+use crate::moved::{append_moved, Refused, Window, JMP};
 use crate::plan::Layer;
 use dfpatch_runtime::apis::{ApiId, Class};
 use iced_x86::{Code as Op, FlowControl, Instruction};
@@ -100,11 +100,7 @@ fn entry_window(code: &Code, entry: u64, size: u64) -> Result<Window, String> {
 /// indirect jump), the moved instructions, and a jump back after them.
 pub fn detour_trampoline(w: &Window, at: u64) -> Result<Vec<u8>, String> {
     let mut b = crate::x86::ENDBR64.to_vec();
-    b.extend(relocate(&w.insns, at + 4)?);
-    if !w.insns.last().is_some_and(ends_flow) {
-        let here = at + b.len() as u64;
-        b.extend(jmp(here, w.end())?);
-    }
+    append_moved(&mut b, &w.insns, at, w.end())?;
     Ok(b)
 }
 

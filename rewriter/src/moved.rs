@@ -71,6 +71,18 @@ pub(crate) fn jmp(from: u64, to: u64) -> Result<[u8; 5], String> {
     crate::x86::jmp(from, to).ok_or_else(|| format!("{to:#x} is more than 2 GiB from {from:#x}"))
 }
 
+/// Appends `insns` re-encoded to run where they land (the trampoline `b`
+/// starts at `at`), then, unless they end the flow themselves, a jump back
+/// to `back_to`.
+pub(crate) fn append_moved(b: &mut Vec<u8>, insns: &[Instruction], at: u64, back_to: u64) -> Result<(), String> {
+    b.extend(relocate(insns, at + b.len() as u64)?);
+    if !insns.last().is_some_and(ends_flow) {
+        let here = at + b.len() as u64;
+        b.extend(jmp(here, back_to)?);
+    }
+    Ok(())
+}
+
 /// What replaces a window: `jmp to`, then `int3` up to its end.
 pub fn site_bytes(w: &Window, to: u64) -> Result<Vec<u8>, String> {
     crate::x86::window_jump(w.start(), w.size(), to)

@@ -7,7 +7,7 @@
 
 use crate::code::Code;
 use crate::elf::Elf;
-use crate::moved::{ends_flow, jmp, relocate, Refused, Window, JMP};
+use crate::moved::{append_moved, relocate, Refused, Window, JMP};
 use crate::plan::Layer;
 use crate::x86::{self, ask_then_syscall, CALL_OFFSET};
 use dfpatch_runtime::apis::{syscall_api, ApiId};
@@ -243,13 +243,7 @@ pub fn syscall_trampoline(w: &Window, at: u64, k: u32, sys_hook: u64) -> Result<
     let call_at = at + b.len() as u64 + CALL_OFFSET as u64;
     let call = x86::call(call_at, sys_hook).ok_or("the runtime is more than 2 GiB from the trampoline")?;
     ask_then_syscall(&mut b, k, &call);
-    let after = &w.insns[w.at + 1..];
-    let here = at + b.len() as u64;
-    b.extend(relocate(after, here)?);
-    if !after.last().is_some_and(ends_flow) {
-        let here = at + b.len() as u64;
-        b.extend(jmp(here, w.end())?);
-    }
+    append_moved(&mut b, &w.insns[w.at + 1..], at, w.end())?;
     Ok(b)
 }
 

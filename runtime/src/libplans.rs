@@ -106,7 +106,8 @@ pub(crate) fn apply(
         }) else {
             continue;
         };
-        let (a, b) = apply_library(d, &plans, &lib, base, sys_hook, hook, stubs, with_syscalls, w);
+        let target = Target { d, plans, sys_hook, hook, stubs, with_syscalls };
+        let (a, b) = apply_library(&target, &lib, base, w);
         done = (done.0 + a, done.1 + b);
     }
     done
@@ -121,19 +122,20 @@ fn intact(d: Direct, base: u64, s: &SiteRecord) -> bool {
         && original.iter().enumerate().all(|(k, &b)| d.get::<1>(base.wrapping_add(s.window) + k as u64) == Some([b]))
 }
 
-/// [`apply`] for one loaded library (at `base`) and its plan `lib`.
-#[allow(clippy::too_many_arguments)]
-fn apply_library(
+/// What [`apply`] applies, the same for every library: the plans, where
+/// the hooks are, the stubs' mapping (see [`apply`]).
+struct Target<'a> {
     d: Direct,
-    plans: &LibPlans,
-    lib: &LibRecord,
-    base: u64,
+    plans: LibPlans<'a>,
     sys_hook: u64,
     hook: u64,
     stubs: Stubs,
     with_syscalls: bool,
-    w: &mut Writer,
-) -> (usize, usize) {
+}
+
+/// [`apply`] for one loaded library (at `base`) and its plan `lib`.
+fn apply_library(target: &Target, lib: &LibRecord, base: u64, w: &mut Writer) -> (usize, usize) {
+    let Target { d, plans, sys_hook, hook, stubs, with_syscalls } = *target;
     let (first, n) = (lib.first_site as usize, lib.site_count as usize);
     if first.checked_add(n).is_none_or(|end| end > plans.site_count()) || n > MAX_LIB_SITES {
         return (0, 0);
