@@ -22,6 +22,8 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // First of all: nothing below may run before self-relocation.
     let ready = ensure_init(c);
     let mut lazy = false;
+    // The hook this call came through, as its stub named it (see `nest::tail_call`).
+    let tag = f.r11 as u32;
     let (api_id, kind) = if f.r11 & r11::STUB != 0 {
         // A library's definition, redirected at start-up (`libs`): through
         // its symbol, or through its own entry, detoured in memory.
@@ -87,33 +89,28 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         return if new_namespace { open_namespace(c, &p, f) } else { FORWARD };
     }
     let done = if p.enforce() { d.action } else { action::ALERT };
-    // A function entry reached from inside another reported call of this
-    // thread (`system` calling `posix_spawn`) was reported with it.
-    // The same for a library definition reached through the executable's
-    // own hooked call (its GOT slot still lazy: the loader's resolver binds
-    // it to our library stub on the way).
     let frame = &f.ret as *const u64 as u64;
-    // In a dynamic executable only libc's own calls are nested (a library
-    // constructor's calls inside a reported `dlopen` are the library's).
-    let nested_kind = if has_loader(c) { libplans::detoured_range(f.ret).is_some() } else { kind == hook_kind::DETOUR };
-    if nested_kind && done == action::ALERT {
-        if let Some((slot, ret)) = nest::inside(sys::gettid(), frame) {
-            // The table's entry may be stale (that call returned, and its
-            // return address was left on the stack): where the call frame
-            // information reaches it, the walk decides.
-            let regs = after_return(f, f.ret);
-            if crate::unwind::reaches(regs, false, slot, ret) != Some(false) {
-                return FORWARD;
-            }
-        }
-    }
-    if kind == hook_kind::SYMBOL && nest::take_lazy(sys::gettid(), frame, f.ret) {
+    let tid = sys::gettid();
+    // A library definition reached through the executable's own hooked call
+    // (its GOT slot still lazy: the loader's resolver binds it to our library
+    // stub on the way) is that call.
+    if kind == hook_kind::SYMBOL && nest::take_lazy(tid, frame, f.ret) {
+        nest::sent_on(tid, frame, f.r11);
         return FORWARD; // this very call was reported by the executable's hook
+    }
+    // Part of a reported call in progress (see `nest`): no event. Only a
+    // call the policy would let through itself is folded: a `deny` or `kill`
+    // always applies (and is reported), so a stale nesting entry can cost a
+    // lost alert, never a refusal.
+    if done == action::ALERT && part_of_reported(c, api, kind, tag, tid, frame, f) {
+        return FORWARD;
     }
     // The program a libc spawn starts (`posix_spawn`, `system`, `popen`) is
     // executed by libc in a child, after the spawn's file actions: its event
     // would go to the child's redirected stderr (the program's output would
-    // change), and it repeats the parent's. Its `deny` or `kill` still applies.
+    // change), and it repeats the parent's. A reported spawn's child was
+    // folded into it above; this is the child of one the policy let through
+    // unreported (its `deny` or `kill` still applies).
     if done == action::ALERT && api.class() == Class::Exec && has_loader(c) {
         let regs = after_return(f, f.ret);
         if spawn_child(regs, false) {
@@ -131,20 +128,66 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
             // it. Not those inside dlopen or dlmopen, which run the loaded
             // library's constructors: their calls are the library's.
             if api.class() != Class::Library {
-                nest::enter(sys::gettid(), frame, f.ret);
+                let argv = if api.shape() == Shape::Spawn { f.arg(4) } else { 0 };
+                let pid = sys::getpid() as u32;
+                nest::enter(nest::Outer { pid, tid: tid as u32, frame, ret: f.ret, tag, api, argv, real: f.r11 });
             }
             FORWARD
         }
     };
+    // Forwarded (allowed, or a refused dlopen handed a missing path) through a
+    // lazy slot: the resolver's jump into our library stub is this same call
+    // (also when the runtime makes a `dlmopen` itself, just below).
+    if lazy && next == FORWARD {
+        nest::expect_lazy(tid, frame, f.ret);
+    }
     if new_namespace && next == FORWARD && done != action::DENY {
         return open_namespace(c, &p, f);
     }
-    // Forwarded (allowed, or a refused dlopen handed a missing path) through a
-    // lazy slot: the resolver's jump into our library stub is this same call.
-    if lazy && next == FORWARD {
-        nest::expect_lazy(sys::gettid(), frame, f.ret);
-    }
     next
+}
+
+/// Whether the call of `api` (through hook `tag`, layer `kind`, by thread
+/// `tid`, its return address at `frame`) is part of a reported call in
+/// progress: a tail call of it, a call made inside it, or its spawn's child
+/// running the program (see `nest`).
+/// Out of line: its checks take some 2 KiB of stack, which the dispatcher's
+/// own frame must not carry on every path (a refused call in a spawn's child
+/// runs on libc's small child stack, inside the parent's frame: inlined, it
+/// overran musl's and crashed the parent; `tests/e2e/one_event.rs` runs
+/// that case under its fourth policy).
+#[inline(never)]
+fn part_of_reported(c: &Contract, api: ApiId, kind: u8, tag: u32, tid: u64, frame: u64, f: &HookFrame) -> bool {
+    if nest::tail_call(tid, frame, f.ret, tag).is_some_and(|o| nest::covers(o.api, api)) {
+        return true;
+    }
+    // In a dynamic executable only libc's own calls are inside (a library
+    // constructor's calls inside a reported `dlopen` are the library's).
+    let nested_kind = if has_loader(c) { libplans::detoured_range(f.ret).is_some() } else { kind == hook_kind::DETOUR };
+    if nested_kind {
+        if let Some(o) = nest::inside(tid, frame).filter(|o| nest::covers(o.api, api)) {
+            // The table's entry may be stale (that call returned, and its
+            // return address was left on the stack): where the call frame
+            // information reaches it, the walk decides.
+            let regs = after_return(f, f.ret);
+            if crate::unwind::reaches(regs, false, o.frame, o.ret) != Some(false) {
+                return true;
+            }
+        }
+    }
+    // A spawn's child runs its program from libc's own code (in a static
+    // executable, that cannot be told: any code).
+    let libc_own = !has_loader(c) || libplans::detoured_range(f.ret).is_some();
+    if api.class() == Class::Exec && libc_own {
+        let argv = match api.shape() {
+            Shape::Execv | Shape::Fexecve => f.rsi,
+            _ => 0,
+        };
+        if nest::spawned_by(argv).is_some() {
+            return true;
+        }
+    }
+    false
 }
 
 /// The dispatcher of rewritten `syscall` instructions, called by
@@ -178,33 +221,55 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
         return SYS_RUN;
     }
     let done = if p.enforce() { d.action } else { action::ALERT };
+    let (tid, sp) = (sys::gettid(), f.program_sp());
+    let regs = crate::unwind::Regs { pc: site, sp, rbp: f.rbp };
     // The system call a reported function makes (`execve` inside `execve`,
-    // `clone` inside `posix_spawn`) was reported with it: in a static
-    // executable, or libc's own (in a dynamic one, a library constructor's
-    // raw system call inside a reported `dlopen` is the library's).
+    // `clone` inside `posix_spawn`) is part of it: in a static executable,
+    // or libc's own (in a dynamic one, a library constructor's raw system
+    // call inside a reported `dlopen` is the library's).
     let libc_own = libplans::detoured_range(site).is_some();
     let nestable = !has_loader(c) || libc_own;
-    if nestable && done == action::ALERT {
-        if let Some((slot, ret)) = nest::inside(sys::gettid(), crate::arch::x86_64::stack_pointer()) {
+    // (Only what the policy would let through is folded: see dfp_dispatch.)
+    let foldable = nestable && done == action::ALERT;
+    if foldable {
+        if let Some(o) = nest::inside(tid, crate::arch::x86_64::stack_pointer()) {
             // As for function calls: the call frame information (glibc)
             // tells a stale entry from a call really in progress.
-            let regs = crate::unwind::Regs { pc: site, sp: f.program_sp(), rbp: f.rbp };
-            let stale = libc_own && crate::unwind::reaches(regs, true, slot, ret) == Some(false);
-            if !stale {
+            let stale = libc_own && crate::unwind::reaches(regs, true, o.frame, o.ret) == Some(false);
+            if !stale && nest::covers(o.api, api) {
                 return SYS_RUN;
             }
         }
     }
-    // The execve of a libc spawn's child (see dfp_dispatch).
-    if done == action::ALERT && api.class() == Class::Exec && has_loader(c) && libc_own {
-        let regs = crate::unwind::Regs { pc: site, sp: f.program_sp(), rbp: f.rbp };
-        if spawn_child(regs, true) {
+    if api.class() == Class::Exec {
+        // A reported spawn's child running its program.
+        let argv = if api.shape() == Shape::ExecveAt { call.rdx } else { call.rsi };
+        if foldable && nest::spawned_by(argv).is_some() {
+            return SYS_RUN;
+        }
+        // The execve of the child of a libc spawn let through unreported (see dfp_dispatch).
+        if done == action::ALERT && has_loader(c) && libc_own && spawn_child(regs, true) {
             return SYS_RUN;
         }
     }
-    let origin = Origin::At(site, f.program_sp(), f.rbp);
-    emit(&Event { c, p: &p, api, f: &call, origin, layer: hook_kind::SYSCALL, done, wanted: d.action, rule: d.rule });
-    match done {
+    // The next directory of a PATH search is decided as the first one was, without an event.
+    let exec =
+        (api.shape() == Shape::Execv).then_some(nest::Exec { tid, path: call.rdi, argv: call.rsi, envp: call.rdx });
+    // (Only when that decision is this call's own: a retry is never let
+    // through on an earlier decision the policy would not give it.)
+    let decided = match exec.as_ref().and_then(nest::retried).filter(|&earlier| earlier == done) {
+        Some(action) => action,
+        None => {
+            let origin = Origin::At(site, sp, f.rbp);
+            let layer = hook_kind::SYSCALL;
+            emit(&Event { c, p: &p, api, f: &call, origin, layer, done, wanted: d.action, rule: d.rule });
+            if let Some(e) = &exec {
+                nest::searching(e, done);
+            }
+            done
+        }
+    };
+    match decided {
         action::DENY => {
             f.rax = (-1i64) as u64; // -EPERM
             SYS_SKIP

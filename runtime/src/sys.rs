@@ -19,6 +19,7 @@ const SYS_FSTAT: u64 = 5;
 const SYS_RT_SIGPROCMASK: u64 = 14;
 const SYS_SCHED_YIELD: u64 = 24;
 const SYS_GETPID: u64 = 39;
+const SYS_GETPPID: u64 = 110;
 const SYS_GETSOCKNAME: u64 = 51;
 const SYS_EXIT_GROUP: u64 = 231;
 const SYS_FCNTL: u64 = 72;
@@ -32,6 +33,7 @@ const SYS_PROCESS_VM_READV: u64 = 310;
 const SYS_MMAP: u64 = 9;
 const SYS_MPROTECT: u64 = 10;
 const SYS_MUNMAP: u64 = 11;
+const SYS_MADVISE: u64 = 28;
 const SYS_PWRITE64: u64 = 18;
 const SYS_NEWFSTATAT: u64 = 262;
 
@@ -126,6 +128,12 @@ pub fn getpid() -> u64 {
     unsafe { syscall1(SYS_GETPID, 0) as u64 }
 }
 
+/// The parent process's id (the process that created this one, even with `CLONE_VM`).
+pub fn getppid() -> u64 {
+    // SAFETY: no arguments, no memory.
+    unsafe { syscall1(SYS_GETPPID, 0) as u64 }
+}
+
 pub fn gettid() -> u64 {
     // SAFETY: no arguments, no memory.
     unsafe { syscall1(SYS_GETTID, 0) as u64 }
@@ -146,6 +154,21 @@ pub fn map_anonymous_near(hint: u64, len: u64) -> Option<u64> {
     } else {
         Some(r as u64)
     }
+}
+
+/// As [`map_anonymous`], but left out of `fork` children (`MADV_DONTFORK`):
+/// only the process itself and the threads and `vfork`/`CLONE_VM` children
+/// that share its memory see it.
+pub fn map_unforked(len: u64) -> Option<u64> {
+    const MADV_DONTFORK: u64 = 10;
+    let at = map_anonymous(len)?;
+    // SAFETY: advice on our own fresh mapping, which nothing else uses yet.
+    if unsafe { syscall3(SYS_MADVISE, at, len, MADV_DONTFORK) } != 0 {
+        // SAFETY: ours, never handed out.
+        unsafe { unmap(at, len) };
+        return None;
+    }
+    Some(at)
 }
 
 /// # Safety

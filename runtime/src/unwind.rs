@@ -295,12 +295,18 @@ pub fn scan_for_caller(sp: u64, lo: u64, hi: u64) -> Option<u64> {
 /// call that returns to `ret` from the slot at `slot`: Some(true) when a
 /// frame's return address is `ret` with its CFA just above `slot`,
 /// Some(false) when the walk went past `slot` without that, None when it
-/// stopped below it (a module without call frame information).
+/// stopped below it (a module without call frame information). Only call
+/// frame information decides: a frame pointer guessed in code compiled
+/// without one (musl's libc) could jump past `slot` and call a live call
+/// stale, so the walk stops (None) where a step would need one.
 pub fn reaches(mut r: Regs, at_instruction: bool, slot: u64, ret: u64) -> Option<bool> {
     let snap = Snapshot::take(r.sp);
     let mut lookup = if at_instruction { r.pc } else { r.pc.wrapping_sub(1) };
     for _ in 0..64 {
-        let (next, _) = step(&r, lookup, &snap)?;
+        let (next, by_cfi) = step(&r, lookup, &snap)?;
+        if !by_cfi {
+            return None;
+        }
         if next.sp <= r.sp {
             return None;
         }

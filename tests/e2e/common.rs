@@ -74,6 +74,30 @@ pub fn rust_musl_dir() -> PathBuf {
     Path::new(&sysroot).join("lib/rustlib/x86_64-unknown-linux-musl/lib/self-contained")
 }
 
+/// Every flavour the samples are built in: the dynamic ones, then the static ones.
+pub fn all_flavours() -> impl Iterator<Item = &'static str> {
+    FLAVOURS.iter().map(|f| f.0).chain(STATIC_FLAVOURS.iter().map(|f| f.0))
+}
+
+/// Whether `flavour` is one of [`STATIC_FLAVOURS`].
+pub fn is_static(flavour: &str) -> bool {
+    STATIC_FLAVOURS.iter().any(|f| f.0 == flavour)
+}
+
+/// Builds `samples/{prog}.c` as `flavour` (dynamic or static) into `out`.
+pub fn build_flavour(prog: &str, flavour: &str, out: &Path) {
+    if is_static(flavour) {
+        return build_static(flavour, prog, out);
+    }
+    let Some((_, cc, flags, strip)) = FLAVOURS.iter().find(|f| f.0 == flavour) else {
+        panic!("unknown flavour {flavour}")
+    };
+    compile(cc, flags, out, &format!("{prog}.c"), &[]);
+    if *strip {
+        assert!(Command::new("strip").arg(out).status().expect("run strip").success());
+    }
+}
+
 fn build_static(flavour: &str, prog: &str, out: &Path) {
     let base = flavour.trim_end_matches("-stripped");
     let source = format!("{prog}.c");
@@ -127,18 +151,9 @@ fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
         let dir = scratch("samples");
-        for (flavour, cc, flags, strip) in FLAVOURS {
+        for flavour in all_flavours() {
             for prog in ["behaviours", "benign"] {
-                let out = dir.join(format!("{prog}-{flavour}"));
-                compile(cc, flags, &out, &format!("{prog}.c"), &[]);
-                if *strip {
-                    assert!(Command::new("strip").arg(&out).status().expect("run strip").success());
-                }
-            }
-        }
-        for (flavour, _) in STATIC_FLAVOURS {
-            for prog in ["behaviours", "benign"] {
-                build_static(flavour, prog, &dir.join(format!("{prog}-{flavour}")));
+                build_flavour(prog, flavour, &dir.join(format!("{prog}-{flavour}")));
             }
         }
         Built { dir }

@@ -497,13 +497,18 @@ fn constructors_run_by_dlopen() {
 
 /// The program libc's posix_spawn starts is executed in a child after the
 /// spawn's file actions: with the sink on stderr, no event may land in the
-/// child's redirected stderr (the program's output would change). glibc
-/// only: the child is known by its stack, libc's frames only up to the
-/// outermost, which needs libc's call frame information (musl and static
-/// files: see the README).
+/// child's redirected stderr (the program's output would change). The
+/// reported spawn's child running its program is part of the spawn (see
+/// `nest`), with glibc and musl, dynamic and static.
 #[test]
 fn a_spawned_childs_redirected_stderr_is_left_alone() {
-    for (flavour, cc, link) in [("glibc", "cc", "-O2")] {
+    let flavours = [
+        ("glibc", "cc", "-O2"),
+        ("musl", "musl-gcc", "-O2"),
+        ("glibc-static", "cc", "-static"),
+        ("musl-static", "musl-gcc", "-static"),
+    ];
+    for (flavour, cc, link) in flavours {
         let dir = scratch(&format!("spawn-capture-{flavour}"));
         let exe = dir.join("spawn_capture");
         compile(cc, &["-O2", link], &exe, "spawn_capture.c", &[]);

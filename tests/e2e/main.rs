@@ -9,6 +9,7 @@ mod benign;
 mod busybox;
 mod common;
 mod libraries;
+mod one_event;
 mod properties;
 mod runtime;
 mod startup;

@@ -461,6 +461,92 @@ pub fn jmp_rel32(from: u64, to: u64, len: usize) -> Option<[u8; 32]> {
     Some(b)
 }
 
+// --- Reading that code back ---------------------------------------------------------------------
+//
+// Which hook a call lands in (`nest`: is a call at the very stack slot of a
+// reported call its tail call?) is read from the code on the way: the
+// program's call instruction, PLT entries, detoured entries, and the stubs
+// and hops above (and the rewriter's, `rewriter/src/x86.rs`, of the same
+// shape), which all name their hook with `mov $number,%r11d`.
+
+/// Where control goes from code, as far as these plain forms tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lands {
+    /// A stub or hop of ours: the hook number it sets in `%r11`.
+    Hook(u32),
+    /// A direct jump (or call) to this address.
+    At(u64),
+    /// An indirect jump (or call) through the 8-byte pointer at this address.
+    Through(u64),
+}
+
+/// A `rel32` (or `disp32`) field of `b` at `at`, sign-extended.
+fn rel32(b: &[u8], at: usize) -> Option<u64> {
+    Some(i32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as i64 as u64)
+}
+
+/// The target of the call instruction that ends right before `ret`, from
+/// the 6 bytes before it: our `addr32 call rel32`, `call *disp(%rip)` (the
+/// 6-byte forms first, as the event's `caller` reads them), `call rel32`.
+/// None for anything else (an indirect call through a register).
+pub fn call_before(before: &[u8; 6], ret: u64) -> Option<Lands> {
+    match before {
+        [0x67, 0xe8, ..] => Some(Lands::At(ret.wrapping_add(rel32(before, 2)?))),
+        [0xff, 0x15, ..] => Some(Lands::Through(ret.wrapping_add(rel32(before, 2)?))),
+        [_, 0xe8, ..] => Some(Lands::At(ret.wrapping_add(rel32(before, 2)?))),
+        _ => None,
+    }
+}
+
+/// What the code `code`, found at `at`, does first when it is a stub, a hop
+/// or a jump: `[endbr64] [test $PROT_EXEC,%dl; jz] mov $n,%r11d` is
+/// [`Lands::Hook`]`(n)`; `jmp rel32`, `jmp rel8`, `[bnd] jmp *disp(%rip)` are
+/// where they go. None for anything else.
+pub fn landing(code: &[u8], at: u64) -> Option<Lands> {
+    let mut i = 0;
+    if code.starts_with(&ENDBR64) {
+        i = ENDBR64.len();
+    }
+    if code.get(i..i + 3) == Some(&TEST_DL_PROT_EXEC) {
+        i += match code.get(i + 3..i + 5)? {
+            [0x74, _] => 5,
+            [0x0f, 0x84] => 9,
+            _ => return None,
+        };
+    }
+    let here = at.wrapping_add(i as u64);
+    match code.get(i..)? {
+        [0x41, 0xbb, ..] => Some(Lands::Hook(rel32(code, i + 2)? as u32)),
+        [0xe9, ..] => Some(Lands::At(here.wrapping_add(5).wrapping_add(rel32(code, i + 1)?))),
+        [0xeb, r, ..] => Some(Lands::At(here.wrapping_add(2).wrapping_add(*r as i8 as i64 as u64))),
+        [0xff, 0x25, ..] => Some(Lands::Through(here.wrapping_add(6).wrapping_add(rel32(code, i + 2)?))),
+        [0xf2, 0xff, 0x25, ..] => Some(Lands::Through(here.wrapping_add(7).wrapping_add(rel32(code, i + 3)?))),
+        _ => None,
+    }
+}
+
+/// The branches out of `code`, found at `at`: every `jmp rel32`, `jcc
+/// rel32` and `jmp *disp(%rip)` pattern among its bytes, in order (at most
+/// `out.len()`). A byte scan, not a disassembly: a pattern inside another
+/// instruction gives a false target, which only costs its caller a look.
+pub fn branches(code: &[u8], at: u64, out: &mut [Lands]) -> usize {
+    let mut found = 0;
+    for i in 0..code.len() {
+        let next = |len: usize| at.wrapping_add((i + len) as u64);
+        let to = match code.get(i..).unwrap_or(&[]) {
+            [0xe9, ..] => rel32(code, i + 1).map(|r| Lands::At(next(5).wrapping_add(r))),
+            [0x0f, c, ..] if c & 0xf0 == 0x80 => rel32(code, i + 2).map(|r| Lands::At(next(6).wrapping_add(r))),
+            [0xff, 0x25, ..] => rel32(code, i + 2).map(|r| Lands::Through(next(6).wrapping_add(r))),
+            _ => None,
+        };
+        if let (Some(to), Some(slot)) = (to, out.get_mut(found)) {
+            *slot = to;
+            found += 1;
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod code_tests {
     extern crate std;
@@ -508,6 +594,38 @@ mod code_tests {
         assert_eq!(d.decode().near_branch_target(), tramp);
         let text = disassemble(&b[9..], at + 9, 2);
         assert_eq!(text[0], "mov r11d,0A0000001h");
+    }
+
+    #[test]
+    fn stubs_and_hops_read_back_as_their_hook() {
+        let stub = stub_code(0x8000_0007, 0x1000, 0x2000, true);
+        assert_eq!(landing(&stub, 0x5000), Some(Lands::Hook(0x8000_0007)));
+        assert_eq!(landing(&stub_code(3, 1, 2, false), 0), Some(Lands::Hook(3)));
+        let hop = hop_code(0x7000_0040, 0xa000_0001, 1, 0x7000_0000, true);
+        assert_eq!(landing(&hop, 0x7000_0040), Some(Lands::Hook(0xa000_0001)));
+        // A detoured entry: endbr64, then the window's jump.
+        let mut entry = [0u8; 16];
+        entry[..4].copy_from_slice(&ENDBR64);
+        entry[4..].copy_from_slice(&jmp_rel32(0x1004, 0x9000, 12).unwrap()[..12]);
+        assert_eq!(landing(&entry, 0x1000), Some(Lands::At(0x9000)));
+        // A .plt.sec entry: endbr64; bnd jmp *GOT(%rip).
+        let plt_sec = [0xf3, 0x0f, 0x1e, 0xfa, 0xf2, 0xff, 0x25, 0x10, 0, 0, 0];
+        assert_eq!(landing(&plt_sec, 0x1000), Some(Lands::Through(0x1000 + 11 + 0x10)));
+        assert_eq!(landing(&[0x48, 0x89, 0xf8], 0), None, "mov %rdi,%rax: not a jump");
+    }
+
+    #[test]
+    fn calls_and_tail_jumps_are_found() {
+        // call rel32 ending at 0x1005, to 0x1005 + 0x100; our addr32 call; call *disp(%rip).
+        assert_eq!(call_before(&[0x90, 0xe8, 0, 1, 0, 0], 0x1005), Some(Lands::At(0x1105)));
+        assert_eq!(call_before(&[0x67, 0xe8, 0xfb, 0xff, 0xff, 0xff], 0x1006), Some(Lands::At(0x1001)));
+        assert_eq!(call_before(&[0xff, 0x15, 8, 0, 0, 0], 0x1006), Some(Lands::Through(0x100e)));
+        assert_eq!(call_before(&[0x90, 0x90, 0x90, 0x90, 0xff, 0xd0], 0x1006), None, "call *%rax");
+        // musl's creat: mov %esi,%edx; mov $0x241,%esi; jmp open.
+        let creat = [0x89, 0xf2, 0xbe, 0x41, 0x02, 0, 0, 0xe9, 0x10, 0, 0, 0];
+        let mut out = [Lands::At(0); 8];
+        let n = branches(&creat, 0x4000, &mut out);
+        assert_eq!(out[..n], [Lands::At(0x4000 + 12 + 0x10)]);
     }
 
     #[test]

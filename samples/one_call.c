@@ -1,0 +1,258 @@
+/* One call of one monitored function, named on the command line, with
+ * benign arguments, so a test can count the events that single call gives
+ * (tests/e2e/one_event.rs: one behaviour, one event).
+ *
+ *   one_call FUNCTION DIR PORT
+ *
+ * DIR: an existing folder the file calls create files in; PORT: a closed
+ * port on 127.0.0.1 (connect is refused). Programs run are `true`: by path
+ * (/bin/true) or through PATH. Network calls use the loopback address only.
+ * Descriptor 4 must be /bin/true open for reading (fexecve) and descriptor 5
+ * a TCP socket bound to 127.0.0.1 (listen): each call is the only monitored
+ * call the program makes.
+ *
+ * Prints "FUNCTION=RESULT errno=NAME ok=0|1" (ok: the call did what it was
+ * asked: the program ran and exited 0, the file was opened, the mapping
+ * made, the connection refused by the peer, ...), then "done". A successful
+ * exec replaces the program with `true`, which prints nothing. A function
+ * the libc lacks (musl: the fortified __open*_2, dlmopen) prints "FUNCTION
+ * unavailable"; an unknown name exits with status 2. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#ifdef __GLIBC__
+extern int __open_2(const char *, int);
+extern int __open64_2(const char *, int);
+extern int __openat_2(int, const char *, int);
+extern int __openat64_2(int, const char *, int);
+#endif
+
+/* Descriptors the caller provides, so that no other monitored call is
+ * needed first: /bin/true open for reading (fexecve), and a TCP socket bound
+ * to 127.0.0.1 (listen). */
+#define TRUE_FD 4
+#define LOOPBACK_FD 5
+
+/* System call numbers, for libcs whose headers lack the newer ones. */
+#define NR_EXECVEAT 322
+#define NR_CLONE3 435
+#define NR_OPENAT2 437
+
+static const char *errname(int e) {
+    switch (e) {
+    case 0: return "0";
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case ENOENT: return "ENOENT";
+    case ECONNREFUSED: return "ECONNREFUSED";
+    case ESRCH: return "ESRCH";
+    case ENOMEM: return "ENOMEM";
+    default: return "other";
+    }
+}
+
+static void report(const char *name, long result, int err, int ok) {
+    printf("%s=%ld errno=%s ok=%d\n", name, result, errname(err), ok);
+}
+
+/* The status of a child that should have run `true`: 1 when it exited 0. */
+static int ran_true(pid_t pid) {
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid) return 0;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static int clone_child(void *arg) {
+    (void)arg;
+    return 0;
+}
+
+struct clone_args3 {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+
+struct open_how2 {
+    uint64_t flags, mode, resolve;
+};
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s FUNCTION DIR PORT\n", argv[0]);
+        return 2;
+    }
+    const char *fn = argv[1], *dir = argv[2];
+    int port = atoi(argv[3]);
+    char file[4096];
+    snprintf(file, sizeof file, "%s/%s.made", dir, fn);
+    char *true_argv[] = {"true", NULL};
+    long r = 0;
+    int ok = 0;
+    /* Everything printed so far goes out before a call that may replace or fork the program. */
+    fflush(stdout);
+    errno = 0;
+
+    if (!strcmp(fn, "system")) {
+        r = system("true");
+        ok = r == 0;
+    } else if (!strcmp(fn, "popen")) {
+        FILE *p = popen("true", "r");
+        int e = errno;
+        r = p != NULL;
+        ok = p && pclose(p) == 0;
+        errno = e;
+    } else if (!strcmp(fn, "execve")) {
+        r = execve("/bin/true", true_argv, environ);
+    } else if (!strcmp(fn, "execv")) {
+        r = execv("/bin/true", true_argv);
+    } else if (!strcmp(fn, "execvp")) {
+        r = execvp("true", true_argv);
+    } else if (!strcmp(fn, "execvpe")) {
+        r = execvpe("true", true_argv, environ);
+    } else if (!strcmp(fn, "execl")) {
+        r = execl("/bin/true", "true", (char *)NULL);
+    } else if (!strcmp(fn, "execle")) {
+        r = execle("/bin/true", "true", (char *)NULL, environ);
+    } else if (!strcmp(fn, "execlp")) {
+        r = execlp("true", "true", (char *)NULL);
+    } else if (!strcmp(fn, "fexecve")) {
+        r = fexecve(TRUE_FD, true_argv, environ);
+    } else if (!strcmp(fn, "execveat")) {
+        r = syscall(NR_EXECVEAT, AT_FDCWD, "/bin/true", true_argv, environ, 0);
+    } else if (!strcmp(fn, "posix_spawn") || !strcmp(fn, "posix_spawnp")) {
+        pid_t pid;
+        int e = !strcmp(fn, "posix_spawn") ? posix_spawn(&pid, "/bin/true", NULL, NULL, true_argv, environ)
+                                           : posix_spawnp(&pid, "true", NULL, NULL, true_argv, environ);
+        r = e;
+        ok = e == 0 && ran_true(pid);
+        errno = e;
+    } else if (!strcmp(fn, "connect") || !strcmp(fn, "bind")) {
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (!strcmp(fn, "connect")) {
+            sa.sin_port = htons(port);
+            r = connect(s, (struct sockaddr *)&sa, sizeof sa);
+            ok = r == -1 && errno == ECONNREFUSED; /* reached the (closed) port */
+        } else {
+            r = bind(s, (struct sockaddr *)&sa, sizeof sa); /* port 0: any free one, loopback only */
+            ok = r == 0;
+        }
+    } else if (!strcmp(fn, "listen")) {
+        r = listen(LOOPBACK_FD, 7);
+        ok = r == 0;
+    } else if (!strcmp(fn, "open")) {
+        r = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    } else if (!strcmp(fn, "open64")) {
+        r = open64(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    } else if (!strcmp(fn, "openat")) {
+        r = openat(AT_FDCWD, file, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    } else if (!strcmp(fn, "openat64")) {
+        r = openat64(AT_FDCWD, file, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    } else if (!strcmp(fn, "creat")) {
+        r = creat(file, 0600);
+    } else if (!strcmp(fn, "creat64")) {
+        r = creat64(file, 0600);
+#ifdef __GLIBC__
+    /* The fortified entries take no mode: they open the folder itself. */
+    } else if (!strcmp(fn, "__open_2")) {
+        r = __open_2(dir, O_RDONLY | O_DIRECTORY);
+    } else if (!strcmp(fn, "__open64_2")) {
+        r = __open64_2(dir, O_RDONLY | O_DIRECTORY);
+    } else if (!strcmp(fn, "__openat_2")) {
+        r = __openat_2(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY);
+    } else if (!strcmp(fn, "__openat64_2")) {
+        r = __openat64_2(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY);
+#endif
+    } else if (!strcmp(fn, "openat2")) {
+        struct open_how2 how = {.flags = O_RDONLY | O_DIRECTORY};
+        r = syscall(NR_OPENAT2, AT_FDCWD, dir, &how, sizeof how);
+    } else if (!strcmp(fn, "fopen") || !strcmp(fn, "fopen64")) {
+        FILE *f = !strcmp(fn, "fopen") ? fopen(file, "w") : fopen64(file, "w");
+        int e = errno;
+        r = f != NULL;
+        ok = f != NULL;
+        if (f) fclose(f);
+        errno = e;
+    } else if (!strcmp(fn, "mmap") || !strcmp(fn, "mmap64")) {
+        void *p = !strcmp(fn, "mmap") ? mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                                      : mmap64(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        r = p != MAP_FAILED;
+        ok = p != MAP_FAILED;
+    } else if (!strcmp(fn, "mprotect")) {
+        void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        errno = 0;
+        r = mprotect(p, 4096, PROT_READ | PROT_EXEC);
+        ok = r == 0;
+    } else if (!strcmp(fn, "dlopen")) {
+        void *h = dlopen("libm.so.6", RTLD_NOW);
+        r = h != NULL;
+        ok = h != NULL;
+#ifdef __GLIBC__
+    } else if (!strcmp(fn, "dlmopen")) {
+        void *h = dlmopen(LM_ID_NEWLM, "libm.so.6", RTLD_NOW);
+        r = h != NULL;
+        ok = h != NULL;
+#endif
+    } else if (!strcmp(fn, "ptrace")) {
+        /* This process is not traced by itself: ESRCH, nothing attached. */
+        static long word;
+        r = ptrace(PTRACE_PEEKDATA, getpid(), &word, NULL);
+        ok = r == -1 && errno == ESRCH;
+    } else if (!strcmp(fn, "fork") || !strcmp(fn, "vfork")) {
+        pid_t pid = !strcmp(fn, "fork") ? fork() : vfork();
+        if (pid == 0) _exit(0);
+        int e = errno;
+        r = pid > 0;
+        ok = pid > 0 && ran_true(pid);
+        errno = e;
+    } else if (!strcmp(fn, "clone")) {
+        static char stack[64 * 1024] __attribute__((aligned(16)));
+        pid_t pid = clone(clone_child, stack + sizeof stack, SIGCHLD, NULL);
+        int e = errno;
+        r = pid > 0;
+        ok = pid > 0 && ran_true(pid);
+        errno = e;
+    } else if (!strcmp(fn, "clone3")) {
+        struct clone_args3 args = {.exit_signal = SIGCHLD};
+        long pid = syscall(NR_CLONE3, &args, sizeof args);
+        if (pid == 0) _exit(0);
+        int e = errno;
+        r = pid > 0;
+        ok = pid > 0 && ran_true(pid);
+        errno = e;
+    } else if (!strncmp(fn, "__open", 6) || !strcmp(fn, "dlmopen")) {
+        printf("%s unavailable\n", fn); /* glibc's only */
+        return 0;
+    } else {
+        fprintf(stderr, "unknown function %s\n", fn);
+        return 2;
+    }
+    int e = errno;
+    /* The exec family returns only when it failed; the open family gives a descriptor. */
+    if (!strncmp(fn, "exec", 4) || !strcmp(fn, "fexecve")) ok = 0;
+    if (!strncmp(fn, "open", 4) || !strncmp(fn, "__open", 6) || !strncmp(fn, "creat", 5)) ok = r >= 0;
+    report(fn, r, e, ok);
+    printf("done\n");
+    return 0;
+}
