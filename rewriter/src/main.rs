@@ -58,6 +58,10 @@ struct PatchArgs {
     /// The executable to patch.
     #[arg(value_name = "FILE", required = true)]
     file: Option<PathBuf>,
+    /// Further files: refused with a message that says how to patch several
+    /// (without this, clap took the second for a subcommand).
+    #[arg(hide = true)]
+    more: Vec<PathBuf>,
     /// Write the patched file here instead of replacing FILE.
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
@@ -168,6 +172,26 @@ fn err(path: &Path, e: Error) -> String {
 
 fn patch(a: &PatchArgs) -> Result<(), String> {
     let file = a.file.as_deref().ok_or("no FILE given (see --help)")?;
+    if !a.more.is_empty() {
+        // The names as a shell would need them in the loop we suggest.
+        let all: Vec<String> = std::iter::once(file)
+            .chain(a.more.iter().map(|p| p.as_path()))
+            .map(|p| p.display().to_string())
+            .map(|p| {
+                if p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/+-".contains(&b)) {
+                    p
+                } else {
+                    format!("'{}'", p.replace('\'', "'\\''"))
+                }
+            })
+            .collect();
+        return Err(format!(
+            "one FILE is patched per call, {} were given: to patch several, run dfpatch once for each: \
+             for f in {}; do dfpatch \"$f\"; done (to write the patched file elsewhere: -o OUT)",
+            all.len(),
+            all.join(" ")
+        ));
+    }
     let policy = load_policy(&a.policy)?;
     let (f, map) = map(file)?;
     let attrs = fsio::Attrs::of(&f).map_err(|e| format!("{}: {e}", file.display()))?;

@@ -104,6 +104,29 @@ fn bad_inputs_are_refused_cleanly() {
     assert!(err.contains("dfpatch restore") && err.contains("--force"), "{err}");
 }
 
+/// Regression (issue 10): `dfpatch a b` said "the subcommand 'b' cannot be
+/// used with '<FILE>'". One file is patched per call; the message says so and
+/// how to patch several, and neither file is touched.
+#[test]
+fn several_files_are_refused_with_a_loop_to_use() {
+    let dir = scratch("several-files");
+    let (a, b) = (dir.join("a"), dir.join("b c"));
+    std::fs::copy(sample("behaviours", "pie"), &a).unwrap();
+    std::fs::copy(sample("benign", "pie"), &b).unwrap();
+    let before = (sha256(&a), sha256(&b));
+    let o = dfpatch(&[a.as_os_str(), b.as_os_str()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.contains("one FILE is patched per call, 2 were given"), "{err}");
+    let each = format!("for f in {} '{}'; do dfpatch \"$f\"; done", a.display(), b.display());
+    assert!(err.contains(&each), "{err:?} does not say {each:?}");
+    assert_eq!((sha256(&a), sha256(&b)), before, "a file was changed");
+    let o = dfpatch(&["-q".as_ref(), "-o".as_ref(), dir.join("out").as_os_str(), a.as_os_str(), b.as_os_str()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!dir.join("out").exists());
+}
+
 #[test]
 fn bad_policies_name_the_line() {
     let dir = scratch("bad-policy");
