@@ -1,5 +1,9 @@
 //! The `dfpatch` command line. Thin: parse arguments, load the policy, call
 //! the library, write atomically, choose the exit code (0 done, 2 refused or failed).
+//!
+//! Commands return what they print on stdout, and `main` writes it in one
+//! place ([`print`]), where a reader that stopped reading is not an error.
+#![warn(clippy::print_stdout)]
 
 use clap::{Args, Parser, Subcommand};
 use dfpatch::{fsio, plan::Plan, Error};
@@ -54,6 +58,10 @@ struct PatchArgs {
     /// The executable to patch.
     #[arg(value_name = "FILE", required = true)]
     file: Option<PathBuf>,
+    /// Further files: refused with a message that says how to patch several
+    /// (without this, clap took the second for a subcommand).
+    #[arg(hide = true)]
+    more: Vec<PathBuf>,
     /// Write the patched file here instead of replacing FILE.
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
@@ -104,16 +112,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Inspect { file, policy, json }) => inspect(&file, &policy, json),
-        Some(Command::Restore { file, output }) => restore(&file, output.as_deref()),
+        Some(Command::Restore { file, output }) => restore(&file, output.as_deref()).map(|()| String::new()),
         Some(Command::Policy(p)) => policy_command(p),
-        None => patch(&cli.patch),
+        None => patch(&cli.patch).map(|()| String::new()),
     };
-    match result {
+    match result.and_then(|text| print(&text)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("dfpatch: {msg}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Writes a command's output to stdout. A reader that went away before the
+/// end (`dfpatch inspect --json FILE | head -1`) is not an error: dfpatch
+/// stops quietly with status 0. Other write errors (a full disk) are.
+fn print(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("standard output: {e}")),
+        _ => Ok(()),
     }
 }
 
@@ -152,6 +172,26 @@ fn err(path: &Path, e: Error) -> String {
 
 fn patch(a: &PatchArgs) -> Result<(), String> {
     let file = a.file.as_deref().ok_or("no FILE given (see --help)")?;
+    if !a.more.is_empty() {
+        // The names as a shell would need them in the loop we suggest.
+        let all: Vec<String> = std::iter::once(file)
+            .chain(a.more.iter().map(|p| p.as_path()))
+            .map(|p| p.display().to_string())
+            .map(|p| {
+                if p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/+-".contains(&b)) {
+                    p
+                } else {
+                    format!("'{}'", p.replace('\'', "'\\''"))
+                }
+            })
+            .collect();
+        return Err(format!(
+            "one FILE is patched per call, {} were given: to patch several, run dfpatch once for each: \
+             for f in {}; do dfpatch \"$f\"; done (to write the patched file elsewhere: -o OUT)",
+            all.len(),
+            all.join(" ")
+        ));
+    }
     let policy = load_policy(&a.policy)?;
     let (f, map) = map(file)?;
     let attrs = fsio::Attrs::of(&f).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -204,27 +244,23 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn inspect(file: &Path, p: &PolicyArgs, json: bool) -> Result<(), String> {
+fn inspect(file: &Path, p: &PolicyArgs, json: bool) -> Result<String, String> {
     let policy = load_policy(p)?;
     let (_f, map) = map(file)?;
     if dfpatch::is_patched(&map) {
         let e = dfpatch::elf::Elf::parse(&map).map_err(|e| err(file, e))?;
         let msg = dfpatch::restore::already_patched(&e).to_string();
         if json {
-            println!("{}", serde_json::json!({"file": file, "patched": true, "message": msg}));
-        } else {
-            println!("{}: {msg}", file.display());
+            return Ok(format!("{}\n", serde_json::json!({"file": file, "patched": true, "message": msg})));
         }
-        return Ok(());
+        return Ok(format!("{}: {msg}\n", file.display()));
     }
     let plan = dfpatch::plan_file(&map, &policy, Some(file)).map_err(|e| err(file, e))?;
     if json {
         let v = serde_json::json!({ "file": file, "patched": false, "plan": plan });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(());
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()));
     }
-    print!("{}", describe(file, &plan));
-    Ok(())
+    Ok(describe(file, &plan))
 }
 
 fn describe(file: &Path, plan: &Plan) -> String {
@@ -397,11 +433,14 @@ fn restore(file: &Path, output: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
-fn policy_command(p: PolicyCommand) -> Result<(), String> {
+fn policy_command(p: PolicyCommand) -> Result<String, String> {
+    use std::fmt::Write;
+    let mut out = String::new();
     match p {
         PolicyCommand::Check { file } => {
             let policy = load_policy(&PolicyArgs { policy: Some(file.clone()), preset: None })?;
-            println!(
+            let _ = writeln!(
+                out,
                 "{}: valid ({} mode, default {}, {} rules)",
                 file.display(),
                 policy.mode.name(),
@@ -411,16 +450,15 @@ fn policy_command(p: PolicyCommand) -> Result<(), String> {
             for api in dfpatch_runtime::apis::ApiId::ALL {
                 let (action, rule) = policy.decision(*api);
                 let by = rule.map_or("default".to_string(), |i| format!("rule {}", policy.rules[i].id));
-                println!("  {:<14} {:<8} {:<6} ({by})", api.name(), api.class().name(), action.name());
+                let _ = writeln!(out, "  {:<14} {:<8} {:<6} ({by})", api.name(), api.class().name(), action.name());
             }
-            Ok(())
+            Ok(out)
         }
         PolicyCommand::Show { name } => {
             let name = name.as_deref().unwrap_or("default");
             let text = dfpatch_policy::preset(name)
                 .ok_or_else(|| format!("no bundled policy named {name:?} (try `dfpatch policy list`)"))?;
-            print!("{text}");
-            Ok(())
+            Ok(text.to_string())
         }
         PolicyCommand::List => {
             for name in ["default", "monitor-all", "block-exec", "strict"] {
@@ -435,9 +473,9 @@ fn policy_command(p: PolicyCommand) -> Result<(), String> {
                     .collect();
                 let about = about.join(" ");
                 let first = about.split_inclusive(". ").next().unwrap_or("").trim();
-                println!("{name:<12} {first}");
+                let _ = writeln!(out, "{name:<12} {first}");
             }
-            Ok(())
+            Ok(out)
         }
     }
 }

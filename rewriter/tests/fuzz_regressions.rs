@@ -24,7 +24,9 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Runs `check` on every file of `dirs`; fails naming every input that panicked.
+/// Runs `check` on every file of `dirs`; fails naming every input that
+/// panicked, and fails when `dirs` hold no input at all (a moved or emptied
+/// corpus must not pass by replaying nothing).
 fn replay(dirs: &[PathBuf], check: fn(&[u8])) {
     assert!(fuzz_dir().join("regressions").is_dir(), "fuzz/regressions/ is missing");
     let mut failed = Vec::new();
@@ -41,6 +43,8 @@ fn replay(dirs: &[PathBuf], check: fn(&[u8])) {
             failed.push(format!("{}: {message}", file.display()));
         }
     }
+    let listed: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    assert!(count > 0, "no input to replay in {}", listed.join(", "));
     assert!(failed.is_empty(), "{} of {count} inputs panicked:\n{}", failed.len(), failed.join("\n"));
 }
 

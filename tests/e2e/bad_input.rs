@@ -104,6 +104,29 @@ fn bad_inputs_are_refused_cleanly() {
     assert!(err.contains("dfpatch restore") && err.contains("--force"), "{err}");
 }
 
+/// Regression (issue 10): `dfpatch a b` said "the subcommand 'b' cannot be
+/// used with '<FILE>'". One file is patched per call; the message says so and
+/// how to patch several, and neither file is touched.
+#[test]
+fn several_files_are_refused_with_a_loop_to_use() {
+    let dir = scratch("several-files");
+    let (a, b) = (dir.join("a"), dir.join("b c"));
+    std::fs::copy(sample("behaviours", "pie"), &a).unwrap();
+    std::fs::copy(sample("benign", "pie"), &b).unwrap();
+    let before = (sha256(&a), sha256(&b));
+    let o = dfpatch(&[a.as_os_str(), b.as_os_str()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.contains("one FILE is patched per call, 2 were given"), "{err}");
+    let each = format!("for f in {} '{}'; do dfpatch \"$f\"; done", a.display(), b.display());
+    assert!(err.contains(&each), "{err:?} does not say {each:?}");
+    assert_eq!((sha256(&a), sha256(&b)), before, "a file was changed");
+    let o = dfpatch(&["-q".as_ref(), "-o".as_ref(), dir.join("out").as_os_str(), a.as_os_str(), b.as_os_str()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!dir.join("out").exists());
+}
+
 #[test]
 fn bad_policies_name_the_line() {
     let dir = scratch("bad-policy");
@@ -183,4 +206,89 @@ fn output_is_deterministic_and_restorable() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(sha256(&dir.join("again")), sha256(&c), "{flavour}: --force differs from patching the original");
     }
+}
+
+/// Runs a tool that sets or reads a file's attributes, asserting success; its stdout.
+fn attr_tool(tool: &str, args: &[&str], file: &Path) -> String {
+    let o = std::process::Command::new(tool)
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("run {tool} (libcap2-bin and attr are installed by .ci/run): {e}"));
+    assert!(
+        o.status.success(),
+        "{tool} {args:?} {} failed (the e2e tests run as root, as CI does): {}",
+        file.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The raw value of an extended attribute, in hex.
+fn xattr_hex(file: &Path, name: &str) -> String {
+    let out = attr_tool("getfattr", &["--absolute-names", "-e", "hex", "-n", name], file);
+    out.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or_default().to_string()
+}
+
+/// Regression (issue 10): patching in place renamed a new file over the
+/// original without its extended attributes, so a patched `ping` lost its
+/// `security.capability` (cap_net_raw) and could no longer open raw sockets.
+#[test]
+fn in_place_keeps_extended_attributes() {
+    let dir = scratch("xattrs");
+    let f = dir.join("ping");
+    std::fs::copy(sample("behaviours", "pie"), &f).unwrap();
+    attr_tool("setcap", &["cap_net_raw+ep"], &f);
+    attr_tool("setfattr", &["-n", "user.origin", "-v", "sample ping"], &f);
+    let cap = xattr_hex(&f, "security.capability");
+    assert!(!cap.is_empty(), "setcap set nothing");
+    for args in [&["-q"][..], &["-q", "--force"][..]] {
+        let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        argv.push(f.as_os_str());
+        let o = dfpatch(&argv);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let caps = attr_tool("getcap", &[], &f);
+        assert!(caps.contains("cap_net_raw=ep"), "capability lost after dfpatch {args:?}: {caps:?}");
+        assert_eq!(xattr_hex(&f, "security.capability"), cap);
+        let user = attr_tool("getfattr", &["--absolute-names", "--only-values", "-n", "user.origin"], &f);
+        assert_eq!(user, "sample ping", "user.origin after dfpatch {args:?}");
+    }
+    assert!(run(&f, &["bind"], &dir).status.success());
+    // restore keeps them too.
+    let o = dfpatch(&["restore".as_ref(), f.as_os_str()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256(&f), sha256(&sample("behaviours", "pie")));
+    assert_eq!(xattr_hex(&f, "security.capability"), cap);
+    assert!(attr_tool("getfattr", &["--absolute-names", "-d"], &f).contains("user.origin=\"sample ping\""));
+}
+
+/// An attribute the new file cannot be given is an error that changes
+/// nothing: not root, dfpatch may not set `security.capability`, so the
+/// file keeps its bytes and its capability rather than lose the capability.
+#[test]
+fn an_attribute_that_cannot_be_kept_changes_nothing() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let dir = scratch("xattrs-not-root");
+    // nobody owns the folder and the file, so only the capability stands in the way.
+    chown(&dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let f = dir.join("ping");
+    std::fs::copy(sample("behaviours", "pie"), &f).unwrap();
+    chown(&f, Some(65534), Some(65534)).unwrap();
+    attr_tool("setcap", &["cap_net_raw+ep"], &f);
+    let (before, cap) = (sha256(&f), xattr_hex(&f, "security.capability"));
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(DFPATCH)
+        .arg(&f)
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.contains("security.capability") && err.contains("only root"), "{err}");
+    assert_eq!(sha256(&f), before, "the file was changed");
+    assert_eq!(xattr_hex(&f, "security.capability"), cap, "the capability was lost");
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "temporary files left: {names:?}");
 }

@@ -139,3 +139,52 @@ fn hardening_is_kept() {
         assert_eq!(before, after, "{name}: hardening changed");
     }
 }
+
+/// Regression (issue 10): `dfpatch inspect --json FILE | head -1` and
+/// `dfpatch policy check FILE | head -1` panicked ("failed printing to
+/// stdout: Broken pipe", status 101) when the reader had gone. Each command
+/// that prints is given a pipe whose reading end is already closed, so its
+/// first write fails with EPIPE every time: it must stop quietly, status 0.
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    let dir = scratch("broken-pipe");
+    let pol = dir.join("p.toml");
+    std::fs::write(&pol, policy("monitor", "alert", &dir.join("e.jsonl"), &[])).unwrap();
+    let exe = sample("behaviours", "pie");
+    let patched = dir.join("patched");
+    patch(&exe, &patched, &policy("monitor", "alert", &dir.join("e.jsonl"), &[]));
+    let (exe, pol, patched) = (exe.to_str().unwrap(), pol.to_str().unwrap(), patched.to_str().unwrap());
+    let commands: &[&[&str]] = &[
+        &["inspect", exe],
+        &["inspect", "--json", exe],
+        &["inspect", "--json", patched],
+        &["policy", "check", pol],
+        &["policy", "show", "strict"],
+        &["policy", "list"],
+        &["--help"],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(DFPATCH).args(*args).stdout(writer).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "dfpatch {args:?} into a closed pipe: {err}");
+        assert!(err.is_empty(), "dfpatch {args:?} into a closed pipe printed: {err}");
+    }
+    // The commands of the report, through a shell (whether head is gone before
+    // dfpatch writes depends on timing; either way: status 0, nothing on stderr).
+    for args in [format!("inspect --json {exe}"), format!("policy check {pol}")] {
+        let o = Command::new("bash")
+            .args(["-c", &format!("set -o pipefail; {DFPATCH} {args} | head -1")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && err.is_empty(), "dfpatch {args} | head -1: {:?} {err}", o.status);
+        assert_eq!(stdout(&o).lines().count(), 1);
+    }
+    // A full disk is still an error.
+    let o = Command::new(DFPATCH).args(["policy", "list"]).stdout(std::fs::File::create("/dev/full").unwrap()).output();
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No space left"), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -15,10 +15,11 @@
 #      the patched file bind-mounted over /usr/bin/PROG, so every process that runs PROG by
 #      name or by path (shell scripts, make rules, pipelines) runs the patched one,
 #   6. compares pass/fail/skip counts and the per-test outcome lists, checks that the patched
-#      run reported events (zero events would mean the patched file was never run); for bash,
-#      whose tests can be rerun one by one, a test whose outcome differed is run 3 more times
-#      against each variant and the difference counts only if it comes back (bash's own
-#      run-procsub is racy: the unpatched bash fails it too, rarely),
+#      run reported events (zero events would mean the patched file was never run); a test
+#      whose outcome differed is run on its own 3 more times against each variant, and the
+#      difference counts only if it comes back in most of these pairs (some tests are racy:
+#      bash's run-procsub, gawk's sigpipe1 on a loaded machine fail against the unpatched
+#      program too, rarely),
 # and prints a summary table. Exit status: 0 when every suite gave identical results and the
 # patched runs reported events; 1 otherwise; 2 on a set-up error.
 #
@@ -36,6 +37,11 @@
 #   UPSTREAM_NICE    nice level of the builds and suite runs (default 10)
 #   UPSTREAM_JOBS    make -j for builds and for suites whose harness runs tests in parallel
 #                    (default: nproc)
+#   UPSTREAM_RERUNS  runs of each variant for a test whose outcome differed (default 3); the
+#                    difference counts when it comes back in more than half of them
+#   UPSTREAM_FAKE_FAIL  for testing this script: "SUITE/VARIANT/TEST[/always] ...": that test
+#                    is recorded as failed in the variant's full runs (with /always: in its
+#                    reruns too), e.g. gawk/original/sigpipe1 replays a racy failure
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,6 +50,7 @@ CACHE=${UPSTREAM_DIR:-$repo/target/upstream}
 REPEAT=${UPSTREAM_REPEAT:-1}
 NICE=${UPSTREAM_NICE:-10}
 JOBS=${UPSTREAM_JOBS:-$(nproc)}
+RERUNS=${UPSTREAM_RERUNS:-3}
 ALL_SUITES=(xz sed grep gawk bash)
 RUN_USER=nobody
 RUN_GROUP=nogroup
@@ -67,8 +74,8 @@ heavy() { nice -n "$NICE" "$@"; }
 declare -A PKG=([xz]=xz-utils [sed]=sed [grep]=grep [gawk]=gawk [bash]=bash)
 declare -A SRCPKG=([xz]=xz-utils [sed]=sed [grep]=grep [gawk]=gawk [bash]=bash)
 declare -A PROG=([xz]=/usr/bin/xz [sed]=/usr/bin/sed [grep]=/usr/bin/grep [gawk]=/usr/bin/gawk [bash]=/usr/bin/bash)
-# Suites whose tests can be run again one by one (run_SUITE honours UPSTREAM_ONLY).
-declare -A RERUNNABLE=([bash]=1)
+# Every run_SUITE runs only the tests named in UPSTREAM_ONLY when it is set (a rerun), by the
+# names its outcomes_SUITE gives them.
 # Bump to re-prepare cached trees when a prepare_* function changes.
 PREP_VERSION=1
 
@@ -195,7 +202,10 @@ prepare_xz() {
 XZ_TESTS="test_files.sh test_compress_prepared_bcj_sparc test_compress_prepared_bcj_x86
   test_compress_generated_abc test_compress_generated_random test_compress_generated_text
   test_scripts.sh"
-run_xz() { rm -f tests/*.log tests/*.trs; make -C tests check-TESTS check_PROGRAMS= TESTS="$XZ_TESTS"; }
+run_xz() {
+  rm -f tests/*.log tests/*.trs
+  make -C tests check-TESTS check_PROGRAMS= TESTS="$XZ_TESTS" ${UPSTREAM_ONLY:+"$(automake_only "")"}
+}
 outcomes_xz() { automake_outcomes tests; }
 
 prepare_sed() {
@@ -207,7 +217,10 @@ prepare_sed() {
   quiet ../build.log heavy make -j"$JOBS" testsuite/get-mb-cur-max testsuite/test-mbrtowc
   ln -sfn /usr/bin/sed sed/sed
 }
-run_sed() { rm -f testsuite/*.log testsuite/*.trs test-suite.log; make -j"$JOBS" check-TESTS check_PROGRAMS=; }
+run_sed() {
+  rm -f testsuite/*.log testsuite/*.trs test-suite.log
+  make -j"$JOBS" check-TESTS check_PROGRAMS= ${UPSTREAM_ONLY:+"$(automake_only testsuite/)"}
+}
 outcomes_sed() { automake_outcomes testsuite; }
 
 prepare_grep() {
@@ -219,7 +232,10 @@ prepare_grep() {
   ln -sfn /usr/bin/egrep src/egrep
   ln -sfn /usr/bin/fgrep src/fgrep
 }
-run_grep() { rm -f tests/*.log tests/*.trs; make -j"$JOBS" -C tests check-TESTS check_PROGRAMS=; }
+run_grep() {
+  rm -f tests/*.log tests/*.trs
+  make -j"$JOBS" -C tests check-TESTS check_PROGRAMS= ${UPSTREAM_ONLY:+"$(automake_only "")"}
+}
 outcomes_grep() { automake_outcomes tests; }
 
 prepare_gawk() {
@@ -235,8 +251,13 @@ prepare_gawk() {
   quiet ../build.log heavy make -C test makepmafile
 }
 # gawk's own "make check", serially (its Makefile warns against -j). A failed test leaves
-# test/_NAME behind; that is how the suite itself counts failures.
-run_gawk() { rm -f test/_*; make -C test check; }
+# test/_NAME behind; that is how the suite itself counts failures. Every test is also a make
+# target of its own name (what a rerun runs).
+run_gawk() {
+  rm -f test/_*
+  # shellcheck disable=SC2086
+  make -C test ${UPSTREAM_ONLY:-check}
+}
 outcomes_gawk() {
   # Every test rule first echoes its name alone on a line.
   local log=$1 t
@@ -290,6 +311,14 @@ run_bash() {
 }
 outcomes_bash() { tr -d '\r' <"$1" | grep -E '^run-[^ ]+ (PASS|FAIL)$' || true; }
 
+# The make argument that limits an automake parallel harness to the tests UPSTREAM_ONLY names
+# (their .log files, under the folder given, as the Makefile that runs them spells them).
+automake_only() {
+  local t logs=()
+  for t in $UPSTREAM_ONLY; do logs+=("$1$t.log"); done
+  echo "TEST_LOGS=${logs[*]}"
+}
+
 # Outcomes of an automake parallel-harness run: one "NAME RESULT" line per .trs file.
 automake_outcomes() {
   local dir=$1 trs
@@ -334,8 +363,27 @@ run_variant() {
   awk '{printf "%.1f\n", $1}' "$rdir/times" >"$rdir/time"
   awk '{printf "%.1f\n", $2 + $3}' "$rdir/times" >"$rdir/cpu"
   (cd "$tree" && "outcomes_$s" "$rdir/log") >"$rdir/outcomes" || die "$s $v: could not read the outcomes"
+  fake_fail "$s" "$v" "$only" "$rdir/outcomes"
   mv "$events" "$rdir/events.jsonl"
-  [[ -s $rdir/outcomes ]] || die "$s $v: no test outcome found (see $rdir/log)"
+  # (A rerun that gave no outcome counts as a difference: see run_suite.)
+  [[ -n $only || -s $rdir/outcomes ]] || die "$s $v: no test outcome found (see $rdir/log)"
+}
+
+# UPSTREAM_FAKE_FAIL, to test the comparison and the reruns: a named test's outcome in the
+# outcomes file of a run is replaced by FAIL.
+fake_fail() {
+  local s=$1 v=$2 rerun=$3 file=$4 spec suite variant t when
+  for spec in ${UPSTREAM_FAKE_FAIL:-}; do
+    IFS=/ read -r suite variant t when <<<"$spec"
+    [[ $suite == "$s" && $variant == "$v" ]] || continue
+    [[ -z $rerun || $when == always ]] || continue
+    if ! awk -v t="$t" '$1 == t {found = 1} END {exit !found}' "$file"; then
+      [[ -n $rerun ]] || die "UPSTREAM_FAKE_FAIL: $s has no test $t"
+      continue
+    fi
+    awk -v t="$t" '$1 == t {$2 = "FAIL"} {print}' "$file" >"$file.fake" && mv "$file.fake" "$file"
+    log "$s: $v${rerun:+ rerun}: $t recorded as FAIL (UPSTREAM_FAKE_FAIL)"
+  done
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
@@ -397,34 +445,36 @@ EOF
       diff "$ref" "$r/outcomes" | sed 's/^/    /' >&2 || true
     fi
   done
-  # bash's suite can rerun single tests: a test whose outcome differed is run again 3 times
-  # against each variant. A difference that comes back in at least 2 of the 3 pairs is
-  # confirmed; one that does not is reported as not reproducible (a racy test: see the
-  # README) and does not fail the run.
+  # A test whose outcome differed is run again on its own, RERUNS times against each variant
+  # in turn. A difference that comes back in more than half of these pairs is confirmed; one
+  # that does not is reported as not reproducible (a racy test: see the README) and does not
+  # fail the run. A pair in which the test gave no outcome counts as a difference.
   local flaky=""
-  if [[ $same == no && -n ${RERUNNABLE[$s]:-} ]]; then
+  if [[ $same == no ]]; then
     local names t k diffs
     names=$(for r in "$work"/original.* "$work"/patched.*; do
       { diff "$ref" "$r/outcomes" || true; } | sed -n 's/^[<>] \([^ ]*\) .*/\1/p'
-    done | sort -u | tr '\n' ' ')
-    log "$s: running again, 3 times against each variant: $names"
-    for k in 1 2 3; do
+    done | sed 's/^?//' | sort -u | tr '\n' ' ')
+    log "$s: running again, $RERUNS times against each variant: $names"
+    for ((k = 1; k <= RERUNS; k++)); do
       run_variant "$s" original "$k" "$names"
       run_variant "$s" patched "$k" "$names"
     done
     same=yes
     for t in $names; do
       diffs=0
-      for k in 1 2 3; do
-        [[ "$(grep "^$t " "$work/rerun-original.$k/outcomes")" == "$(grep "^$t " "$work/rerun-patched.$k/outcomes")" ]] ||
-          ((++diffs))
+      for ((k = 1; k <= RERUNS; k++)); do
+        local a b
+        a=$(awk -v t="$t" '$1 == t || $1 == "?" t' "$work/rerun-original.$k/outcomes")
+        b=$(awk -v t="$t" '$1 == t || $1 == "?" t' "$work/rerun-patched.$k/outcomes")
+        [[ -n $a && $a == "$b" ]] || ((++diffs))
       done
-      if ((diffs >= 2)); then
+      if ((2 * diffs > RERUNS)); then
         same=no
-        log "$s: $t: the difference came back in $diffs of 3 reruns: confirmed"
+        log "$s: $t: the difference came back in $diffs of $RERUNS reruns: confirmed"
       else
         flaky="$flaky $t"
-        log "$s: $t: the difference came back in $diffs of 3 reruns: not reproducible"
+        log "$s: $t: the difference came back in $diffs of $RERUNS reruns: not reproducible"
       fi
     done
   fi
@@ -460,6 +510,7 @@ EOF
 
 main() {
   [[ $(id -u) == 0 ]] || die "run as root (apt-get, unshare -m, mount --bind, setpriv)"
+  [[ $RERUNS =~ ^[1-9][0-9]*$ ]] || die "UPSTREAM_RERUNS=$RERUNS: give a number of runs, 1 or more"
   local suites=("$@")
   ((${#suites[@]})) || suites=("${ALL_SUITES[@]}")
   local s
