@@ -47,6 +47,8 @@ pub struct Patched<'a> {
     pub policy_hash: [u8; 32],
 }
 
+/// Applies `plan` (made by [`crate::plan::make`] for `e` and `rt`) to `e`:
+/// the patched file, as edits and appended parts. Nothing is written here.
 pub fn apply<'a>(e: &Elf<'a>, rt: &Runtime, plan: &Plan) -> Result<Patched<'a>> {
     let map = &plan.segment;
     let policy_table = &plan.policy_table;
