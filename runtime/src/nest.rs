@@ -102,24 +102,43 @@ impl Slot {
 
     /// The slot's contents, read consistently (none while being written, or never written).
     fn read(&self) -> Option<Outer> {
-        let seq = self.seq.load(Ordering::Acquire);
-        let o = (
-            self.pid.load(Ordering::Relaxed),
-            self.tid.load(Ordering::Relaxed),
-            self.tag.load(Ordering::Relaxed),
-            self.api.load(Ordering::Relaxed),
-            self.frame.load(Ordering::Relaxed),
-            self.ret.load(Ordering::Relaxed),
-            self.argv.load(Ordering::Relaxed),
-            self.real.load(Ordering::Relaxed),
-        );
-        fence(Ordering::Acquire);
-        if seq == 0 || seq & 1 != 0 || self.seq.load(Ordering::Relaxed) != seq {
-            return None;
-        }
-        let (pid, tid, tag, api, frame, ret, argv, real) = o;
+        let (pid, tid, tag, api, frame, ret, argv, real) = seq_read(&self.seq, || {
+            (
+                self.pid.load(Ordering::Relaxed),
+                self.tid.load(Ordering::Relaxed),
+                self.tag.load(Ordering::Relaxed),
+                self.api.load(Ordering::Relaxed),
+                self.frame.load(Ordering::Relaxed),
+                self.ret.load(Ordering::Relaxed),
+                self.argv.load(Ordering::Relaxed),
+                self.real.load(Ordering::Relaxed),
+            )
+        })?;
         Some(Outer { pid, tid, frame, ret, tag, api: ApiId::from_u16(api as u16)?, argv, real })
     }
+}
+
+/// The tables here are seqlocks: each slot's `seq` is even while stable,
+/// odd while being written, 0 until first written. A writer that finds the
+/// slot taken by another writer (a thread with a colliding id) gives up:
+/// a duplicate event at worst.
+///
+/// Writes a slot with `write`, unless another writer holds it.
+fn seq_write(seq: &AtomicU32, write: impl FnOnce()) {
+    let s = seq.load(Ordering::Relaxed);
+    if s & 1 != 0 || seq.compare_exchange(s, s + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        return;
+    }
+    write();
+    seq.store(s + 2, Ordering::Release);
+}
+
+/// Reads a slot with `read`: None while it is written, or never was.
+fn seq_read<T>(seq: &AtomicU32, read: impl FnOnce() -> T) -> Option<T> {
+    let s = seq.load(Ordering::Acquire);
+    let value = read();
+    fence(Ordering::Acquire);
+    (s != 0 && s & 1 == 0 && seq.load(Ordering::Relaxed) == s).then_some(value)
 }
 
 const SLOTS: usize = 64;
@@ -183,19 +202,17 @@ pub fn enter(o: Outer) {
         mark_memory();
     }
     let s = slot(o.tid as u64);
-    let seq = s.seq.load(Ordering::Relaxed);
-    if seq & 1 != 0 || s.seq.compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        return; // another thread with a colliding id is writing: keep theirs
-    }
-    s.pid.store(o.pid, Ordering::Relaxed);
-    s.tid.store(o.tid, Ordering::Relaxed);
-    s.tag.store(o.tag, Ordering::Relaxed);
-    s.api.store(o.api as u32, Ordering::Relaxed);
-    s.frame.store(o.frame, Ordering::Relaxed);
-    s.ret.store(o.ret, Ordering::Relaxed);
-    s.argv.store(o.argv, Ordering::Relaxed);
-    s.real.store(o.real, Ordering::Relaxed);
-    s.seq.store(seq + 2, Ordering::Release);
+    // Another thread with a colliding id writing: keep theirs.
+    seq_write(&s.seq, || {
+        s.pid.store(o.pid, Ordering::Relaxed);
+        s.tid.store(o.tid, Ordering::Relaxed);
+        s.tag.store(o.tag, Ordering::Relaxed);
+        s.api.store(o.api as u32, Ordering::Relaxed);
+        s.frame.store(o.frame, Ordering::Relaxed);
+        s.ret.store(o.ret, Ordering::Relaxed);
+        s.argv.store(o.argv, Ordering::Relaxed);
+        s.real.store(o.real, Ordering::Relaxed);
+    });
 }
 
 /// The reported call of this thread at `frame` (the executable's, through a
@@ -206,12 +223,7 @@ pub fn sent_on(tid: u64, frame: u64, real: u64) {
     if s.tid.load(Ordering::Relaxed) != tid as u32 || s.frame.load(Ordering::Relaxed) != frame {
         return;
     }
-    let seq = s.seq.load(Ordering::Relaxed);
-    if seq & 1 != 0 || s.seq.compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        return;
-    }
-    s.real.store(real, Ordering::Relaxed);
-    s.seq.store(seq + 2, Ordering::Release);
+    seq_write(&s.seq, || s.real.store(real, Ordering::Relaxed));
 }
 
 /// This thread's last reported call, if `near` holds for it and its return
@@ -430,21 +442,17 @@ fn path_hashes(addr: u64) -> Option<(u64, u64)> {
 /// in another directory (a PATH search: see the module's comment).
 pub fn retried(e: &Exec) -> Option<u8> {
     let s = &SEARCHES[(e.tid as usize) % SLOTS];
-    let seq = s.seq.load(Ordering::Acquire);
-    let last = (
-        s.pid.load(Ordering::Relaxed),
-        s.tid.load(Ordering::Relaxed),
-        s.action.load(Ordering::Relaxed),
-        s.argv.load(Ordering::Relaxed),
-        s.envp.load(Ordering::Relaxed),
-        s.path.load(Ordering::Relaxed),
-        s.name.load(Ordering::Relaxed),
-    );
-    fence(Ordering::Acquire);
-    if seq == 0 || seq & 1 != 0 || s.seq.load(Ordering::Relaxed) != seq {
-        return None;
-    }
-    let (pid, tid, action, argv, envp, path, name) = last;
+    let (pid, tid, action, argv, envp, path, name) = seq_read(&s.seq, || {
+        (
+            s.pid.load(Ordering::Relaxed),
+            s.tid.load(Ordering::Relaxed),
+            s.action.load(Ordering::Relaxed),
+            s.argv.load(Ordering::Relaxed),
+            s.envp.load(Ordering::Relaxed),
+            s.path.load(Ordering::Relaxed),
+            s.name.load(Ordering::Relaxed),
+        )
+    })?;
     if tid != e.tid as u32 || argv != e.argv || envp != e.envp || argv == 0 {
         return None;
     }
@@ -459,18 +467,16 @@ pub fn retried(e: &Exec) -> Option<u8> {
 pub fn searching(e: &Exec, action: u8) {
     let Some((path, name)) = path_hashes(e.path) else { return };
     let s = &SEARCHES[(e.tid as usize) % SLOTS];
-    let seq = s.seq.load(Ordering::Relaxed);
-    if seq & 1 != 0 || s.seq.compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        return;
-    }
-    s.pid.store(sys::getpid() as u32, Ordering::Relaxed);
-    s.tid.store(e.tid as u32, Ordering::Relaxed);
-    s.action.store(action as u32, Ordering::Relaxed);
-    s.argv.store(e.argv, Ordering::Relaxed);
-    s.envp.store(e.envp, Ordering::Relaxed);
-    s.path.store(path, Ordering::Relaxed);
-    s.name.store(name, Ordering::Relaxed);
-    s.seq.store(seq + 2, Ordering::Release);
+    let pid = sys::getpid() as u32;
+    seq_write(&s.seq, || {
+        s.pid.store(pid, Ordering::Relaxed);
+        s.tid.store(e.tid as u32, Ordering::Relaxed);
+        s.action.store(action as u32, Ordering::Relaxed);
+        s.argv.store(e.argv, Ordering::Relaxed);
+        s.envp.store(e.envp, Ordering::Relaxed);
+        s.path.store(path, Ordering::Relaxed);
+        s.name.store(name, Ordering::Relaxed);
+    });
 }
 
 /// Whether a call at `regs` is made by the child a libc spawn starts, on the
