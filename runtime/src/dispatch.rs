@@ -9,11 +9,33 @@ use crate::contract::{action, hook_kind, r11, Contract, HookEntry, Record};
 use crate::event::{after_return, emit, Event, Origin};
 use crate::nest::{self, spawn_child};
 use crate::start::{bias, contract, ensure_init, has_loader, image, open_namespace, policy};
-use crate::{libplans, loader, symbols, sys};
+use crate::{libplans, loader, stacks, symbols, sys};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// `__errno_location`: 0 not looked up yet, 1 not found, else its address.
 static ERRNO_FN: AtomicU64 = AtomicU64::new(0);
+/// `dfp_hook`'s way into the runtime: [`dfp_dispatch`] on a stack of the
+/// runtime's when one is free (see `stacks`), else on the program's. The
+/// stack is given back before `dfp_hook` goes on to the real function.
+pub extern "C" fn dfp_dispatch_entry(f: &mut HookFrame) -> u64 {
+    match stacks::claim() {
+        // SAFETY: `s.top` is the top of a mapped stack held until `s` drops,
+        // after the call has returned.
+        Some(s) => unsafe { crate::arch::x86_64::dispatch_on_stack(f, s.top) },
+        None => dfp_dispatch(f),
+    }
+}
+
+/// `dfp_sys_hook`'s way into the runtime, as [`dfp_dispatch_entry`]: the
+/// stack is given back before the trampoline runs the real system call.
+pub extern "C" fn dfp_sys_dispatch_entry(f: &mut SysFrame) -> u64 {
+    match stacks::claim() {
+        // SAFETY: as in dfp_dispatch_entry.
+        Some(s) => unsafe { crate::arch::x86_64::sys_dispatch_on_stack(f, s.top) },
+        None => dfp_sys_dispatch(f),
+    }
+}
+
 /// The hook dispatcher, called by `dfp_hook` for every stub that needs the
 /// runtime: a PLT/GOT site (the real function is read from its GOT slot) or a
 /// function entry (the real function is its trampoline).
@@ -232,7 +254,9 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     // (Only what the policy would let through is folded: see dfp_dispatch.)
     let foldable = nestable && done == action::ALERT;
     if foldable {
-        if let Some(o) = nest::inside(tid, crate::arch::x86_64::stack_pointer()) {
+        // The frame's address is on the program's stack, below its stack
+        // pointer (the dispatcher itself may run on a stack of ours).
+        if let Some(o) = nest::inside(tid, f as *const SysFrame as u64) {
             // As for function calls: the call frame information (glibc)
             // tells a stale entry from a call really in progress.
             let stale = libc_own && crate::unwind::reaches(regs, true, o.frame, o.ret) == Some(false);

@@ -24,6 +24,7 @@ pub mod mem;
 pub mod nest;
 pub mod ptable;
 pub mod sink;
+pub mod stacks;
 pub mod start;
 pub mod symbols;
 pub mod sys;

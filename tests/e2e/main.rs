@@ -12,6 +12,7 @@ mod libraries;
 mod one_event;
 mod properties;
 mod runtime;
+mod small_stack;
 mod startup;
 mod statics;
 mod tools;

@@ -19,6 +19,9 @@
 //!   calls (see [`SysFrame`]). It keeps every register and the flags, so the
 //!   trampoline can then run the real `syscall` itself (a `clone` child or a
 //!   `vfork` child then returns into the program exactly as before).
+//! * `dfp_dispatch_on_stack`, `dfp_sys_dispatch_on_stack`: run a dispatcher
+//!   on one of the runtime's own stacks (`stacks`), so that a hook needs only
+//!   the ~100 bytes the two hooks above save on the program's stack.
 
 use core::arch::{asm, global_asm};
 
@@ -170,7 +173,7 @@ global_asm!(
     "push rax",
     "push r11",
     "mov rdi, rsp",
-    "call {dispatch}",
+    "call {dispatch_entry}",
     "test eax, eax",
     "pop r11",
     "pop rax",
@@ -224,7 +227,7 @@ global_asm!(
     "mov rbx, rsp",
     "mov rdi, rsp",
     "and rsp, -16",
-    "call {sys_dispatch}",
+    "call {sys_dispatch_entry}",
     "mov rsp, rbx",
     "mov rcx, rax",
     "pop rbp",
@@ -240,13 +243,67 @@ global_asm!(
     "popfq",
     "ret",
     ".size dfp_sys_hook, . - dfp_sys_hook",
+    "",
+    // The dispatchers on a stack of the runtime's (see `stacks`): rdi = the
+    // frame the hook saved on the program's stack, rsi = the 16-aligned top
+    // of the stack to run on. Direct calls (no indirect branch to mark).
+    ".globl dfp_dispatch_on_stack",
+    ".hidden dfp_dispatch_on_stack",
+    ".type dfp_dispatch_on_stack,@function",
+    "dfp_dispatch_on_stack:",
+    "push rbp",
+    "mov rbp, rsp",
+    "mov rsp, rsi",
+    "call {dispatch}",
+    "mov rsp, rbp",
+    "pop rbp",
+    "ret",
+    ".size dfp_dispatch_on_stack, . - dfp_dispatch_on_stack",
+    ".globl dfp_sys_dispatch_on_stack",
+    ".hidden dfp_sys_dispatch_on_stack",
+    ".type dfp_sys_dispatch_on_stack,@function",
+    "dfp_sys_dispatch_on_stack:",
+    "push rbp",
+    "mov rbp, rsp",
+    "mov rsp, rsi",
+    "call {sys_dispatch}",
+    "mov rsp, rbp",
+    "pop rbp",
+    "ret",
+    ".size dfp_sys_dispatch_on_stack, . - dfp_sys_dispatch_on_stack",
     ".popsection",
     start = sym crate::start::dfp_start,
     preinit = sym crate::start::dfp_preinit,
     dispatch = sym crate::dispatch::dfp_dispatch,
     sys_dispatch = sym crate::dispatch::dfp_sys_dispatch,
+    dispatch_entry = sym crate::dispatch::dfp_dispatch_entry,
+    sys_dispatch_entry = sym crate::dispatch::dfp_sys_dispatch_entry,
     mask = sym crate::apis::SYSCALL_MASK,
 );
+
+extern "C" {
+    fn dfp_dispatch_on_stack(f: *mut HookFrame, top: u64) -> u64;
+    fn dfp_sys_dispatch_on_stack(f: *mut SysFrame, top: u64) -> u64;
+}
+
+/// `dfp_dispatch(f)` run on the stack whose top is `top`.
+///
+/// # Safety
+/// `top` is the 16-aligned top of a mapped stack that nothing else uses
+/// until this returns.
+pub unsafe fn dispatch_on_stack(f: &mut HookFrame, top: u64) -> u64 {
+    // SAFETY: as the caller promises; the thunk switches back before returning.
+    unsafe { dfp_dispatch_on_stack(f, top) }
+}
+
+/// `dfp_sys_dispatch(f)` run on the stack whose top is `top`.
+///
+/// # Safety
+/// As for [`dispatch_on_stack`].
+pub unsafe fn sys_dispatch_on_stack(f: &mut SysFrame, top: u64) -> u64 {
+    // SAFETY: as the caller promises; the thunk switches back before returning.
+    unsafe { dfp_sys_dispatch_on_stack(f, top) }
+}
 
 /// The calling thread's thread pointer (`%fs` base), read with
 /// `arch_prctl(ARCH_GET_FS)` (which works before any TLS is set up, when
@@ -260,17 +317,6 @@ pub fn thread_pointer() -> u64 {
     } else {
         0
     }
-}
-
-/// The stack pointer of the caller (approximately: of this function's frame).
-#[inline(always)]
-pub fn stack_pointer() -> u64 {
-    let sp: u64;
-    // SAFETY: reads a register only.
-    unsafe {
-        asm!("mov {0}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
-    }
-    sp
 }
 
 /// # Safety
