@@ -47,7 +47,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // The hook this call came through, as its stub named it (see `nest::tail_call`).
     let tag = f.r11 as u32;
     let (api_id, kind) = if f.r11 & r11::STUB != 0 {
-        // A library's definition, redirected at start-up (`libs`): through
+        // A library's definition, redirected at start-up (`symbols`): through
         // its symbol, or through its own entry, detoured in memory.
         let through_entry = f.r11 & r11::ENTRY != 0;
         let Some((api, real)) = symbols::entry(f.r11) else { sys::kill_self() };

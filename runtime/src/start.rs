@@ -220,7 +220,8 @@ pub(crate) fn open_namespace(c: &Contract, p: &PolicyTable, f: &mut HookFrame) -
     }
 }
 
-/// Layer 2: redirect the monitored functions of every loaded library (see `libs`).
+/// Layer 2: redirect the monitored functions of every loaded library (see
+/// `symbols`), and apply the library plans (`libplans`).
 #[inline(never)]
 fn install_libraries(c: &Contract) {
     #[cfg(target_os = "none")]
