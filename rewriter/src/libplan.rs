@@ -407,8 +407,8 @@ fn copy(lib: &Elf, insns: &[iced_x86::Instruction]) -> Option<Vec<u8>> {
 
 /// The library plans table the runtime reads ([`dfpatch_runtime::contract::LibPlans`]):
 /// a [`LibPlansHeader`], a [`LibRecord`] per planned library with sites, a
-/// [`SiteRecord`] per site, then the trampolines. Empty when no library has
-/// a site.
+/// [`SiteRecord`] per site, then the trampolines and the libraries' paths.
+/// Empty when no library has a site.
 pub fn encode_table(libraries: &[LibraryPlan]) -> Vec<u8> {
     use dfpatch_runtime::contract::{
         site_kind, LibPlansHeader, LibPlansLayout, LibRecord, Record, SiteRecord, LIBPLANS_VERSION, NO_JUMP_BACK,
@@ -431,7 +431,9 @@ pub fn encode_table(libraries: &[LibraryPlan]) -> Vec<u8> {
     };
     put(&mut table, 0, &|out| header.encode_into(out));
     let mut first = 0usize;
-    for (k, l) in libs.iter().enumerate() {
+    // The library records are written last: their names follow the trampolines.
+    let mut records = Vec::with_capacity(libs.len());
+    for l in &libs {
         let (first_site, count) = (first as u32, l.sites.len() as u32);
         let record = match &l.identity {
             Identity::BuildId(id) => LibRecord::by_build_id(id, first_site, count),
@@ -439,7 +441,7 @@ pub fn encode_table(libraries: &[LibraryPlan]) -> Vec<u8> {
                 LibRecord::by_file(*size, *mtime as u64, *mtime_nsec as u64, first_site, count)
             }
         };
-        put(&mut table, LibPlansLayout::LIBS_AT + k * LibRecord::SIZE, &|out| record.encode_into(out));
+        records.push(record);
         for (i, s) in l.sites.iter().enumerate() {
             let mut original = [0u8; MAX_WINDOW];
             original[..s.original.len()].copy_from_slice(&s.original);
@@ -468,6 +470,13 @@ pub fn encode_table(libraries: &[LibraryPlan]) -> Vec<u8> {
             table.extend_from_slice(&s.tramp);
         }
         first += l.sites.len();
+    }
+    for (k, (mut record, l)) in records.into_iter().zip(&libs).enumerate() {
+        let name = l.path.to_string_lossy();
+        record.name_off = table.len() as u32;
+        record.name_len = name.len() as u32;
+        table.extend_from_slice(name.as_bytes());
+        put(&mut table, LibPlansLayout::LIBS_AT + k * LibRecord::SIZE, &|out| record.encode_into(out));
     }
     table
 }

@@ -263,7 +263,7 @@ record! {
     /// dynamic executable needs, applied in memory at start-up to a loaded
     /// library that is the planned file. After it: `lib_count`
     /// [`LibRecord`]s, `site_count` [`SiteRecord`]s, then the trampolines
-    /// (see [`LibPlansLayout`]).
+    /// and the libraries' names (see [`LibPlansLayout`]).
     pub struct LibPlansHeader {
         pub version: u32,
         pub lib_count: u32,
@@ -281,6 +281,10 @@ record! {
         /// Its sites: `site_count` records from `first_site` on.
         pub first_site: u32,
         pub site_count: u32,
+        /// Its path where it was planned (offset and length in the table),
+        /// for the event that says a plan was not applied.
+        pub name_off: u32,
+        pub name_len: u32,
         pub _pad: u32,
     }
 
@@ -406,8 +410,8 @@ pub mod site_kind {
     pub const ENTRY: u8 = 1;
 }
 
-/// [`LibPlansHeader::version`] of this layout.
-pub const LIBPLANS_VERSION: u32 = 1;
+/// [`LibPlansHeader::version`] of this layout (2: libraries have names).
+pub const LIBPLANS_VERSION: u32 = 2;
 /// [`LibRecord::id_len`] of a library without a build ID, known by its file.
 pub const ID_BY_FILE: u32 = u32::MAX;
 /// [`SiteRecord::back_at`] of a trampoline without a jump back.
@@ -421,7 +425,7 @@ impl LibRecord {
         for (out, v) in identity.chunks_exact_mut(8).zip([size, mtime, mtime_nsec]) {
             out.copy_from_slice(&v.to_le_bytes());
         }
-        LibRecord { identity, id_len: ID_BY_FILE, first_site, site_count, _pad: 0 }
+        LibRecord { identity, id_len: ID_BY_FILE, first_site, site_count, name_off: 0, name_len: 0, _pad: 0 }
     }
 
     /// A library known by its GNU build ID (at most 32 bytes; longer ones are cut).
@@ -429,7 +433,7 @@ impl LibRecord {
         let mut identity = [0u8; 32];
         let n = id.len().min(32);
         identity[..n].copy_from_slice(&id[..n]);
-        LibRecord { identity, id_len: n as u32, first_site, site_count, _pad: 0 }
+        LibRecord { identity, id_len: n as u32, first_site, site_count, name_off: 0, name_len: 0, _pad: 0 }
     }
 
     /// The file identity (size, mtime, nanoseconds), for a library without a build ID.
@@ -524,6 +528,12 @@ impl<'a> LibPlans<'a> {
         (i < self.layout.site_count).then(|| SiteRecord::decode_at(self.bytes, self.layout.sites_at(), i))?
     }
 
+    /// A library's name (its path where it was planned).
+    pub fn name(&self, l: &LibRecord) -> Option<&'a [u8]> {
+        let off = l.name_off as usize;
+        self.bytes.get(off..off.checked_add(l.name_len as usize)?)
+    }
+
     /// A site's trampoline bytes.
     pub fn tramp(&self, s: &SiteRecord) -> Option<&'a [u8]> {
         let off = s.tramp_off as usize;
@@ -559,7 +569,7 @@ const _: () = assert!(Contract::SIZE == 208);
 const _: () = assert!(Relocation::SIZE == 16);
 const _: () = assert!(HookEntry::SIZE == 16);
 const _: () = assert!(LibPlansHeader::SIZE == 16);
-const _: () = assert!(LibRecord::SIZE == 48);
+const _: () = assert!(LibRecord::SIZE == 56);
 const _: () = assert!(SiteRecord::SIZE == 88);
 const _: () = assert!(PolicyHeader::SIZE == 40);
 const _: () = assert!(ApiDecision::SIZE == 4);
@@ -640,6 +650,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Contract, libplans_len), 200);
         assert_eq!(core::mem::offset_of!(SiteRecord, original), 56);
         assert_eq!(core::mem::offset_of!(LibRecord, first_site), 36);
+        assert_eq!(core::mem::offset_of!(LibRecord, name_len), 48);
     }
 
     #[test]

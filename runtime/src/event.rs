@@ -7,6 +7,7 @@ use crate::apis::ApiId;
 use crate::arch::x86_64::HookFrame;
 use crate::contract::{hook_kind, Contract};
 use crate::json::Json;
+use crate::libplans::Degraded;
 use crate::ptable::{action_name, PolicyTable};
 use crate::sink::sink_fd;
 use crate::start::{bias, exe_path};
@@ -139,21 +140,7 @@ impl Event<'_> {
         if !j.open(b'{') {
             return;
         }
-        j.key(true, b"time");
-        let (s, ns) = sys::realtime();
-        let mut t = [0u8; 30];
-        crate::time::rfc3339(s, ns, &mut t);
-        j.string(&t);
-        j.key(false, b"pid");
-        j.u64(sys::getpid());
-        j.key(false, b"tid");
-        j.u64(sys::gettid());
-        j.key(false, b"exe");
-        j.string(exe_path());
-        j.key(false, b"api");
-        j.string(self.api.name().as_bytes());
-        j.key(false, b"class");
-        j.string(self.api.class().name().as_bytes());
+        head(&mut j, self.api.name().as_bytes(), self.api.class().name().as_bytes());
         j.key(false, b"action");
         j.string(action_name(self.done).as_bytes());
         if self.wanted != self.done {
@@ -178,6 +165,58 @@ impl Event<'_> {
         // A regular file cannot raise SIGPIPE: skip the two signal-mask calls.
         let _ = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
     }
+}
+
+/// The first fields of every event: `time`, `pid`, `tid`, `exe`, `api`, `class`.
+fn head(j: &mut Json, api: &[u8], class: &[u8]) {
+    j.key(true, b"time");
+    let (s, ns) = sys::realtime();
+    let mut t = [0u8; 30];
+    crate::time::rfc3339(s, ns, &mut t);
+    j.string(&t);
+    j.key(false, b"pid");
+    j.u64(sys::getpid());
+    j.key(false, b"tid");
+    j.u64(sys::gettid());
+    j.key(false, b"exe");
+    j.string(exe_path());
+    j.key(false, b"api");
+    j.string(api);
+    j.key(false, b"class");
+    j.string(class);
+}
+
+/// `"api":"dfpatch.degraded"`: a library plan start-up did not apply in
+/// full, so a layer is off for that library (whatever the policy: never
+/// silent). Written at start-up, where the stack is the program's initial one.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))] // called from start-up, in the injected image only
+pub(crate) fn degraded(p: &PolicyTable, d: &Degraded) {
+    let Some((fd, regular)) = sink_fd(p) else { return };
+    let mut buf = [0u8; 1024];
+    let mut j = Json::new(&mut buf);
+    if !j.open(b'{') {
+        return;
+    }
+    head(&mut j, b"dfpatch.degraded", b"runtime");
+    j.key(false, b"action");
+    j.string(b"alert");
+    j.key(false, b"rule");
+    j.string(b"default");
+    j.key(false, b"mode");
+    j.string(p.mode_name().as_bytes());
+    j.key(false, b"args");
+    let opened = j.open(b'{');
+    j.key(true, b"library");
+    j.string(d.library);
+    j.key(false, b"planned");
+    j.u64(d.planned as u64);
+    j.key(false, b"applied");
+    j.u64(d.applied as u64);
+    j.key(false, b"reason");
+    j.string(d.reason.as_bytes());
+    j.close(b'}', opened);
+    j.finish();
+    let _ = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
 }
 
 /// Start of the call instruction that returns to `ret`: our `addr32 call

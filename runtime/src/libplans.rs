@@ -69,29 +69,64 @@ pub fn lib_site(number: u64) -> Option<u64> {
     (a != 0).then_some(a)
 }
 
+/// A library plan that start-up did not apply in full: reported as
+/// `"api":"dfpatch.degraded"` (a layer off is never silent).
+pub struct Degraded<'a> {
+    /// The library's path where it was planned.
+    pub library: &'a [u8],
+    /// Its planned sites, and how many were rewritten.
+    pub planned: usize,
+    pub applied: usize,
+    pub reason: &'static str,
+}
+
+/// [`Degraded::reason`]s.
+pub const NOT_LOADED: &str = "no loaded library is the planned file (another build of it, or not loaded)";
+pub const THREADS: &str =
+    "the process had more than one thread at start-up (code is not rewritten under running threads)";
+pub const NO_PROC_MEM: &str = "/proc/self/mem could not be opened for writing";
+pub const PARTIAL: &str = "some windows did not hold the planned bytes, or could not be rewritten";
+
+/// Reports every library of `plans` as not applied, for `reason`.
+pub(crate) fn report_all(plans: &[u8], reason: &'static str, report: &mut dyn FnMut(&Degraded)) {
+    let Some(plans) = LibPlans::parse(plans) else { return };
+    for l in plans.libs() {
+        let library = plans.name(&l).unwrap_or(b"");
+        report(&Degraded { library, planned: l.site_count as usize, applied: 0, reason });
+    }
+}
+
 /// Applies the plans in `plans` to every object of `objects` (load base,
 /// run-time `PT_DYNAMIC`, `l_name`) that is a planned library; returns how
 /// many `syscall` sites and entries were rewritten. `with_syscalls`: the
 /// start-up call, whose `syscall` sites keep their planned numbers (a
-/// `dlmopen` namespace's copy is numbered anew). `stubs`: the symbol layer's
-/// stubs mapping, still writable.
+/// `dlmopen` namespace's copy is numbered anew), and which reports each plan
+/// not applied in full (a namespace holds only some of the libraries).
+/// `stubs`: the symbol layer's stubs mapping, still writable.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply(
     objects: &[(u64, u64, u64)],
-    plans: &[u8],
+    plans_bytes: &[u8],
     sys_hook: u64,
     hook: u64,
     stubs: Stubs,
     with_syscalls: bool,
     w: &mut Writer,
+    report: &mut dyn FnMut(&Degraded),
 ) -> (usize, usize) {
-    let Some(plans) = LibPlans::parse(plans) else { return (0, 0) };
+    let Some(plans) = LibPlans::parse(plans_bytes) else { return (0, 0) };
     // SAFETY: `objects` are the link map's, at start-up or in a namespace
     // `dlmopen` has just made (its caller holds it open): what is read below
     // is their program headers, notes, names and code, mapped by the loader.
     let d = unsafe { Direct::new() };
     if w.mem_fd < 0 {
+        if with_syscalls {
+            report_all(plans_bytes, NO_PROC_MEM, report);
+        }
         return (0, 0); // code can only be written through /proc/self/mem
     }
+    // Sites rewritten per planned library (the first 64; more are not planned).
+    let mut applied = [None::<usize>; 64];
     let mut done = (0, 0);
     // A `stat` of each object only when some library is known by its file.
     let by_file = plans.libs().any(|l| l.file_identity().is_some());
@@ -100,7 +135,7 @@ pub(crate) fn apply(
         let id = build_id(d, base, &mut id);
         let mut path = [0u8; 512];
         let file = if by_file { path_of(d, name, &mut path).and_then(sys::stat_size_mtime) } else { None };
-        let Some(lib) = plans.libs().find(|l| match l.file_identity() {
+        let Some((k, lib)) = plans.libs().enumerate().find(|(_, l)| match l.file_identity() {
             Some(planned) => file == Some(planned),
             None => id.is_some() && l.build_id() == id,
         }) else {
@@ -108,7 +143,21 @@ pub(crate) fn apply(
         };
         let target = Target { d, plans, sys_hook, hook, stubs, with_syscalls };
         let (a, b) = apply_library(&target, &lib, base, w);
+        if let Some(slot) = applied.get_mut(k) {
+            *slot = Some(slot.unwrap_or(0) + a + b);
+        }
         done = (done.0 + a, done.1 + b);
+    }
+    if with_syscalls {
+        for (l, applied) in plans.libs().zip(applied) {
+            let planned = l.site_count as usize;
+            let (applied, reason) = match applied {
+                None => (0, NOT_LOADED),
+                Some(n) if n < planned => (n, PARTIAL),
+                Some(_) => continue,
+            };
+            report(&Degraded { library: plans.name(&l).unwrap_or(b""), planned, applied, reason });
+        }
     }
     done
 }

@@ -229,9 +229,13 @@ fn install_libraries(c: &Contract) {
         if let Some(p) = policy(c) {
             let plans = image(c, c.libplans_vaddr, c.libplans_len);
             let arch = (crate::arch::x86_64::hook_addr(), crate::arch::x86_64::sys_hook_addr());
+            // A plan not applied in full is said so, in an event.
+            let report = &mut |d: &crate::libplans::Degraded| crate::event::degraded(&p, d);
             // SAFETY: the executable's PT_DYNAMIC at run time; start-up runs
             // after the loader has loaded every object it needs.
-            unsafe { crate::symbols::install(c.dynamic_vaddr.wrapping_add(bias(c)), &p, arch.0, plans, arch.1) };
+            unsafe {
+                crate::symbols::install(c.dynamic_vaddr.wrapping_add(bias(c)), &p, arch.0, plans, arch.1, report)
+            };
         }
     }
     #[cfg(not(target_os = "none"))]
@@ -295,10 +299,15 @@ fn init_relocated() {
 }
 
 pub(crate) fn exe_path() -> &'static [u8] {
-    if INIT.load(Ordering::Acquire) != READY {
+    let init = INIT.load(Ordering::Acquire);
+    // Ready, or start-up itself running in this process (its later steps
+    // report too): only the thread running start-up gets that far before
+    // READY, and it wrote the path itself.
+    if init != READY && (init & 1 == 0 || init >> 1 != sys::getpid()) {
         return b"";
     }
-    // SAFETY: written once before INIT became READY (see RacyBytes).
+    // SAFETY: written once before INIT became READY (see RacyBytes), or
+    // earlier by this very thread.
     let exe = unsafe { &*EXE.0.get() };
     exe.get(..EXE_LEN.load(Ordering::Relaxed)).unwrap_or(b"")
 }

@@ -104,7 +104,15 @@ pub struct Installed {
 /// # Safety
 /// `exe_dynamic` is the running executable's loaded `PT_DYNAMIC`, and the
 /// loader has finished loading the objects its link map lists.
-pub unsafe fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8], sys_hook: u64) -> Installed {
+/// Each library plan not applied in full is given to `report`.
+pub unsafe fn install(
+    exe_dynamic: u64,
+    p: &PolicyTable,
+    hook: u64,
+    plans: &[u8],
+    sys_hook: u64,
+    report: &mut dyn FnMut(&libplans::Degraded),
+) -> Installed {
     // SAFETY: as the caller promises: what is read is the loader's link map
     // and the structures of the objects it lists, loaded at start-up.
     let d = unsafe { Direct::new() };
@@ -117,7 +125,8 @@ pub unsafe fn install(exe_dynamic: u64, p: &PolicyTable, hook: u64, plans: &[u8]
         unsafe { crate::unwind::register(base, base, name) };
     }
     // Definitions in every object but the executable (index 0); references in all.
-    redirect(d, objects.get(1..).unwrap_or(&[]), objects, p, hook, plans, sys_hook, true)
+    let libraries = objects.get(1..).unwrap_or(&[]);
+    redirect(d, libraries, objects, p, Hooks { hook, sys_hook }, plans, true, report)
 }
 
 /// The same for a link-map namespace that `dlmopen` has just made (glibc):
@@ -141,7 +150,7 @@ pub unsafe fn install_namespace(handle: u64, p: &PolicyTable, hook: u64, plans: 
     }
     let n = walk_from(d, head, &mut objects);
     let Some(objects) = objects.get(..n) else { return Installed::default() };
-    redirect(d, objects, objects, p, hook, plans, sys_hook, false)
+    redirect(d, objects, objects, p, Hooks { hook, sys_hook }, plans, false, &mut |_| {})
 }
 
 /// Each definition of a watched function in `defining` gets a stub (in a
@@ -156,10 +165,10 @@ fn redirect(
     defining: &[(u64, u64, u64)],
     referencing: &[(u64, u64, u64)],
     p: &PolicyTable,
-    hook: u64,
+    Hooks { hook, sys_hook }: Hooks,
     plans: &[u8],
-    sys_hook: u64,
     first: bool,
+    report: &mut dyn FnMut(&libplans::Degraded),
 ) -> Installed {
     let mut done = Installed::default();
     let start = COUNT.load(Ordering::Acquire);
@@ -201,7 +210,9 @@ fn redirect(
         let stubs = Stubs { region, start };
         // A namespace's copy shares the planned sites' numbers with the first
         // copy: only its entries are applied.
-        (done.syscalls, done.entries) = libplans::apply(defining, plans, sys_hook, hook, stubs, first, &mut w);
+        (done.syscalls, done.entries) = libplans::apply(defining, plans, sys_hook, hook, stubs, first, &mut w, report);
+    } else if !plans.is_empty() && first {
+        libplans::report_all(plans, libplans::THREADS, report);
     }
     let count = COUNT.load(Ordering::Acquire);
     // SAFETY: the mapping is ours and only holds the stubs written above.
@@ -226,6 +237,15 @@ fn redirect(
     }
     w.close();
     done
+}
+
+/// The runtime's two entry points, at run time.
+#[derive(Clone, Copy)]
+struct Hooks {
+    /// `dfp_hook`: where stubs and hops go.
+    hook: u64,
+    /// `dfp_sys_hook`: what library `syscall` trampolines call.
+    sys_hook: u64,
 }
 
 /// One mapping of stubs: slot `i` (from `start`) has its stub at

@@ -351,6 +351,59 @@ fn a_changed_library_is_left_alone() {
     let t = Technique { args: vec!["plt".into(), p.display().to_string()], ..t };
     assert!(run_with(&monitored, &t, &dir).contains("plt=0"));
     assert!(events(&mon).iter().any(|e| e["api"] == "system" && e["layer"] == "symbol"));
+    // And the plan that no longer applies is said so at start-up, once per run.
+    let degraded: Vec<Value> = events(&mon).into_iter().filter(|e| e["api"] == "dfpatch.degraded").collect();
+    assert!(!degraded.is_empty(), "{:?}", events(&mon));
+    for e in degraded {
+        let lib = e["args"]["library"].as_str().unwrap_or("");
+        assert!(lib.ends_with(b.lib.file_name().unwrap().to_str().unwrap()), "{e}");
+        assert_eq!((e["class"].as_str(), e["args"]["applied"].as_u64()), (Some("runtime"), Some(0)), "{e}");
+    }
+}
+
+/// A libc other than the planned one (a security update: another build of
+/// it): its entries cannot be detoured, and the program says so at start-up,
+/// once (`"api":"dfpatch.degraded"`), then runs as before, its calls still
+/// caught by the other layers. With the planned libc, no such event.
+#[test]
+fn another_libc_build_is_said_so() {
+    use object::{Object, ObjectSection};
+    let dir = scratch("libraries-other-libc");
+    let exe = dir.join("behaviours");
+    build_flavour("behaviours", "pie", &exe);
+    let ev = dir.join("events.jsonl");
+    let patched = dir.join("monitored");
+    patch(&exe, &patched, &policy("monitor", "alert", &ev, &[]));
+    let args = ["fopen", "/etc/hostname"];
+    let out = run(&patched, &args, &dir);
+    assert!(stdout(&out).contains("fopen=1") && stdout(&out).contains("done"), "{}", stdout(&out));
+    assert!(events(&ev).iter().all(|e| e["api"] != "dfpatch.degraded"), "{:?}", events(&ev));
+
+    // The same libc with one byte of its build ID changed.
+    let alt = dir.join("alt");
+    std::fs::create_dir_all(&alt).unwrap();
+    let mut bytes = std::fs::read(libc_of(&exe)).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    let (note, size) = file.section_by_name(".note.gnu.build-id").and_then(|s| s.file_range()).expect("a build ID");
+    assert!(size > 16);
+    // After the note's header (sizes and type, 12 bytes) and its name "GNU\0".
+    bytes[note as usize + 16] ^= 0xff;
+    std::fs::write(alt.join("libc.so.6"), &bytes).unwrap();
+    let _ = std::fs::remove_file(&ev);
+    let out =
+        run_command(std::process::Command::new(&patched).args(args).current_dir(&dir).env("LD_LIBRARY_PATH", &alt));
+    assert!(stdout(&out).contains("fopen=1") && stdout(&out).contains("done"), "{}", stdout(&out));
+    let evs = events(&ev);
+    let degraded: Vec<&Value> = evs.iter().filter(|e| e["api"] == "dfpatch.degraded").collect();
+    assert_eq!(degraded.len(), 1, "{evs:?}");
+    let d = degraded[0];
+    assert!(d["args"]["library"].as_str().is_some_and(|l| l.ends_with("libc.so.6")), "{d}");
+    assert!(d["args"]["planned"].as_u64().is_some_and(|n| n > 0), "{d}");
+    assert_eq!(d["args"]["applied"], 0, "{d}");
+    assert!(d["args"]["reason"].as_str().is_some_and(|r| r.contains("another build")), "{d}");
+    assert_eq!((d["class"].as_str(), d["action"].as_str()), (Some("runtime"), Some("alert")), "{d}");
+    // The call itself is still reported (through the executable's PLT).
+    assert!(evs.iter().any(|e| e["api"] == "fopen"), "{evs:?}");
 }
 
 /// The path the loader gives libc in the program's link map (events name
