@@ -89,7 +89,25 @@ impl<'a> Code<'a> {
         for (addr, _, _, bytes) in &exec {
             code.sweep(bytes, *addr, &starts, &mut found, &exec, e);
         }
+        // Data the symbol table places in code (`.type x,@object` in hand-written
+        // assembly: constant tables in `.text`) decodes as instructions but is
+        // none: a `0f 05` in it is no `syscall`, and nothing in it may move.
+        code.uncertain.extend(
+            symbols
+                .iter()
+                .filter(|s| s.kind == elf::STT_OBJECT && s.size > 0 && in_code(s.value))
+                .map(|s| (s.value, s.value.saturating_add(s.size))),
+        );
         code.uncertain.sort_unstable();
+        // `certain` searches the ranges by their ends: merge overlaps.
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(code.uncertain.len());
+        for (lo, hi) in code.uncertain.drain(..) {
+            match merged.last_mut() {
+                Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        code.uncertain = merged;
 
         // Pointers in data and relocation addends. In a position-independent
         // file every pointer in data has a relocation, so the addends are

@@ -248,3 +248,56 @@ fn syscall_instructions_are_listed() {
     let found: Vec<u64> = code.syscalls().map(|i| code.insn(i).unwrap().ip()).collect();
     assert_eq!(found, [s1, s2]);
 }
+
+/// Data the symbol table puts in code (a constant table in hand-written
+/// assembly, `.type t,@object` in `.text`) is never moved: its bytes are
+/// uncertain, even where they decode (here as a `syscall`), and the code
+/// around it stays certain.
+#[test]
+fn data_objects_in_code_are_uncertain() {
+    let mut a = Asm::at(TEXT);
+    a.mov_eax(59);
+    let real = a.syscall();
+    a.ret();
+    let table = a.raw(&[0xb8, 0x3b, 0, 0, 0, 0x0f, 0x05, 0x90]); // mov eax,59; syscall; nop, as data
+    let after = a.ret();
+    let end = a.here();
+    let data = Builder::exec()
+        .text(a.bytes.clone())
+        .func("f", TEXT, table - TEXT)
+        .symbol("k", elf::STT_OBJECT, table, 8)
+        .func("g", after, end - after)
+        .build();
+    let (_, code) = analyse(&data);
+    assert!(code.certain(TEXT, real + 2), "the function before it");
+    assert!(!code.certain(table + 5, table + 7), "the table's 0f 05");
+    assert!(!code.certain(table, table + 1));
+    assert!(code.certain(after, end), "the function after it");
+    // The planner's own question: the table's "syscall" is refused, the real one moves.
+    let (sites, refused, _) = crate::syscalls::syscall_sites(&code, |_| true, &[], &[], false);
+    let moved: Vec<u64> = sites.iter().map(|s| s.window.insns[s.window.at].ip()).collect();
+    assert_eq!(moved, [real]);
+    assert_eq!(refused.iter().map(|r| r.vaddr).collect::<Vec<_>>(), [table + 5]);
+}
+
+/// Uncertain ranges that overlap (an object over undecodable bytes) are
+/// merged, so a look-up between them is still right.
+#[test]
+fn overlapping_uncertain_ranges_are_merged() {
+    let mut a = Asm::at(TEXT);
+    a.ret();
+    let obj = a.raw(&[0x90; 16]);
+    a.ret();
+    let end = a.here();
+    let data = Builder::exec()
+        .text(a.bytes.clone())
+        .func("f", TEXT, 1)
+        .symbol("k1", elf::STT_OBJECT, obj, 16)
+        .symbol("k2", elf::STT_OBJECT, obj + 2, 2)
+        .symbol("k3", elf::STT_OBJECT, obj + 5, 1)
+        .build();
+    let (_, code) = analyse(&data);
+    // Unmerged, the search by end would step past k1 (ends 16, 4, 6).
+    assert!(!code.certain(obj + 12, obj + 13), "inside k1, after the two objects within it");
+    assert!(code.certain(obj + 16, end));
+}
