@@ -11,15 +11,14 @@
 
 use crate::elf::{slice, Elf};
 use crate::error::{Error, Result};
-use crate::runtime::Runtime;
 use dfpatch_runtime::bytes::u64_at;
-use dfpatch_runtime::contract::{Contract, Record};
+use dfpatch_runtime::contract::{Contract, Record, MAGIC};
 
-const MAGIC: &[u8; 8] = b"DFPRSTR1";
+const RESTORE_MAGIC: &[u8; 8] = b"DFPRSTR1";
 
 pub fn encode(orig_len: u64, segment_offset: u64, originals: &[(u64, &[u8])]) -> Vec<u8> {
     let mut b = Vec::new();
-    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(RESTORE_MAGIC);
     b.extend_from_slice(&orig_len.to_le_bytes());
     b.extend_from_slice(&segment_offset.to_le_bytes());
     b.extend_from_slice(&(originals.len() as u64).to_le_bytes());
@@ -40,7 +39,7 @@ pub fn restore(e: &Elf) -> Result<Vec<u8>> {
     let blob = e.section_data(s)?;
     let bad = |why: &str| Error::BadRestoreData(why.to_string());
     let u64_at = |i: usize| u64_at(blob, i).ok_or_else(|| bad("truncated"));
-    if blob.get(..8) != Some(MAGIC.as_slice()) {
+    if blob.get(..8) != Some(RESTORE_MAGIC.as_slice()) {
         return Err(bad("wrong magic"));
     }
     let orig_len = u64_at(8)?;
@@ -65,12 +64,22 @@ pub fn restore(e: &Elf) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The contract of a patched file, read from its `.dfpatch` section.
+/// The contract of a patched file, read from its `.dfpatch` section. It is
+/// found by its magic, not at this dfpatch's own runtime offset: a file
+/// patched by another version has its runtime, and so its contract, elsewhere.
 pub fn contract_of(e: &Elf) -> Option<Contract> {
     let s = e.last_section(".dfpatch")?;
-    let rt = Runtime::load().ok()?;
-    let data = e.section_data(s).ok()?;
-    Contract::decode(data.get((rt.contract - rt.rx_start) as usize..)?)
+    find_contract(e.section_data(s).ok()?, s.sh_addr)
+}
+
+/// The contract in a runtime segment whose bytes `seg` are linked at `vaddr`:
+/// the first place holding the magic whose `self_vaddr` says it is linked
+/// right there (the magic's bytes may also stand elsewhere in the runtime).
+pub(crate) fn find_contract(seg: &[u8], vaddr: u64) -> Option<Contract> {
+    memchr::memmem::find_iter(seg, &MAGIC).find_map(|at| {
+        let c = Contract::decode(seg.get(at..)?)?;
+        (c.self_vaddr == vaddr.checked_add(at as u64)?).then_some(c)
+    })
 }
 
 /// The "already patched" error, naming the version and policy that did it.

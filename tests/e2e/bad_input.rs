@@ -98,7 +98,7 @@ fn bad_inputs_are_refused_cleanly() {
     // Already patched: says so and says how to re-patch.
     let once = dir.join("once");
     patch(&sample("behaviours", "pie"), &once, &policy("monitor", "alert", &dir.join("e.jsonl"), &[]));
-    refused(&once, "already patched by dfpatch");
+    refused(&once, concat!("already patched by dfpatch ", env!("CARGO_PKG_VERSION"), " (policy sha256 "));
     let o = dfpatch(&[once.as_os_str()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("dfpatch restore") && err.contains("--force"), "{err}");

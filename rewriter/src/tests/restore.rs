@@ -3,7 +3,8 @@
 
 use super::synth::*;
 use crate::error::Error;
-use crate::restore::{encode, restore};
+use crate::restore::{encode, find_contract, restore};
+use dfpatch_runtime::contract::{Contract, Record, MAGIC};
 use object::elf;
 
 fn original() -> Vec<u8> {
@@ -93,4 +94,28 @@ fn damaged_restore_data_is_refused() {
     );
     // Not patched at all.
     assert!(matches!(restore(&parse(&orig)), Err(Error::NotPatched)));
+}
+
+/// The contract is found by its magic wherever the runtime that wrote the
+/// file put it (another dfpatch version's runtime is laid out differently),
+/// and only where its `self_vaddr` says it is: the magic's bytes elsewhere
+/// are not taken for it.
+#[test]
+fn the_contract_is_found_where_it_says_it_is() {
+    let vaddr = 0x40_0000u64;
+    let mut seg = vec![0xccu8; 600];
+    // A decoy: the magic, but a contract that says it is linked elsewhere.
+    let mut decoy = Contract::EMPTY;
+    decoy.magic = MAGIC;
+    decoy.self_vaddr = 0x1234;
+    decoy.encode_into(&mut seg[16..]).unwrap();
+    let mut real = Contract::EMPTY;
+    real.magic = MAGIC;
+    real.version = 3;
+    real.self_vaddr = vaddr + 300;
+    real.tool_version[..5].copy_from_slice(b"0.0.9");
+    real.encode_into(&mut seg[300..]).unwrap();
+    assert_eq!(find_contract(&seg, vaddr), Some(real));
+    assert_eq!(find_contract(&seg[..400], vaddr), None, "cut short");
+    assert_eq!(find_contract(&seg, vaddr + 8), None, "linked elsewhere");
 }
