@@ -161,9 +161,7 @@ impl Event<'_> {
         caller(self.c, &mut j, self.origin, self.f);
         stack(&mut j, self.origin, self.f);
         decode::args(&mut j, self.api.shape(), self.f);
-        j.finish();
-        // A regular file cannot raise SIGPIPE: skip the two signal-mask calls.
-        let _ = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
+        finish(j, fd, regular);
     }
 }
 
@@ -215,6 +213,12 @@ pub(crate) fn degraded(p: &PolicyTable, d: &Degraded) {
     j.key(false, b"reason");
     j.string(d.reason.as_bytes());
     j.close(b'}', opened);
+    finish(j, fd, regular);
+}
+
+/// Closes the event and writes it with one `write`. A regular file cannot
+/// raise SIGPIPE: then the two signal-mask calls are skipped.
+fn finish(mut j: Json, fd: i32, regular: bool) {
     j.finish();
     let _ = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
 }
