@@ -142,17 +142,21 @@ impl Builder {
     }
 
     pub fn build(&self) -> Vec<u8> {
+        // A section that is not loaded (no flags, no address).
+        fn plain(name: &str, sh_type: u32, data: Vec<u8>, entsize: u64, link: Option<&str>) -> Section {
+            Section {
+                name: name.into(),
+                sh_type,
+                flags: 0,
+                addr: 0,
+                data,
+                link: link.map(str::to_string),
+                entsize,
+                min_offset: 0,
+            }
+        }
         // 1. The section list: null, the given ones, the symbol and name tables.
-        let mut secs: Vec<Section> = vec![Section {
-            name: String::new(),
-            sh_type: elf::SHT_NULL,
-            flags: 0,
-            addr: 0,
-            data: Vec::new(),
-            link: None,
-            entsize: 0,
-            min_offset: 0,
-        }];
+        let mut secs: Vec<Section> = vec![plain("", elf::SHT_NULL, Vec::new(), 0, None)];
         secs.extend(self.sections.iter().map(|s| Section {
             name: s.name.clone(),
             sh_type: s.sh_type,
@@ -178,29 +182,10 @@ impl Builder {
                 symtab.extend(s.value.to_le_bytes());
                 symtab.extend(s.size.to_le_bytes());
             }
-            let plain = |name: &str, sh_type, data, entsize, link: Option<&str>| Section {
-                name: name.into(),
-                sh_type,
-                flags: 0,
-                addr: 0,
-                data,
-                link: link.map(str::to_string),
-                entsize,
-                min_offset: 0,
-            };
             secs.push(plain(".symtab", elf::SHT_SYMTAB, symtab, 24, Some(".strtab")));
             secs.push(plain(".strtab", elf::SHT_STRTAB, strtab, 0, None));
         }
-        secs.push(Section {
-            name: ".shstrtab".into(),
-            sh_type: elf::SHT_STRTAB,
-            flags: 0,
-            addr: 0,
-            data: Vec::new(),
-            link: None,
-            entsize: 0,
-            min_offset: 0,
-        });
+        secs.push(plain(".shstrtab", elf::SHT_STRTAB, Vec::new(), 0, None));
         let mut names = vec![0u8];
         let mut name_at = Vec::new();
         for s in &secs {
