@@ -67,7 +67,7 @@ impl Policy {
             mode: self.mode.code(),
             default_action: self.default.code(),
             sink_kind,
-            _pad: 0,
+            flags: if self.backstop_off { dfpatch_runtime::contract::policy_flags::NO_BACKSTOP } else { 0 },
             sink_fd,
             sink_path_off: to_u32(path_off),
             sink_path_len: to_u32(path_len),
@@ -219,6 +219,7 @@ mod tests {
             default: Action::Alert,
             sink: Sink::File("/x".into()),
             rules: vec![Rule { id: "r".into(), apis: vec![ApiSelector::Class(Class::Exec)], action: Action::Kill }],
+            backstop_off: false,
         };
         let table = policy.compile();
         let u32_at = |at: usize| table.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);

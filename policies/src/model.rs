@@ -192,6 +192,9 @@ pub struct Policy {
     pub sink: Sink,
     /// Evaluated in order; the first match decides.
     pub rules: Vec<Rule>,
+    /// `backstop = false`: the patched program does not arm the backstop
+    /// (system calls from code dfpatch did not rewrite are then not seen).
+    pub backstop_off: bool,
 }
 
 impl Policy {
@@ -216,6 +219,9 @@ impl Policy {
             self.default,
             toml_string(&self.sink.to_string())
         );
+        if self.backstop_off {
+            out.insert_str(out.find("\n\n[report]").unwrap_or(0), "\nbackstop = false");
+        }
         for rule in &self.rules {
             out.push_str(&rule_to_toml(rule));
         }

@@ -28,6 +28,8 @@ struct RawPolicy {
     mode: Option<Spanned<String>>,
     default: Option<Spanned<String>>,
     report: Option<RawReport>,
+    /// `backstop = false`: no Syscall User Dispatch at run time.
+    backstop: Option<bool>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
 }
@@ -120,6 +122,7 @@ impl Checker<'_> {
             default: self.optional(raw.default, parse_action)?,
             sink: self.optional(sink, parse_sink)?,
             rules: self.rules(raw.rule)?,
+            backstop_off: raw.backstop == Some(false),
         })
     }
 

@@ -141,6 +141,8 @@ pub fn describe(table: &[u8]) -> Result<String, TableError> {
     let mut out = format!("policy table v{}, {} bytes, sha256 {hash}\n", view.header.version, table.len());
     // Writing to a String cannot fail.
     let _ = writeln!(out, "mode: {}\ndefault: {}\nsink: {}", view.mode, view.default, view.sink);
+    let backstop = view.header.flags & dfpatch_runtime::contract::policy_flags::NO_BACKSTOP == 0;
+    let _ = writeln!(out, "backstop: {}", if backstop { "on" } else { "off (backstop = false)" });
     let _ = writeln!(out, "rules: {}", view.rule_ids.join(", "));
     for (api, action, rule) in view.decisions() {
         let (name, class) = (api.name(), api.class().name());

@@ -214,3 +214,19 @@ fn to_toml_round_trips() {
         assert_eq!(parse(&policy.to_toml()), policy);
     }
 }
+
+/// `backstop = false` turns the run-time backstop off; it is on by default,
+/// survives `to_toml`, and lands in the compiled table's flags.
+#[test]
+fn backstop_switch() {
+    let on = Policy::parse("mode = \"monitor\"\n").unwrap();
+    assert!(!on.backstop_off);
+    let off = Policy::parse("mode = \"monitor\"\nbackstop = false\n").unwrap();
+    assert!(off.backstop_off);
+    assert_eq!(Policy::parse(&off.to_toml()).unwrap(), off);
+    assert!(!on.to_toml().contains("backstop"));
+    assert!(Policy::parse("backstop = true\n").is_ok_and(|p| !p.backstop_off));
+    assert!(Policy::parse("backstop = \"no\"\n").is_err());
+    let table = dfpatch_policy::describe(&off.compile()).unwrap();
+    assert!(table.contains("backstop: off"), "{table}");
+}

@@ -48,12 +48,13 @@ fn policy() -> impl Strategy<Value = Policy> {
         prop::sample::select(Action::ALL.to_vec()),
         sink(),
         prop::collection::vec(rule(), 0..10),
+        any::<bool>(),
     )
-        .prop_map(|(mode, default, sink, mut rules)| {
+        .prop_map(|(mode, default, sink, mut rules, backstop_off)| {
             for (i, rule) in rules.iter_mut().enumerate() {
                 rule.id = format!("{i}{}", rule.id);
             }
-            Policy { mode, default, sink, rules }
+            Policy { mode, default, sink, rules, backstop_off }
         })
 }
 

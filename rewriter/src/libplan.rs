@@ -67,9 +67,13 @@ pub struct LibSite {
     /// Where in `tramp` the jump back's rel32 is (None: the moved code returns).
     #[serde(skip)]
     pub back_at: Option<usize>,
-    /// Where in `tramp` the 8-byte address of `dfp_sys_hook` goes.
+    /// Where in `tramp` the 8-byte address of `dfp_sys_hook` goes; the
+    /// thunk's address goes in the 8 bytes after it.
     #[serde(skip)]
     pub slot_at: usize,
+    /// Where in `tramp` the thunk that runs the system call jumps back to.
+    #[serde(skip)]
+    pub resume_at: usize,
     /// Where in `tramp` the hook number's imm32 is (a `syscall` site: the
     /// runtime renumbers the copy in each `dlmopen` namespace).
     #[serde(skip)]
@@ -243,6 +247,7 @@ fn plan_one(
                         back_at: None,
                         slot_at: 0,
                         number_at: 0,
+                        resume_at: 0,
                     });
                 }
                 Ok(_) => {}
@@ -300,8 +305,7 @@ fn syscall_plans(lib: &Elf, sites: Vec<syscalls::SyscallSite>, next_index: &mut 
         if *next_index >= MAX_SITES {
             break;
         }
-        let Some((tramp, back_at, slot_at, number_at)) =
-            trampoline(lib, &s.window, dfpatch_runtime::contract::r11::LIB_SITE as u32 | *next_index as u32)
+        let Some(t) = trampoline(lib, &s.window, dfpatch_runtime::contract::r11::LIB_SITE as u32 | *next_index as u32)
         else {
             continue;
         };
@@ -322,10 +326,11 @@ fn syscall_plans(lib: &Elf, sites: Vec<syscalls::SyscallSite>, next_index: &mut 
             nr: s.nr,
             api: None,
             fixups: Vec::new(),
-            tramp,
-            back_at,
-            slot_at,
-            number_at,
+            tramp: t.bytes,
+            back_at: t.back_at,
+            slot_at: t.slot_at,
+            number_at: t.number_at,
+            resume_at: t.resume_at,
         });
     }
     out
@@ -373,14 +378,16 @@ fn entry_trampoline(w: &moved::Window) -> Result<(Vec<u8>, Vec<u16>), &'static s
 
 /// A trampoline that works at any address (its moved instructions are
 /// position independent): the runtime fills the jump back's rel32 at
-/// `back_at` and `dfp_sys_hook`'s address at `slot_at`; the hook number's
-/// imm32 is at `number_at`.
-fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<(Vec<u8>, Option<usize>, usize, usize)> {
+/// `back_at`, `dfp_sys_hook`'s address at `slot_at` and the address of the
+/// thunk that runs the system call at `slot_at + 8`; the hook number's imm32
+/// is at `number_at`, and the thunk jumps back to `resume_at`.
+fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<Trampoline> {
     let mut b = Vec::new();
     b.extend(copy(lib, &w.insns[..w.at])?);
     let number_at = b.len() + x86::NUMBER_OFFSET;
     let call_at = b.len() + x86::CALL_OFFSET;
-    x86::ask_then_syscall(&mut b, hook_number, &x86::CALL_THROUGH_SLOT);
+    let jmp_at = x86::ask_then_thunk(&mut b, hook_number, &x86::CALL_THROUGH_SLOT);
+    let resume_at = b.len();
     let after = &w.insns[w.at + 1..];
     b.extend(copy(lib, after)?);
     let returns = after.last().is_some_and(|i| i.flow_control() == iced_x86::FlowControl::Return);
@@ -389,9 +396,18 @@ fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<(Vec<u8>
         b.push(x86::INT3);
     }
     let slot_at = b.len();
-    b.extend([0; 8]);
-    x86::set_call_slot(&mut b, call_at, slot_at)?;
-    Some((b, back_at, slot_at, number_at))
+    b.extend([0; 16]);
+    x86::set_rip_slot(&mut b, call_at, slot_at)?;
+    x86::set_rip_slot(&mut b, jmp_at, slot_at + 8)?;
+    Some(Trampoline { bytes: b, back_at, slot_at, number_at, resume_at })
+}
+
+struct Trampoline {
+    bytes: Vec<u8>,
+    back_at: Option<usize>,
+    slot_at: usize,
+    number_at: usize,
+    resume_at: usize,
 }
 
 /// The instructions' own bytes, from the file (they mean the same anywhere:
@@ -459,11 +475,15 @@ pub fn encode_table(libraries: &[LibraryPlan]) -> Vec<u8> {
                 slot_at: s.slot_at as u32,
                 number_at: s.number_at as u32,
                 window_len: s.len as u32,
-                kind: if api.is_some() { site_kind::ENTRY } else { site_kind::SYSCALL },
+                kind: match (api, s.nr) {
+                    (Some(_), _) => site_kind::ENTRY,
+                    (None, Some(nr)) if !dfpatch_runtime::apis::may_spawn(nr) => site_kind::SYSCALL,
+                    (None, _) => site_kind::SYSCALL_SPAWN,
+                },
                 fixup_count: s.fixups.len().min(MAX_FIXUPS) as u8,
                 api: api.map_or(0, |a| a as u16),
                 fixups,
-                _pad: 0,
+                resume_at: s.resume_at as u32,
                 original,
             };
             put(&mut table, layout.sites_at() + (first + i) * SiteRecord::SIZE, &|out| record.encode_into(out));

@@ -237,6 +237,8 @@ pub struct Layout {
     /// `dfp_hook` and `dfp_sys_hook` at run time.
     pub hook_entry: u64,
     pub sys_hook_entry: u64,
+    /// `dfp_arm_child` at run time.
+    pub arm_child: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -551,8 +553,9 @@ fn syscall_hooks(
 ) -> Result<()> {
     for s in sys {
         let k = hooks.len();
-        let tramp = syscalls::syscall_trampoline(&s.window, *cursor, k as u32, layout.sys_hook_entry)
-            .map_err(Error::OutOfRange)?;
+        let tramp =
+            syscalls::syscall_trampoline(&s.window, s.nr, *cursor, k as u32, (layout.sys_hook_entry, layout.arm_child))
+                .map_err(Error::OutOfRange)?;
         let api = s.nr.and_then(dfpatch_runtime::apis::syscall_api);
         let at = s.window.insns[s.window.at].ip();
         hooks.push(Hook {
@@ -769,5 +772,6 @@ fn layout(e: &Elf, rt: &Runtime) -> Result<Layout> {
         new_entry: rx_vaddr + (rt.entry - rt.rx_start),
         hook_entry: rx_vaddr + (rt.hook - rt.rx_start),
         sys_hook_entry: rx_vaddr + (rt.sys_hook - rt.rx_start),
+        arm_child: rx_vaddr + (rt.arm_child - rt.rx_start),
     })
 }

@@ -38,6 +38,8 @@ pub struct Runtime {
     pub hook: u64,
     /// `dfp_sys_hook`, called by the trampolines of `syscall` instructions.
     pub sys_hook: u64,
+    /// `dfp_arm_child`, called by a trampoline's `clone`/`fork` child.
+    pub arm_child: u64,
     pub contract: u64,
     /// Link-address ranges of its code (executable sections), for checks.
     pub code: Vec<(u64, u64)>,
@@ -129,6 +131,7 @@ impl Runtime {
         let preinit = sym(symbols::PREINIT.as_bytes())?;
         let hook = sym(symbols::HOOK.as_bytes())?;
         let sys_hook = sym(symbols::SYS_HOOK.as_bytes())?;
+        let arm_child = sym(symbols::ARM_CHILD.as_bytes())?;
         let contract = find(symbols::CONTRACT_SECTION.as_bytes())
             .ok_or_else(|| bad(format!("no {} section", symbols::CONTRACT_SECTION)))?
             .sh_addr(endian);
@@ -137,12 +140,26 @@ impl Runtime {
             (symbols::PREINIT, preinit),
             (symbols::HOOK, hook),
             (symbols::SYS_HOOK, sys_hook),
+            (symbols::ARM_CHILD, arm_child),
             (symbols::CONTRACT_SECTION, contract),
         ] {
             if a < rx_start || a >= rx_start + rx.len() as u64 {
                 return Err(bad(format!("{name} is not in the read-only part")));
             }
         }
-        Ok(Runtime { rw_size, rw_init, rx_start, rx, relocs, entry, preinit, hook, sys_hook, contract, code })
+        Ok(Runtime {
+            rw_size,
+            rw_init,
+            rx_start,
+            rx,
+            relocs,
+            entry,
+            preinit,
+            hook,
+            sys_hook,
+            arm_child,
+            contract,
+            code,
+        })
     }
 }

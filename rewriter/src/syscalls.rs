@@ -235,14 +235,31 @@ fn movable(code: &Code, run: &[Instruction], at: usize, taken: &[(u64, u64)]) ->
     true
 }
 
-/// The trampoline of a `syscall` site at `at`, for hook number `k` (see the
-/// module documentation of the runtime's `arch::x86_64` for the sequence).
-pub fn syscall_trampoline(w: &Window, at: u64, k: u32, sys_hook: u64) -> Result<Vec<u8>, String> {
+/// The trampoline of a `syscall` site at `at` whose number is `nr` (None:
+/// known only at run time), for hook number `k` (see the module
+/// documentation of the runtime's `arch::x86_64` for the sequence);
+/// `runtime` is where `dfp_sys_hook` and `dfp_arm_child` are.
+pub fn syscall_trampoline(
+    w: &Window,
+    nr: Option<u64>,
+    at: u64,
+    k: u32,
+    runtime: (u64, u64),
+) -> Result<Vec<u8>, String> {
+    const FAR: &str = "the runtime is more than 2 GiB from the trampoline";
     let mut b = relocate(&w.insns[..w.at], at)?;
     // call dfp_sys_hook, at the address the call will have.
     let call_at = at + b.len() as u64 + CALL_OFFSET as u64;
-    let call = x86::call(call_at, sys_hook).ok_or("the runtime is more than 2 GiB from the trampoline")?;
-    ask_then_syscall(&mut b, k, &call);
+    let call = x86::call(call_at, runtime.0).ok_or(FAR)?;
+    // A child arms its backstop: the tail starts after the syscall, which
+    // is 4 bytes after the end of the ask (jrcxz, syscall).
+    let tail = if nr.is_none_or(dfpatch_runtime::apis::may_spawn) {
+        let tail_at = call_at + call.len() as u64 + 8 + 4;
+        x86::child_arms(tail_at, runtime.1).ok_or(FAR)?
+    } else {
+        Vec::new()
+    };
+    ask_then_syscall(&mut b, k, &call, &tail);
     append_moved(&mut b, &w.insns[w.at + 1..], at, w.end())?;
     Ok(b)
 }
@@ -258,7 +275,7 @@ mod tests {
         // mov eax, 59 ; syscall ; ret   at 0x401000
         let code = [0xb8, 0x3b, 0, 0, 0, 0x0f, 0x05, 0xc3];
         let w = Window { insns: decode(&code[..7], 0x401000), at: 1 };
-        let t = syscall_trampoline(&w, 0x500000, 3, 0x480000).unwrap();
+        let t = syscall_trampoline(&w, Some(59), 0x500000, 3, (0x480000, 0x480100)).unwrap();
         assert_eq!(
             text(&t, 0x500000),
             [
@@ -278,11 +295,34 @@ mod tests {
     }
 
     #[test]
+    fn a_spawning_site_arms_its_child() {
+        // mov eax, 57 ; syscall ; ret   at 0x401000: fork
+        let code = [0xb8, 0x39, 0, 0, 0, 0x0f, 0x05, 0xc3];
+        for nr in [Some(57), None] {
+            let w = Window { insns: decode(&code[..7], 0x401000), at: 1 };
+            let t = syscall_trampoline(&w, nr, 0x500000, 3, (0x480000, 0x480100)).unwrap();
+            assert_eq!(
+                text(&t, 0x500000)[5..],
+                [
+                    "jrcxz 0000000000500038h",
+                    "syscall",
+                    "test rax,rax",
+                    "jne short 0000000000500038h",
+                    "lea rsp,[rsp-80h]",
+                    "call 0000000000480100h",
+                    "lea rsp,[rsp+80h]",
+                    "jmp 0000000000401007h",
+                ]
+            );
+        }
+    }
+
+    #[test]
     fn moved_rip_relative_operands_keep_their_target() {
         // lea rdi, [rip+0x100] ; syscall   at 0x401000 (target 0x401107)
         let code = [0x48, 0x8d, 0x3d, 0x00, 0x01, 0x00, 0x00, 0x0f, 0x05];
         let w = Window { insns: decode(&code, 0x401000), at: 1 };
-        let t = syscall_trampoline(&w, 0x7000_0000, 0, 0x7000_1000).unwrap();
+        let t = syscall_trampoline(&w, Some(2), 0x7000_0000, 0, (0x7000_1000, 0x7000_1100)).unwrap();
         let moved = decode(&t, 0x7000_0000)[0];
         assert_eq!(moved.ip_rel_memory_address(), 0x401107);
     }

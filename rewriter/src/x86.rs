@@ -58,13 +58,6 @@ pub fn jmp_placeholder(b: &mut Vec<u8>) -> usize {
 /// ([`set_call_slot`]).
 pub const CALL_THROUGH_SLOT: [u8; 6] = [0xff, 0x15, 0, 0, 0, 0];
 
-/// Points the [`CALL_THROUGH_SLOT`] at `call_at` in `b` at the 8-byte slot at `slot_at`.
-pub fn set_call_slot(b: &mut [u8], call_at: usize, slot_at: usize) -> Option<()> {
-    let disp = i32::try_from(slot_at as i64 - (call_at as i64 + CALL_THROUGH_SLOT.len() as i64)).ok()?;
-    b.get_mut(call_at + 2..call_at + 6)?.copy_from_slice(&disp.to_le_bytes());
-    Some(())
-}
-
 /// What replaces a PLT entry's `jmp *slot(%rip)` (`call: false`) or a
 /// `-fno-plt` `call *slot(%rip)` (`call: true`) of `len` bytes at `at`: a
 /// direct `jmp`/`call` to `stub`, padded with NOPs so the return address of a
@@ -96,18 +89,65 @@ pub const CALL_OFFSET: usize = 11;
 /// Where the hook number's imm32 is in [`ask_then_syscall`]'s bytes.
 pub const NUMBER_OFFSET: usize = 7;
 
-/// Appends the middle of every `syscall` trampoline, the sequence
-/// `dfp_sys_hook` is written for: step over the red zone, hook number in
-/// `%r11d`, `call` (the given encoding: direct, or through a slot), step
-/// back, skip the `syscall` when refused (`%rcx` = 0), the `syscall`.
-pub fn ask_then_syscall(b: &mut Vec<u8>, k: u32, call: &[u8]) {
+/// Appends the middle of the executable's `syscall` trampolines, the
+/// sequence `dfp_sys_hook` is written for: step over the red zone, hook
+/// number in `%r11d`, `call` (the given encoding: direct, or through a slot),
+/// step back, skip the rest when refused (`%rcx` = 0), the `syscall`, then
+/// `tail` (see [`child_arms`]). The trampoline lies in the runtime segment,
+/// inside the range whose system calls the backstop lets run.
+pub fn ask_then_syscall(b: &mut Vec<u8>, k: u32, call: &[u8], tail: &[u8]) {
+    ask(b, k, call);
+    b.extend([0xe3, 2 + tail.len() as u8]); // jrcxz over the syscall and the tail: refused
+    b.extend([0x0f, 0x05]); // syscall
+    b.extend_from_slice(tail);
+}
+
+/// Appends the middle of a library's `syscall` trampoline (placed near the
+/// library, outside the backstop's range): as [`ask_then_syscall`], but the
+/// system call runs in one of the runtime's thunks, reached through the
+/// 8-byte slot the runtime fills in; the thunk jumps back to just after this
+/// sequence. Returns where the `jmp`'s displacement is, for [`set_rip_slot`].
+pub fn ask_then_thunk(b: &mut Vec<u8>, k: u32, call: &[u8]) -> usize {
+    ask(b, k, call);
+    b.extend([0xe3, JMP_THROUGH_SLOT.len() as u8]); // jrcxz over the jump: refused
+    let at = b.len();
+    b.extend_from_slice(&JMP_THROUGH_SLOT);
+    at
+}
+
+fn ask(b: &mut Vec<u8>, k: u32, call: &[u8]) {
     b.extend([0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp-0x80]
     b.extend([0x41, 0xbb]); // mov r11d, k
     b.extend(k.to_le_bytes());
     b.extend_from_slice(call);
     b.extend([0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00]); // lea rsp, [rsp+0x80]
-    b.extend([0xe3, 0x02]); // jrcxz over the syscall: refused
-    b.extend([0x0f, 0x05]); // syscall
+}
+
+/// What follows the `syscall` of a site whose call may start a process or
+/// thread (`clone`, `clone3`, `fork`, `vfork`, or a number known only at run
+/// time) at `at`: in the child (`%rax` = 0) call `arm_child`
+/// (`dfp_arm_child`, which keeps every register) below the red zone, so the
+/// child arms the backstop before it runs the program's next instruction.
+/// A parent whose call returned 0 for another reason arms itself again,
+/// which changes nothing.
+pub fn child_arms(at: u64, arm_child: u64) -> Option<Vec<u8>> {
+    let mut b = vec![0x48, 0x85, 0xc0]; // test rax, rax
+    b.extend([0x75, 18]); // jnz over the three below
+    b.extend([0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp-0x80]
+    b.extend(call(at.checked_add(b.len() as u64)?, arm_child)?);
+    b.extend([0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00]); // lea rsp, [rsp+0x80]
+    Some(b)
+}
+
+/// `jmp *disp(%rip)` with `disp` 0, to be pointed at a slot later ([`set_rip_slot`]).
+pub const JMP_THROUGH_SLOT: [u8; 6] = [0xff, 0x25, 0, 0, 0, 0];
+
+/// Points the `call`/`jmp *disp(%rip)` (6 bytes) at `insn_at` in `b` at the
+/// 8-byte slot at `slot_at`.
+pub fn set_rip_slot(b: &mut [u8], insn_at: usize, slot_at: usize) -> Option<()> {
+    let disp = i32::try_from(slot_at as i64 - (insn_at as i64 + 6)).ok()?;
+    b.get_mut(insn_at + 2..insn_at + 6)?.copy_from_slice(&disp.to_le_bytes());
+    Some(())
 }
 
 /// Every stub occupies this many bytes (padded with `int3`).
@@ -189,13 +229,13 @@ mod tests {
     #[test]
     fn ask_then_syscall_offsets_are_where_they_say() {
         let mut b = Vec::new();
-        ask_then_syscall(&mut b, 0x1234_5678, &CALL_THROUGH_SLOT);
+        ask_then_syscall(&mut b, 0x1234_5678, &CALL_THROUGH_SLOT, &[]);
         assert_eq!(b[NUMBER_OFFSET..NUMBER_OFFSET + 4], 0x1234_5678u32.to_le_bytes());
         assert_eq!(b[CALL_OFFSET..CALL_OFFSET + 2], CALL_THROUGH_SLOT[..2]);
         let mut slot = b.clone();
         slot.extend([0; 8]);
         let at = b.len();
-        set_call_slot(&mut slot, CALL_OFFSET, at).unwrap();
+        set_rip_slot(&mut slot, CALL_OFFSET, at).unwrap();
         let text = disasm(&slot[..b.len()], 0);
         assert_eq!(text[2], format!("call qword ptr [{at:X}h]"));
     }

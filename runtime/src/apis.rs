@@ -239,6 +239,13 @@ pub static SYSCALL_MASK: [u64; 8] = {
     m
 };
 
+/// Whether a system call of number `nr` may start a process or a thread
+/// (`clone`, `fork`, `vfork`, `clone3`, in either ABI), whose child must arm
+/// the backstop before it runs the program's code.
+pub fn may_spawn(nr: u64) -> bool {
+    matches!(nr as u32 & !0x4000_0000, 56 | 57 | 58 | 435)
+}
+
 /// The API a system call number reports as, if it is monitored. Numbers
 /// with the x32 bit (0x40000000) are the x32 ABI's, which a 64-bit process
 /// can also make where the kernel has it: the same calls, except execve,

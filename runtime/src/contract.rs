@@ -157,6 +157,8 @@ pub mod symbols {
     pub const HOOK: &str = "dfp_hook";
     /// Where every rewritten `syscall` site goes.
     pub const SYS_HOOK: &str = "dfp_sys_hook";
+    /// What a trampoline's `clone`/`fork` child calls to arm its backstop.
+    pub const ARM_CHILD: &str = "dfp_arm_child";
     /// The output section holding the runtime's [`super::Contract`].
     pub const CONTRACT_SECTION: &str = ".dfp_contract";
 }
@@ -302,7 +304,9 @@ record! {
         pub tramp_len: u32,
         /// Its jump back's rel32, or [`NO_JUMP_BACK`] (the moved code returns).
         pub back_at: u32,
-        /// Where the 8-byte address of `dfp_sys_hook` goes (`syscall` sites).
+        /// Where the 8-byte address of `dfp_sys_hook` goes (`syscall` sites);
+        /// the address of the thunk that runs the system call goes in the 8
+        /// bytes after it.
         pub slot_at: u32,
         /// Where the hook number's imm32 is (`syscall` sites: renumbered in
         /// each `dlmopen` namespace's copy).
@@ -316,7 +320,8 @@ record! {
         pub api: u16,
         /// Entries: offsets of the rel32 fields that leave the trampoline.
         pub fixups: [u16; MAX_FIXUPS],
-        pub _pad: u32,
+        /// `syscall` sites: where the thunk jumps back to, after the system call.
+        pub resume_at: u32,
         /// The bytes the window holds: checked before anything is rewritten.
         pub original: [u8; MAX_WINDOW],
     }
@@ -328,7 +333,8 @@ record! {
         pub mode: u8,
         pub default_action: u8,
         pub sink_kind: u8,
-        pub _pad: u8,
+        /// [`policy_flags`].
+        pub flags: u8,
         pub sink_fd: i32,
         /// Path of a `file:` sink (not NUL terminated).
         pub sink_path_off: u32,
@@ -400,6 +406,14 @@ pub mod hook_kind {
     pub const SYSCALL: u8 = 2;
     /// A loaded library's definition (dynamic symbol table), see `symbols`.
     pub const SYMBOL: u8 = 3;
+    /// A `syscall` from code no layer rewrote, trapped (see `backstop`).
+    pub const BACKSTOP: u8 = 4;
+}
+
+/// [`PolicyHeader::flags`] bits.
+pub mod policy_flags {
+    /// `backstop = false`: the runtime does not arm Syscall User Dispatch.
+    pub const NO_BACKSTOP: u8 = 1;
 }
 
 /// [`SiteRecord::kind`] values.
@@ -408,10 +422,14 @@ pub mod site_kind {
     pub const SYSCALL: u8 = 0;
     /// A monitored function's first instructions.
     pub const ENTRY: u8 = 1;
+    /// A `syscall` instruction whose call may start a process or a thread
+    /// (see [`crate::apis::may_spawn`]): its thunk arms the child's backstop.
+    pub const SYSCALL_SPAWN: u8 = 2;
 }
 
-/// [`LibPlansHeader::version`] of this layout (2: libraries have names).
-pub const LIBPLANS_VERSION: u32 = 2;
+/// [`LibPlansHeader::version`] of this layout (2: libraries have names; 3:
+/// `syscall` sites run their system call in a thunk of the runtime's).
+pub const LIBPLANS_VERSION: u32 = 3;
 /// [`LibRecord::id_len`] of a library without a build ID, known by its file.
 pub const ID_BY_FILE: u32 = u32::MAX;
 /// [`SiteRecord::back_at`] of a trampoline without a jump back.
@@ -618,7 +636,7 @@ mod tests {
             fixup_count: 2,
             api: 11,
             fixups: [1, 2, 0xfffe, 4],
-            _pad: 0,
+            resume_at: 0x1234,
             original: [0xcc; MAX_WINDOW],
         });
         round_trip(PolicyHeader {
@@ -627,7 +645,7 @@ mod tests {
             mode: 1,
             default_action: 2,
             sink_kind: 3,
-            _pad: 0,
+            flags: 1,
             sink_fd: -5,
             sink_path_off: 6,
             sink_path_len: 7,

@@ -232,19 +232,49 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
         },
     };
     let call = f.as_call();
+    let sp = f.program_sp();
+    // The frame's address is on the program's stack, below its stack
+    // pointer (the dispatcher itself may run on a stack of ours).
+    let at = Site { pc: site, sp, rbp: f.rbp, below: f as *const SysFrame as u64 };
+    let layer = if crate::backstop::rewritten_site(f.r11) { hook_kind::BACKSTOP } else { hook_kind::SYSCALL };
+    match syscall_verdict(c, api, &call, at, layer) {
+        Some(result) => {
+            f.rax = result as u64;
+            SYS_SKIP
+        }
+        None => SYS_RUN,
+    }
+}
+
+/// Where a monitored system call is made: its `syscall` instruction, the
+/// program's stack and frame pointers there, and an address on the
+/// program's stack below its stack pointer (for [`nest::inside`]).
+pub struct Site {
+    pub pc: u64,
+    pub sp: u64,
+    pub rbp: u64,
+    pub below: u64,
+}
+
+/// What happens to monitored system call `api` (arguments in `call`'s
+/// [`HookFrame::arg`] layout) made at `at`, reported as `layer`: None, it
+/// runs; or the result it gets instead (`-EPERM`). Kills the process when
+/// the policy says so.
+pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Site, layer: u8) -> Option<i64> {
+    let site = at.pc;
     if let Some(i) = api.shape().prot_exec_filter() {
         if call.arg(i) & 4 == 0 {
-            return SYS_RUN;
+            return None;
         }
     }
-    let Some(p) = policy(c) else { return SYS_RUN };
+    let p = policy(c)?;
     let d = p.decision(api as u16);
     if d.action == action::ALLOW {
-        return SYS_RUN;
+        return None;
     }
     let done = if p.enforce() { d.action } else { action::ALERT };
-    let (tid, sp) = (sys::gettid(), f.program_sp());
-    let regs = crate::unwind::Regs { pc: site, sp, rbp: f.rbp };
+    let (tid, sp) = (sys::gettid(), at.sp);
+    let regs = crate::unwind::Regs { pc: site, sp, rbp: at.rbp };
     // The system call a reported function makes (`execve` inside `execve`,
     // `clone` inside `posix_spawn`) is part of it: in a static executable,
     // or libc's own (in a dynamic one, a library constructor's raw system
@@ -254,14 +284,12 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     // (Only what the policy would let through is folded: see dfp_dispatch.)
     let foldable = nestable && done == action::ALERT;
     if foldable {
-        // The frame's address is on the program's stack, below its stack
-        // pointer (the dispatcher itself may run on a stack of ours).
-        if let Some(o) = nest::inside(tid, f as *const SysFrame as u64) {
+        if let Some(o) = nest::inside(tid, at.below) {
             // As for function calls: the call frame information (glibc)
             // tells a stale entry from a call really in progress.
             let stale = libc_own && crate::unwind::reaches(regs, true, o.frame, o.ret) == Some(false);
             if !stale && nest::covers(o.api, api) {
-                return SYS_RUN;
+                return None;
             }
         }
     }
@@ -269,11 +297,11 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
         // A reported spawn's child running its program.
         let argv = if api.shape() == Shape::ExecveAt { call.rdx } else { call.rsi };
         if foldable && nest::spawned_by(argv).is_some() {
-            return SYS_RUN;
+            return None;
         }
         // The execve of the child of a libc spawn let through unreported (see dfp_dispatch).
         if done == action::ALERT && has_loader(c) && libc_own && spawn_child(regs, true) {
-            return SYS_RUN;
+            return None;
         }
     }
     // The next directory of a PATH search is decided as the first one was, without an event.
@@ -284,9 +312,8 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     let decided = match exec.as_ref().and_then(nest::retried).filter(|&earlier| earlier == done) {
         Some(action) => action,
         None => {
-            let origin = Origin::At(site, sp, f.rbp);
-            let layer = hook_kind::SYSCALL;
-            emit(&Event { c, p: &p, api, f: &call, origin, layer, done, wanted: d.action, rule: d.rule });
+            let origin = Origin::At(site, sp, at.rbp);
+            emit(&Event { c, p: &p, api, f: call, origin, layer, done, wanted: d.action, rule: d.rule });
             if let Some(e) = &exec {
                 nest::searching(e, done);
             }
@@ -294,14 +321,12 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
         }
     };
     match decided {
-        action::DENY => {
-            f.rax = (-1i64) as u64; // -EPERM
-            SYS_SKIP
-        }
+        action::DENY => Some(-1), // -EPERM
         action::KILL => sys::kill_self(),
-        _ => SYS_RUN,
+        _ => None,
     }
 }
+
 /// Entry `hook` of the executable's hook table.
 fn hook_entry(c: &Contract, hook: u64) -> Option<HookEntry> {
     if hook >= c.hooks_count {

@@ -156,6 +156,7 @@ impl Event<'_> {
             hook_kind::GOT => b"plt",
             hook_kind::DETOUR => b"entry",
             hook_kind::SYMBOL => b"symbol",
+            hook_kind::BACKSTOP => b"backstop",
             _ => b"syscall",
         });
         caller(self.c, &mut j, self.origin, self.f);
@@ -212,6 +213,34 @@ pub(crate) fn degraded(p: &PolicyTable, d: &Degraded) {
     j.u64(d.applied as u64);
     j.key(false, b"reason");
     j.string(d.reason.as_bytes());
+    j.close(b'}', opened);
+    finish(j, fd, regular);
+}
+
+/// `"api":"dfpatch.degraded"` for the backstop: it could not be armed.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub(crate) fn backstop_off(p: &PolicyTable, reason: &[u8], errno: i64) {
+    let Some((fd, regular)) = sink_fd(p) else { return };
+    let mut buf = [0u8; 1024];
+    let mut j = Json::new(&mut buf);
+    if !j.open(b'{') {
+        return;
+    }
+    head(&mut j, b"dfpatch.degraded", b"runtime");
+    j.key(false, b"action");
+    j.string(b"alert");
+    j.key(false, b"rule");
+    j.string(b"default");
+    j.key(false, b"mode");
+    j.string(p.mode_name().as_bytes());
+    j.key(false, b"args");
+    let opened = j.open(b'{');
+    j.key(true, b"layer");
+    j.string(b"backstop");
+    j.key(false, b"errno");
+    j.u64(errno as u64);
+    j.key(false, b"reason");
+    j.string(reason);
     j.close(b'}', opened);
     finish(j, fd, regular);
 }
@@ -313,12 +342,13 @@ fn other_module(j: &mut Json, site: u64) {
         return;
     }
     match loader::mapped_module(site, &mut path) {
-        Some((n, off)) => {
+        // (Code in an anonymous mapping, JIT code, has no module: below.)
+        Some((n, off)) if n > 0 => {
             j.string(path.get(..n).unwrap_or(&[]));
             j.key(false, b"offset");
             j.hex(off);
         }
-        None => {
+        _ => {
             j.null();
             j.key(false, b"offset");
             j.hex(site);

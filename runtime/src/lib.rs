@@ -9,6 +9,7 @@
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 pub mod apis;
+pub mod backstop;
 pub mod bytes;
 pub mod arch {
     pub mod x86_64;

@@ -60,6 +60,15 @@ static NEXT_LIB_SITE: AtomicUsize = AtomicUsize::new(MAX_LIB_SITES);
 /// Run-time address of each library `syscall` rewritten (0: not applied).
 static LIB_SITES: [AtomicU64; LIB_SITE_NUMBERS] = [const { AtomicU64::new(0) }; LIB_SITE_NUMBERS];
 
+/// A number for a `syscall` site at `at` rewritten at run time (see
+/// `backstop`), as for a library's; None when every number is taken.
+pub fn new_site(at: u64) -> Option<u32> {
+    let k = NEXT_LIB_SITE.fetch_add(1, Ordering::Relaxed);
+    let slot = LIB_SITES.get(k)?;
+    slot.store(at, Ordering::Release);
+    Some(r11::LIB_SITE as u32 | k as u32)
+}
+
 /// The run-time address of library `syscall` site `number` (see [`r11::LIB_SITE`]).
 pub fn lib_site(number: u64) -> Option<u64> {
     if number & r11::LIB_SITE == 0 {
@@ -286,11 +295,22 @@ fn apply_library(target: &Target, lib: &LibRecord, base: u64, w: &mut Writer) ->
         };
         *number = k as u16;
         let (slot, back) = (s.slot_at as usize, s.back_at);
-        if slot + 8 > len || (back != NO_JUMP_BACK && back as usize + 4 > len) {
+        if slot + 16 > len || s.resume_at as usize >= len || (back != NO_JUMP_BACK && back as usize + 4 > len) {
             return damaged();
         }
-        // SAFETY: slot + 8 <= len (the planner puts the slot last), in our mapping.
-        unsafe { core::ptr::write_unaligned((tramp + slot as u64) as *mut u64, sys_hook) };
+        // The system call runs in a thunk of the runtime's, inside the
+        // backstop's range; without one free the site stays as it is.
+        let spawn = s.kind == crate::contract::site_kind::SYSCALL_SPAWN;
+        let Some(thunk) =
+            crate::backstop::thunk(tramp + s.resume_at as u64, spawn, crate::backstop::Serves::Trampoline)
+        else {
+            continue;
+        };
+        // SAFETY: slot + 16 <= len (the planner puts the slots last), in our mapping.
+        unsafe {
+            core::ptr::write_unaligned((tramp + slot as u64) as *mut u64, sys_hook);
+            core::ptr::write_unaligned((tramp + slot as u64 + 8) as *mut u64, thunk);
+        }
         if back != NO_JUMP_BACK {
             let from = tramp + back as u64 + 4;
             let rel = base.wrapping_add(s.window).wrapping_add(s.window_len as u64).wrapping_sub(from) as i64;

@@ -149,8 +149,27 @@ static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
 /// event at worst).
 static LAZY: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
 
+/// Per thread, the call in progress that a newer one recorded in
+/// [`TABLE`] was made inside of (a signal handler's call, interrupting a
+/// reported call before the system calls it makes): still in progress.
+static OUTER: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
+
 fn slot(tid: u64) -> &'static Slot {
     &TABLE[(tid as usize) % SLOTS]
+}
+
+fn write_slot(s: &Slot, o: &Outer) {
+    // Another thread with a colliding id writing: keep theirs.
+    seq_write(&s.seq, || {
+        s.pid.store(o.pid, Ordering::Relaxed);
+        s.tid.store(o.tid, Ordering::Relaxed);
+        s.tag.store(o.tag, Ordering::Relaxed);
+        s.api.store(o.api as u32, Ordering::Relaxed);
+        s.frame.store(o.frame, Ordering::Relaxed);
+        s.ret.store(o.ret, Ordering::Relaxed);
+        s.argv.store(o.argv, Ordering::Relaxed);
+        s.real.store(o.real, Ordering::Relaxed);
+    });
 }
 
 /// Whether a call of `inner` made as part of a reported call of `outer`
@@ -201,18 +220,13 @@ pub fn enter(o: Outer) {
     if spawns(o.api) {
         mark_memory();
     }
-    let s = slot(o.tid as u64);
-    // Another thread with a colliding id writing: keep theirs.
-    seq_write(&s.seq, || {
-        s.pid.store(o.pid, Ordering::Relaxed);
-        s.tid.store(o.tid, Ordering::Relaxed);
-        s.tag.store(o.tag, Ordering::Relaxed);
-        s.api.store(o.api as u32, Ordering::Relaxed);
-        s.frame.store(o.frame, Ordering::Relaxed);
-        s.ret.store(o.ret, Ordering::Relaxed);
-        s.argv.store(o.argv, Ordering::Relaxed);
-        s.real.store(o.real, Ordering::Relaxed);
-    });
+    let tid = o.tid as u64;
+    // A call made inside this thread's call in progress (from a signal
+    // handler): that one stays known, one level up.
+    if let Some(up) = live(tid, |up| o.frame < up.frame) {
+        write_slot(&OUTER[tid as usize % SLOTS], &up);
+    }
+    write_slot(slot(tid), &o);
 }
 
 /// The reported call of this thread at `frame` (the executable's, through a
@@ -229,7 +243,11 @@ pub fn sent_on(tid: u64, frame: u64, real: u64) {
 /// This thread's last reported call, if `near` holds for it and its return
 /// address is still where it was (read last: a system call).
 fn live(tid: u64, near: impl Fn(&Outer) -> bool) -> Option<Outer> {
-    let o = slot(tid).read().filter(|o| o.tid == tid as u32 && near(o))?;
+    live_in(&TABLE, tid, near)
+}
+
+fn live_in(table: &[Slot; SLOTS], tid: u64, near: impl Fn(&Outer) -> bool) -> Option<Outer> {
+    let o = table[tid as usize % SLOTS].read().filter(|o| o.tid == tid as u32 && near(o))?;
     // Read through the safe path: the thread may have left that stack.
     (mem::read_u64(o.frame) == Some(o.ret)).then_some(o)
 }
@@ -237,7 +255,7 @@ fn live(tid: u64, near: impl Fn(&Outer) -> bool) -> Option<Outer> {
 /// The reported call of this thread that a call at `sp` may be inside (its
 /// return address slot above `sp`, the return address still there).
 pub fn inside(tid: u64, sp: u64) -> Option<Outer> {
-    live(tid, |o| sp < o.frame)
+    live(tid, |o| sp < o.frame).or_else(|| live_in(&OUTER, tid, |o| sp < o.frame))
 }
 
 /// The reported call of this thread that the call of hook `tag`, whose return

@@ -33,6 +33,11 @@ impl<'a> PolicyTable<'a> {
         Some(PolicyTable { bytes, head })
     }
 
+    /// Whether the policy lets the runtime arm the backstop.
+    pub fn backstop(&self) -> bool {
+        self.head.flags & crate::contract::policy_flags::NO_BACKSTOP == 0
+    }
+
     pub fn enforce(&self) -> bool {
         self.head.mode == mode::ENFORCE
     }

@@ -146,6 +146,8 @@ fn init(c: &Contract) {
     // (exe_lo is the first PT_LOAD's, which maps offset 0), loaded for good.
     unsafe { crate::unwind::register(c.exe_lo.wrapping_add(bias(c)), bias(c), 0) };
     install_libraries(c);
+    // Last: from here on a system call from outside the runtime traps.
+    crate::backstop::start(c);
 }
 
 /// Whether this is the process that ran start-up (not a child of it, which

@@ -9,6 +9,8 @@ pub const EPERM: i64 = 1;
 pub const ENOSYS: i64 = 38;
 pub const EIO: i64 = 5;
 pub const EFAULT: i64 = 14;
+pub const EINVAL: i64 = 22;
+pub const EAGAIN: i64 = 11;
 
 const SYS_READ: u64 = 0;
 const SYS_PREAD64: u64 = 17;
@@ -16,7 +18,7 @@ const SYS_SIGALTSTACK: u64 = 131;
 const SYS_WRITE: u64 = 1;
 const SYS_CLOSE: u64 = 3;
 const SYS_FSTAT: u64 = 5;
-const SYS_RT_SIGPROCMASK: u64 = 14;
+pub const SYS_RT_SIGPROCMASK: u64 = 14;
 const SYS_SCHED_YIELD: u64 = 24;
 const SYS_GETPID: u64 = 39;
 const SYS_GETPPID: u64 = 110;
@@ -26,7 +28,10 @@ const SYS_FCNTL: u64 = 72;
 const SYS_READLINK: u64 = 89;
 const SYS_GETTID: u64 = 186;
 const SYS_CLOCK_GETTIME: u64 = 228;
-const SYS_TGKILL: u64 = 234;
+pub const SYS_TGKILL: u64 = 234;
+pub const SYS_RT_SIGACTION: u64 = 13;
+pub const SYS_PRCTL: u64 = 157;
+const SYS_PROCESS_VM_WRITEV: u64 = 311;
 const SYS_OPENAT: u64 = 257;
 const SYS_RT_SIGTIMEDWAIT: u64 = 128;
 const SYS_PROCESS_VM_READV: u64 = 310;
@@ -243,6 +248,18 @@ pub fn read_own_memory(addr: u64, out: &mut [u8]) -> Result<usize, i64> {
     // SAFETY: the kernel writes at most out.len() bytes into `out` and reads
     // the remote range itself, reporting EFAULT instead of faulting.
     result(unsafe { syscall6(SYS_PROCESS_VM_READV, getpid(), local.as_ptr() as u64, 1, remote.as_ptr() as u64, 1, 0) })
+        .map(|n| n as usize)
+}
+
+/// Writes `bytes` into this process's memory at `addr` with
+/// `process_vm_writev` (which honours page protections and reports EFAULT
+/// instead of faulting). Returns how many bytes were written.
+pub fn write_own_memory(addr: u64, bytes: &[u8]) -> Result<usize, i64> {
+    let local = [bytes.as_ptr() as u64, bytes.len() as u64];
+    let remote = [addr, bytes.len() as u64];
+    // SAFETY: the kernel reads `bytes` and writes the remote range itself,
+    // reporting EFAULT for memory that is not writable.
+    result(unsafe { syscall6(SYS_PROCESS_VM_WRITEV, getpid(), local.as_ptr() as u64, 1, remote.as_ptr() as u64, 1, 0) })
         .map(|n| n as usize)
 }
 

@@ -3,6 +3,7 @@
 //! what really happened (files created or not, processes run or not) and the
 //! events the runtime wrote.
 
+mod backstop;
 mod bad_input;
 mod behaviours;
 mod benign;

@@ -308,16 +308,19 @@ fn unsafe_sites_are_refused_and_said_so() {
     let patched = dir.join("tricky.patched");
     patch(&exe, &patched, &policy("monitor", "alert", &ev, &[]));
     assert_eq!(run(&patched, &[], &dir).status.code(), Some(42));
-    let apis: Vec<String> = events(&ev).iter().map(|e| s(&e["api"])).collect();
+    let evs = events(&ev);
+    let apis: Vec<(String, String)> = evs.iter().map(|e| (s(&e["api"]), s(&e["layer"]))).collect();
     // site_d's number has its upper half set: still open, as for the kernel.
-    assert_eq!(apis, ["listen", "open", "open"]);
+    // site_b, refused, traps: the backstop reports it (issue 11).
+    let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, l)| (a.to_string(), l.to_string())).collect::<Vec<_>>();
+    assert_eq!(apis, pairs(&[("listen", "entry"), ("open", "syscall"), ("open", "backstop"), ("open", "syscall")]));
     // Enforced: the open system call is refused, the program goes on.
     let ev = dir.join("deny.jsonl");
     let enforced = dir.join("tricky.enforced");
     patch(&exe, &enforced, &policy("enforce", "allow", &ev, &[("no-files", "\"file\"", "deny")]));
     assert_eq!(run(&enforced, &[], &dir).status.code(), Some(42));
     let evs = events(&ev);
-    assert!(evs.len() == 2 && evs.iter().all(|e| e["api"] == "open" && e["action"] == "deny"), "{evs:?}");
+    assert!(evs.len() == 3 && evs.iter().all(|e| e["api"] == "open" && e["action"] == "deny"), "{evs:?}");
 }
 
 fn s(v: &Value) -> String {

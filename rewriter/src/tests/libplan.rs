@@ -110,7 +110,12 @@ fn a_library_syscall_moves_only_with_position_independent_neighbours() {
     assert_eq!(&s.tramp[..5], &MOV_EDI_1);
     let number = u32::from_le_bytes(s.tramp[s.number_at..s.number_at + 4].try_into().unwrap());
     assert_eq!(u64::from(number), r11::LIB_SITE);
-    assert_eq!((s.slot_at % 8, s.slot_at + 8), (0, s.tramp.len()));
+    // Two slots last: dfp_sys_hook's, then the thunk's, which the `jmp`
+    // just before `resume_at` goes through.
+    assert_eq!((s.slot_at % 8, s.slot_at + 16), (0, s.tramp.len()));
+    assert_eq!(&s.tramp[s.resume_at - 6..s.resume_at - 4], &[0xff, 0x25]);
+    let disp = i32::from_le_bytes(s.tramp[s.resume_at - 4..s.resume_at].try_into().unwrap());
+    assert_eq!(s.resume_at as i64 + disp as i64, s.slot_at as i64 + 8);
     assert!(s.back_at.is_some());
     assert_eq!(p.refused.len(), 1);
     assert_eq!(p.refused[0].vaddr, refused_at);

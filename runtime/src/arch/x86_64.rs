@@ -271,6 +271,127 @@ global_asm!(
     "pop rbp",
     "ret",
     ".size dfp_sys_dispatch_on_stack, . - dfp_sys_dispatch_on_stack",
+    // f(arg) on the stack whose 16-aligned top is rsi: rdi = arg, rdx = f.
+    ".globl dfp_call_on_stack",
+    ".hidden dfp_call_on_stack",
+    ".type dfp_call_on_stack,@function",
+    "dfp_call_on_stack:",
+    "push rbp",
+    "mov rbp, rsp",
+    "mov rsp, rsi",
+    "call rdx",
+    "mov rsp, rbp",
+    "pop rbp",
+    "ret",
+    ".size dfp_call_on_stack, . - dfp_call_on_stack",
+    "",
+    // The restorer of every signal handler while the backstop is armed
+    // (`rt_sigreturn` must come from inside its range): the same bytes as
+    // glibc's and musl's `__restore_rt`, which unwinders (libgcc, gdb)
+    // recognise as a signal frame.
+    ".globl dfp_restore_rt",
+    ".hidden dfp_restore_rt",
+    ".type dfp_restore_rt,@function",
+    "nop",
+    "dfp_restore_rt:",
+    ".byte 0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00", // mov rax, 15
+    "syscall",
+    ".size dfp_restore_rt, . - dfp_restore_rt",
+    "",
+    // Every handler the program installs runs through this: `signal_enter`
+    // shows it the interrupted context as if no thunk were involved and
+    // returns its handler, which is then jumped to (no frame of ours in
+    // between: unwinding from the handler, as glibc's thread cancellation
+    // does, goes straight to the signal frame).
+    ".globl dfp_signal_wrapper",
+    ".hidden dfp_signal_wrapper",
+    ".type dfp_signal_wrapper,@function",
+    "dfp_signal_wrapper:",
+    "push rdi",
+    "push rsi",
+    "push rdx",
+    "call {signal_enter}",
+    "pop rdx",
+    "pop rsi",
+    "pop rdi",
+    "jmp rax",
+    ".size dfp_signal_wrapper, . - dfp_signal_wrapper",
+    // What a signal whose handler was just removed runs instead.
+    ".globl dfp_signal_nothing",
+    ".hidden dfp_signal_nothing",
+    "dfp_signal_nothing:",
+    "ret",
+    "",
+    // Called below the red zone by a child of clone/fork/vfork right after
+    // the system call (a spawn thunk, a trampoline's tail): arms the child's
+    // backstop as its parent's (`backstop::RANGE`; nothing when it is off).
+    // Keeps every register but rax (0, the child's result), rcx and r11
+    // (which the system call has just changed anyway), and the flags.
+    ".globl dfp_arm_child",
+    ".hidden dfp_arm_child",
+    ".type dfp_arm_child,@function",
+    "dfp_arm_child:",
+    "pushfq",
+    "push rdi",
+    "push rsi",
+    "push rdx",
+    "push r10",
+    "push r8",
+    "mov rdx, qword ptr [rip + {range}]",
+    "test rdx, rdx",
+    "jz 2f",
+    "mov r10, qword ptr [rip + {range} + 8]",
+    "mov eax, 157", // prctl
+    "mov edi, 59", // PR_SET_SYSCALL_USER_DISPATCH
+    "mov esi, 1", // PR_SYS_DISPATCH_ON
+    "xor r8d, r8d", // no selector: every call from outside the range traps
+    "syscall",
+    "2:",
+    "pop r8",
+    "pop r10",
+    "pop rdx",
+    "pop rsi",
+    "pop rdi",
+    "popfq",
+    "xor eax, eax",
+    "ret",
+    ".size dfp_arm_child, . - dfp_arm_child",
+    "",
+    // The thunks: `syscall` instructions inside the backstop's range for code
+    // outside it (library trampolines, sites that trapped). Thunk i runs the
+    // system call with the registers it is entered with and jumps back
+    // through slot i (`backstop`), changing nothing else: 8 bytes each.
+    ".balign 16",
+    ".globl dfp_thunks",
+    ".hidden dfp_thunks",
+    "dfp_thunks:",
+    ".set dfp_i, 0",
+    ".rept {plain}",
+    "syscall",
+    "jmp qword ptr [rip + {plain_slots} + dfp_i * 8]",
+    ".set dfp_i, dfp_i + 1",
+    ".endr",
+    ".size dfp_thunks, . - dfp_thunks",
+    // The same for calls that may start a process or thread: the child arms
+    // its backstop before it goes back. 32 bytes each.
+    ".balign 32",
+    ".globl dfp_spawn_thunks",
+    ".hidden dfp_spawn_thunks",
+    "dfp_spawn_thunks:",
+    ".set dfp_i, 0",
+    ".rept {spawn}",
+    "syscall",
+    "test rax, rax",
+    "jnz 2f",
+    "lea rsp, [rsp - 128]",
+    "call dfp_arm_child",
+    "lea rsp, [rsp + 128]",
+    "2:",
+    "jmp qword ptr [rip + {spawn_slots} + dfp_i * 8]",
+    ".balign 32, 0xcc",
+    ".set dfp_i, dfp_i + 1",
+    ".endr",
+    ".size dfp_spawn_thunks, . - dfp_spawn_thunks",
     ".popsection",
     start = sym crate::start::dfp_start,
     preinit = sym crate::start::dfp_preinit,
@@ -279,9 +400,16 @@ global_asm!(
     dispatch_entry = sym crate::dispatch::dfp_dispatch_entry,
     sys_dispatch_entry = sym crate::dispatch::dfp_sys_dispatch_entry,
     mask = sym crate::apis::SYSCALL_MASK,
+    range = sym crate::backstop::RANGE,
+    signal_enter = sym crate::backstop::signal_enter,
+    plain = const crate::backstop::PLAIN_THUNKS,
+    spawn = const crate::backstop::SPAWN_THUNKS,
+    plain_slots = sym crate::backstop::PLAIN_SLOTS,
+    spawn_slots = sym crate::backstop::SPAWN_SLOTS,
 );
 
 extern "C" {
+    fn dfp_call_on_stack(arg: u64, top: u64, f: extern "C" fn(u64));
     fn dfp_dispatch_on_stack(f: *mut HookFrame, top: u64) -> u64;
     fn dfp_sys_dispatch_on_stack(f: *mut SysFrame, top: u64) -> u64;
 }
@@ -303,6 +431,106 @@ pub unsafe fn dispatch_on_stack(f: &mut HookFrame, top: u64) -> u64 {
 pub unsafe fn sys_dispatch_on_stack(f: &mut SysFrame, top: u64) -> u64 {
     // SAFETY: as the caller promises; the thunk switches back before returning.
     unsafe { dfp_sys_dispatch_on_stack(f, top) }
+}
+
+/// `f(arg)` run on the stack whose top is `top`.
+///
+/// # Safety
+/// As for [`dispatch_on_stack`].
+pub unsafe fn call_on_stack(f: extern "C" fn(u64), arg: u64, top: u64) {
+    // SAFETY: as the caller promises; the thunk switches back before returning.
+    unsafe { dfp_call_on_stack(arg, top, f) }
+}
+
+/// Size of a thunk in `dfp_thunks` and in `dfp_spawn_thunks`.
+pub const PLAIN_THUNK_SIZE: u64 = 8;
+pub const SPAWN_THUNK_SIZE: u64 = 32;
+
+/// Run-time addresses of the first thunk of `dfp_thunks` and `dfp_spawn_thunks`,
+/// of `dfp_restore_rt`, and of the start of the runtime's read-only part.
+pub fn thunks_addr() -> (u64, u64) {
+    let (a, b): (u64, u64);
+    // SAFETY: RIP-relative `lea`s of symbols of this image read no memory.
+    unsafe {
+        asm!("lea {0}, [rip + dfp_thunks]", "lea {1}, [rip + dfp_spawn_thunks]", out(reg) a, out(reg) b,
+             options(nomem, nostack, preserves_flags));
+    }
+    (a, b)
+}
+
+pub fn restore_rt_addr() -> u64 {
+    let a: u64;
+    // SAFETY: a RIP-relative `lea` of a symbol of this image reads no memory.
+    unsafe {
+        asm!("lea {0}, [rip + dfp_restore_rt]", out(reg) a, options(nomem, nostack, preserves_flags));
+    }
+    a
+}
+
+/// Bytes of the largest [`site_hop`].
+pub const SITE_HOP_MAX: usize = 72;
+
+/// The hop of a `mov $nr, %eax; syscall` site rewritten at run time (its
+/// `mov` replaced by a `jmp` here, its `syscall` left in place), placed at
+/// `at`: `mov $nr, %eax`, then, for a monitored call (`ask`: the `%r11`
+/// number and `dfp_sys_hook`'s address), the question a library
+/// trampoline asks (a refused call jumps back with its result in `%rax`),
+/// then the `thunk` that runs it and jumps back to `back`. Every address
+/// sits in a slot after the code, so the hop works anywhere.
+pub fn site_hop(nr: u32, ask: Option<(u32, u64)>, thunk: u64, back: u64) -> ([u8; SITE_HOP_MAX], usize) {
+    let mut b = [0xccu8; SITE_HOP_MAX];
+    let mut n = 0;
+    let mut put = |bytes: &[u8], n: &mut usize| {
+        if let Some(d) = b.get_mut(*n..*n + bytes.len()) {
+            d.copy_from_slice(bytes);
+        }
+        *n += bytes.len();
+    };
+    put(&[0xb8], &mut n);
+    put(&nr.to_le_bytes(), &mut n);
+    // (Where each `*disp(%rip)` instruction starts, and the slot it reads.)
+    let mut refs: [(usize, usize); 3] = [(0, 0); 3];
+    let len = match ask {
+        Some((k, hook)) => {
+            put(&[0x48, 0x8d, 0x64, 0x24, 0x80], &mut n); // lea rsp, [rsp-0x80]
+            put(&[0x41, 0xbb], &mut n); // mov r11d, k
+            put(&k.to_le_bytes(), &mut n);
+            refs[0] = (n, 48);
+            put(&[0xff, 0x15, 0, 0, 0, 0], &mut n); // call *hook(%rip)
+            put(&[0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0], &mut n); // lea rsp, [rsp+0x80]
+            put(&[0xe3, 6], &mut n); // jrcxz over the jump to the thunk: refused
+            refs[1] = (n, 56);
+            put(&[0xff, 0x25, 0, 0, 0, 0], &mut n); // jmp *thunk(%rip)
+            refs[2] = (n, 64);
+            put(&[0xff, 0x25, 0, 0, 0, 0], &mut n); // jmp *back(%rip)
+            for (slot, v) in [(48, hook), (56, thunk), (64, back)] {
+                b[slot..slot + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            72
+        }
+        None => {
+            refs[1] = (n, 16);
+            put(&[0xff, 0x25, 0, 0, 0, 0], &mut n); // jmp *thunk(%rip)
+            b[16..24].copy_from_slice(&thunk.to_le_bytes());
+            24
+        }
+    };
+    for &(at, slot) in refs.iter().filter(|r| r.1 != 0) {
+        let disp = (slot as i32 - (at as i32 + 6)).to_le_bytes();
+        b[at + 2..at + 6].copy_from_slice(&disp);
+    }
+    (b, len)
+}
+
+/// Run-time addresses of `dfp_signal_wrapper` and `dfp_signal_nothing`.
+pub fn signal_wrapper_addrs() -> (u64, u64) {
+    let (a, b): (u64, u64);
+    // SAFETY: RIP-relative `lea`s of symbols of this image read no memory.
+    unsafe {
+        asm!("lea {0}, [rip + dfp_signal_wrapper]", "lea {1}, [rip + dfp_signal_nothing]", out(reg) a, out(reg) b,
+             options(nomem, nostack, preserves_flags));
+    }
+    (a, b)
 }
 
 /// The calling thread's thread pointer (`%fs` base), read with
@@ -398,12 +626,23 @@ pub fn hook_addr() -> u64 {
 }
 
 /// Run-time address of `dfp_sys_hook` (for library trampolines made at run time).
-#[cfg(target_os = "none")]
 pub fn sys_hook_addr() -> u64 {
     let a: u64;
     // SAFETY: a RIP-relative `lea` of a symbol of this image reads no memory.
     unsafe {
         asm!("lea {0}, [rip + dfp_sys_hook]", out(reg) a, options(nomem, nostack, preserves_flags));
+    }
+    a
+}
+
+/// Run-time address of the start of the runtime's read-only part (its code
+/// first), where the backstop's range begins.
+#[cfg(target_os = "none")]
+pub fn rx_start_addr() -> u64 {
+    let a: u64;
+    // SAFETY: a RIP-relative `lea` of a symbol of this image reads no memory.
+    unsafe {
+        asm!("lea {0}, [rip + __dfp_rx_start]", out(reg) a, options(nomem, nostack, preserves_flags));
     }
     a
 }

@@ -1,0 +1,735 @@
+//! The backstop: every system call made from outside the runtime's range
+//! reaches the runtime, whoever wrote the code (a library loaded later, JIT
+//! code, a libc other than the planned one, bytes written back over a hook).
+//!
+//! Syscall User Dispatch (Linux 5.11+): `prctl(PR_SET_SYSCALL_USER_DISPATCH)`
+//! with the range `[runtime, end of the dfpatch segment)` (the runtime, its
+//! stubs and the executable's trampolines) and no selector. A `syscall`
+//! instruction anywhere else does not run: the thread gets SIGSYS, and
+//! [`dfp_sigsys`] decides through the dispatcher (`"layer":"backstop"`),
+//! then lets the call run in a *thunk*: a `syscall` of the runtime's that
+//! jumps back to just after the trapped one (`arch::x86_64`, `dfp_thunks`).
+//! A call refused gets its result in `%rax` and is never run.
+//!
+//! Arming is per thread and cleared by clone and fork: every `syscall` that
+//! may start a thread or process runs in a *spawn* thunk (or an executable's
+//! trampoline tail) whose child calls `dfp_arm_child` before it runs any of
+//! the program's code. Library trampolines (outside the range) run their
+//! system calls in thunks too ([`thunk`]).
+//!
+//! What the program could use to get around it, or would break on, is
+//! virtualised here: `rt_sigaction` (SIGSYS stays the runtime's, the
+//! program's own handler kept aside; every handler returns through the
+//! runtime's `rt_sigreturn`; SIGSYS is never in a handler's mask),
+//! `rt_sigprocmask` (SIGSYS is never blocked), `prctl(PR_SET_SYSCALL_USER_DISPATCH)`
+//! (refused: the program cannot disarm it). Every handler the program
+//! installs runs through `dfp_signal_wrapper` ([`signal_enter`]), which
+//! shows it a thread interrupted in a thunk at its own `syscall`.
+
+use crate::apis::{may_spawn, syscall_api};
+use crate::arch::x86_64::{self as arch, PLAIN_THUNK_SIZE, SPAWN_THUNK_SIZE};
+use crate::contract::Contract;
+use crate::{dispatch, mem, stacks, sys};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// How many thunks of each kind (see `arch::x86_64`).
+pub const PLAIN_THUNKS: usize = 2048;
+pub const SPAWN_THUNKS: usize = 128;
+
+/// Where thunk `i` jumps back to; 0 while free. A slot is taken once and for
+/// good (compare-and-swap from 0), so a thunk never changes under a thread
+/// that runs it.
+pub static PLAIN_SLOTS: [AtomicU64; PLAIN_THUNKS] = [const { AtomicU64::new(0) }; PLAIN_THUNKS];
+pub static SPAWN_SLOTS: [AtomicU64; SPAWN_THUNKS] = [const { AtomicU64::new(0) }; SPAWN_THUNKS];
+
+/// The armed range: start and length (`dfp_arm_child` reads both words);
+/// length 0 while the backstop is off.
+pub static RANGE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// The program's own SIGSYS action (a `kernel_sigaction`: handler, flags,
+/// restorer, mask), kept aside: SIGSYS belongs to the backstop.
+static PROGRAM_SIGSYS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+const SIGSYS: u64 = 31;
+const SIGSYS_BIT: u64 = 1 << (SIGSYS - 1);
+/// SIGKILL and SIGSTOP: never blocked, whatever a mask says.
+const UNBLOCKABLE: u64 = 1 << 8 | 1 << 18;
+const SA_SIGINFO: u64 = 4;
+const SA_ONSTACK: u64 = 0x0800_0000;
+const SA_RESTORER: u64 = 0x0400_0000;
+const SYS_USER_DISPATCH: i32 = 2;
+const PR_SET_SYSCALL_USER_DISPATCH: u64 = 59;
+const PR_SYS_DISPATCH_ON: u64 = 1;
+const NR_RT_SIGACTION: u32 = 13;
+const NR_RT_SIGPROCMASK: u32 = 14;
+const NR_PRCTL: u32 = 157;
+
+/// What a thunk serves. The first half of each kind's thunks serves library
+/// trampolines; the second, sites that trapped, whose own `syscall`
+/// instruction is still in place ([`signal_enter`] relies on it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    Trampoline,
+    Trapped,
+}
+
+/// The thunk that runs a system call and then jumps to `resume`: the one
+/// already made for `resume`, or a new one. `spawn`: the call may start a
+/// thread or process (its child arms the backstop). None when every thunk of
+/// that kind is taken.
+pub fn thunk(resume: u64, spawn: bool, serves: Serves) -> Option<u64> {
+    if resume == 0 {
+        return None;
+    }
+    let (base, size, all) = pool(spawn);
+    let half = all.len() / 2;
+    let (first, n) = match serves {
+        Serves::Trampoline => (0, half),
+        Serves::Trapped => (half, all.len() - half),
+    };
+    // Open addressing from a hash of the address, so that a site that traps
+    // again finds its thunk in a probe or two.
+    let start = (resume.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize % n;
+    for i in 0..n {
+        let k = first + (start + i) % n;
+        match all[k].compare_exchange(0, resume, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Some(base + k as u64 * size),
+            Err(v) if v == resume => return Some(base + k as u64 * size),
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+/// A kind of thunk: its first address, its size, its slots.
+fn pool(spawn: bool) -> (u64, u64, &'static [AtomicU64]) {
+    let (plain, spawned) = arch::thunks_addr();
+    if spawn {
+        (spawned, SPAWN_THUNK_SIZE, &SPAWN_SLOTS)
+    } else {
+        (plain, PLAIN_THUNK_SIZE, &PLAIN_SLOTS)
+    }
+}
+
+/// Where a thread interrupted in a trapped site's thunk is, as the program
+/// knows its code: at its own `syscall` (the thunk's, about to run or to be
+/// restarted) or just after it. None elsewhere.
+fn origin_of(rip: u64) -> Option<u64> {
+    for spawn in [false, true] {
+        let (base, size, all) = pool(spawn);
+        let first = base + (all.len() / 2) as u64 * size;
+        let end = base + all.len() as u64 * size;
+        if (first..end).contains(&rip) {
+            let (k, off) = (((rip - base) / size) as usize, (rip - base) % size);
+            let resume = all.get(k)?.load(Ordering::Acquire);
+            return match off {
+                _ if resume == 0 => None,
+                0 => Some(resume - 2),
+                2 => Some(resume),
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
+/// The `syscall` a thunk's `rip` stands for when it is at its start (to be
+/// run, or restarted); 0 otherwise.
+fn rip_syscall(rip: u64) -> u64 {
+    match origin_of(rip) {
+        Some(at) if origin_of(rip + 2) == Some(at + 2) => at,
+        _ => 0,
+    }
+}
+
+/// Per thread: the call a signal handler was shown at its own `syscall`
+/// (see [`signal_enter`]): when that site traps next in this thread with the
+/// same number and arguments, it is the call already decided, and is let
+/// through without a second event. (A handler that jumps away leaves the
+/// entry behind: the thread's next identical call there is not reported
+/// again, the policy's decision for it being the same.)
+mod resumed {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    const N: usize = 1024;
+    /// (thread id, site, hash of the call), by thread id modulo N. Each
+    /// thread writes and reads its own entry; another thread with the same
+    /// remainder finds its id missing.
+    static TABLE: [[AtomicU64; 3]; N] = [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; N];
+
+    pub fn set(tid: u64, site: u64, call: u64) {
+        let e = &TABLE[tid as usize % N];
+        e[0].store(0, Ordering::Relaxed);
+        e[1].store(site, Ordering::Relaxed);
+        e[2].store(call, Ordering::Relaxed);
+        e[0].store(tid, Ordering::Release);
+    }
+
+    /// Whether this is the thread's resumed call (then forgotten). Another
+    /// call leaves it: the handler's own calls come first.
+    pub fn take(tid: u64, site: u64, call: u64) -> bool {
+        let e = &TABLE[tid as usize % N];
+        if e[0].load(Ordering::Acquire) != tid {
+            return false;
+        }
+        let same = e[1].load(Ordering::Relaxed) == site && e[2].load(Ordering::Relaxed) == call;
+        if same {
+            e[0].store(0, Ordering::Relaxed);
+        }
+        same
+    }
+}
+
+/// The program's signal handlers (its `sa_handler`), by signal number: the
+/// kernel has `dfp_signal_wrapper` in their place.
+static HANDLERS: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
+
+/// Called by `dfp_signal_wrapper` on the signal's own stack (kept small):
+/// a thread interrupted in a thunk shows the program its own code's address
+/// (glibc's and musl's thread cancellation compare it with their cancellable
+/// system call; returning there runs that `syscall`, which traps again).
+/// Returns the program's handler.
+pub extern "C" fn signal_enter(sig: i32, info: *mut SigInfo, uc: *mut u8) -> u64 {
+    let t = Trap { info, uc };
+    let rip = t.reg(RIP);
+    if let Some(at) = origin_of(rip) {
+        t.set(RIP, at);
+        if at == rip_syscall(rip) {
+            // Its system call, already decided, will trap again when the
+            // handler returns (or restart): it is not a new call.
+            resumed::set(sys::gettid(), at, t.call_hash());
+        }
+    }
+    match HANDLERS.get(sig as usize).map_or(0, |h| h.load(Ordering::Acquire)) {
+        h if h > 1 => h,
+        _ => arch::signal_wrapper_addrs().1,
+    }
+}
+
+/// Why the backstop is off, when arming failed.
+pub enum Off {
+    /// `prctl` refused: the kernel predates 5.11, lacks
+    /// CONFIG_GENERIC_ENTRY, or a seccomp filter forbids it.
+    Kernel(i64),
+    /// Installing the SIGSYS handler failed.
+    Handler(i64),
+}
+
+/// Arms the calling thread (start-up): the SIGSYS handler, then Syscall
+/// User Dispatch over `[lo, hi)`. The runtime's other threads (if a
+/// constructor started any) are not armed.
+pub fn arm(lo: u64, hi: u64) -> Result<(), Off> {
+    let act = [dfp_sigsys as *const () as u64, SA_SIGINFO | SA_ONSTACK | SA_RESTORER, arch::restore_rt_addr(), !0u64];
+    // SAFETY: installs a handler for SIGSYS from a local kernel_sigaction (8-byte mask).
+    let r = unsafe { arch::syscall4(sys::SYS_RT_SIGACTION, SIGSYS, act.as_ptr() as u64, 0, 8) };
+    if r < 0 {
+        return Err(Off::Handler(-r));
+    }
+    // SAFETY: arms this thread; the range holds the runtime and every thunk,
+    // so the runtime's own calls keep running.
+    let r =
+        unsafe { arch::syscall6(sys::SYS_PRCTL, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, lo, hi - lo, 0, 0) };
+    if r < 0 {
+        let dfl = [0u64, 0, 0, 0];
+        // SAFETY: puts SIGSYS back to its default action (nothing can trap).
+        unsafe { arch::syscall4(sys::SYS_RT_SIGACTION, SIGSYS, dfl.as_ptr() as u64, 0, 8) };
+        return Err(Off::Kernel(-r));
+    }
+    RANGE[0].store(lo, Ordering::Relaxed);
+    RANGE[1].store(hi - lo, Ordering::Release);
+    Ok(())
+}
+
+/// `siginfo_t` as the kernel fills it for SIGSYS.
+#[repr(C)]
+pub struct SigInfo {
+    pub signo: i32,
+    pub errno: i32,
+    pub code: i32,
+    _pad: i32,
+    /// Just after the `syscall` instruction that trapped.
+    pub call_addr: u64,
+    pub syscall: i32,
+    pub arch: u32,
+}
+
+/// Offsets in a `ucontext_t`: `uc_mcontext.gregs` and `uc_sigmask`.
+const UC_GREGS: usize = 40;
+const UC_SIGMASK: usize = 296;
+/// Indexes in `gregs`.
+const R8: usize = 0;
+const R9: usize = 1;
+const R10: usize = 2;
+const RDI: usize = 8;
+const RSI: usize = 9;
+const RBP: usize = 10;
+const RDX: usize = 12;
+const RAX: usize = 13;
+const RSP: usize = 15;
+const RIP: usize = 16;
+
+/// What the handler works on: the kernel's frame.
+struct Trap {
+    info: *mut SigInfo,
+    uc: *mut u8,
+}
+
+impl Trap {
+    fn reg(&self, i: usize) -> u64 {
+        // SAFETY: `uc` is the kernel's ucontext for this signal; gregs has 23 entries.
+        unsafe { core::ptr::read_unaligned((self.uc.add(UC_GREGS) as *const u64).add(i)) }
+    }
+    fn set(&self, i: usize, v: u64) {
+        // SAFETY: as in `reg`; the kernel restores these on return.
+        unsafe { core::ptr::write_unaligned((self.uc.add(UC_GREGS) as *mut u64).add(i), v) }
+    }
+    fn mask(&self) -> u64 {
+        // SAFETY: the 8-byte kernel sigset in the kernel's ucontext.
+        unsafe { core::ptr::read_unaligned(self.uc.add(UC_SIGMASK) as *const u64) }
+    }
+    fn set_mask(&self, m: u64) {
+        // SAFETY: as in `mask`; restored as the thread's mask on return.
+        unsafe { core::ptr::write_unaligned(self.uc.add(UC_SIGMASK) as *mut u64, m) }
+    }
+    /// The system call the registers hold: number and arguments, mixed.
+    fn call_hash(&self) -> u64 {
+        [RAX, RDI, RSI, RDX, R10, R8, R9]
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &r| (h ^ self.reg(r)).wrapping_mul(0x0000_0100_0000_01b3))
+    }
+    fn info(&self) -> &SigInfo {
+        // SAFETY: the kernel's siginfo for this signal.
+        unsafe { &*self.info }
+    }
+}
+
+/// The SIGSYS handler. A SIGSYS that is not a trapped system call (a
+/// seccomp filter's, `kill`) goes to the program's own action.
+pub extern "C" fn dfp_sigsys(sig: i32, info: *mut SigInfo, uc: *mut u8) {
+    let t = Trap { info, uc };
+    if t.info().code != SYS_USER_DISPATCH {
+        foreign(sig, info, uc);
+        return;
+    }
+    // On a stack of the runtime's: the program's may be a few hundred bytes.
+    let arg = &t as *const Trap as u64;
+    match stacks::claim() {
+        // SAFETY: `s.top` is the top of a mapped stack held until `s` drops, after the call.
+        Some(s) => unsafe { arch::call_on_stack(trapped, arg, s.top) },
+        None => trapped(arg),
+    }
+}
+
+extern "C" fn trapped(arg: u64) {
+    // SAFETY: `arg` is the `Trap` on dfp_sigsys's frame, which outlives this call.
+    let t = unsafe { &*(arg as *const Trap) };
+    let nr = t.reg(RAX);
+    let after = t.info().call_addr;
+    let result = match nr as u32 {
+        NR_RT_SIGACTION => Some(sigaction(t)),
+        NR_RT_SIGPROCMASK => Some(sigprocmask(t)),
+        NR_PRCTL if t.reg(RDI) == PR_SET_SYSCALL_USER_DISPATCH => Some(-sys::EPERM),
+        _ => match syscall_api(nr) {
+            Some(_) if resumed::take(sys::gettid(), after.wrapping_sub(2), t.call_hash()) => None,
+            Some(api) => {
+                let c = crate::start::contract();
+                let call = arch::HookFrame {
+                    r11: 0,
+                    rax: nr,
+                    rdi: t.reg(RDI),
+                    rsi: t.reg(RSI),
+                    rdx: t.reg(RDX),
+                    rcx: t.reg(R10),
+                    r8: t.reg(R8),
+                    r9: t.reg(R9),
+                    rbp: t.reg(RBP),
+                    ret: 0,
+                };
+                let sp = t.reg(RSP);
+                // (`below`: 16 under the stack pointer, as libc's vfork pops its return
+                // address before its `syscall`: still inside the reported vfork.)
+                let site =
+                    dispatch::Site { pc: after.wrapping_sub(2), sp, rbp: t.reg(RBP), below: sp.wrapping_sub(16) };
+                dispatch::syscall_verdict(c, api, &call, site, crate::contract::hook_kind::BACKSTOP)
+            }
+            None => None,
+        },
+    };
+    if let Some(v) = result {
+        t.set(RAX, v as u64);
+        return;
+    }
+    // Let it run: in a thunk that jumps back to just after the `syscall`
+    // (with %rax still the number, every other register the program's).
+    match thunk(after, may_spawn(nr), Serves::Trapped) {
+        Some(at) => {
+            t.set(RIP, at);
+            rewrite::site(after, nr);
+        }
+        None if may_spawn(nr) => t.set(RAX, (-sys::EAGAIN) as u64),
+        // Every thunk taken: run it here (fine for any call that does not
+        // depend on the stack it is made on).
+        None => {
+            // SAFETY: the program's own system call with its own arguments,
+            // as it would have run it.
+            let r = unsafe { arch::syscall6(nr, t.reg(RDI), t.reg(RSI), t.reg(RDX), t.reg(R10), t.reg(R8), t.reg(R9)) };
+            t.set(RAX, r as u64);
+        }
+    }
+}
+
+/// Rewriting at run time the sites that trap, so that in steady state
+/// almost nothing does: a `mov $N, %eax; syscall` (most of glibc's and
+/// musl's wrappers, the loader's) in a file's code gets a `jmp` to a hop in
+/// place of its `mov` (one aligned 8-byte store, so a thread running it
+/// sees the old bytes or the new), its `syscall` left where it was: a
+/// thread that reaches it another way (a jump to it, a signal handler
+/// shown it by [`signal_enter`]) still traps, correctly. The hop (near the
+/// site) sets `%eax`, asks the dispatcher when the call is monitored, and
+/// runs it in the site's thunk. System calls the backstop virtualises
+/// (`rt_sigaction`, `rt_sigprocmask`, `prctl`) keep trapping.
+mod rewrite {
+    use super::{arch, thunk, Serves};
+    use crate::{apis, libplans, loader, mem, sys};
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const ARENA: u64 = 64 << 10;
+    const HOP: u64 = 80;
+    /// Hop arenas near the code they serve: (base, bytes used).
+    static ARENAS: [[AtomicU64; 2]; 32] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; 32];
+    /// One thread rewrites at a time (a page made writable for one site is
+    /// not made read-only under another thread's write).
+    static LOCK: AtomicU64 = AtomicU64::new(0);
+    /// Library site numbers given to sites rewritten here (their events
+    /// say `"layer":"backstop"`).
+    static OURS: [AtomicBool; 1024] = [const { AtomicBool::new(false) }; 1024];
+
+    /// Whether `%r11` number `k` is a site rewritten here.
+    pub fn ours(k: u64) -> bool {
+        let i = (k & !crate::contract::r11::LIB_SITE) as usize;
+        k & crate::contract::r11::LIB_SITE != 0 && OURS.get(i).is_some_and(|b| b.load(Ordering::Relaxed))
+    }
+
+    /// Rewrites the site whose `syscall` ends at `after`, which has just
+    /// trapped with number `nr`, when it is the pattern and safe to.
+    pub fn site(after: u64, nr: u64) {
+        if matches!(nr, 13 | 14 | 15 | 157) || nr > 511 {
+            return;
+        }
+        let at = after.wrapping_sub(7);
+        let mut b = [0u8; 7];
+        if mem::read(at, &mut b) != 7 || b[0] != 0xb8 || b[5..] != [0x0f, 0x05] {
+            return;
+        }
+        if u32::from_le_bytes([b[1], b[2], b[3], b[4]]) as u64 != nr {
+            return;
+        }
+        // The mov's 5 bytes in one aligned 8-byte word.
+        let word = at & !7;
+        if at + 5 > word + 8 {
+            return;
+        }
+        let me = sys::gettid();
+        if LOCK.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return; // another thread is rewriting: this site traps again, later
+        }
+        rewrite(at, word, nr);
+        LOCK.store(0, Ordering::Release);
+    }
+
+    fn rewrite(at: u64, word: u64, nr: u64) {
+        // Only a file's code, read+execute (not JIT memory, whose owner may
+        // write it again), and not rewritten meanwhile.
+        let mut path = [0u8; 256];
+        if loader::mapped_module(at, &mut path).is_none_or(|(n, _)| n == 0) {
+            return;
+        }
+        if loader::protection_of(at) != Some(sys::PROT_READ | sys::PROT_EXEC) {
+            return;
+        }
+        let Some(old) = mem::read_u64(word) else { return };
+        if old.to_le_bytes()[(at - word) as usize] != 0xb8 {
+            return;
+        }
+        let after = at + 7;
+        let Some(thunk) = thunk(after, apis::may_spawn(nr), Serves::Trapped) else { return };
+        let ask = match apis::syscall_api(nr) {
+            Some(_) => match libplans::new_site(after - 2) {
+                Some(k) => {
+                    if let Some(b) = OURS.get((k as u64 & !crate::contract::r11::LIB_SITE) as usize) {
+                        b.store(true, Ordering::Relaxed);
+                    }
+                    Some((k, arch::sys_hook_addr()))
+                }
+                None => return,
+            },
+            None => None,
+        };
+        let Some(hop) = hop_near(at) else { return };
+        let (code, len) = arch::site_hop(nr as u32, ask, thunk, after);
+        let Ok(fd) = sys::open(b"/proc/self/mem\0", sys::O_RDWR | sys::O_CLOEXEC, 0) else { return };
+        let written = sys::pwrite(fd, &code[..len], hop) == Ok(len as u64);
+        sys::close(fd);
+        if !written {
+            return;
+        }
+        let Some(jmp) = arch::jmp_rel32(at, hop, 5) else { return };
+        let mut new = old.to_le_bytes();
+        let i = (at - word) as usize;
+        new[i..i + 5].copy_from_slice(&jmp[..5]);
+        let page = word & !4095;
+        // SAFETY: the page holds the site; it stays executable throughout
+        // (threads may be running it) and gets its protection back below.
+        if unsafe { sys::mprotect(page, 4096, sys::PROT_READ | sys::PROT_WRITE | sys::PROT_EXEC) }.is_err() {
+            return;
+        }
+        // SAFETY: `word` is 8-aligned, in the page just made writable; one
+        // atomic store, so a thread running these bytes sees old or new.
+        let w = unsafe { &*(word as *const AtomicU64) };
+        let _ = w.compare_exchange(old, u64::from_le_bytes(new), Ordering::AcqRel, Ordering::Relaxed);
+        // SAFETY: back to what it was (read+execute).
+        let _ = unsafe { sys::mprotect(page, 4096, sys::PROT_READ | sys::PROT_EXEC) };
+    }
+
+    /// Room for a hop within a `jmp rel32` of `at`.
+    fn hop_near(at: u64) -> Option<u64> {
+        let near = |base: u64| base.abs_diff(at) < (1 << 31) - ARENA;
+        for a in &ARENAS {
+            let base = a[0].load(Ordering::Relaxed);
+            if base == 0 {
+                let fresh = sys::map_anonymous_near(at & !(ARENA - 1), ARENA)?;
+                // SAFETY: our own fresh mapping: hops are written through /proc/self/mem.
+                if !near(fresh) || unsafe { sys::mprotect(fresh, ARENA, sys::PROT_READ | sys::PROT_EXEC) }.is_err() {
+                    // SAFETY: ours, never handed out.
+                    unsafe { sys::unmap(fresh, ARENA) };
+                    return None;
+                }
+                a[1].store(HOP, Ordering::Relaxed);
+                a[0].store(fresh, Ordering::Release);
+                return Some(fresh);
+            }
+            let used = a[1].load(Ordering::Relaxed);
+            if near(base) && used + HOP <= ARENA {
+                a[1].store(used + HOP, Ordering::Relaxed);
+                return Some(base + used);
+            }
+        }
+        None
+    }
+}
+
+pub use rewrite::ours as rewritten_site;
+
+/// `rt_sigaction(sig, act, oldact, size)` as the program may make it.
+fn sigaction(t: &Trap) -> i64 {
+    let (sig, act, old, size) = (t.reg(RDI), t.reg(RSI), t.reg(RDX), t.reg(R10));
+    if size != 8 {
+        return -sys::EINVAL;
+    }
+    let mut new = [0u64; 4];
+    if act != 0 && !read_words(act, &mut new) {
+        return -sys::EFAULT;
+    }
+    if sig as u32 as u64 == SIGSYS {
+        // Kept aside: the program sees what it set.
+        if old != 0 {
+            let mut was = [0u64; 4];
+            for (w, a) in was.iter_mut().zip(&PROGRAM_SIGSYS) {
+                *w = a.load(Ordering::Relaxed);
+            }
+            if !write_words(old, &was) {
+                return -sys::EFAULT;
+            }
+        }
+        if act != 0 {
+            for (a, w) in PROGRAM_SIGSYS.iter().zip(new) {
+                a.store(w, Ordering::Relaxed);
+            }
+        }
+        return 0;
+    }
+    // Every handler runs through the runtime's wrapper (see signal_enter).
+    let wrapper = arch::signal_wrapper_addrs().0;
+    let slot = HANDLERS.get(sig as u32 as usize).filter(|_| sig != 0);
+    let was = slot.map_or(0, |h| h.load(Ordering::Acquire));
+    let mut prev = None;
+    let mut ptr = 0;
+    if act != 0 {
+        if new[1] & SA_RESTORER != 0 {
+            new[2] = arch::restore_rt_addr();
+        }
+        new[3] &= !SIGSYS_BIT;
+        if let Some(h) = slot {
+            let handler = new[0];
+            if handler > 1 {
+                new[0] = wrapper;
+            }
+            prev = Some(h.swap(if handler > 1 { handler } else { 0 }, Ordering::AcqRel));
+        }
+        ptr = new.as_ptr() as u64;
+    }
+    // SAFETY: the program's call with a copy of its action; the kernel writes
+    // `oldact` (the program's pointer) itself, reporting EFAULT.
+    let r = unsafe { arch::syscall4(sys::SYS_RT_SIGACTION, sig, ptr, old, size) };
+    if r < 0 {
+        if let (Some(h), Some(p)) = (slot, prev) {
+            h.store(p, Ordering::Release);
+        }
+        return r;
+    }
+    // The old action as the program set it.
+    let mut o = [0u64];
+    if old != 0 && read_words(old, &mut o) && o[0] == wrapper {
+        let _ = write_words(old, &[prev.unwrap_or(was)]);
+    }
+    r
+}
+
+/// `rt_sigprocmask(how, set, oldset, size)`: made on the mask the thread
+/// returns to (the signal frame's), SIGSYS left out.
+fn sigprocmask(t: &Trap) -> i64 {
+    let (how, set, old, size) = (t.reg(RDI), t.reg(RSI), t.reg(RDX), t.reg(R10));
+    if size != 8 {
+        return -sys::EINVAL;
+    }
+    let cur = t.mask();
+    let mut new = [0u64];
+    if set != 0 && !read_words(set, &mut new) {
+        return -sys::EFAULT;
+    }
+    let next = match (set, how) {
+        (0, _) => cur,
+        (_, 0) => cur | new[0],
+        (_, 1) => cur & !new[0],
+        (_, 2) => new[0],
+        _ => return -sys::EINVAL,
+    };
+    if old != 0 && !write_words(old, &[cur]) {
+        return -sys::EFAULT;
+    }
+    t.set_mask(next & !SIGSYS_BIT & !UNBLOCKABLE);
+    0
+}
+
+/// A SIGSYS that is not the backstop's: what the program asked for. Its
+/// handler runs with the mask it would have had (the thread's, plus its
+/// `sa_mask`, SIGSYS left out so that its own system calls can trap).
+fn foreign(sig: i32, info: *mut SigInfo, uc: *mut u8) {
+    let handler = PROGRAM_SIGSYS[0].load(Ordering::Relaxed);
+    let flags = PROGRAM_SIGSYS[1].load(Ordering::Relaxed);
+    if handler > 1 {
+        let t = Trap { info, uc };
+        let mask = (t.mask() | PROGRAM_SIGSYS[3].load(Ordering::Relaxed)) & !SIGSYS_BIT;
+        // SAFETY: sets this thread's mask from a local; the kernel restores
+        // the frame's mask when this handler returns.
+        unsafe { arch::syscall4(sys::SYS_RT_SIGPROCMASK, 2, &mask as *const u64 as u64, 0, 8) };
+    }
+    match handler {
+        1 => {} // SIG_IGN
+        0 => {
+            // SIG_DFL: the default action (core dump), as without us.
+            let dfl = [0u64; 4];
+            // SAFETY: SIGSYS to its default action, then sent to this thread:
+            // delivered when the handler returns and unblocks it.
+            unsafe {
+                arch::syscall4(sys::SYS_RT_SIGACTION, SIGSYS, dfl.as_ptr() as u64, 0, 8);
+                arch::syscall3(sys::SYS_TGKILL, sys::getpid(), sys::gettid(), SIGSYS);
+            }
+        }
+        h if flags & SA_SIGINFO != 0 => {
+            // SAFETY: the program's own SA_SIGINFO handler, called as the kernel would.
+            let f: extern "C" fn(i32, *mut SigInfo, *mut u8) = unsafe { core::mem::transmute(h as usize) };
+            f(sig, info, uc);
+        }
+        h => {
+            // SAFETY: the program's own handler, called as the kernel would.
+            let f: extern "C" fn(i32) = unsafe { core::mem::transmute(h as usize) };
+            f(sig);
+        }
+    }
+}
+
+fn read_words(addr: u64, out: &mut [u64]) -> bool {
+    let mut b = [0u8; 32];
+    let n = out.len() * 8;
+    if n > b.len() || mem::read(addr, &mut b[..n]) != n {
+        return false;
+    }
+    for (i, w) in out.iter_mut().enumerate() {
+        *w = u64::from_le_bytes([
+            b[i * 8],
+            b[i * 8 + 1],
+            b[i * 8 + 2],
+            b[i * 8 + 3],
+            b[i * 8 + 4],
+            b[i * 8 + 5],
+            b[i * 8 + 6],
+            b[i * 8 + 7],
+        ]);
+    }
+    true
+}
+
+fn write_words(addr: u64, words: &[u64]) -> bool {
+    let mut b = [0u8; 32];
+    let n = words.len() * 8;
+    if n > b.len() {
+        return false;
+    }
+    for (i, w) in words.iter().enumerate() {
+        b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    sys::write_own_memory(addr, &b[..n]) == Ok(n)
+}
+
+/// Start-up: arm the backstop over the runtime's range, or say why not.
+pub(crate) fn start(c: &Contract) {
+    #[cfg(target_os = "none")]
+    {
+        let Some(p) = crate::start::policy(c) else { return };
+        if !p.backstop() {
+            return; // the policy says so (`backstop = false`)
+        }
+        let lo = arch::rx_start_addr();
+        let hi = c.exe_hi.wrapping_add(crate::start::bias(c));
+        if hi <= lo {
+            return;
+        }
+        if let Err(off) = arm(lo, hi) {
+            let (what, e) = match off {
+                Off::Kernel(e) => (&b"Syscall User Dispatch is not available (Linux 5.11 or later, not refused by seccomp): system calls from code dfpatch did not rewrite are not seen"[..], e),
+                Off::Handler(e) => (&b"the SIGSYS handler could not be installed"[..], e),
+            };
+            crate::event::backstop_off(&p, what, e);
+        }
+    }
+    #[cfg(not(target_os = "none"))]
+    let _ = c;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_site_keeps_its_thunk_and_sites_get_their_own() {
+        let a = thunk(0x7000_1234, false, Serves::Trapped).unwrap();
+        assert_eq!(thunk(0x7000_1234, false, Serves::Trapped), Some(a));
+        let b = thunk(0x7000_5678, false, Serves::Trapped).unwrap();
+        assert_ne!(a, b);
+        let s = thunk(0x7000_1234, true, Serves::Trapped).unwrap();
+        assert_ne!(a, s);
+        let t = thunk(0x7000_1234, false, Serves::Trampoline).unwrap();
+        assert_ne!(a, t);
+        let (plain, spawn) = arch::thunks_addr();
+        assert_eq!((a - plain) % PLAIN_THUNK_SIZE, 0);
+        assert_eq!((s - spawn) % SPAWN_THUNK_SIZE, 0);
+        assert_eq!(thunk(0, false, Serves::Trapped), None);
+        // A thread in a trapped site's thunk is shown at the site itself;
+        // in a trampoline's, nowhere else.
+        assert_eq!(origin_of(a), Some(0x7000_1232));
+        assert_eq!(origin_of(a + 2), Some(0x7000_1234));
+        assert_eq!(origin_of(s), Some(0x7000_1232));
+        assert_eq!(origin_of(t), None);
+        assert_eq!(origin_of(a + 4), None);
+    }
+}

@@ -1,0 +1,171 @@
+//! The backstop (issue 11): system calls from code dfpatch never saw —
+//! JIT code, a library loaded by `dlopen` or `dlmopen` after start-up, a
+//! thread it starts, a constructor's thread, a raw `vfork` child — reach
+//! the runtime through Syscall User Dispatch (`runtime/src/backstop.rs`).
+//! `samples/escapes.c` tries each (`samples/escape_lib.c` is the library),
+//! in every flavour the technique applies to: reported in monitor mode (the
+//! command runs, the connection is made), refused in enforce mode (the
+//! program goes on with EPERM). And what the program may do to signals is
+//! virtualised: its own SIGSYS handler, every signal blocked, a handler
+//! blocking every signal making system calls, switching the dispatch off.
+
+use crate::common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// The flavours: (name, compiler of the library, whether it has dlopen/dlmopen).
+const FLAVOURS: &[(&str, Option<&str>, bool)] = &[
+    ("pie", Some("cc"), true),
+    ("nopie", Some("cc"), true),
+    ("musl", Some("musl-gcc"), false),
+    ("glibc-static", None, false),
+    ("glibc-static-pie", None, false),
+    ("musl-static", None, false),
+    ("musl-static-pie", None, false),
+];
+
+/// A mode of `escapes`: what it tries, what a run prints in monitor and in
+/// enforce mode, and the API its one backstop event has (None: no event).
+struct Case {
+    mode: &'static str,
+    needs_library: bool,
+    needs_dlmopen: bool,
+    monitor: &'static [&'static str],
+    enforce: &'static [&'static str],
+    api: Option<&'static str>,
+    /// The event's caller is the library (else: JIT code, no module).
+    from_library: bool,
+}
+
+const fn case(
+    mode: &'static str,
+    lib: (bool, bool),
+    monitor: &'static [&'static str],
+    enforce: &'static [&'static str],
+    api: Option<&'static str>,
+) -> Case {
+    Case { mode, needs_library: lib.0, needs_dlmopen: lib.1, monitor, enforce, api, from_library: lib.0 }
+}
+
+const NONE: (bool, bool) = (false, false);
+const LIB: (bool, bool) = (true, false);
+
+const CASES: &[Case] = &[
+    case("jit-exec", NONE, &["escaped"], &["execve returned -1"], Some("execve")),
+    case("jit-connect", NONE, &["connect returned 0"], &["connect returned -1"], Some("connect")),
+    case("lib-exec", LIB, &["escaped"], &["execve returned -1"], Some("execve")),
+    case("lib-vfork", LIB, &["escaped", "child exit 0"], &["child exit 1"], Some("execve")),
+    case("lib-thread", LIB, &["escaped"], &["thread's execve returned -1"], Some("execve")),
+    case("ctor-thread", LIB, &["escaped"], &["constructor thread's execve returned -1"], Some("execve")),
+    case("dlmopen-exec", (true, true), &["escaped"], &["execve returned -1"], Some("execve")),
+    case(
+        "own-sigsys",
+        NONE,
+        &["read back: same", "own handler ran: yes", "escaped"],
+        &["read back: same", "own handler ran: yes", "execve returned -1"],
+        Some("execve"),
+    ),
+    case(
+        "mask-all",
+        NONE,
+        &["SIGUSR1 blocked: yes", "getpid same: yes", "escaped"],
+        &["SIGUSR1 blocked: yes", "getpid same: yes", "execve returned -1"],
+        Some("execve"),
+    ),
+    case(
+        "handler-calls",
+        NONE,
+        &["handler wrote", "handled: yes", "escaped"],
+        &["handler wrote", "handled: yes", "execve returned -1"],
+        Some("execve"),
+    ),
+    case(
+        "prctl-off",
+        NONE,
+        &["prctl returned -1", "escaped"],
+        &["prctl returned -1", "execve returned -1"],
+        Some("execve"),
+    ),
+];
+
+fn build_library(compiler: &str, out: &Path) {
+    let st = Command::new(compiler)
+        .args(["-O2", "-shared", "-fPIC", "-pthread", "-o"])
+        .arg(out)
+        .arg(samples_dir().join("escape_lib.c"))
+        .status()
+        .expect("run the compiler");
+    assert!(st.success(), "building escape_lib.c with {compiler} failed");
+}
+
+#[test]
+fn code_dfpatch_never_saw_is_reported_and_refused() {
+    let root = scratch("backstop");
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for &(flavour, lib_cc, dlmopen) in FLAVOURS {
+        let dir = root.join(flavour);
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("escapes");
+        build_flavour("escapes", flavour, &exe);
+        let lib = dir.join("libescape.so");
+        if let Some(cc) = lib_cc {
+            build_library(cc, &lib);
+        }
+        for mode in ["monitor", "enforce"] {
+            let ev = dir.join(format!("{mode}.jsonl"));
+            let patched = dir.join(format!("escapes-{mode}"));
+            let action = if mode == "enforce" { "deny" } else { "alert" };
+            patch(&exe, &patched, &policy(mode, "allow", &ev, &[("doors", "\"exec\", \"connect\"", action)]));
+            for c in CASES {
+                if (c.needs_library && lib_cc.is_none()) || (c.needs_dlmopen && !dlmopen) {
+                    continue;
+                }
+                runs += 1;
+                let _ = std::fs::remove_file(&ev);
+                let out = run(&patched, &[c.mode, lib.to_str().unwrap()], &dir);
+                let text = stdout(&out);
+                let want = if mode == "enforce" { c.enforce } else { c.monitor };
+                let evs = events(&ev);
+                let api_events: Vec<&Value> = evs.iter().filter(|e| c.api.is_some_and(|a| e["api"] == a)).collect();
+                let mut problems = Vec::new();
+                if !out.status.success() {
+                    problems.push(format!("status {:?}", out.status));
+                }
+                if let Some(missing) = want.iter().find(|w| !text.contains(*w)) {
+                    problems.push(format!("no {missing:?} in stdout"));
+                }
+                if c.api.is_some() {
+                    match api_events.as_slice() {
+                        [e] => {
+                            if e["layer"] != "backstop" || e["action"] != action {
+                                problems.push(format!("event layer {} action {}", e["layer"], e["action"]));
+                            }
+                            let module = &e["caller"]["module"];
+                            let ok = if c.from_library {
+                                module.as_str().is_some_and(|m| m.ends_with("libescape.so"))
+                            } else {
+                                module.is_null()
+                            };
+                            if !ok {
+                                problems.push(format!("caller {}", e["caller"]));
+                            }
+                        }
+                        other => problems.push(format!("{} {:?} events", other.len(), c.api)),
+                    }
+                }
+                if !problems.is_empty() {
+                    failures.push(format!(
+                        "{flavour} {mode} {}: {}; stdout {text:?} stderr {:?}",
+                        c.mode,
+                        problems.join(", "),
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(runs > 100, "only {runs} runs");
+    assert!(failures.is_empty(), "{} of {runs} runs failed:\n{}", failures.len(), failures.join("\n"));
+}
