@@ -16,9 +16,10 @@
 //! that never looks at the dynamic symbol table (a pointer computed from the
 //! library file on disk or a hard-coded offset; libc's own internal calls,
 //! `wordexp` and `popen` reaching `posix_spawn`) still enters the hook. Of
-//! its `syscall` instructions only the `syscall()` function's is planned:
-//! its public functions are hooked, and its other internal system calls
-//! would report the same call twice.
+//! its `syscall` instructions those the runtime's backstop cannot rewrite
+//! when they first trap are planned (see [`syscalls::unpatterned_sites`]),
+//! the `syscall()` function's among them; a monitored call they make inside
+//! one of its reported public functions is part of that call.
 //!
 //! Moved `syscall` neighbours must mean the same at any address (no
 //! RIP-relative operand, no relative branch), so a trampoline can be copied
@@ -259,23 +260,17 @@ fn plan_one(
                 }),
             }
         }
-        // libc's `syscall()` function: any system call by number, which a
-        // library can use instead of the named functions. Its own `syscall`
-        // instruction is planned (the number is known at run time only);
-        // libc's other system calls are its functions', hooked at their entries.
-        let generic: Vec<(u64, u64)> = lib
-            .symbols()
-            .iter()
-            .filter(|s| s.kind == object::elf::STT_FUNC && s.name == "syscall" && s.value != 0)
-            .map(|s| (s.value, s.value + s.size.max(1)))
-            .collect();
+        // libc's `syscall` instructions that the backstop cannot rewrite
+        // at run time (their number not set by a `mov $N, %eax` just
+        // before them: `read`'s `xor %eax,%eax`, the `syscall()` function,
+        // which a library can use instead of the named functions, takes it
+        // from a register), whatever their number: otherwise each of their
+        // calls would trap. The others are rewritten on their first trap.
         let taken: Vec<(u64, u64)> = out.iter().map(|x| (x.vaddr, x.vaddr + x.len as u64)).collect();
-        let in_generic = |at: u64| generic.iter().any(|&(lo, hi)| (lo..hi).contains(&at));
         let cancel = syscalls::cancellation_windows(lib);
-        let (sites, no, counts) = syscalls::syscall_sites(&code, hooked, &taken, &cancel, true);
-        let sites = sites.into_iter().filter(|x| in_generic(x.window.insns[x.window.at].ip())).collect();
+        let (sites, no, counts) = syscalls::unpatterned_sites(&code, &taken, &cancel);
         out.extend(syscall_plans(lib, sites, next_index));
-        refused.extend(no.into_iter().filter(|r| in_generic(r.vaddr)));
+        refused.extend(no);
         return Ok(made(out, refused, counts, true));
     }
     // A whole-library disassembly costs about 0.1 s per 10 MB of code, once

@@ -44,6 +44,64 @@ pub fn syscall_sites(
     copy_only: bool,
 ) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let any_hooked = dfpatch_runtime::apis::SYSCALLS.iter().any(|&(_, a)| hooked(a));
+    let select = |_: &Code, _: usize, nr: Option<u64>, counts: &mut SyscallCounts| match nr {
+        Some(n) => match syscall_api(n) {
+            None => {
+                counts.not_monitored += 1;
+                None
+            }
+            Some(api) if !hooked(api) => {
+                counts.allowed += 1;
+                None
+            }
+            Some(api) => Some(api.name().to_string()),
+        },
+        None if !any_hooked => {
+            counts.allowed += 1;
+            None
+        }
+        None => Some("unknown number".to_string()),
+    };
+    sites_where(code, select, taken, cancel, copy_only)
+}
+
+/// The `syscall` instructions that the backstop could not rewrite at run
+/// time (see the runtime's `backstop`: its number not set by a `mov $N,
+/// %eax` just before it), whatever their number: libc's, planned at patch
+/// time so that they do not trap in steady state.
+pub fn unpatterned_sites(
+    code: &Code,
+    taken: &[(u64, u64)],
+    cancel: &[(u64, u64)],
+) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
+    let select = |code: &Code, i: usize, nr: Option<u64>, counts: &mut SyscallCounts| {
+        let before = code.insn(i.checked_sub(1)?)?;
+        let patterned = before.code() == Op::Mov_r32_imm32
+            && before.op0_register() == Register::EAX
+            && before.next_ip() == code.insn(i)?.ip()
+            && before.len() == 5;
+        if patterned {
+            counts.not_monitored += 1;
+            return None;
+        }
+        Some(match nr.and_then(syscall_api) {
+            Some(api) => api.name().to_string(),
+            None => match nr {
+                Some(n) => format!("system call {n}"),
+                None => "unknown number".to_string(),
+            },
+        })
+    };
+    sites_where(code, select, taken, cancel, true)
+}
+
+fn sites_where(
+    code: &Code,
+    select: impl Fn(&Code, usize, Option<u64>, &mut SyscallCounts) -> Option<String>,
+    taken: &[(u64, u64)],
+    cancel: &[(u64, u64)],
+    copy_only: bool,
+) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let mut info = InstructionInfoFactory::new();
     let mut sites = Vec::new();
     let mut refused = Vec::new();
@@ -57,24 +115,7 @@ pub fn syscall_sites(
         let ins = &ins;
         counts.total += 1;
         let nr = number(code, i, &mut info);
-        let what = match nr {
-            Some(n) => match syscall_api(n) {
-                None => {
-                    counts.not_monitored += 1;
-                    continue;
-                }
-                Some(api) if !hooked(api) => {
-                    counts.allowed += 1;
-                    continue;
-                }
-                Some(api) => api.name().to_string(),
-            },
-            None if !any_hooked => {
-                counts.allowed += 1;
-                continue;
-            }
-            None => "unknown number".to_string(),
-        };
+        let Some(what) = select(code, i, nr, &mut counts) else { continue };
         if !code.certain(ins.ip(), ins.next_ip()) {
             refused.push(Refused {
                 layer: Layer::Syscall,

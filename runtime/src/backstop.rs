@@ -325,7 +325,7 @@ extern "C" fn trapped(arg: u64) {
     let nr = t.reg(RAX);
     let after = t.info().call_addr;
     let result = match nr as u32 {
-        NR_RT_SIGACTION => Some(sigaction(t)),
+        NR_RT_SIGACTION => Some(sigaction(t.reg(RDI), t.reg(RSI), t.reg(RDX), t.reg(R10))),
         NR_RT_SIGPROCMASK => Some(sigprocmask(t)),
         NR_PRCTL if t.reg(RDI) == PR_SET_SYSCALL_USER_DISPATCH => Some(-sys::EPERM),
         _ => match syscall_api(nr) {
@@ -356,6 +356,8 @@ extern "C" fn trapped(arg: u64) {
     };
     if let Some(v) = result {
         t.set(RAX, v as u64);
+        // Next time through a hop that asks the dispatcher, without a trap.
+        rewrite::site(after, nr);
         return;
     }
     // Let it run: in a thunk that jumps back to just after the `syscall`
@@ -385,10 +387,11 @@ extern "C" fn trapped(arg: u64) {
 /// thread that reaches it another way (a jump to it, a signal handler
 /// shown it by [`signal_enter`]) still traps, correctly. The hop (near the
 /// site) sets `%eax`, asks the dispatcher when the call is monitored, and
-/// runs it in the site's thunk. System calls the backstop virtualises
-/// (`rt_sigaction`, `rt_sigprocmask`, `prctl`) keep trapping.
+/// runs it in the site's thunk. The system calls the backstop virtualises
+/// (`rt_sigaction`, `rt_sigprocmask`, `prctl`) are made by the dispatcher
+/// ([`super::virtualised`]).
 mod rewrite {
-    use super::{arch, thunk, Serves};
+    use super::{arch, thunk, Serves, NR_PRCTL, NR_RT_SIGACTION, NR_RT_SIGPROCMASK};
     use crate::{apis, libplans, loader, mem, sys};
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -412,7 +415,8 @@ mod rewrite {
     /// Rewrites the site whose `syscall` ends at `after`, which has just
     /// trapped with number `nr`, when it is the pattern and safe to.
     pub fn site(after: u64, nr: u64) {
-        if matches!(nr, 13 | 14 | 15 | 157) || nr > 511 {
+        // (rt_sigreturn stays: every handler returns through the runtime's.)
+        if nr == 15 || nr > 511 {
             return;
         }
         let at = after.wrapping_sub(7);
@@ -423,20 +427,22 @@ mod rewrite {
         if u32::from_le_bytes([b[1], b[2], b[3], b[4]]) as u64 != nr {
             return;
         }
-        // The mov's 5 bytes in one aligned 8-byte word.
-        let word = at & !7;
-        if at + 5 > word + 8 {
-            return;
-        }
         let me = sys::gettid();
         if LOCK.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
             return; // another thread is rewriting: this site traps again, later
         }
-        rewrite(at, word, nr);
+        rewrite(at, nr);
         LOCK.store(0, Ordering::Release);
     }
 
-    fn rewrite(at: u64, word: u64, nr: u64) {
+    fn rewrite(at: u64, nr: u64) {
+        // The mov's 5 bytes in one aligned 8-byte word, written at once; or,
+        // with no other thread to run them meanwhile, wherever they are.
+        let word = at & !7;
+        let one_word = at + 5 <= word + 8;
+        if !one_word && !libplans::single_threaded() {
+            return;
+        }
         // Only a file's code, read+execute (not JIT memory, whose owner may
         // write it again), and not rewritten meanwhile.
         let mut path = [0u8; 256];
@@ -446,14 +452,17 @@ mod rewrite {
         if loader::protection_of(at) != Some(sys::PROT_READ | sys::PROT_EXEC) {
             return;
         }
-        let Some(old) = mem::read_u64(word) else { return };
-        if old.to_le_bytes()[(at - word) as usize] != 0xb8 {
+        let mut first = [0u8; 1];
+        if mem::read(at, &mut first) != 1 || first[0] != 0xb8 {
             return;
         }
         let after = at + 7;
         let Some(thunk) = thunk(after, apis::may_spawn(nr), Serves::Trapped) else { return };
-        let ask = match apis::syscall_api(nr) {
-            Some(_) => match libplans::new_site(after - 2) {
+        // Monitored and virtualised calls ask the dispatcher.
+        let virtualised = [NR_RT_SIGACTION, NR_RT_SIGPROCMASK, NR_PRCTL].contains(&(nr as u32));
+        let asks = virtualised || apis::syscall_api(nr).is_some();
+        let ask = match asks {
+            true => match libplans::new_site(after - 2) {
                 Some(k) => {
                     if let Some(b) = OURS.get((k as u64 & !crate::contract::r11::LIB_SITE) as usize) {
                         b.store(true, Ordering::Relaxed);
@@ -462,7 +471,7 @@ mod rewrite {
                 }
                 None => return,
             },
-            None => None,
+            false => None,
         };
         let Some(hop) = hop_near(at) else { return };
         let (code, len) = arch::site_hop(nr as u32, ask, thunk, after);
@@ -473,6 +482,15 @@ mod rewrite {
             return;
         }
         let Some(jmp) = arch::jmp_rel32(at, hop, 5) else { return };
+        if !one_word {
+            // Single-threaded (a signal handler cannot run: every signal is
+            // blocked in the SIGSYS handler): through /proc/self/mem.
+            let Ok(fd) = sys::open(b"/proc/self/mem\0", sys::O_RDWR | sys::O_CLOEXEC, 0) else { return };
+            let _ = sys::pwrite(fd, &jmp[..5], at);
+            sys::close(fd);
+            return;
+        }
+        let Some(old) = mem::read_u64(word) else { return };
         let mut new = old.to_le_bytes();
         let i = (at - word) as usize;
         new[i..i + 5].copy_from_slice(&jmp[..5]);
@@ -520,8 +538,7 @@ mod rewrite {
 pub use rewrite::ours as rewritten_site;
 
 /// `rt_sigaction(sig, act, oldact, size)` as the program may make it.
-fn sigaction(t: &Trap) -> i64 {
-    let (sig, act, old, size) = (t.reg(RDI), t.reg(RSI), t.reg(RDX), t.reg(R10));
+fn sigaction(sig: u64, act: u64, old: u64, size: u64) -> i64 {
     if size != 8 {
         return -sys::EINVAL;
     }
@@ -583,6 +600,45 @@ fn sigaction(t: &Trap) -> i64 {
     }
     r
 }
+
+/// The system calls the backstop virtualises, made through a rewritten
+/// site (a trampoline or hop, which asked the dispatcher): their result, the
+/// call made here and not by the site. None for any other call, or while
+/// the backstop is off.
+pub fn virtualised(nr: u64, a: [u64; 4]) -> Option<i64> {
+    if RANGE[1].load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    match nr as u32 {
+        NR_RT_SIGACTION => Some(sigaction(a[0], a[1], a[2], a[3])),
+        NR_RT_SIGPROCMASK => {
+            let (how, set, old, size) = (a[0], a[1], a[2], a[3]);
+            let mut new = [0u64];
+            if set != 0 && size == 8 && how <= 2 {
+                if !read_words(set, &mut new) {
+                    return Some(-sys::EFAULT);
+                }
+                new[0] &= !SIGSYS_BIT;
+            }
+            let ptr = if set != 0 { new.as_ptr() as u64 } else { 0 };
+            // SAFETY: the program's call with a copy of its set, SIGSYS left
+            // out; the kernel writes `oldset` (the program's pointer) itself.
+            Some(unsafe { arch::syscall4(sys::SYS_RT_SIGPROCMASK, how, ptr, old, size) })
+        }
+        NR_PRCTL if a[0] == PR_SET_SYSCALL_USER_DISPATCH => Some(-sys::EPERM),
+        _ => None,
+    }
+}
+
+/// Bit `n`: system call `n` (below 512) goes to the dispatcher from a
+/// rewritten site's `dfp_sys_hook`: the monitored ones, and those
+/// [`virtualised`].
+pub static DISPATCH_MASK: [u64; 8] = {
+    let mut m = crate::apis::SYSCALL_MASK;
+    m[0] |= 1 << NR_RT_SIGACTION | 1 << NR_RT_SIGPROCMASK;
+    m[(NR_PRCTL / 64) as usize] |= 1 << (NR_PRCTL % 64);
+    m
+};
 
 /// `rt_sigprocmask(how, set, oldset, size)`: made on the mask the thread
 /// returns to (the signal frame's), SIGSYS left out.
@@ -688,6 +744,12 @@ pub(crate) fn start(c: &Contract) {
         let Some(p) = crate::start::policy(c) else { return };
         if !p.backstop() {
             return; // the policy says so (`backstop = false`)
+        }
+        if arch::under_valgrind() {
+            // Valgrind runs the program's code translated, its system calls
+            // from its own code: armed, every one would trap.
+            crate::event::backstop_off(&p, b"the program runs under Valgrind", 0);
+            return;
         }
         let lo = arch::rx_start_addr();
         let hi = c.exe_hi.wrapping_add(crate::start::bias(c));

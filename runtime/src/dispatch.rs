@@ -216,6 +216,12 @@ fn part_of_reported(c: &Contract, api: ApiId, kind: u8, tag: u32, tid: u64, fram
 /// `dfp_sys_hook`; returns [`SYS_RUN`] or [`SYS_SKIP`] (then `f.rax` holds
 /// the result, `-EPERM`). Registers other than `rax` are never changed.
 pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
+    // What the backstop virtualises is made here (a rewritten site of
+    // libc's `pthread_sigmask`, of its `syscall()`).
+    if let Some(r) = crate::backstop::virtualised(f.rax, [f.rdi, f.rsi, f.rdx, f.r10]) {
+        f.rax = r as u64;
+        return SYS_SKIP;
+    }
     // Most system calls through a site whose number is known only at run time
     // (musl's read and write) are not monitored: the fast way out.
     let Some(api) = syscall_api(f.rax) else { return SYS_RUN };

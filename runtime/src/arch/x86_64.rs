@@ -201,7 +201,8 @@ global_asm!(
     ".type dfp_sys_hook,@function",
     "dfp_sys_hook:",
     "pushfq",
-    // Fast way out for numbers below 512 that are not monitored (x32 and
+    // Fast way out for numbers below 512 neither monitored nor virtualised
+    // by the backstop (`backstop::DISPATCH_MASK`; x32 and
     // other large numbers take the slow path, which decides in Rust).
     // The kernel reads only %eax (the upper half is ignored).
     "cmp eax, 511",
@@ -399,7 +400,7 @@ global_asm!(
     sys_dispatch = sym crate::dispatch::dfp_sys_dispatch,
     dispatch_entry = sym crate::dispatch::dfp_dispatch_entry,
     sys_dispatch_entry = sym crate::dispatch::dfp_sys_dispatch_entry,
-    mask = sym crate::apis::SYSCALL_MASK,
+    mask = sym crate::backstop::DISPATCH_MASK,
     range = sym crate::backstop::RANGE,
     signal_enter = sym crate::backstop::signal_enter,
     plain = const crate::backstop::PLAIN_THUNKS,
@@ -465,6 +466,25 @@ pub fn restore_rt_addr() -> u64 {
         asm!("lea {0}, [rip + dfp_restore_rt]", out(reg) a, options(nomem, nostack, preserves_flags));
     }
     a
+}
+
+/// Whether the program runs under Valgrind: its `RUNNING_ON_VALGRIND`
+/// client request (a no-op sequence of rotations on real hardware, which
+/// Valgrind's translator recognises and answers in `%rdx`).
+pub fn under_valgrind() -> bool {
+    let args: [u64; 6] = [0x1001, 0, 0, 0, 0, 0];
+    let out: u64;
+    // SAFETY: rotates %rdi four times by 64 bits in all (unchanged) and
+    // exchanges %rbx with itself; Valgrind reads `args` (a local) and writes
+    // %rdx. No other memory is touched.
+    unsafe {
+        asm!(
+            "rol rdi, 3", "rol rdi, 13", "rol rdi, 61", "rol rdi, 51", "xchg rbx, rbx",
+            in("rax") args.as_ptr(), inout("rdx") 0u64 => out, inout("rdi") 0u64 => _,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    out != 0
 }
 
 /// Bytes of the largest [`site_hop`].
@@ -911,6 +931,34 @@ mod code_tests {
         let mut out = [Lands::At(0); 8];
         let n = branches(&creat, 0x4000, &mut out);
         assert_eq!(out[..n], [Lands::At(0x4000 + 12 + 0x10)]);
+    }
+
+    #[test]
+    fn site_hops_decode_to_what_they_promise() {
+        // Not monitored: mov eax, 39; jmp *thunk.
+        let (b, n) = site_hop(39, None, 0x1111_2222_3333, 0x4444_5555_6666);
+        assert_eq!(n, 24);
+        assert_eq!(disassemble(&b[..n], 0x1000, 2), ["mov eax,27h", "jmp qword ptr [1010h]"]);
+        assert_eq!(b[16..24], 0x1111_2222_3333u64.to_le_bytes());
+        // Monitored: the question, then the thunk, or back with the result when refused.
+        let (b, n) = site_hop(59, Some((0x4000_0201, 0x7777)), 0x1111, 0x2222);
+        assert_eq!(n, 72);
+        assert_eq!(
+            disassemble(&b[..n], 0x1000, 8),
+            [
+                "mov eax,3Bh",
+                "lea rsp,[rsp-80h]",
+                "mov r11d,40000201h",
+                "call qword ptr [1030h]",
+                "lea rsp,[rsp+80h]",
+                "jrcxz 0000000000001026h",
+                "jmp qword ptr [1038h]",
+                "jmp qword ptr [1040h]",
+            ]
+        );
+        assert_eq!(b[48..56], 0x7777u64.to_le_bytes());
+        assert_eq!(b[56..64], 0x1111u64.to_le_bytes());
+        assert_eq!(b[64..72], 0x2222u64.to_le_bytes());
     }
 
     #[test]
