@@ -34,7 +34,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// How many thunks of each kind (see `arch::x86_64`).
 pub const PLAIN_THUNKS: usize = 2048;
-pub const SPAWN_THUNKS: usize = 128;
+pub const SPAWN_THUNKS: usize = 512;
 
 /// Where thunk `i` jumps back to; 0 while free. A slot is taken once and for
 /// good (compare-and-swap from 0), so a thunk never changes under a thread

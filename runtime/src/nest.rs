@@ -223,8 +223,12 @@ pub fn enter(o: Outer) {
     let tid = o.tid as u64;
     // A call made inside this thread's call in progress (from a signal
     // handler): that one stays known, one level up.
+    // (Not over an outer call still live further up: the one kept is the
+    // outermost, which a handler's finished calls, deeper, never replace.)
     if let Some(up) = live(tid, |up| o.frame < up.frame) {
-        write_slot(&OUTER[tid as usize % SLOTS], &up);
+        if live_in(&OUTER, tid, |outer| outer.frame > up.frame).is_none() {
+            write_slot(&OUTER[tid as usize % SLOTS], &up);
+        }
     }
     write_slot(slot(tid), &o);
 }

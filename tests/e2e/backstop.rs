@@ -169,3 +169,45 @@ fn code_dfpatch_never_saw_is_reported_and_refused() {
     assert!(runs > 100, "only {runs} runs");
     assert!(failures.is_empty(), "{} of {runs} runs failed:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// Where Syscall User Dispatch is refused (`samples/no_sud.c`: a seccomp
+/// filter, as a container profile or a kernel before 5.11 would), the
+/// program runs as before and says so once, at start-up; what only the
+/// backstop sees (a JIT `execve`) then goes unseen. With `backstop = false`
+/// nothing is armed and nothing is said.
+#[test]
+fn a_backstop_that_cannot_be_armed_is_said_so() {
+    let dir = scratch("backstop-off");
+    let exe = dir.join("escapes");
+    build_flavour("escapes", "pie", &exe);
+    let no_sud = dir.join("no_sud");
+    compile("cc", &["-O2"], &no_sud, "no_sud.c", &[]);
+    let ev = dir.join("ev.jsonl");
+    let patched = dir.join("escapes-patched");
+    patch(&exe, &patched, &policy("monitor", "allow", &ev, &[("doors", "\"exec\"", "alert")]));
+    let out = run(&no_sud, &[patched.to_str().unwrap(), "jit-exec"], &dir);
+    assert!(out.status.success() && stdout(&out).contains("escaped"), "{out:?}");
+    let evs = events(&ev);
+    let degraded: Vec<&Value> = evs.iter().filter(|e| e["api"] == "dfpatch.degraded").collect();
+    assert_eq!(degraded.len(), 1, "{evs:?}");
+    assert_eq!(degraded[0]["args"]["layer"], "backstop");
+    assert_eq!(degraded[0]["args"]["errno"], 22);
+    assert!(!evs.iter().any(|e| e["api"] == "execve"), "{evs:?}");
+    // Armed, the same run is reported.
+    let _ = std::fs::remove_file(&ev);
+    let out = run(&patched, &["jit-exec"], &dir);
+    assert!(out.status.success());
+    let evs = events(&ev);
+    assert!(evs.iter().any(|e| e["api"] == "execve" && e["layer"] == "backstop"), "{evs:?}");
+    assert!(!evs.iter().any(|e| e["api"] == "dfpatch.degraded"), "{evs:?}");
+
+    // backstop = false: not armed, not said.
+    let quiet = dir.join("escapes-no-backstop");
+    let text =
+        policy("monitor", "allow", &ev, &[("doors", "\"exec\"", "alert")]).replacen("\n", "\nbackstop = false\n", 1);
+    patch(&exe, &quiet, &text);
+    let _ = std::fs::remove_file(&ev);
+    let out = run(&quiet, &["jit-exec"], &dir);
+    assert!(out.status.success() && stdout(&out).contains("escaped"), "{out:?}");
+    assert!(events(&ev).is_empty(), "{:?}", events(&ev));
+}

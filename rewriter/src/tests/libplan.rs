@@ -123,9 +123,11 @@ fn a_library_syscall_moves_only_with_position_independent_neighbours() {
 
 /// libc: the entries of its monitored functions are planned (their
 /// trampolines' outward rel32 fields listed for the runtime to fix), and of
-/// its `syscall` instructions only the `syscall()` function's.
+/// its `syscall` instructions those the backstop could not rewrite at run
+/// time (the `syscall()` function's, one whose `mov $N,%eax` is not just
+/// before it), whatever their number; not `mov $N,%eax; syscall`.
 #[test]
-fn libc_plans_entries_and_only_the_generic_syscall() {
+fn libc_plans_entries_and_the_syscalls_the_backstop_cannot_rewrite() {
     let mut a = Asm::at(TEXT);
     let system = a.raw(&PUSH_RBP);
     let lea = a.lea_rip(Register::RDI, RODATA); // lea rdi, [rip+"sh"]
@@ -141,6 +143,11 @@ fn libc_plans_entries_and_only_the_generic_syscall() {
     let other = a.pad();
     a.mov_eax(59);
     a.raw(&MOV_EDI_1);
+    let other_sys = a.syscall();
+    a.ret();
+    let patterned = a.pad();
+    a.raw(&MOV_EDI_1);
+    a.mov_eax(39);
     a.syscall();
     a.ret();
     let lib = Builder::dyn_()
@@ -148,7 +155,8 @@ fn libc_plans_entries_and_only_the_generic_syscall() {
         .rodata(b"sh\0".to_vec())
         .func("system", system, generic - system)
         .func("syscall", generic, other - generic)
-        .func("execve_internal", other, a.here() - other)
+        .func("execve_internal", other, patterned - other)
+        .func("getpid_internal", patterned, a.here() - patterned)
         .build();
     let dir = tempfile::tempdir().unwrap();
     let (plans, skipped) = plan_in(dir.path(), &["libc.so.6"], None, &[("libc.so.6", lib.clone())]);
@@ -157,8 +165,8 @@ fn libc_plans_entries_and_only_the_generic_syscall() {
     assert!(p.defines_monitored);
     assert!(matches!(p.identity, Identity::File { size, .. } if size == lib.len() as u64), "no build ID");
     let found: Vec<(Option<&str>, u64)> = p.sites.iter().map(|s| (s.api, s.syscall)).collect();
-    assert_eq!(found, [(Some("system"), system), (None, generic_sys)]);
-    assert!(p.refused.is_empty(), "libc's other system calls are its hooked functions': {:?}", p.refused);
+    assert_eq!(found, [(Some("system"), system), (None, generic_sys), (None, other_sys)]);
+    assert!(p.refused.is_empty(), "{:?}", p.refused);
 
     // The entry's trampoline, copied to `at` in a library loaded at `base`
     // with every fixup moved by base + TRAMP_BASE - at, reaches the same
