@@ -437,10 +437,11 @@ mod rewrite {
 
     fn rewrite(at: u64, nr: u64) {
         // The mov's 5 bytes in one aligned 8-byte word, written at once; or,
-        // with no other thread to run them meanwhile, wherever they are.
+        // with no other thread to run them meanwhile, wherever they are (not
+        // in a `vfork` child: its parent's other threads share the memory).
         let word = at & !7;
         let one_word = at + 5 <= word + 8;
-        if !one_word && !libplans::single_threaded() {
+        if !one_word && !(crate::start::is_start_process() && libplans::single_threaded()) {
             return;
         }
         // Only a file's code, read+execute (not JIT memory, whose owner may
