@@ -378,7 +378,7 @@ fn describe(file: &Path, plan: &Plan) -> String {
                 let names: Vec<&str> = l.sites.iter().filter_map(|x| x.api).collect();
                 let _ = writeln!(
                     s,
-                    "  {:<24} {} function entries detoured, {} syscall() site(s) hooked, {} refused ({})\n    {}",
+                    "  {:<24} {} function entries detoured, {} syscall site(s) rewritten, {} refused ({})\n    {}",
                     l.name,
                     names.len(),
                     l.sites.len() - names.len(),

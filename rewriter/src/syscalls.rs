@@ -66,9 +66,11 @@ pub fn syscall_sites(
 }
 
 /// The `syscall` instructions that the backstop could not rewrite at run
-/// time (see the runtime's `backstop`: its number not set by a `mov $N,
-/// %eax` just before it), whatever their number: libc's, planned at patch
-/// time so that they do not trap in steady state.
+/// time in a process with threads (see the runtime's `backstop`): its number
+/// not set by a `mov $N, %eax` just before it, or that `mov` not within one
+/// aligned 8-byte word (a library is loaded at a page boundary, so its
+/// addresses keep their alignment), whatever their number: libc's, planned
+/// at patch time so that they do not trap in steady state.
 pub fn unpatterned_sites(
     code: &Code,
     taken: &[(u64, u64)],
@@ -80,7 +82,7 @@ pub fn unpatterned_sites(
             && before.op0_register() == Register::EAX
             && before.next_ip() == code.insn(i)?.ip()
             && before.len() == 5;
-        if patterned {
+        if patterned && before.ip() % 8 <= 3 {
             counts.not_monitored += 1;
             return None;
         }

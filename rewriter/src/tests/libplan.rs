@@ -124,8 +124,9 @@ fn a_library_syscall_moves_only_with_position_independent_neighbours() {
 /// libc: the entries of its monitored functions are planned (their
 /// trampolines' outward rel32 fields listed for the runtime to fix), and of
 /// its `syscall` instructions those the backstop could not rewrite at run
-/// time (the `syscall()` function's, one whose `mov $N,%eax` is not just
-/// before it), whatever their number; not `mov $N,%eax; syscall`.
+/// time in a process with threads (the `syscall()` function's, one whose
+/// `mov $N,%eax` is not just before it, one whose `mov` crosses an 8-byte
+/// boundary), whatever their number; not an aligned `mov $N,%eax; syscall`.
 #[test]
 fn libc_plans_entries_and_the_syscalls_the_backstop_cannot_rewrite() {
     let mut a = Asm::at(TEXT);
@@ -145,10 +146,16 @@ fn libc_plans_entries_and_the_syscalls_the_backstop_cannot_rewrite() {
     a.raw(&MOV_EDI_1);
     let other_sys = a.syscall();
     a.ret();
+    // mov $39,%eax at an 8-aligned address: rewritten at run time.
     let patterned = a.pad();
-    a.raw(&MOV_EDI_1);
     a.mov_eax(39);
     a.syscall();
+    a.ret();
+    // The same mov across an 8-byte boundary: planned.
+    let crossing = a.pad();
+    a.raw(&MOV_EDI_1);
+    a.mov_eax(39);
+    let crossing_sys = a.syscall();
     a.ret();
     let lib = Builder::dyn_()
         .text(a.bytes.clone())
@@ -156,7 +163,8 @@ fn libc_plans_entries_and_the_syscalls_the_backstop_cannot_rewrite() {
         .func("system", system, generic - system)
         .func("syscall", generic, other - generic)
         .func("execve_internal", other, patterned - other)
-        .func("getpid_internal", patterned, a.here() - patterned)
+        .func("getpid_internal", patterned, crossing - patterned)
+        .func("getpid_crossing", crossing, a.here() - crossing)
         .build();
     let dir = tempfile::tempdir().unwrap();
     let (plans, skipped) = plan_in(dir.path(), &["libc.so.6"], None, &[("libc.so.6", lib.clone())]);
@@ -165,7 +173,8 @@ fn libc_plans_entries_and_the_syscalls_the_backstop_cannot_rewrite() {
     assert!(p.defines_monitored);
     assert!(matches!(p.identity, Identity::File { size, .. } if size == lib.len() as u64), "no build ID");
     let found: Vec<(Option<&str>, u64)> = p.sites.iter().map(|s| (s.api, s.syscall)).collect();
-    assert_eq!(found, [(Some("system"), system), (None, generic_sys), (None, other_sys)]);
+    assert_eq!(patterned % 8, 0);
+    assert_eq!(found, [(Some("system"), system), (None, generic_sys), (None, other_sys), (None, crossing_sys)]);
     assert!(p.refused.is_empty(), "{:?}", p.refused);
 
     // The entry's trampoline, copied to `at` in a library loaded at `base`
