@@ -63,6 +63,23 @@ const PR_SYS_DISPATCH_ON: u64 = 1;
 const NR_RT_SIGACTION: u32 = 13;
 const NR_RT_SIGPROCMASK: u32 = 14;
 const NR_PRCTL: u32 = 157;
+/// The x32 ABI's numbers carry this bit (where the kernel has that ABI, a
+/// 64-bit process may use them too).
+const X32: u32 = 0x4000_0000;
+/// x32's `rt_sigaction` (its structure has 32-bit pointers): refused.
+const X32_RT_SIGACTION: u32 = 512;
+
+/// Which of the system calls the backstop virtualises `nr` is, in either
+/// ABI (x32's `rt_sigprocmask` and `prctl` share the 64-bit numbers).
+fn virtual_kind(nr: u64) -> Option<u32> {
+    let n = nr as u32;
+    match (n & !X32, n & X32 != 0) {
+        (NR_RT_SIGACTION, false) => Some(NR_RT_SIGACTION),
+        (X32_RT_SIGACTION, true) => Some(X32_RT_SIGACTION),
+        (k @ (NR_RT_SIGPROCMASK | NR_PRCTL), _) => Some(k),
+        _ => None,
+    }
+}
 
 /// What a thunk serves. The first half of each kind's thunks serves library
 /// trampolines; the second, sites that trapped, whose own `syscall`
@@ -324,10 +341,11 @@ extern "C" fn trapped(arg: u64) {
     let t = unsafe { &*(arg as *const Trap) };
     let nr = t.reg(RAX);
     let after = t.info().call_addr;
-    let result = match nr as u32 {
-        NR_RT_SIGACTION => Some(sigaction(t.reg(RDI), t.reg(RSI), t.reg(RDX), t.reg(R10))),
-        NR_RT_SIGPROCMASK => Some(sigprocmask(t)),
-        NR_PRCTL if t.reg(RDI) == PR_SET_SYSCALL_USER_DISPATCH => Some(-sys::EPERM),
+    let result = match virtual_kind(nr) {
+        Some(X32_RT_SIGACTION) => Some(-sys::ENOSYS),
+        Some(NR_RT_SIGACTION) => Some(sigaction(t.reg(RDI), t.reg(RSI), t.reg(RDX), t.reg(R10))),
+        Some(NR_RT_SIGPROCMASK) => Some(sigprocmask(t)),
+        Some(NR_PRCTL) if t.reg(RDI) == PR_SET_SYSCALL_USER_DISPATCH => Some(-sys::EPERM),
         _ => match syscall_api(nr) {
             Some(_) if resumed::take(sys::gettid(), after.wrapping_sub(2), t.call_hash()) => None,
             Some(api) => {
@@ -441,7 +459,8 @@ mod rewrite {
         // in a `vfork` child: its parent's other threads share the memory).
         let word = at & !7;
         let one_word = at + 5 <= word + 8;
-        if !one_word && !(crate::start::is_start_process() && libplans::single_threaded()) {
+        let alone = || crate::start::is_start_process() && libplans::single_threaded();
+        if !(one_word || alone()) {
             return;
         }
         // Only a file's code, read+execute (not JIT memory, whose owner may
@@ -610,7 +629,8 @@ pub fn virtualised(nr: u64, a: [u64; 4]) -> Option<i64> {
     if RANGE[1].load(Ordering::Relaxed) == 0 {
         return None;
     }
-    match nr as u32 {
+    match virtual_kind(nr)? {
+        X32_RT_SIGACTION => Some(-sys::ENOSYS),
         NR_RT_SIGACTION => Some(sigaction(a[0], a[1], a[2], a[3])),
         NR_RT_SIGPROCMASK => {
             let (how, set, old, size) = (a[0], a[1], a[2], a[3]);
@@ -794,5 +814,11 @@ mod tests {
         assert_eq!(origin_of(s), Some(0x7000_1232));
         assert_eq!(origin_of(t), None);
         assert_eq!(origin_of(a + 4), None);
+        // Both ABIs' numbers of what is virtualised.
+        assert_eq!(virtual_kind(14), Some(14));
+        assert_eq!(virtual_kind(0x4000_0000 | 157), Some(157));
+        assert_eq!(virtual_kind(0x4000_0000 | 512), Some(X32_RT_SIGACTION));
+        assert_eq!(virtual_kind(512), None);
+        assert_eq!(virtual_kind(0x1_0000_000d), Some(13), "the upper half is ignored, as by the kernel");
     }
 }
