@@ -596,11 +596,17 @@ fn sigaction(sig: u64, act: u64, old: u64, size: u64) -> i64 {
         }
         new[3] &= !SIGSYS_BIT;
         if let Some(h) = slot {
+            // SIG_DFL and SIG_IGN go to the kernel as they are, and leave
+            // the table alone: a `vfork` child resetting its signals before
+            // `execve` (posix_spawn, Python's subprocess) shares this memory
+            // with its parent, whose handlers must stay.
             let handler = new[0];
-            if handler > 1 {
+            prev = Some(if handler > 1 {
                 new[0] = wrapper;
-            }
-            prev = Some(h.swap(if handler > 1 { handler } else { 0 }, Ordering::AcqRel));
+                h.swap(handler, Ordering::AcqRel)
+            } else {
+                h.load(Ordering::Acquire)
+            });
         }
         ptr = new.as_ptr() as u64;
     }
