@@ -14,6 +14,8 @@
  *   mask-all       every signal blocked, then JIT system calls
  *   handler-calls  a handler blocking every signal makes system calls
  *   prctl-off      tries to switch Syscall User Dispatch off, then JIT execve
+ *   vfork-reset    a vfork child puts a signal back to its default (as
+ *                  posix_spawn does); the parent's handler must still run
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -159,6 +161,18 @@ int main(int argc, char **argv) {
         int r = prctl(59 /* PR_SET_SYSCALL_USER_DISPATCH */, 0 /* OFF */, 0, 0, 0);
         printf("prctl returned %d\n", r);
         printf("execve returned %ld\n", execve_jit());
+    } else if (!strcmp(mode, "vfork-reset")) {
+        struct sigaction sa = {.sa_handler = on_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGUSR1, &sa, NULL);
+        pid_t pid = vfork();
+        if (pid == 0) {
+            signal(SIGUSR1, SIG_DFL);
+            _exit(0);
+        }
+        waitpid(pid, NULL, 0);
+        raise(SIGUSR1);
+        printf("handled: %s\n", handled == SIGUSR1 ? "yes" : "no");
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);
         return 2;

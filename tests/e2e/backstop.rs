@@ -7,7 +7,8 @@
 //! command runs, the connection is made), refused in enforce mode (the
 //! program goes on with EPERM). And what the program may do to signals is
 //! virtualised: its own SIGSYS handler, every signal blocked, a handler
-//! blocking every signal making system calls, switching the dispatch off.
+//! blocking every signal making system calls, switching the dispatch off, a
+//! `vfork` child putting a signal back to its default.
 
 use crate::common::*;
 use serde_json::Value;
@@ -80,6 +81,7 @@ const CASES: &[Case] = &[
         &["handler wrote", "handled: yes", "execve returned -1"],
         Some("execve"),
     ),
+    case("vfork-reset", NONE, &["handler wrote", "handled: yes"], &["handler wrote", "handled: yes"], None),
     case(
         "prctl-off",
         NONE,
