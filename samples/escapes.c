@@ -16,6 +16,10 @@
  *   prctl-off      tries to switch Syscall User Dispatch off, then JIT execve
  *   vfork-reset    a vfork child puts a signal back to its default (as
  *                  posix_spawn does); the parent's handler must still run
+ *   prctl-wide     prctl with the option's upper half set (the kernel reads
+ *                  an int) through syscall(), then JIT execve
+ *   suspend-full   sigsuspend with every signal but SIGUSR1 blocked; the
+ *                  handler makes a JIT system call
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -81,6 +85,13 @@ static void on_signal(int sig) {
     char msg[] = "handler wrote\n";
     write(1, msg, sizeof msg - 1);
     handled = sig;
+}
+
+static long (*handler_jit)(long, long, long);
+static volatile long handler_pid;
+static void on_usr1_jit(int sig) {
+    (void)sig;
+    handler_pid = handler_jit(0, 0, 0);
 }
 
 static long execve_jit(void) {
@@ -160,6 +171,25 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "prctl-off")) {
         int r = prctl(59 /* PR_SET_SYSCALL_USER_DISPATCH */, 0 /* OFF */, 0, 0, 0);
         printf("prctl returned %d\n", r);
+        printf("execve returned %ld\n", execve_jit());
+    } else if (!strcmp(mode, "prctl-wide")) {
+        long r = syscall(157 /* prctl */, 0x10000003bL, 0L, 0L, 0L, 0L);
+        printf("prctl returned %ld\n", r);
+        printf("execve returned %ld\n", execve_jit());
+    } else if (!strcmp(mode, "suspend-full")) {
+        handler_jit = jit(39);
+        struct sigaction sa = {.sa_handler = on_usr1_jit};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGUSR1, &sa, NULL);
+        sigset_t usr1, all;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        sigprocmask(SIG_BLOCK, &usr1, NULL);
+        raise(SIGUSR1);
+        sigfillset(&all);
+        sigdelset(&all, SIGUSR1);
+        sigsuspend(&all);
+        printf("handler getpid same: %s\n", handler_pid == getpid() ? "yes" : "no");
         printf("execve returned %ld\n", execve_jit());
     } else if (!strcmp(mode, "vfork-reset")) {
         struct sigaction sa = {.sa_handler = on_signal};

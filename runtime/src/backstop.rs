@@ -58,6 +58,7 @@ const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_RESTORER: u64 = 0x0400_0000;
 const SYS_USER_DISPATCH: i32 = 2;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const PR_SET_SYSCALL_USER_DISPATCH: u64 = 59;
 const PR_SYS_DISPATCH_ON: u64 = 1;
 const NR_RT_SIGACTION: u32 = 13;
@@ -128,6 +129,22 @@ fn pool(spawn: bool) -> (u64, u64, &'static [AtomicU64]) {
     }
 }
 
+/// The offset in its spawn thunk of `rip`, when it is in one.
+fn in_spawn_thunk(rip: u64) -> Option<u64> {
+    let (base, size, all) = pool(true);
+    (base..base + all.len() as u64 * size).contains(&rip).then(|| (rip - base) % size)
+}
+
+/// Arms the calling thread as `dfp_arm_child` does (nothing when the
+/// backstop is off).
+fn arm_this_thread() {
+    let (lo, len) = (RANGE[0].load(Ordering::Relaxed), RANGE[1].load(Ordering::Acquire));
+    if len != 0 {
+        // SAFETY: arms this thread over the runtime's range, as at start-up.
+        unsafe { arch::syscall6(sys::SYS_PRCTL, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, lo, len, 0, 0) };
+    }
+}
+
 /// Where a thread interrupted in a trapped site's thunk is, as the program
 /// knows its code: at its own `syscall` (the thunk's, about to run or to be
 /// restarted) or just after it. None elsewhere.
@@ -142,7 +159,7 @@ fn origin_of(rip: u64) -> Option<u64> {
             return match off {
                 _ if resume == 0 => None,
                 0 => Some(resume - 2),
-                2 => Some(resume),
+                2 if !spawn => Some(resume),
                 _ => None,
             };
         }
@@ -208,7 +225,20 @@ static HANDLERS: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
 pub extern "C" fn signal_enter(sig: i32, info: *mut SigInfo, uc: *mut u8) -> u64 {
     let t = Trap { info, uc };
     let rip = t.reg(RIP);
-    if let Some(at) = origin_of(rip) {
+    // A handler runs with the interrupted mask added: one that blocked SIGSYS
+    // (`sigsuspend`, `ppoll` with a full set, whose temporary mask the frame
+    // does not show) would make its first trap fatal. One system call.
+    let unblock = SIGSYS_BIT;
+    // SAFETY: unblocks SIGSYS for this handler, from a local set (the frame's
+    // mask comes back when it returns).
+    unsafe { arch::syscall4(sys::SYS_RT_SIGPROCMASK, 1, &unblock as *const u64 as u64, 0, 8) };
+    // A child interrupted in its spawn thunk before it armed itself: armed
+    // here, before its handler runs, and left where it was.
+    if let Some(off) = in_spawn_thunk(rip) {
+        if off >= 2 && t.reg(RAX) == 0 {
+            arm_this_thread();
+        }
+    } else if let Some(at) = origin_of(rip) {
         t.set(RIP, at);
         if at == rip_syscall(rip) {
             // Its system call, already decided, will trap again when the
@@ -253,6 +283,10 @@ pub fn arm(lo: u64, hi: u64) -> Result<(), Off> {
     }
     RANGE[0].store(lo, Ordering::Relaxed);
     RANGE[1].store(hi - lo, Ordering::Release);
+    // A mask inherited across execve may block SIGSYS: a trap would then kill.
+    let unblock = SIGSYS_BIT;
+    // SAFETY: unblocks SIGSYS in this thread, from a local set.
+    unsafe { arch::syscall4(sys::SYS_RT_SIGPROCMASK, 1, &unblock as *const u64 as u64, 0, 8) };
     Ok(())
 }
 
@@ -341,11 +375,18 @@ extern "C" fn trapped(arg: u64) {
     let t = unsafe { &*(arg as *const Trap) };
     let nr = t.reg(RAX);
     let after = t.info().call_addr;
+    // `int $0x80` (the i386 numbering, which the dispatcher does not know):
+    // refused, as on a kernel without IA-32 emulation.
+    if t.info().arch != AUDIT_ARCH_X86_64 {
+        t.set(RAX, (-sys::ENOSYS) as u64);
+        return;
+    }
     let result = match virtual_kind(nr) {
         Some(X32_RT_SIGACTION) => Some(-sys::ENOSYS),
         Some(NR_RT_SIGACTION) => Some(sigaction(t.reg(RDI), t.reg(RSI), t.reg(RDX), t.reg(R10))),
         Some(NR_RT_SIGPROCMASK) => Some(sigprocmask(t)),
-        Some(NR_PRCTL) if t.reg(RDI) == PR_SET_SYSCALL_USER_DISPATCH => Some(-sys::EPERM),
+        // (`option` and `how` are C ints: the kernel ignores their upper halves.)
+        Some(NR_PRCTL) if t.reg(RDI) as u32 as u64 == PR_SET_SYSCALL_USER_DISPATCH => Some(-sys::EPERM),
         _ => match syscall_api(nr) {
             Some(_) if resumed::take(sys::gettid(), after.wrapping_sub(2), t.call_hash()) => None,
             Some(api) => {
@@ -639,7 +680,7 @@ pub fn virtualised(nr: u64, a: [u64; 4]) -> Option<i64> {
         X32_RT_SIGACTION => Some(-sys::ENOSYS),
         NR_RT_SIGACTION => Some(sigaction(a[0], a[1], a[2], a[3])),
         NR_RT_SIGPROCMASK => {
-            let (how, set, old, size) = (a[0], a[1], a[2], a[3]);
+            let (how, set, old, size) = (a[0] as u32 as u64, a[1], a[2], a[3]);
             let mut new = [0u64];
             if set != 0 && size == 8 && how <= 2 {
                 if !read_words(set, &mut new) {
@@ -652,7 +693,7 @@ pub fn virtualised(nr: u64, a: [u64; 4]) -> Option<i64> {
             // out; the kernel writes `oldset` (the program's pointer) itself.
             Some(unsafe { arch::syscall4(sys::SYS_RT_SIGPROCMASK, how, ptr, old, size) })
         }
-        NR_PRCTL if a[0] == PR_SET_SYSCALL_USER_DISPATCH => Some(-sys::EPERM),
+        NR_PRCTL if a[0] as u32 as u64 == PR_SET_SYSCALL_USER_DISPATCH => Some(-sys::EPERM),
         _ => None,
     }
 }
@@ -670,7 +711,7 @@ pub static DISPATCH_MASK: [u64; 8] = {
 /// `rt_sigprocmask(how, set, oldset, size)`: made on the mask the thread
 /// returns to (the signal frame's), SIGSYS left out.
 fn sigprocmask(t: &Trap) -> i64 {
-    let (how, set, old, size) = (t.reg(RDI), t.reg(RSI), t.reg(RDX), t.reg(R10));
+    let (how, set, old, size) = (t.reg(RDI) as u32 as u64, t.reg(RSI), t.reg(RDX), t.reg(R10));
     if size != 8 {
         return -sys::EINVAL;
     }
@@ -818,6 +859,11 @@ mod tests {
         assert_eq!(origin_of(a), Some(0x7000_1232));
         assert_eq!(origin_of(a + 2), Some(0x7000_1234));
         assert_eq!(origin_of(s), Some(0x7000_1232));
+        // A spawn thunk after its system call: left alone (a child there
+        // has not armed itself yet; signal_enter arms it).
+        assert_eq!(origin_of(s + 2), None);
+        assert_eq!(in_spawn_thunk(s + 2), Some(2));
+        assert_eq!(in_spawn_thunk(a), None);
         assert_eq!(origin_of(t), None);
         assert_eq!(origin_of(a + 4), None);
         // Both ABIs' numbers of what is virtualised.

@@ -81,6 +81,20 @@ const CASES: &[Case] = &[
         &["handler wrote", "handled: yes", "execve returned -1"],
         Some("execve"),
     ),
+    case(
+        "prctl-wide",
+        NONE,
+        &["prctl returned -1", "escaped"],
+        &["prctl returned -1", "execve returned -1"],
+        Some("execve"),
+    ),
+    case(
+        "suspend-full",
+        NONE,
+        &["handler getpid same: yes", "escaped"],
+        &["handler getpid same: yes", "execve returned -1"],
+        Some("execve"),
+    ),
     case("vfork-reset", NONE, &["handler wrote", "handled: yes"], &["handler wrote", "handled: yes"], None),
     case(
         "prctl-off",
