@@ -140,9 +140,24 @@ fn in_spawn_thunk(rip: u64) -> Option<u64> {
 fn arm_this_thread() {
     let (lo, len) = (RANGE[0].load(Ordering::Relaxed), RANGE[1].load(Ordering::Acquire));
     if len != 0 {
-        // SAFETY: arms this thread over the runtime's range, as at start-up.
-        unsafe { arch::syscall6(sys::SYS_PRCTL, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, lo, len, 0, 0) };
+        dispatch_on(lo, len);
     }
+}
+
+/// `prctl(PR_SET_SYSCALL_USER_DISPATCH, ON, lo, len, no selector)` for the
+/// calling thread; the kernel's result.
+fn dispatch_on(lo: u64, len: u64) -> i64 {
+    // SAFETY: arms this thread; the range holds the runtime and every thunk,
+    // so the runtime's own calls keep running.
+    unsafe { arch::syscall6(sys::SYS_PRCTL, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, lo, len, 0, 0) }
+}
+
+/// Unblocks SIGSYS in the calling thread: a trap while it is blocked kills
+/// the process.
+fn unblock_sigsys() {
+    let unblock = SIGSYS_BIT;
+    // SAFETY: SIG_UNBLOCK (1) from a local set.
+    unsafe { arch::syscall4(sys::SYS_RT_SIGPROCMASK, 1, &unblock as *const u64 as u64, 0, 8) };
 }
 
 /// Where a thread interrupted in a trapped site's thunk is, as the program
@@ -227,11 +242,9 @@ pub extern "C" fn signal_enter(sig: i32, info: *mut SigInfo, uc: *mut u8) -> u64
     let rip = t.reg(RIP);
     // A handler runs with the interrupted mask added: one that blocked SIGSYS
     // (`sigsuspend`, `ppoll` with a full set, whose temporary mask the frame
-    // does not show) would make its first trap fatal. One system call.
-    let unblock = SIGSYS_BIT;
-    // SAFETY: unblocks SIGSYS for this handler, from a local set (the frame's
-    // mask comes back when it returns).
-    unsafe { arch::syscall4(sys::SYS_RT_SIGPROCMASK, 1, &unblock as *const u64 as u64, 0, 8) };
+    // does not show) would make its first trap fatal. One system call; the
+    // frame's mask comes back when the handler returns.
+    unblock_sigsys();
     // A child interrupted in its spawn thunk before it armed itself: armed
     // here, before its handler runs, and left where it was.
     if let Some(off) = in_spawn_thunk(rip) {
@@ -271,10 +284,7 @@ pub fn arm(lo: u64, hi: u64) -> Result<(), Off> {
     if r < 0 {
         return Err(Off::Handler(-r));
     }
-    // SAFETY: arms this thread; the range holds the runtime and every thunk,
-    // so the runtime's own calls keep running.
-    let r =
-        unsafe { arch::syscall6(sys::SYS_PRCTL, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, lo, hi - lo, 0, 0) };
+    let r = dispatch_on(lo, hi - lo);
     if r < 0 {
         let dfl = [0u64, 0, 0, 0];
         // SAFETY: puts SIGSYS back to its default action (nothing can trap).
@@ -283,10 +293,8 @@ pub fn arm(lo: u64, hi: u64) -> Result<(), Off> {
     }
     RANGE[0].store(lo, Ordering::Relaxed);
     RANGE[1].store(hi - lo, Ordering::Release);
-    // A mask inherited across execve may block SIGSYS: a trap would then kill.
-    let unblock = SIGSYS_BIT;
-    // SAFETY: unblocks SIGSYS in this thread, from a local set.
-    unsafe { arch::syscall4(sys::SYS_RT_SIGPROCMASK, 1, &unblock as *const u64 as u64, 0, 8) };
+    // A mask inherited across execve may block SIGSYS.
+    unblock_sigsys();
     Ok(())
 }
 
@@ -504,13 +512,9 @@ mod rewrite {
         if !(one_word || alone()) {
             return;
         }
-        // Only a file's code, read+execute (not JIT memory, whose owner may
-        // write it again), and not rewritten meanwhile.
-        let mut path = [0u8; 256];
-        if loader::mapped_module(at, &mut path).is_none_or(|(n, _)| n == 0) {
-            return;
-        }
-        if loader::protection_of(at) != Some(sys::PROT_READ | sys::PROT_EXEC) {
+        // Only a named mapping's code (a file's), read+execute (not JIT
+        // memory, whose owner may write it again), and not rewritten meanwhile.
+        if loader::mapping_of(at) != Some((sys::PROT_READ | sys::PROT_EXEC, true)) {
             return;
         }
         let mut first = [0u8; 1];
@@ -536,19 +540,14 @@ mod rewrite {
         };
         let Some(hop) = hop_near(at) else { return };
         let (code, len) = arch::site_hop(nr as u32, ask, thunk, after);
-        let Ok(fd) = sys::open(b"/proc/self/mem\0", sys::O_RDWR | sys::O_CLOEXEC, 0) else { return };
-        let written = sys::pwrite(fd, &code[..len], hop) == Ok(len as u64);
-        sys::close(fd);
-        if !written {
+        if !sys::write_proc_self_mem(hop, &code[..len]) {
             return;
         }
         let Some(jmp) = arch::jmp_rel32(at, hop, 5) else { return };
         if !one_word {
             // Single-threaded (a signal handler cannot run: every signal is
             // blocked in the SIGSYS handler): through /proc/self/mem.
-            let Ok(fd) = sys::open(b"/proc/self/mem\0", sys::O_RDWR | sys::O_CLOEXEC, 0) else { return };
-            let _ = sys::pwrite(fd, &jmp[..5], at);
-            sys::close(fd);
+            sys::write_proc_self_mem(at, &jmp[..5]);
             return;
         }
         let Some(old) = mem::read_u64(word) else { return };

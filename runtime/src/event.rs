@@ -190,36 +190,35 @@ fn head(j: &mut Json, api: &[u8], class: &[u8]) {
 /// silent). Written at start-up, where the stack is the program's initial one.
 #[cfg_attr(not(target_os = "none"), allow(dead_code))] // called from start-up, in the injected image only
 pub(crate) fn degraded(p: &PolicyTable, d: &Degraded) {
-    let Some((fd, regular)) = sink_fd(p) else { return };
-    let mut buf = [0u8; 1024];
-    let mut j = Json::new(&mut buf);
-    if !j.open(b'{') {
-        return;
-    }
-    head(&mut j, b"dfpatch.degraded", b"runtime");
-    j.key(false, b"action");
-    j.string(b"alert");
-    j.key(false, b"rule");
-    j.string(b"default");
-    j.key(false, b"mode");
-    j.string(p.mode_name().as_bytes());
-    j.key(false, b"args");
-    let opened = j.open(b'{');
-    j.key(true, b"library");
-    j.string(d.library);
-    j.key(false, b"planned");
-    j.u64(d.planned as u64);
-    j.key(false, b"applied");
-    j.u64(d.applied as u64);
-    j.key(false, b"reason");
-    j.string(d.reason.as_bytes());
-    j.close(b'}', opened);
-    finish(j, fd, regular);
+    degraded_event(p, |j| {
+        j.key(true, b"library");
+        j.string(d.library);
+        j.key(false, b"planned");
+        j.u64(d.planned as u64);
+        j.key(false, b"applied");
+        j.u64(d.applied as u64);
+        j.key(false, b"reason");
+        j.string(d.reason.as_bytes());
+    });
 }
 
 /// `"api":"dfpatch.degraded"` for the backstop: it could not be armed.
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 pub(crate) fn backstop_off(p: &PolicyTable, reason: &[u8], errno: i64) {
+    degraded_event(p, |j| {
+        j.key(true, b"layer");
+        j.string(b"backstop");
+        j.key(false, b"errno");
+        j.u64(errno as u64);
+        j.key(false, b"reason");
+        j.string(reason);
+    });
+}
+
+/// A `dfpatch.degraded` event (class `runtime`, action `alert`, whatever the
+/// policy), its `args` written by `args`.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+fn degraded_event(p: &PolicyTable, args: impl FnOnce(&mut Json)) {
     let Some((fd, regular)) = sink_fd(p) else { return };
     let mut buf = [0u8; 1024];
     let mut j = Json::new(&mut buf);
@@ -235,12 +234,7 @@ pub(crate) fn backstop_off(p: &PolicyTable, reason: &[u8], errno: i64) {
     j.string(p.mode_name().as_bytes());
     j.key(false, b"args");
     let opened = j.open(b'{');
-    j.key(true, b"layer");
-    j.string(b"backstop");
-    j.key(false, b"errno");
-    j.u64(errno as u64);
-    j.key(false, b"reason");
-    j.string(reason);
+    args(&mut j);
     j.close(b'}', opened);
     finish(j, fd, regular);
 }

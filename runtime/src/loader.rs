@@ -288,6 +288,13 @@ pub fn mapped_module(addr: u64, path: &mut [u8; 256]) -> Option<(usize, u64)> {
 /// The protection (`PROT_READ` 1 | `PROT_WRITE` 2 | `PROT_EXEC` 4) of the
 /// mapping that holds `addr`, from `/proc/self/maps`.
 pub fn protection_of(addr: u64) -> Option<u64> {
+    mapping_of(addr).map(|(prot, _)| prot)
+}
+
+/// The protection of the mapping that holds `addr` (as [`protection_of`]),
+/// and whether it has a name (a file's path, `[vdso]`, ...; anonymous memory
+/// has none), in one read of `/proc/self/maps`.
+pub fn mapping_of(addr: u64) -> Option<(u64, bool)> {
     scan_maps(|line| {
         let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
         let range = fields.next()?;
@@ -298,7 +305,9 @@ pub fn protection_of(addr: u64) -> Option<u64> {
             return None;
         }
         let bit = |i: usize, c: u8, v: u64| if perms.get(i) == Some(&c) { v } else { 0 };
-        Some(bit(0, b'r', 1) | bit(1, b'w', 2) | bit(2, b'x', 4))
+        // Offset, device and inode, then the name (none for anonymous memory).
+        let named = fields.nth(3).is_some();
+        Some((bit(0, b'r', 1) | bit(1, b'w', 2) | bit(2, b'x', 4), named))
     })
 }
 

@@ -274,6 +274,16 @@ pub fn read_proc_self_mem(addr: u64, out: &mut [u8]) -> Result<usize, i64> {
     r.map(|n| n as usize)
 }
 
+/// Writes `bytes` at `addr` through `/proc/self/mem` (which writes read-only
+/// pages too); true when all were written. One descriptor per call, as
+/// [`read_proc_self_mem`].
+pub fn write_proc_self_mem(addr: u64, bytes: &[u8]) -> bool {
+    let Ok(fd) = open(b"/proc/self/mem\0", O_RDWR | O_CLOEXEC, 0) else { return false };
+    let written = pwrite(fd, bytes, addr) == Ok(bytes.len() as u64);
+    close(fd);
+    written
+}
+
 /// Whether the calling thread is running on its alternate signal stack, and
 /// if so how many bytes of it are left below the current stack pointer.
 pub fn altstack_room() -> Option<u64> {

@@ -447,8 +447,7 @@ pub unsafe fn call_on_stack(f: extern "C" fn(u64), arg: u64, top: u64) {
 pub const PLAIN_THUNK_SIZE: u64 = 8;
 pub const SPAWN_THUNK_SIZE: u64 = 32;
 
-/// Run-time addresses of the first thunk of `dfp_thunks` and `dfp_spawn_thunks`,
-/// of `dfp_restore_rt`, and of the start of the runtime's read-only part.
+/// Run-time addresses of the first thunk of `dfp_thunks` and of `dfp_spawn_thunks`.
 pub fn thunks_addr() -> (u64, u64) {
     let (a, b): (u64, u64);
     // SAFETY: RIP-relative `lea`s of symbols of this image read no memory.
@@ -459,6 +458,7 @@ pub fn thunks_addr() -> (u64, u64) {
     (a, b)
 }
 
+/// Run-time address of `dfp_restore_rt`.
 pub fn restore_rt_addr() -> u64 {
     let a: u64;
     // SAFETY: a RIP-relative `lea` of a symbol of this image reads no memory.
