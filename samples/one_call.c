@@ -33,7 +33,9 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/shm.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,6 +58,17 @@ extern int __openat64_2(int, const char *, int);
 #define NR_EXECVEAT 322
 #define NR_CLONE3 435
 #define NR_OPENAT2 437
+#define NR_PKEY_MPROTECT 329
+#define NR_PROCESS_VM_WRITEV 311
+#ifndef SHM_REMAP
+#define SHM_REMAP 040000
+#endif
+
+/* A page of the program's read-only data, which the tampering calls
+ * (class tamper) change, replace or discard: dfpatch guards the read-only
+ * segments of the programs it patched. Nothing reads it. */
+static const unsigned char guarded[3 * 4096] __attribute__((aligned(4096))) = {1};
+#define GUARDED ((void *)(guarded + 4096))
 
 static const char *errname(int e) {
     switch (e) {
@@ -241,6 +254,49 @@ int main(int argc, char **argv) {
         r = pid > 0;
         ok = pid > 0 && ran_true(pid);
         errno = e;
+    } else if (!strcmp(fn, "tamper.mprotect")) {
+        r = mprotect(GUARDED, 4096, PROT_READ | PROT_WRITE);
+        ok = r == 0;
+    } else if (!strcmp(fn, "tamper.pkey_mprotect")) {
+        r = syscall(NR_PKEY_MPROTECT, GUARDED, 4096, PROT_READ | PROT_WRITE, -1);
+        ok = r == 0;
+    } else if (!strcmp(fn, "tamper.mmap")) {
+        void *p = mmap(GUARDED, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        r = p != MAP_FAILED;
+        ok = r;
+    } else if (!strcmp(fn, "tamper.munmap")) {
+        r = munmap(GUARDED, 4096);
+        ok = r == 0;
+    } else if (!strcmp(fn, "tamper.mremap")) {
+        void *p = mremap(GUARDED, 4096, 4096, MREMAP_MAYMOVE);
+        r = p != MAP_FAILED;
+        ok = r;
+    } else if (!strcmp(fn, "tamper.madvise")) {
+        r = madvise(GUARDED, 4096, MADV_DONTNEED);
+        ok = r == 0;
+    } else if (!strcmp(fn, "tamper.shmat")) {
+        int id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+        void *p = shmat(id, GUARDED, SHM_REMAP);
+        int e = errno;
+        r = p != (void *)-1;
+        ok = r;
+        shmctl(id, IPC_RMID, NULL);
+        errno = e;
+    } else if (!strcmp(fn, "tamper.open")) {
+        r = syscall(SYS_open, "/proc/self/mem", O_RDWR);
+        ok = r >= 0;
+    } else if (!strcmp(fn, "tamper.openat")) {
+        r = syscall(SYS_openat, AT_FDCWD, "/proc/self/mem", O_RDWR);
+        ok = r >= 0;
+    } else if (!strcmp(fn, "tamper.openat2")) {
+        struct open_how2 how = {.flags = O_RDWR};
+        r = syscall(NR_OPENAT2, AT_FDCWD, "/proc/self/mem", &how, sizeof how);
+        ok = r >= 0;
+    } else if (!strcmp(fn, "tamper.process_vm_writev")) {
+        static char from[8] = "written", to[8];
+        struct iovec l = {from, sizeof from}, rv = {to, sizeof to};
+        r = syscall(NR_PROCESS_VM_WRITEV, getpid(), &l, 1, &rv, 1, 0);
+        ok = r == (long)sizeof to;
     } else if (!strncmp(fn, "__open", 6) || !strcmp(fn, "dlmopen")) {
         printf("%s unavailable\n", fn); /* glibc's only */
         return 0;

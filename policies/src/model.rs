@@ -52,8 +52,8 @@ impl fmt::Display for Mode {
     }
 }
 
-/// What happens when a monitored call is made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// What happens when a monitored call is made (in increasing order of force).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Action {
     /// Let the call through silently.
     #[default]
@@ -203,12 +203,19 @@ impl Policy {
     ///
     /// The mode is not taken into account: in monitor mode the runtime
     /// reports `deny` and `kill` decisions without applying them.
+    ///
+    /// The `tamper` class is refused unless a rule names it: its default is
+    /// `deny`, or `kill` when the policy's `default` is `kill`.
     pub fn decision(&self, api: ApiId) -> (Action, Option<usize>) {
+        let default = match api.class() {
+            Class::Tamper => self.default.max(Action::Deny),
+            _ => self.default,
+        };
         self.rules
             .iter()
             .enumerate()
             .find(|(_, rule)| rule.matches(api))
-            .map_or((self.default, None), |(index, rule)| (rule.action, Some(index)))
+            .map_or((default, None), |(index, rule)| (rule.action, Some(index)))
     }
 
     /// Writes the policy back as TOML that [`Policy::parse`] reads to an equal policy.

@@ -345,7 +345,7 @@ mod tests {
     fn unknown_api_messages_teach() {
         assert_eq!(
             unknown_api("sytem"),
-            "unknown api \"sytem\": expected a class (exec, network, file, memory, library, debug, process) \
+            "unknown api \"sytem\": expected a class (exec, network, file, memory, library, debug, process, tamper) \
              or a function name such as \"system\""
         );
         assert!(unknown_api("netwrk").ends_with("(did you mean the class \"network\"?)"));

@@ -49,8 +49,12 @@ fn the_default_preset() {
     assert_eq!(policy.mode, Mode::Monitor);
     assert_eq!(policy.sink, Sink::Stderr);
     for &api in ApiId::ALL {
-        let quiet = matches!(api.class(), Class::File | Class::Process);
-        let expected = if quiet { Action::Allow } else { Action::Alert };
+        let expected = match api.class() {
+            Class::File | Class::Process => Action::Allow,
+            // Refused unless a rule names it (reported as an alert in monitor mode).
+            Class::Tamper => Action::Deny,
+            _ => Action::Alert,
+        };
         assert_eq!(policy.decision(api).0, expected, "{}", api.name());
     }
 }
@@ -59,13 +63,17 @@ fn the_default_preset() {
 fn the_other_presets_do_what_they_say() {
     let monitor_all = preset_policy("monitor-all");
     assert_eq!(monitor_all.mode, Mode::Monitor);
-    assert!(ApiId::ALL.iter().all(|&api| monitor_all.decision(api).0 == Action::Alert));
+    // (Tampering is refused unless a rule names it: reported, with what enforce mode would do.)
+    for &api in ApiId::ALL {
+        let expected = if api.class() == Class::Tamper { Action::Deny } else { Action::Alert };
+        assert_eq!(monitor_all.decision(api).0, expected, "{}", api.name());
+    }
 
     let block_exec = preset_policy("block-exec");
     assert_eq!(block_exec.mode, Mode::Enforce);
     for &api in ApiId::ALL {
         let expected = match api.class() {
-            Class::Exec => Action::Deny,
+            Class::Exec | Class::Tamper => Action::Deny,
             Class::File | Class::Process => Action::Allow,
             _ => Action::Alert,
         };
@@ -76,7 +84,7 @@ fn the_other_presets_do_what_they_say() {
     assert_eq!(strict.mode, Mode::Enforce);
     for &api in ApiId::ALL {
         let expected = match api.class() {
-            Class::Exec | Class::Debug | Class::Library => Action::Deny,
+            Class::Exec | Class::Debug | Class::Library | Class::Tamper => Action::Deny,
             Class::Network | Class::Memory => Action::Alert,
             Class::File | Class::Process => Action::Allow,
         };

@@ -9,7 +9,7 @@ use crate::code::Code;
 use crate::elf::Elf;
 use crate::moved::{append_moved, Refused, Window, JMP};
 use crate::plan::Layer;
-use dfpatch_runtime::apis::{ApiId, Class};
+use dfpatch_runtime::apis::ApiId;
 use iced_x86::{Code as Op, FlowControl, Instruction};
 use std::collections::BTreeMap;
 
@@ -33,7 +33,7 @@ pub fn detours(e: &Elf, code: &Code, hooked: impl Fn(ApiId) -> bool) -> (Vec<Det
         let Some(api) = ApiId::from_name(&s.name) else { continue };
         // fork/vfork/clone are watched as system calls only (the clone()
         // function's arguments are not the system call's).
-        if !hooked(api) || api.class() == Class::Process {
+        if !hooked(api) || api.class().syscall_only() {
             continue;
         }
         let slot = by_addr.entry(s.value).or_insert((api, s.name.clone(), s.size));

@@ -476,7 +476,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
                 vaddr: cursor,
                 stub_vaddr: stub,
                 api_id: d.api as u16,
-                prot_filter: d.api.shape().prot_exec_filter().is_some(),
+                prot_filter: d.api.prot_exec_filter().is_some(),
             });
             sites.push(moved_site(
                 e,
@@ -632,7 +632,7 @@ fn got_hooks(
             vaddr: got_vaddr,
             stub_vaddr: 0,
             api_id: api as u16,
-            prot_filter: api.shape().prot_exec_filter().is_some(),
+            prot_filter: api.prot_exec_filter().is_some(),
         });
     }
     let slots: BTreeMap<u64, usize> = hooks.iter().enumerate().map(|(i, h)| (h.vaddr, i)).collect();

@@ -10,7 +10,7 @@ use crate::elf::Elf;
 use crate::moved::{append_moved, relocate, Refused, Window, JMP};
 use crate::plan::Layer;
 use crate::x86::{self, ask_then_syscall, CALL_OFFSET};
-use dfpatch_runtime::apis::{syscall_api, ApiId};
+use dfpatch_runtime::apis::{syscall_api, tamper_api, ApiId};
 use iced_x86::{Code as Op, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, Register};
 use serde::Serialize;
 
@@ -50,7 +50,8 @@ pub fn syscall_sites(
                 counts.not_monitored += 1;
                 None
             }
-            Some(api) if !hooked(api) => {
+            // (A number that may tamper is hooked for its `tamper` API too.)
+            Some(api) if !hooked(api) && !tamper_api(n).is_some_and(&hooked) => {
                 counts.allowed += 1;
                 None
             }

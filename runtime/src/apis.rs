@@ -14,11 +14,23 @@ pub enum Class {
     /// New processes and threads without a new program: `fork`, `vfork`,
     /// `clone`, `clone3` (caught at `syscall` instructions).
     Process = 6,
+    /// What could undo the hooks: changing, replacing or discarding the
+    /// memory they live in, or writing the process's memory through the
+    /// kernel (`runtime/src/guard.rs`; caught at `syscall` instructions).
+    Tamper = 7,
 }
 
 impl Class {
-    pub const ALL: [Class; 7] =
-        [Class::Exec, Class::Network, Class::File, Class::Memory, Class::Library, Class::Debug, Class::Process];
+    pub const ALL: [Class; 8] = [
+        Class::Exec,
+        Class::Network,
+        Class::File,
+        Class::Memory,
+        Class::Library,
+        Class::Debug,
+        Class::Process,
+        Class::Tamper,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -29,11 +41,18 @@ impl Class {
             Class::Library => "library",
             Class::Debug => "debug",
             Class::Process => "process",
+            Class::Tamper => "tamper",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Class> {
         Class::ALL.iter().copied().find(|c| c.name() == name)
+    }
+
+    /// Whether the class's APIs are system calls only (no libc function of
+    /// that name is hooked).
+    pub fn syscall_only(self) -> bool {
+        matches!(self, Class::Process | Class::Tamper)
     }
 }
 
@@ -85,6 +104,18 @@ pub enum Shape {
     Clone3,
     /// `openat2(dirfd, path, how, size)`: `how` holds flags and mode.
     OpenAt2,
+    /// `munmap(addr, length)`
+    Munmap,
+    /// `mremap(old, old_size, new_size, flags, new_addr)`
+    Mremap,
+    /// `madvise(addr, length, advice)`
+    Madvise,
+    /// `pkey_mprotect(addr, length, prot, pkey)`
+    PkeyMprotect,
+    /// `shmat(shmid, addr, flags)`
+    Shmat,
+    /// `process_vm_writev(pid, local_iov, liovcnt, remote_iov, riovcnt, flags)`
+    ProcessVmWritev,
 }
 
 /// How a refused call reports failure, matching the real function.
@@ -107,14 +138,6 @@ impl Shape {
         }
     }
 
-    /// Index of the argument register holding `prot`, for the shapes whose
-    /// calls are only of interest when they ask for `PROT_EXEC`.
-    pub fn prot_exec_filter(self) -> Option<usize> {
-        match self {
-            Shape::Mmap | Shape::Mprotect => Some(2),
-            _ => None,
-        }
-    }
 }
 
 macro_rules! apis {
@@ -138,6 +161,16 @@ macro_rules! apis {
 
             pub fn shape(self) -> Shape {
                 match self { $(ApiId::$id => Shape::$shape),* }
+            }
+
+            /// Index of the argument register holding `prot`, for the
+            /// `memory` APIs, whose calls are only of interest when they ask
+            /// for `PROT_EXEC` (the `tamper` ones have their own test).
+            pub fn prot_exec_filter(self) -> Option<usize> {
+                match (self.class(), self.shape()) {
+                    (Class::Memory, Shape::Mmap | Shape::Mprotect) => Some(2),
+                    _ => None,
+                }
             }
 
             pub fn from_u16(n: u16) -> Option<ApiId> {
@@ -200,15 +233,33 @@ apis! {
     clone = "clone", Process, Clone;
     clone3 = "clone3", Process, Clone3;
     openat2 = "openat2", File, OpenAt2;
+    tamper_mprotect = "tamper.mprotect", Tamper, Mprotect;
+    tamper_pkey_mprotect = "tamper.pkey_mprotect", Tamper, PkeyMprotect;
+    tamper_mmap = "tamper.mmap", Tamper, Mmap;
+    tamper_munmap = "tamper.munmap", Tamper, Munmap;
+    tamper_mremap = "tamper.mremap", Tamper, Mremap;
+    tamper_madvise = "tamper.madvise", Tamper, Madvise;
+    tamper_shmat = "tamper.shmat", Tamper, Shmat;
+    tamper_open = "tamper.open", Tamper, Open;
+    tamper_openat = "tamper.openat", Tamper, OpenAt;
+    tamper_openat2 = "tamper.openat2", Tamper, OpenAt2;
+    tamper_process_vm_writev = "tamper.process_vm_writev", Tamper, ProcessVmWritev;
 }
 
 /// The monitored Linux x86-64 system calls and the API each one reports as.
 /// A system call shares its API (and so its policy rules) with the libc
-/// function of the same name.
-pub const SYSCALLS: [(u64, ApiId); 16] = [
+/// function of the same name. The `tamper` ones report only when they would
+/// touch what the hooks rely on (see [`TAMPER_SYSCALLS`]).
+pub const SYSCALLS: [(u64, ApiId); 22] = [
     (2, ApiId::open),
     (9, ApiId::mmap),
     (10, ApiId::mprotect),
+    (11, ApiId::tamper_munmap),
+    (25, ApiId::tamper_mremap),
+    (28, ApiId::tamper_madvise),
+    (30, ApiId::tamper_shmat),
+    (311, ApiId::tamper_process_vm_writev),
+    (329, ApiId::tamper_pkey_mprotect),
     (42, ApiId::connect),
     (49, ApiId::bind),
     (50, ApiId::listen),
@@ -223,6 +274,31 @@ pub const SYSCALLS: [(u64, ApiId); 16] = [
     (435, ApiId::clone3),
     (437, ApiId::openat2),
 ];
+
+/// Every system call that can tamper, and the `tamper` API it then reports
+/// as: those of [`SYSCALLS`] whose API is a `tamper` one, and the `memory`
+/// and `file` ones that can tamper too (an `mprotect` that makes a page of
+/// libc writable, an `open` of `/proc/self/mem` for writing).
+pub const TAMPER_SYSCALLS: [(u64, ApiId); 11] = [
+    (2, ApiId::tamper_open),
+    (9, ApiId::tamper_mmap),
+    (10, ApiId::tamper_mprotect),
+    (11, ApiId::tamper_munmap),
+    (25, ApiId::tamper_mremap),
+    (28, ApiId::tamper_madvise),
+    (30, ApiId::tamper_shmat),
+    (257, ApiId::tamper_openat),
+    (311, ApiId::tamper_process_vm_writev),
+    (329, ApiId::tamper_pkey_mprotect),
+    (437, ApiId::tamper_openat2),
+];
+
+/// The `tamper` API system call `nr` reports as when it tampers (either ABI).
+pub fn tamper_api(nr: u64) -> Option<ApiId> {
+    let api = syscall_api(nr)?;
+    let n = syscall_nr(api)?;
+    TAMPER_SYSCALLS.iter().find(|(t, _)| *t == n).map(|(_, a)| *a)
+}
 
 /// Bit `n` set: system call `n` (below 512) is monitored. `dfp_sys_hook`
 /// tests it before saving anything, so the many unmonitored calls made
@@ -265,6 +341,10 @@ pub fn syscall_api(nr: u64) -> Option<ApiId> {
         2 => ApiId::open,
         9 => ApiId::mmap,
         10 => ApiId::mprotect,
+        11 => ApiId::tamper_munmap,
+        25 => ApiId::tamper_mremap,
+        28 => ApiId::tamper_madvise,
+        30 => ApiId::tamper_shmat,
         42 => ApiId::connect,
         49 => ApiId::bind,
         50 => ApiId::listen,
@@ -277,9 +357,12 @@ pub fn syscall_api(nr: u64) -> Option<ApiId> {
         257 => ApiId::openat,
         322 => ApiId::execveat,
         435 => ApiId::clone3,
+        329 => ApiId::tamper_pkey_mprotect,
         437 => ApiId::openat2,
+        311 if nr & X32 == 0 => ApiId::tamper_process_vm_writev,
         520 if nr & X32 != 0 => ApiId::execve,
         521 if nr & X32 != 0 => ApiId::ptrace,
+        540 if nr & X32 != 0 => ApiId::tamper_process_vm_writev,
         545 if nr & X32 != 0 => ApiId::execveat,
         _ => return None,
     })
@@ -314,7 +397,8 @@ mod tests {
         }
         assert_eq!(ApiId::posix_spawn.shape().failure(), Failure::ErrorNumber);
         assert_eq!(ApiId::fopen.shape().failure(), Failure::NullErrno);
-        assert_eq!(ApiId::mmap.shape().prot_exec_filter(), Some(2));
+        assert_eq!(ApiId::mmap.prot_exec_filter(), Some(2));
+        assert_eq!(ApiId::tamper_mmap.prot_exec_filter(), None);
     }
 
     #[test]

@@ -416,7 +416,9 @@ extern "C" fn trapped(arg: u64) {
                 // address before its `syscall`: still inside the reported vfork.)
                 let site =
                     dispatch::Site { pc: after.wrapping_sub(2), sp, rbp: t.reg(RBP), below: sp.wrapping_sub(16) };
-                dispatch::syscall_verdict(c, api, &call, site, crate::contract::hook_kind::BACKSTOP)
+                dispatch::decided_as(nr, api, &call).and_then(|api| {
+                    dispatch::syscall_verdict(c, api, &call, site, crate::contract::hook_kind::BACKSTOP)
+                })
             }
             None => None,
         },
@@ -544,6 +546,8 @@ mod rewrite {
             return;
         }
         let Some(jmp) = arch::jmp_rel32(at, hop, 5) else { return };
+        // The rewritten code is the program's to keep (see `guard`).
+        crate::guard::protect(at, at + 5, crate::guard::CODE);
         if !one_word {
             // Single-threaded (a signal handler cannot run: every signal is
             // blocked in the SIGSYS handler): through /proc/self/mem.
@@ -583,6 +587,7 @@ mod rewrite {
                 }
                 a[1].store(HOP, Ordering::Relaxed);
                 a[0].store(fresh, Ordering::Release);
+                crate::guard::protect(fresh, fresh + ARENA, crate::guard::OURS);
                 return Some(fresh);
             }
             let used = a[1].load(Ordering::Relaxed);

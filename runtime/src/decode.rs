@@ -128,9 +128,57 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
                 open_flags(j, flags, mode);
             }
         }
+        Shape::Munmap => range(j, f),
+        Shape::Mremap => {
+            range(j, f);
+            num(j, false, b"new_length", f.arg(2) as i64);
+            bits(j, b"flags", f.arg(3), MREMAP);
+            if f.arg(3) & 2 != 0 {
+                j.key(false, b"new_addr");
+                j.hex(f.arg(4));
+            }
+        }
+        Shape::Madvise => {
+            range(j, f);
+            j.key(false, b"advice");
+            match MADVICE.iter().find(|&&(v, _)| v == f.arg(2) as u32 as u64) {
+                Some((_, name)) => j.string(name),
+                None => j.u64(f.arg(2) as u32 as u64),
+            }
+        }
+        Shape::PkeyMprotect => {
+            range(j, f);
+            bits(j, b"prot", f.arg(2), PROT);
+            num(j, false, b"pkey", f.arg(3) as i32 as i64);
+        }
+        Shape::Shmat => {
+            num(j, true, b"shmid", f.arg(0) as i32 as i64);
+            j.key(false, b"addr");
+            j.hex(f.arg(1));
+            bits(j, b"flags", f.arg(2), SHMAT);
+        }
+        Shape::ProcessVmWritev => num(j, true, b"pid", f.arg(0) as i32 as i64),
     }
     j.close(b'}', opened);
 }
+
+/// `addr` and `length`, the first two arguments.
+fn range(j: &mut Json, f: &HookFrame) {
+    j.key(true, b"addr");
+    j.hex(f.arg(0));
+    num(j, false, b"length", f.arg(1) as i64);
+}
+
+const MREMAP: &[(u64, &[u8])] = &[(1, b"MREMAP_MAYMOVE"), (2, b"MREMAP_FIXED"), (4, b"MREMAP_DONTUNMAP")];
+const SHMAT: &[(u64, &[u8])] = &[(0o10000, b"SHM_RDONLY"), (0o20000, b"SHM_RND"), (0o40000, b"SHM_REMAP"), (0o100000, b"SHM_EXEC")];
+/// The `madvise` advice that a tampering call may give.
+const MADVICE: &[(u64, &[u8])] = &[
+    (4, b"MADV_DONTNEED"),
+    (8, b"MADV_FREE"),
+    (9, b"MADV_REMOVE"),
+    (18, b"MADV_WIPEONFORK"),
+    (24, b"MADV_DONTNEED_LOCKED"),
+];
 
 /// The `clone` flags worth naming (the low byte, the exit signal, stays a number).
 const CLONE: &[(u64, &[u8])] = &[

@@ -9,7 +9,7 @@ use crate::contract::{action, hook_kind, r11, Contract, HookEntry, Record};
 use crate::event::{after_return, emit, Event, Origin};
 use crate::nest::{self, spawn_child};
 use crate::start::{bias, contract, ensure_init, has_loader, image, open_namespace, policy};
-use crate::{libplans, loader, stacks, symbols, sys};
+use crate::{guard, libplans, loader, stacks, symbols, sys};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// `__errno_location`: 0 not looked up yet, 1 not found, else its address.
@@ -29,6 +29,17 @@ pub extern "C" fn dfp_dispatch_entry(f: &mut HookFrame) -> u64 {
 /// `dfp_sys_hook`'s way into the runtime, as [`dfp_dispatch_entry`]: the
 /// stack is given back before the trampoline runs the real system call.
 pub extern "C" fn dfp_sys_dispatch_entry(f: &mut SysFrame) -> u64 {
+    // The many calls of `munmap`, `madvise`, `mmap`, `mprotect` that touch
+    // nothing of ours and are not after executable memory: out at once,
+    // without a stack (see `guard`).
+    if let Some(api) = syscall_api(f.rax) {
+        let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
+        let exec_memory = api.prot_exec_filter().is_some_and(|i| a[i] & sys::PROT_EXEC != 0);
+        let cheap = api.class() == Class::Tamper || api.prot_exec_filter().is_some();
+        if cheap && !exec_memory && !guard::may_tamper(f.rax, a) {
+            return SYS_RUN;
+        }
+    }
     match stacks::claim() {
         // SAFETY: as in dfp_dispatch_entry.
         Some(s) => unsafe { crate::arch::x86_64::sys_dispatch_on_stack(f, s.top) },
@@ -93,7 +104,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         Some(a) => a,
         None => return FORWARD,
     };
-    if let Some(i) = api.shape().prot_exec_filter() {
+    if let Some(i) = api.prot_exec_filter() {
         if f.arg(i) & 4 == 0 {
             return FORWARD;
         }
@@ -243,12 +254,24 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     // pointer (the dispatcher itself may run on a stack of ours).
     let at = Site { pc: site, sp, rbp: f.rbp, below: f as *const SysFrame as u64 };
     let layer = if crate::backstop::rewritten_site(f.r11) { hook_kind::BACKSTOP } else { hook_kind::SYSCALL };
+    let Some(api) = decided_as(f.rax, api, &call) else { return SYS_RUN };
     match syscall_verdict(c, api, &call, at, layer) {
         Some(result) => {
             f.rax = result as u64;
             SYS_SKIP
         }
         None => SYS_RUN,
+    }
+}
+
+/// The API monitored system call `nr` (its own API `api`, arguments in
+/// `call`) is decided as: its `tamper` API when it would undo a hook (see
+/// [`guard`]); None when it is a `tamper` call that would not, and so runs.
+pub(crate) fn decided_as(nr: u64, api: ApiId, call: &HookFrame) -> Option<ApiId> {
+    match guard::tampers(nr, call) {
+        Some(tamper) => Some(tamper),
+        None if api.class() == Class::Tamper => None,
+        None => Some(api),
     }
 }
 
@@ -268,7 +291,7 @@ pub struct Site {
 /// the policy says so.
 pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Site, layer: u8) -> Option<i64> {
     let site = at.pc;
-    if let Some(i) = api.shape().prot_exec_filter() {
+    if let Some(i) = api.prot_exec_filter() {
         if call.arg(i) & 4 == 0 {
             return None;
         }

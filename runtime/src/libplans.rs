@@ -264,7 +264,7 @@ fn apply_library(target: &Target, lib: &LibRecord, base: u64, w: &mut Writer) ->
                         r11::STUB as u32 | r11::ENTRY as u32 | k,
                         hook,
                         tramp,
-                        api.shape().prot_exec_filter().is_some(),
+                        api.prot_exec_filter().is_some(),
                     );
                     for (i, &x) in code.iter().enumerate() {
                         // SAFETY: the hop's place in our own read-write mapping, HOP_LEN bytes (counted in `room`).
@@ -354,6 +354,15 @@ fn apply_library(target: &Target, lib: &LibRecord, base: u64, w: &mut Writer) ->
         if let Some((lo, hi)) = object_range(d, base) {
             add_detoured(lo, hi);
         }
+    }
+    if syscalls + entries > 0 {
+        // What now holds the hooks (see `guard`): the trampolines, and the
+        // library's rewritten code. A library loaded at start-up stays; a
+        // namespace's copy may be unloaded.
+        crate::guard::protect(near, near + total as u64, crate::guard::OURS);
+        let kind = if with_syscalls { crate::guard::PINNED } else { crate::guard::CODE };
+        // SAFETY: `base` is the loaded library's ELF header (see `apply`).
+        unsafe { crate::guard::protect_object(base, base, kind) };
     }
     (syscalls, entries)
 }

@@ -145,6 +145,7 @@ fn init(c: &Contract) {
     // SAFETY: the executable's ELF header is at its lowest loaded address
     // (exe_lo is the first PT_LOAD's, which maps offset 0), loaded for good.
     unsafe { crate::unwind::register(c.exe_lo.wrapping_add(bias(c)), bias(c), 0) };
+    guard_executable(c);
     install_libraries(c);
     // Last: from here on a system call from outside the runtime traps.
     crate::backstop::start(c);
@@ -219,6 +220,27 @@ pub(crate) fn open_namespace(c: &Contract, p: &PolicyTable, f: &mut HookFrame) -
     {
         let _ = (c, p, f);
         FORWARD
+    }
+}
+
+/// What of the executable the hooks rely on (see `guard`): its read-only
+/// segments and RELRO, and the runtime's own segment.
+#[inline(never)]
+fn guard_executable(c: &Contract) {
+    let b = bias(c);
+    // SAFETY: the executable's ELF header is at its lowest loaded address
+    // (exe_lo is the first PT_LOAD's, which maps offset 0), loaded for good.
+    unsafe { crate::guard::protect_object(c.exe_lo.wrapping_add(b), b, crate::guard::PINNED) };
+    #[cfg(target_os = "none")]
+    {
+        let (lo, hi) = (crate::arch::x86_64::rx_start_addr(), c.exe_hi.wrapping_add(b));
+        crate::guard::protect(lo, hi, crate::guard::OURS);
+        // Where the policy refuses tampering, the kernel refuses it too,
+        // whoever asks (code that jumps into a thunk runs system calls the
+        // dispatcher never sees): the runtime's segment is sealed.
+        if policy(c).is_some_and(|p| crate::guard::refused(&p)) {
+            crate::guard::seal(lo, hi);
+        }
     }
 }
 

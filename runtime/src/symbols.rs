@@ -30,7 +30,7 @@
 //! [`crate::arch::x86_64::stub_code`]). The slots behind the stubs also
 //! stand for libc's entries detoured by [`crate::libplans`].
 
-use crate::apis::{ApiId, Class};
+use crate::apis::ApiId;
 use crate::arch::x86_64::{stub_code, STUB_LEN};
 use crate::contract::r11;
 use crate::loader::{definitions_in, dyn_value, Direct, Memory, Tables, DT_JMPREL, DT_PLTRELSZ, DT_RELA, DT_RELASZ};
@@ -123,6 +123,10 @@ pub unsafe fn install(
     for &(base, _, name) in objects.iter().skip(1) {
         // SAFETY: an object of the start-up link map (see above), its name from there.
         unsafe { crate::unwind::register(base, base, name) };
+        // What the hooks rely on in them (see `guard`): the redirected
+        // symbols, the GOTs of redirected references, rewritten code. Never unloaded.
+        // SAFETY: as above.
+        unsafe { crate::guard::protect_object(base, base, crate::guard::PINNED) };
     }
     // Definitions in every object but the executable (index 0); references in all.
     let libraries = objects.get(1..).unwrap_or(&[]);
@@ -150,6 +154,11 @@ pub unsafe fn install_namespace(handle: u64, p: &PolicyTable, hook: u64, plans: 
     }
     let n = walk_from(d, head, &mut objects);
     let Some(objects) = objects.get(..n) else { return Installed::default() };
+    for &(base, _, _) in objects {
+        // As at start-up, but a namespace may be closed again (see `guard`).
+        // SAFETY: an object of the open namespace (see above).
+        unsafe { crate::guard::protect_object(base, base, crate::guard::CODE) };
+    }
     redirect(d, objects, objects, p, Hooks { hook, sys_hook }, plans, false, &mut |_| {})
 }
 
@@ -180,7 +189,7 @@ fn redirect(
     for &(base, dynamic, _) in defining {
         let Some(tables) = Tables::of(&d, base, dynamic) else { continue };
         for &api in ApiId::ALL {
-            if api.class() == Class::Process || !p.watches(api as u16) {
+            if api.class().syscall_only() || !p.watches(api as u16) {
                 continue;
             }
             definitions_in(&d, &tables, api.name().as_bytes(), |sym, value| {
@@ -190,7 +199,7 @@ fn redirect(
                 }
                 let real = base.wrapping_add(value);
                 let stub = stub_of(i);
-                write_stub(stub, i as u32, hook, real, api.shape().prot_exec_filter().is_some());
+                write_stub(stub, i as u32, hook, real, api.prot_exec_filter().is_some());
                 SLOTS[i].api.store(api as u16, Ordering::Relaxed);
                 SLOTS[i].real.store(real, Ordering::Relaxed);
                 SLOTS[i].function.store(real, Ordering::Relaxed);
@@ -221,6 +230,7 @@ fn redirect(
         w.close();
         return done;
     }
+    crate::guard::protect(region, region + REGION_STUBS as u64 * STUB, crate::guard::OURS);
     if first {
         REGION.store(region, Ordering::Release);
     }
@@ -277,7 +287,7 @@ pub(crate) fn entry_slot(api: ApiId, function: u64, hook: u64, stubs: Stubs) -> 
     if count >= MAX || count - stubs.start >= REGION_STUBS {
         return None;
     }
-    write_stub(stubs.of(count), count as u32, hook, function, api.shape().prot_exec_filter().is_some());
+    write_stub(stubs.of(count), count as u32, hook, function, api.prot_exec_filter().is_some());
     SLOTS[count].api.store(api as u16, Ordering::Relaxed);
     SLOTS[count].real.store(function, Ordering::Relaxed);
     SLOTS[count].function.store(function, Ordering::Relaxed);
@@ -295,7 +305,7 @@ pub(crate) fn retarget(k: usize, tramp: u64, hook: u64, stubs: Stubs) {
     for (i, s) in SLOTS.iter().enumerate().take(count).skip(stubs.start) {
         if s.function.load(Ordering::Relaxed) == function {
             let api = ApiId::from_u16(s.api.load(Ordering::Relaxed));
-            let filter = api.is_some_and(|a| a.shape().prot_exec_filter().is_some());
+            let filter = api.is_some_and(|a| a.prot_exec_filter().is_some());
             write_stub(stubs.of(i), i as u32, hook, tramp, filter);
             s.real.store(tramp, Ordering::Relaxed);
         }

@@ -196,6 +196,45 @@ pub fn stat_size_mtime(path: &[u8]) -> Option<(u64, u64, u64)> {
     Some((st[6], st[11], st[12]))
 }
 
+/// Device, mode and size of the file `path` names relative to `dirfd`.
+/// `path` is the program's pointer, handed to the kernel as it is (a bad
+/// one fails with EFAULT); symbolic links are followed, as `open` follows them.
+pub fn stat_at(dirfd: i64, path: u64) -> Option<(u64, u32, u64)> {
+    let mut st = [0u64; 18];
+    // SAFETY: newfstatat writes one struct stat (144 bytes) into `st`; the
+    // kernel reads `path` itself and checks it.
+    let r = unsafe { syscall4(SYS_NEWFSTATAT, dirfd as u64, path, st.as_mut_ptr() as u64, 0) };
+    // st_dev, st_ino, st_nlink, st_mode (low half of the fourth word), ..., st_size (the seventh).
+    (r == 0).then_some((st[0], st[3] as u32, st[6]))
+}
+
+/// `openat(dirfd, path, O_PATH | O_CLOEXEC)` of the program's `path` (as
+/// [`stat_at`]): a descriptor that names the file without opening it.
+pub fn open_path_at(dirfd: i64, path: u64) -> Result<i32, i64> {
+    const O_PATH: u64 = 0o10000000;
+    // SAFETY: the kernel reads `path` itself and checks it.
+    result(unsafe { syscall4(SYS_OPENAT, dirfd as u64, path, O_PATH | O_CLOEXEC, 0) }).map(|fd| fd as i32)
+}
+
+/// The file system type (`f_type`) of an open descriptor.
+pub fn fs_type(fd: i32) -> Option<u64> {
+    const SYS_FSTATFS: u64 = 138;
+    let mut sf = [0u64; 15]; // struct statfs is 120 bytes on x86-64, f_type first
+    // SAFETY: the kernel writes one struct statfs into `sf`.
+    let r = unsafe { syscall2(SYS_FSTATFS, fd as u64, sf.as_mut_ptr() as u64) };
+    (r == 0).then_some(sf[0])
+}
+
+/// The size of System V shared memory segment `id` (`shmctl(IPC_STAT)`).
+pub fn shm_size(id: u64) -> Option<u64> {
+    const SYS_SHMCTL: u64 = 31;
+    const IPC_STAT: u64 = 2;
+    let mut ds = [0u64; 14]; // struct shmid64_ds: 48 bytes of ipc64_perm, then shm_segsz
+    // SAFETY: the kernel writes one struct shmid64_ds (112 bytes) into `ds`.
+    let r = unsafe { syscall3(SYS_SHMCTL, id as u32 as u64, IPC_STAT, ds.as_mut_ptr() as u64) };
+    (r == 0).then_some(ds[6])
+}
+
 /// Writes `buf` at `offset` of `fd` (for `/proc/self/mem`: at that address).
 pub fn pwrite(fd: i32, buf: &[u8], offset: u64) -> Result<u64, i64> {
     // SAFETY: the kernel reads `buf.len()` bytes from `buf`.

@@ -16,4 +16,5 @@ mod runtime;
 mod small_stack;
 mod startup;
 mod statics;
+mod tamper;
 mod tools;

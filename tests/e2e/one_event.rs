@@ -2,7 +2,8 @@
 //! `runtime/src/apis.rs`, called once by `samples/one_call.c`, in every
 //! flavour the samples are built in, under four policies:
 //! * monitor everything (`--preset monitor-all`, events to a descriptor),
-//! * enforce mode reporting everything (`default = "alert"`),
+//! * enforce mode reporting everything (`default = "alert"`; the `tamper`
+//!   class, refused unless a rule names it, is denied),
 //! * enforce mode denying everything (but new processes, unless the call
 //!   starts one: a spawn makes one inside),
 //! * enforce mode allowing (with an alert) the functions that are not system
@@ -290,7 +291,9 @@ fn judge(api: ApiId, flavour: &str, mode: Mode, run: &Run) -> Cell {
     // Under `Only`, what is left here is a system call (or an alias reported
     // as one, or a stripped file's `syscall` instruction): it is refused.
     let allowed = match mode {
-        Mode::Monitor | Mode::Alert => true,
+        Mode::Monitor => true,
+        // Tampering is refused unless a rule names it, whatever the default.
+        Mode::Alert => api.class() != Class::Tamper,
         Mode::Deny | Mode::Only => !seen,
     };
     let action = if allowed { "alert" } else { "deny" };

@@ -446,6 +446,12 @@ def count_events(path, exe, result):
             ok = isinstance(event, dict) and event.get("exe") == exe
         except ValueError:
             ok = False
+        if ok and event.get("class") == "tamper":
+            # A program's own --version run that would undo the hooks: a false alarm.
+            result["tamper_events"] = result.get("tamper_events", 0) + 1
+            samples = result.setdefault("tamper_samples", [])
+            if len(samples) < 2:
+                samples.append(line[:300].decode("utf-8", "replace"))
         if not ok:
             result["bad_events"] += 1
             if len(result["bad_event_samples"]) < 2:
@@ -635,6 +641,12 @@ def report(results, folders, args, elapsed):
         out.append(f"\n== PATCH FAILED: dfpatch neither patched nor refused with a reason ({len(failed)})")
         for r in failed:
             out.append(f"{r['path']}\n    {r['reason']}")
+    tampering = [r for r in results if r.get("tamper_events")]
+    if tampering:
+        out.append(f"\n== TAMPER EVENTS: class tamper reported by a run of a program ({len(tampering)} files)")
+        for r in tampering:
+            out.append(f"{r['path']}: {r['tamper_events']} events, e.g.")
+            out.extend("    " + s for s in r["tamper_samples"])
     bad = [r for r in results if r["bad_events"]]
     if bad:
         out.append(f"\n== INVALID EVENTS: not a JSON object, or not naming the program as exe ({len(bad)} files)")
@@ -677,6 +689,7 @@ def report(results, folders, args, elapsed):
     rate = 100.0 * count["same"] / compared if compared else 0.0
     events = sum(r["events"] for r in results)
     bad_events = sum(r["bad_events"] for r in results)
+    tamper_events = sum(r.get("tamper_events", 0) for r in results)
     invocations = sum(len(r["invocations"]) for r in results)
     inv_count = {}
     for r in results:
@@ -700,6 +713,7 @@ def report(results, folders, args, elapsed):
         "invocation_outcomes": inv_count,
         "events": events,
         "invalid_events": bad_events,
+        "tamper_events": tamper_events,
         "seconds": round(elapsed, 1),
         "patch_seconds": round(sum(r.get("patch_seconds", 0) for r in results), 1),
         "program_seconds": round(sum(r["seconds"] for r in results), 1),
@@ -719,6 +733,8 @@ def report(results, folders, args, elapsed):
         problems.append("the patched programs reported no event at all: the sweep is not testing anything")
     if bad_events:
         problems.append(f"{bad_events} events are invalid")
+    if tamper_events:
+        problems.append(f"{tamper_events} tamper events (false alarms: see TAMPER EVENTS)")
 
     out.append(f"\n== Totals ({' '.join(folders)}; {elapsed:.0f} s, {args.jobs} jobs, time limit {args.timeout} s)")
     rows = [
@@ -735,7 +751,7 @@ def report(results, folders, args, elapsed):
         ("sweep errors", count["error"]),
         ("same / compared", f"{rate:.2f}% of {compared} (bar: 99%)"),
         ("invocations", f"{invocations}: " + ", ".join(f"{k} {v}" for k, v in sorted(inv_count.items()))),
-        ("events reported", f"{events} ({bad_events} invalid)"),
+        ("events reported", f"{events} ({bad_events} invalid, {tamper_events} tamper)"),
         ("time (all workers)", f"patching {totals['patch_seconds']} s, in the programs {totals['program_seconds']} s"),
     ]
     out.extend(f"  {label:28} {value}" for label, value in rows)
