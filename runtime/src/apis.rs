@@ -155,10 +155,12 @@ macro_rules! apis {
                 match self { $(ApiId::$id => $name),* }
             }
 
+            #[inline]
             pub fn class(self) -> Class {
                 match self { $(ApiId::$id => Class::$class),* }
             }
 
+            #[inline]
             pub fn shape(self) -> Shape {
                 match self { $(ApiId::$id => Shape::$shape),* }
             }
@@ -166,6 +168,7 @@ macro_rules! apis {
             /// Index of the argument register holding `prot`, for the
             /// `memory` APIs, whose calls are only of interest when they ask
             /// for `PROT_EXEC` (the `tamper` ones have their own test).
+            #[inline]
             pub fn prot_exec_filter(self) -> Option<usize> {
                 match (self.class(), self.shape()) {
                     (Class::Memory, Shape::Mmap | Shape::Mprotect) => Some(2),
@@ -326,6 +329,7 @@ pub fn may_spawn(nr: u64) -> bool {
 /// with the x32 bit (0x40000000) are the x32 ABI's, which a 64-bit process
 /// can also make where the kernel has it: the same calls, except execve,
 /// ptrace and execveat, which x32 numbers 520, 521 and 545.
+#[inline]
 pub fn syscall_api(nr: u64) -> Option<ApiId> {
     const X32: u64 = 0x4000_0000;
     // The kernel reads the number as a 32-bit int: the upper half of %rax is

@@ -416,7 +416,7 @@ extern "C" fn trapped(arg: u64) {
                 // address before its `syscall`: still inside the reported vfork.)
                 let site =
                     dispatch::Site { pc: after.wrapping_sub(2), sp, rbp: t.reg(RBP), below: sp.wrapping_sub(16) };
-                dispatch::decided_as(nr, api, &call).and_then(|api| {
+                dispatch::decided_as(api, &call).and_then(|api| {
                     dispatch::syscall_verdict(c, api, &call, site, crate::contract::hook_kind::BACKSTOP)
                 })
             }

@@ -36,7 +36,7 @@ pub extern "C" fn dfp_sys_dispatch_entry(f: &mut SysFrame) -> u64 {
         let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
         let exec_memory = api.prot_exec_filter().is_some_and(|i| a[i] & sys::PROT_EXEC != 0);
         let cheap = api.class() == Class::Tamper || api.prot_exec_filter().is_some();
-        if cheap && !exec_memory && !guard::may_tamper(f.rax, a) {
+        if cheap && !exec_memory && !guard::may_tamper(api, a) {
             return SYS_RUN;
         }
     }
@@ -254,7 +254,7 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     // pointer (the dispatcher itself may run on a stack of ours).
     let at = Site { pc: site, sp, rbp: f.rbp, below: f as *const SysFrame as u64 };
     let layer = if crate::backstop::rewritten_site(f.r11) { hook_kind::BACKSTOP } else { hook_kind::SYSCALL };
-    let Some(api) = decided_as(f.rax, api, &call) else { return SYS_RUN };
+    let Some(api) = decided_as(api, &call) else { return SYS_RUN };
     match syscall_verdict(c, api, &call, at, layer) {
         Some(result) => {
             f.rax = result as u64;
@@ -264,11 +264,11 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     }
 }
 
-/// The API monitored system call `nr` (its own API `api`, arguments in
+/// The API a monitored system call (its own API `api`, arguments in
 /// `call`) is decided as: its `tamper` API when it would undo a hook (see
 /// [`guard`]); None when it is a `tamper` call that would not, and so runs.
-pub(crate) fn decided_as(nr: u64, api: ApiId, call: &HookFrame) -> Option<ApiId> {
-    match guard::tampers(nr, call) {
+pub(crate) fn decided_as(api: ApiId, call: &HookFrame) -> Option<ApiId> {
+    match guard::tampers(api, call) {
         Some(tamper) => Some(tamper),
         None if api.class() == Class::Tamper => None,
         None => Some(api),

@@ -29,7 +29,7 @@
 //! of `/proc/self/mem` opened before start-up or received from elsewhere, and
 //! the race of a path changed between the check and the `open`.
 
-use crate::apis::{syscall_api, syscall_nr, tamper_api, ApiId, Class};
+use crate::apis::{ApiId, Class};
 use crate::arch::x86_64::HookFrame;
 use crate::loader::{program_headers, Direct, PT_LOAD};
 use crate::sys;
@@ -125,7 +125,10 @@ pub fn seal(lo: u64, hi: u64) {
 
 /// Registers the non-writable `PT_LOAD` segments of the object whose ELF
 /// header is loaded at `header` (`bias`: run-time minus link-time address),
-/// and its `PT_GNU_RELRO` (read-only once relocated), as `kind`.
+/// and its `PT_GNU_RELRO` (read-only once relocated), as `kind`: as few
+/// ranges as the writable data between them allows (one for a library laid
+/// out read-only, code, read-only, RELRO, then data), so that the check of
+/// every `munmap` and `madvise` stays short.
 ///
 /// # Safety
 /// `header` must be a loaded object's ELF header, mapped for as long as the
@@ -133,17 +136,55 @@ pub fn seal(lo: u64, hi: u64) {
 pub unsafe fn protect_object(header: u64, bias: u64, kind: u64) {
     const PF_W: u32 = 2;
     const PT_GNU_RELRO: u32 = 0x6474_e552;
+    const N: usize = 16;
     // SAFETY: the caller's promise.
     let d = unsafe { Direct::new() };
+    let (mut spans, mut n) = ([(0u64, 0u64); N], 0);
+    let (mut data, mut m) = ([(0u64, 0u64); N], 0);
+    let mut relro = (0u64, 0u64);
     for p in program_headers(d, header) {
         let lo = bias.wrapping_add(p.vaddr);
         let hi = lo.wrapping_add(p.memsz);
         match p.kind {
-            PT_LOAD if p.flags & PF_W == 0 => protect(lo, hi, kind),
+            PT_LOAD if p.flags & PF_W == 0 && n < N => {
+                spans[n] = (lo & !(PAGE - 1), hi.saturating_add(PAGE - 1) & !(PAGE - 1));
+                n += 1;
+            }
+            PT_LOAD if p.flags & PF_W != 0 && m < N => {
+                data[m] = (lo, hi);
+                m += 1;
+            }
             // The loader makes read-only only the whole pages inside it.
-            PT_GNU_RELRO => protect(lo.saturating_add(PAGE - 1), hi & !(PAGE - 1), kind),
+            PT_GNU_RELRO => relro = (lo.saturating_add(PAGE - 1) & !(PAGE - 1), hi & !(PAGE - 1)),
             _ => {}
         }
+    }
+    if relro.1 > relro.0 && n < N {
+        spans[n] = relro;
+        n += 1;
+    }
+    let spans = &mut spans[..n];
+    spans.sort_unstable();
+    // Writable memory: the data segments, but their RELRO part.
+    let writable = |lo: u64, hi: u64| {
+        data[..m].iter().any(|&(dl, dh)| {
+            let dl = if (relro.0..relro.1).contains(&dl) { relro.1 } else { dl };
+            dl < hi && lo < dh
+        })
+    };
+    let mut cur: Option<(u64, u64)> = None;
+    for &(lo, hi) in spans.iter() {
+        cur = match cur {
+            Some((cl, ch)) if lo <= ch || !writable(ch, lo) => Some((cl, ch.max(hi))),
+            Some((cl, ch)) => {
+                protect(cl, ch, kind);
+                Some((lo, hi))
+            }
+            None => Some((lo, hi)),
+        };
+    }
+    if let Some((cl, ch)) = cur {
+        protect(cl, ch, kind);
     }
 }
 
@@ -153,15 +194,13 @@ fn overlaps(lo: u64, len: u64) -> u64 {
     let hi = lo.saturating_add(len.max(1));
     let mut kinds = 0;
     for [l, h, k] in RANGES.iter().take(USED.load(Ordering::Acquire)) {
+        // The range test first (a free entry has hi 0): most entries miss.
         let eh = h.load(Ordering::Acquire);
-        if eh == 0 {
+        if lo >= eh || l.load(Ordering::Relaxed) >= hi {
             continue;
         }
-        let (el, kind) = (l.load(Ordering::Relaxed), k.load(Ordering::Relaxed));
-        if h.load(Ordering::Acquire) != eh {
-            continue;
-        }
-        if lo < eh && el < hi {
+        let kind = k.load(Ordering::Relaxed);
+        if h.load(Ordering::Acquire) == eh {
             kinds |= 1 << kind;
         }
     }
@@ -182,7 +221,6 @@ fn forget_code(lo: u64, len: u64) {
     unlock();
 }
 
-const ANY: u64 = 1 << OURS | 1 << PINNED | 1 << CODE;
 const MAP_FIXED: u64 = 0x10;
 const MREMAP_FIXED: u64 = 2;
 const SHM_REMAP: u64 = 0o40000;
@@ -191,58 +229,70 @@ fn discards(advice: u64) -> bool {
     matches!(advice as u32, 4 | 8 | 9 | 18 | 24)
 }
 
-/// What a cheap look at system call `nr` (arguments `a`, in system call
-/// order) says, before the dispatcher claims a stack: false when it cannot
-/// tamper. Reads only the registered ranges: no system call, little stack.
-pub fn may_tamper(nr: u64, a: [u64; 6]) -> bool {
-    match base(nr) {
-        Some(9) => a[3] & MAP_FIXED != 0 && overlaps(a[0], a[1]) != 0,
-        Some(10 | 11 | 28 | 329) => overlaps(a[0], a[1]) != 0,
-        Some(25) => overlaps(a[0], a[1]) != 0 || (a[3] & MREMAP_FIXED != 0 && overlaps(a[4], a[2]) != 0),
-        Some(30) => a[2] & SHM_REMAP != 0 && a[1] != 0,
-        Some(_) => true,
-        None => false,
+/// What a cheap look at a system call of API `api` (its own, from
+/// `syscall_api`; arguments `a` in system call order) says, before the
+/// dispatcher claims a stack: false when it cannot tamper. Reads only the
+/// registered ranges: no system call, little stack.
+pub fn may_tamper(api: ApiId, a: [u64; 6]) -> bool {
+    match api {
+        ApiId::mmap => a[3] & MAP_FIXED != 0 && overlaps(a[0], a[1]) != 0,
+        ApiId::mprotect | ApiId::tamper_pkey_mprotect | ApiId::tamper_munmap | ApiId::tamper_madvise => {
+            overlaps(a[0], a[1]) != 0
+        }
+        ApiId::tamper_mremap => overlaps(a[0], a[1]) != 0 || (a[3] & MREMAP_FIXED != 0 && overlaps(a[4], a[2]) != 0),
+        ApiId::tamper_shmat => a[2] & SHM_REMAP != 0 && a[1] != 0,
+        _ => true,
     }
 }
 
-/// The 64-bit number of a system call that may tamper (its x32 twin
-/// included), None for the others.
-fn base(nr: u64) -> Option<u64> {
-    tamper_api(nr)?;
-    syscall_nr(syscall_api(nr)?)
-}
-
-/// The `tamper` API system call `nr` (arguments in `call`) reports as, when
-/// it would undo a hook; None when it would not.
-pub fn tampers(nr: u64, call: &HookFrame) -> Option<ApiId> {
-    let n = base(nr)?;
+/// The `tamper` API a system call of API `api` (its own, from
+/// `syscall_api`; arguments in `call`) reports as when it would undo a
+/// hook; None when it would not.
+pub fn tampers(api: ApiId, call: &HookFrame) -> Option<ApiId> {
     let a = [call.arg(0), call.arg(1), call.arg(2), call.arg(3), call.arg(4), call.arg(5)];
-    let hit = match n {
-        10 | 329 => {
+    let hit = match api {
+        ApiId::mprotect | ApiId::tamper_pkey_mprotect => {
             let kinds = overlaps(a[0], a[1]);
             kinds & 1 << OURS != 0 || (kinds != 0 && a[2] & sys::PROT_WRITE != 0)
         }
-        9 => a[3] & MAP_FIXED != 0 && overlaps(a[0], a[1]) != 0,
-        11 => {
+        ApiId::mmap => a[3] & MAP_FIXED != 0 && overlaps(a[0], a[1]) != 0,
+        ApiId::tamper_munmap => {
             let kinds = overlaps(a[0], a[1]);
             if kinds & 1 << CODE != 0 {
                 forget_code(a[0], a[1]);
             }
             kinds & (1 << OURS | 1 << PINNED) != 0
         }
-        25 => overlaps(a[0], a[1]) != 0 || (a[3] & MREMAP_FIXED != 0 && overlaps(a[4], a[2]) != 0),
-        28 => discards(a[2]) && overlaps(a[0], a[1]) != 0,
-        30 => a[2] & SHM_REMAP != 0 && a[1] != 0 && overlaps(a[1], sys::shm_size(a[0]).unwrap_or(PAGE)) & ANY != 0,
-        311 => is_own_process(a[0]),
-        2 => a[1] & 3 != 0 && opens_own_memory(sys::AT_FDCWD, a[0]),
-        257 => a[2] & 3 != 0 && opens_own_memory(a[0] as i32 as i64, a[1]),
-        437 => crate::mem::read_u64(a[2]).is_some_and(|flags| flags & 3 != 0) && opens_own_memory(a[0] as i32 as i64, a[1]),
+        ApiId::tamper_mremap => {
+            overlaps(a[0], a[1]) != 0 || (a[3] & MREMAP_FIXED != 0 && overlaps(a[4], a[2]) != 0)
+        }
+        ApiId::tamper_madvise => discards(a[2]) && overlaps(a[0], a[1]) != 0,
+        ApiId::tamper_shmat => {
+            a[2] & SHM_REMAP != 0 && a[1] != 0 && overlaps(a[1], sys::shm_size(a[0]).unwrap_or(PAGE)) != 0
+        }
+        ApiId::tamper_process_vm_writev => is_own_process(a[0]),
+        ApiId::open => a[1] & 3 != 0 && opens_own_memory(sys::AT_FDCWD, a[0]),
+        ApiId::openat => a[2] & 3 != 0 && opens_own_memory(a[0] as i32 as i64, a[1]),
+        ApiId::openat2 => {
+            crate::mem::read_u64(a[2]).is_some_and(|flags| flags & 3 != 0)
+                && opens_own_memory(a[0] as i32 as i64, a[1])
+        }
         _ => false,
     };
-    if !hit {
-        return None;
-    }
-    tamper_api(nr).filter(|api| api.class() == Class::Tamper)
+    hit.then(|| as_tamper(api)).flatten()
+}
+
+/// The `tamper` API of a system call's own API.
+fn as_tamper(api: ApiId) -> Option<ApiId> {
+    Some(match api {
+        ApiId::mprotect => ApiId::tamper_mprotect,
+        ApiId::mmap => ApiId::tamper_mmap,
+        ApiId::open => ApiId::tamper_open,
+        ApiId::openat => ApiId::tamper_openat,
+        ApiId::openat2 => ApiId::tamper_openat2,
+        a if a.class() == Class::Tamper => a,
+        _ => return None,
+    })
 }
 
 /// Whether process (or thread) id `pid` is this process or one of its threads.
