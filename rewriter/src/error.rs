@@ -24,8 +24,6 @@ pub enum Error {
     SharedLibrary,
     #[error("no section headers (stripped with sstrip?): dfpatch needs them to find code and the PLT safely")]
     NoSectionHeaders,
-    #[error("a static Go program: Go makes its system calls itself, on goroutine stacks too small for the runtime's hook (not supported yet)")]
-    GoProgram,
     #[error("already patched by dfpatch {version} (policy sha256 {policy_hash}): run `dfpatch restore FILE` to get the original back, or pass --force to re-patch it from the original")]
     AlreadyPatched { version: String, policy_hash: String },
     #[error("no spare program header: no PT_NULL or PT_NOTE entry to reuse, and the program header table cannot be moved: {0}")]

@@ -288,7 +288,7 @@ fn plan_one(
     }
     let code = Code::analyse(lib).map_err(|e| e.to_string())?;
     let cancel = syscalls::cancellation_windows(lib);
-    let (sites, refused, counts) = syscalls::syscall_sites(&code, hooked, &[], &cancel, true);
+    let (sites, refused, counts) = syscalls::syscall_sites(&code, hooked, &[], &cancel, true, false);
     let out = syscall_plans(lib, sites, next_index);
     Ok(made(out, refused, counts, false))
 }

@@ -345,8 +345,10 @@ fn describe(file: &Path, plan: &Plan) -> String {
         let hooked: usize = by_api.values().sum();
         let _ = writeln!(
             s,
-            "syscall instructions: {} in all; {hooked} hooked, {} refused, {} not monitored, {} allowed by the policy",
+            "syscall instructions: {} in all; {hooked} hooked ({} of them not monitored, but for the backstop), \
+             {} refused, {} not monitored, {} allowed by the policy",
             c.total,
+            c.for_backstop,
             plan.refused.iter().filter(|r| r.layer == dfpatch::plan::Layer::Syscall).count(),
             c.not_monitored,
             c.allowed

@@ -44,7 +44,7 @@ pub struct Flavour {
     /// CET indirect branch tracking / shadow stack marked in `.note.gnu.property`.
     pub ibt: bool,
     pub shstk: bool,
-    /// Built by Go (its runtime makes raw system calls on small stacks).
+    /// Built by Go (its runtime makes its system calls itself, on goroutine stacks).
     pub go: bool,
 }
 
@@ -288,14 +288,13 @@ pub fn flavour(e: &Elf) -> Result<Flavour> {
     }
     let dynamic = e.interp.is_some();
     let go = [".go.buildinfo", ".gopclntab", ".note.go.buildid"].iter().any(|n| e.section(n).is_some());
-    if go && !dynamic {
-        return Err(Error::GoProgram);
-    }
     let libc = if dynamic {
         match e.interp.as_ref().filter(|i| i.contains("musl")) {
             Some(i) => Some(format!("musl ({i})")),
             None => e.needed.iter().find(|n| n.starts_with("libc.so")).map(|n| format!("glibc ({n})")),
         }
+    } else if go {
+        Some("none (a Go program: its runtime makes its system calls itself)".into())
     } else {
         static_libc(e)
     };
@@ -389,6 +388,9 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         }
     }
     let hooked = |api: ApiId| watched(policy, api);
+    // The executable's own `syscall` sites the backstop could not rewrite at
+    // run time are rewritten here, or each of their calls would trap.
+    let for_backstop = !policy.backstop_off;
     let mut hooks = Vec::new();
     let mut sites = Vec::new();
     let mut not_hooked = Vec::new();
@@ -418,14 +420,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
             reason,
         };
         let code_bytes = e.code_size();
-        if flavour.go {
-            // Go's system calls run on goroutine stacks of a few KiB.
-            refused.push(whole_layer(
-                "a Go program: its system calls run on goroutine stacks too small for the hook \
-                 (its calls through the PLT are hooked)"
-                    .into(),
-            ));
-        } else if !e.code_may_have_syscall() {
+        if !e.code_may_have_syscall() {
             // No `0f 05` in its code: nothing to disassemble for.
         } else if code_bytes > crate::libplan::MAX_CODE {
             // Disassembling it all would cost more than the rest of patching
@@ -437,7 +432,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         } else {
             match Code::analyse(e) {
                 Ok(map) => {
-                    let (sys, mut no, counts) = syscalls::syscall_sites(&map, hooked, &taken, &[], false);
+                    let (sys, mut no, counts) = syscalls::syscall_sites(&map, hooked, &taken, &[], false, for_backstop);
                     refused.append(&mut no);
                     syscalls = Some(counts);
                     let mut cursor = code_vaddr;
@@ -458,7 +453,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
         let taken: Vec<(u64, u64)> = detours.iter().map(|d| (d.window.start(), d.window.end())).collect();
         // Layer 4: system call instructions.
         let cancel = syscalls::cancellation_windows(e);
-        let (sys, mut no, counts) = syscalls::syscall_sites(&map, hooked, &taken, &cancel, false);
+        let (sys, mut no, counts) = syscalls::syscall_sites(&map, hooked, &taken, &cancel, false, for_backstop);
         refused.append(&mut no);
         syscalls = Some(counts);
 
@@ -559,7 +554,12 @@ fn syscall_hooks(
         let api = s.nr.and_then(dfpatch_runtime::apis::syscall_api);
         let at = s.window.insns[s.window.at].ip();
         hooks.push(Hook {
-            api: api.map_or("any monitored system call", |a| a.name()).to_string(),
+            api: match (api, s.nr) {
+                (Some(a), _) => a.name().to_string(),
+                // Planned for the backstop: it would trap at every call.
+                (None, Some(n)) => format!("system call {n}"),
+                (None, None) => "any monitored system call".to_string(),
+            },
             symbol: "syscall".into(),
             kind: HookKind::Syscall,
             vaddr: at,

@@ -31,20 +31,35 @@ pub struct SyscallCounts {
     pub not_monitored: usize,
     /// Monitored, but the policy allows every such call.
     pub allowed: usize,
+    /// Rewritten only because the backstop could not rewrite them at run
+    /// time (their number is not monitored, or allowed): each of their
+    /// calls would trap otherwise. Counted among the rewritten sites.
+    pub for_backstop: usize,
 }
 
 /// Every `syscall` instruction: the ones to redirect, the ones refused, and counts.
 /// `hooked(api)`: the policy does not allow every call of `api`. `taken`:
-/// byte ranges already rewritten (detours).
+/// byte ranges already rewritten (detours). `for_backstop`: also the sites
+/// the backstop could not rewrite at run time in a process with threads
+/// (see [`unpatterned_sites`]), whatever their number, which would
+/// otherwise trap at every call (Go's runtime: `epoll_ctl`, `nanosleep`).
 pub fn syscall_sites(
     code: &Code,
     hooked: impl Fn(ApiId) -> bool,
     taken: &[(u64, u64)],
     cancel: &[(u64, u64)],
     copy_only: bool,
+    for_backstop: bool,
 ) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let any_hooked = dfpatch_runtime::apis::SYSCALLS.iter().any(|&(_, a)| hooked(a));
-    let select = |_: &Code, _: usize, nr: Option<u64>, counts: &mut SyscallCounts| match nr {
+    let select = |code: &Code, i: usize, nr: Option<u64>, counts: &mut SyscallCounts| match nr {
+        Some(n) if for_backstop && !rewritable_at_run_time(code, i) => {
+            let api = syscall_api(n).filter(|&api| hooked(api) || tamper_api(n).is_some_and(&hooked));
+            if api.is_none() {
+                counts.for_backstop += 1;
+            }
+            Some(api.map_or_else(|| format!("system call {n}"), |api| api.name().to_string()))
+        }
         Some(n) => match syscall_api(n) {
             None => {
                 counts.not_monitored += 1;
@@ -78,12 +93,7 @@ pub fn unpatterned_sites(
     cancel: &[(u64, u64)],
 ) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let select = |code: &Code, i: usize, nr: Option<u64>, counts: &mut SyscallCounts| {
-        let before = code.insn(i.checked_sub(1)?)?;
-        let patterned = before.code() == Op::Mov_r32_imm32
-            && before.op0_register() == Register::EAX
-            && before.next_ip() == code.insn(i)?.ip()
-            && before.len() == 5;
-        if patterned && before.ip() % 8 <= 3 {
+        if rewritable_at_run_time(code, i) {
             counts.not_monitored += 1;
             return None;
         }
@@ -96,6 +106,21 @@ pub fn unpatterned_sites(
         })
     };
     sites_where(code, select, taken, cancel, true)
+}
+
+/// Whether the backstop can rewrite `syscall` instruction `i` at run time
+/// with threads running: a `mov $N, %eax` just before it, within one aligned
+/// 8-byte word (a file is loaded at a page boundary, so its addresses keep
+/// their alignment).
+fn rewritable_at_run_time(code: &Code, i: usize) -> bool {
+    let (Some(before), Some(at)) = (i.checked_sub(1).and_then(|p| code.insn(p)), code.insn(i)) else {
+        return false;
+    };
+    before.code() == Op::Mov_r32_imm32
+        && before.op0_register() == Register::EAX
+        && before.next_ip() == at.ip()
+        && before.len() == 5
+        && before.ip() % 8 <= 3
 }
 
 fn sites_where(

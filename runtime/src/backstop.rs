@@ -572,15 +572,41 @@ mod rewrite {
         let _ = unsafe { sys::mprotect(page, 4096, sys::PROT_READ | sys::PROT_EXEC) };
     }
 
+    /// A fresh arena within reach of `at`: the kernel takes the address
+    /// asked for when it is free, and puts the mapping near the others
+    /// otherwise, which is far from a non-PIE executable's code (at 4 MiB).
+    /// So: where the kernel likes, then below the code, then 1 GiB or more
+    /// above it (clear of a `brk` heap growing from the end of its data).
+    fn arena_near(at: u64, near: &dyn Fn(u64) -> bool) -> Option<u64> {
+        let base = at & !(ARENA - 1);
+        for k in 0..33u64 {
+            let hint = match k {
+                0 => base,
+                1..=16 => base.saturating_sub(((k - 1) << 24) + ARENA),
+                _ => base.saturating_add((1 << 30) + ((k - 17) << 24)),
+            };
+            if hint < 1 << 16 {
+                continue;
+            }
+            let fresh = sys::map_anonymous_near(hint, ARENA)?;
+            if near(fresh) {
+                return Some(fresh);
+            }
+            // SAFETY: ours, never handed out.
+            unsafe { sys::unmap(fresh, ARENA) };
+        }
+        None
+    }
+
     /// Room for a hop within a `jmp rel32` of `at`.
     fn hop_near(at: u64) -> Option<u64> {
         let near = |base: u64| base.abs_diff(at) < (1 << 31) - ARENA;
         for a in &ARENAS {
             let base = a[0].load(Ordering::Relaxed);
             if base == 0 {
-                let fresh = sys::map_anonymous_near(at & !(ARENA - 1), ARENA)?;
+                let fresh = arena_near(at, &near)?;
                 // SAFETY: our own fresh mapping: hops are written through /proc/self/mem.
-                if !near(fresh) || unsafe { sys::mprotect(fresh, ARENA, sys::PROT_READ | sys::PROT_EXEC) }.is_err() {
+                if unsafe { sys::mprotect(fresh, ARENA, sys::PROT_READ | sys::PROT_EXEC) }.is_err() {
                     // SAFETY: ours, never handed out.
                     unsafe { sys::unmap(fresh, ARENA) };
                     return None;

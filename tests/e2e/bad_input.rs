@@ -83,18 +83,6 @@ fn bad_inputs_are_refused_cleanly() {
     });
     refused(&no_spare, "no spare program header");
 
-    // A static Go program (recognised by its Go sections) is refused with the reason.
-    let go_src = dir.join("go.c");
-    std::fs::write(
-        &go_src,
-        "const char b[] __attribute__((section(\".go.buildinfo\"))) = \"go\";\nint main(void) { return b[0] == 0; }\n",
-    )
-    .unwrap();
-    let go = dir.join("go-static");
-    let st = std::process::Command::new("cc").args(["-static", "-o"]).arg(&go).arg(&go_src).status().unwrap();
-    assert!(st.success());
-    refused(&go, "a static Go program");
-
     // Already patched: says so and says how to re-patch.
     let once = dir.join("once");
     patch(&sample("behaviours", "pie"), &once, &policy("monitor", "alert", &dir.join("e.jsonl"), &[]));

@@ -274,7 +274,7 @@ fn data_objects_in_code_are_uncertain() {
     assert!(!code.certain(table, table + 1));
     assert!(code.certain(after, end), "the function after it");
     // The planner's own question: the table's "syscall" is refused, the real one moves.
-    let (sites, refused, _) = crate::syscalls::syscall_sites(&code, |_| true, &[], &[], false);
+    let (sites, refused, _) = crate::syscalls::syscall_sites(&code, |_| true, &[], &[], false, false);
     let moved: Vec<u64> = sites.iter().map(|s| s.window.insns[s.window.at].ip()).collect();
     assert_eq!(moved, [real]);
     assert_eq!(refused.iter().map(|r| r.vaddr).collect::<Vec<_>>(), [table + 5]);

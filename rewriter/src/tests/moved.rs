@@ -249,7 +249,7 @@ fn one_detour_per_monitored_address() {
 /// Sites of a file, every monitored call watched.
 fn sites(data: &[u8]) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let (e, code) = analyse(data);
-    syscall_sites(&code, |_| true, &[], &cancellation_windows(&e), false)
+    syscall_sites(&code, |_| true, &[], &cancellation_windows(&e), false, false)
 }
 
 /// Code at [`TEXT`] with one function symbol over it all.
@@ -446,9 +446,9 @@ fn the_system_call_number() {
     a.ret();
     let data = one_function(&a);
     let (_, code) = analyse(&data);
-    let (s, _, counts) = syscall_sites(&code, |api| api != ApiId::execve, &[], &[], false);
+    let (s, _, counts) = syscall_sites(&code, |api| api != ApiId::execve, &[], &[], false, false);
     assert_eq!((s.len(), s[0].nr, counts.allowed), (1, None, 1));
-    let (s, _, counts) = syscall_sites(&code, |_| false, &[], &[], false);
+    let (s, _, counts) = syscall_sites(&code, |_| false, &[], &[], false, false);
     assert_eq!((s.len(), counts.allowed, counts.total), (0, 2, 2));
 }
 
@@ -533,9 +533,9 @@ fn taken_ranges_are_not_moved_again() {
     a.ret();
     let data = one_function(&a);
     let (_, code) = analyse(&data);
-    let (s, _, _) = syscall_sites(&code, |_| true, &[(mov + 2, mov + 3)], &[], false);
+    let (s, _, _) = syscall_sites(&code, |_| true, &[(mov + 2, mov + 3)], &[], false, false);
     assert_eq!((s[0].window.start(), s[0].window.shape()), (sys, "0 before, 2 after".into()));
-    let (s, no, _) = syscall_sites(&code, |_| true, &[(mov, mov + 1), (sys + 2, sys + 3)], &[], false);
+    let (s, no, _) = syscall_sites(&code, |_| true, &[(mov, mov + 1), (sys + 2, sys + 3)], &[], false, false);
     assert!(s.is_empty());
     assert_eq!(no.len(), 1);
 }
@@ -552,9 +552,9 @@ fn copy_only_windows_take_no_rip_relative_neighbour() {
     a.raw(&[0x90; 0x100]);
     let data = one_function(&a);
     let (_, code) = analyse(&data);
-    let (s, _, _) = syscall_sites(&code, |_| true, &[], &[], false);
+    let (s, _, _) = syscall_sites(&code, |_| true, &[], &[], false, false);
     assert_eq!(s[0].window.start(), lea);
-    let (s, no, _) = syscall_sites(&code, |_| true, &[], &[], true);
+    let (s, no, _) = syscall_sites(&code, |_| true, &[], &[], true, false);
     assert!(s.is_empty(), "{s:?}");
     assert_eq!(no[0].vaddr, sys);
     // A plain neighbour is copied.
@@ -565,7 +565,7 @@ fn copy_only_windows_take_no_rip_relative_neighbour() {
     a.ret();
     let data = one_function(&a);
     let (_, code) = analyse(&data);
-    let (s, _, _) = syscall_sites(&code, |_| true, &[], &[], true);
+    let (s, _, _) = syscall_sites(&code, |_| true, &[], &[], true, false);
     assert_eq!(s[0].window.start(), mov);
 }
 
@@ -585,7 +585,7 @@ fn two_syscall_windows_never_share_bytes() {
     for copy_only in [false, true] {
         let data = one_function(&a);
         let (_, code) = analyse(&data);
-        let (s, refused, _) = syscall_sites(&code, |_| true, &[], &[], copy_only);
+        let (s, refused, _) = syscall_sites(&code, |_| true, &[], &[], copy_only, false);
         assert_eq!(s.len(), 1, "{refused:?}");
         assert_eq!(refused.len(), 1);
         assert!(refused[0].reason.contains("another syscall site's window"), "{}", refused[0].reason);
