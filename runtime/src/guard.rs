@@ -29,7 +29,7 @@
 //! of `/proc/self/mem` opened before start-up or received from elsewhere, and
 //! the race of a path changed between the check and the `open`.
 
-use crate::apis::{ApiId, Class};
+use crate::apis::{syscall_nr, tamper_api, ApiId};
 use crate::arch::x86_64::HookFrame;
 use crate::loader::{program_headers, Direct, PT_LOAD};
 use crate::sys;
@@ -279,20 +279,8 @@ pub fn tampers(api: ApiId, call: &HookFrame) -> Option<ApiId> {
         }
         _ => false,
     };
-    hit.then(|| as_tamper(api)).flatten()
-}
-
-/// The `tamper` API of a system call's own API.
-fn as_tamper(api: ApiId) -> Option<ApiId> {
-    Some(match api {
-        ApiId::mprotect => ApiId::tamper_mprotect,
-        ApiId::mmap => ApiId::tamper_mmap,
-        ApiId::open => ApiId::tamper_open,
-        ApiId::openat => ApiId::tamper_openat,
-        ApiId::openat2 => ApiId::tamper_openat2,
-        a if a.class() == Class::Tamper => a,
-        _ => return None,
-    })
+    // (Only on a hit: the table lookups are linear.)
+    hit.then(|| syscall_nr(api).and_then(tamper_api)).flatten()
 }
 
 /// Whether process (or thread) id `pid` is this process or one of its threads.
