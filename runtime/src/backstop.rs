@@ -488,23 +488,78 @@ mod rewrite {
         if nr == 15 || nr > 511 {
             return;
         }
-        let at = after.wrapping_sub(7);
-        let mut b = [0u8; 7];
-        if mem::read(at, &mut b) != 7 || b[0] != 0xb8 || b[5..] != [0x0f, 0x05] {
-            return;
-        }
-        if u32::from_le_bytes([b[1], b[2], b[3], b[4]]) as u64 != nr {
+        // A site already found not to be the pattern (musl's cancellable
+        // `syscall`, whose number comes from a register) traps at every
+        // call: its next traps make no system call here.
+        if UNREWRITABLE.iter().any(|s| s.load(Ordering::Relaxed) == after) {
             return;
         }
         let me = sys::gettid();
         if LOCK.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
             return; // another thread is rewriting: this site traps again, later
         }
-        rewrite(at, nr);
+        // The aligned word the `mov` starts in and what follows, up to the
+        // `syscall`'s end, in one read (read under the lock: a site another
+        // thread has just rewritten no longer holds the `mov`).
+        let at = after.wrapping_sub(7);
+        let word = at & !7;
+        let mut b = [0u8; 16];
+        let got = mem::read(word, &mut b);
+        let i = (at - word) as usize;
+        let pattern = got >= i + 7
+            && b[i] == 0xb8
+            && b[i + 5..i + 7] == [0x0f, 0x05]
+            && u32::from_le_bytes([b[i + 1], b[i + 2], b[i + 3], b[i + 4]]) as u64 == nr;
+        if pattern && got >= 8 {
+            let old = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            rewrite(at, nr, old);
+        } else if got >= i + 7 {
+            let k = UNREWRITABLE_NEXT.fetch_add(1, Ordering::Relaxed) % UNREWRITABLE.len();
+            UNREWRITABLE[k].store(after, Ordering::Relaxed);
+        }
         LOCK.store(0, Ordering::Release);
     }
 
-    fn rewrite(at: u64, nr: u64) {
+    /// The last sites (their `syscall`'s end) found not to be the pattern.
+    /// Code loaded later at the same address keeps trapping (correctly).
+    static UNREWRITABLE: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+    static UNREWRITABLE_NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+    /// The read+execute mappings of files found so far (`[lo, hi)`), as of
+    /// [`crate::guard::maps_generation`] `CODE_SEEN_AT`: a site in one of
+    /// them needs no read of `/proc/self/maps` (about 5 system calls of the
+    /// 17 a trap's rewrite made). Touched only under [`LOCK`].
+    static CODE_SEEN: [[AtomicU64; 2]; 16] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; 16];
+    static CODE_SEEN_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+    /// Whether `at` lies in a file's code, mapped read+execute (not JIT
+    /// memory, whose owner may write it again).
+    fn in_file_code(at: u64) -> bool {
+        let now = crate::guard::maps_generation();
+        if CODE_SEEN_AT.load(Ordering::Relaxed) != now {
+            for [lo, hi] in &CODE_SEEN {
+                lo.store(0, Ordering::Relaxed);
+                hi.store(0, Ordering::Relaxed);
+            }
+            CODE_SEEN_AT.store(now, Ordering::Relaxed);
+        }
+        if CODE_SEEN.iter().any(|[lo, hi]| (lo.load(Ordering::Relaxed)..hi.load(Ordering::Relaxed)).contains(&at)) {
+            return true;
+        }
+        match loader::mapping_at(at) {
+            Some((lo, hi, prot, named)) if prot == sys::PROT_READ | sys::PROT_EXEC && named => {
+                if let Some([l, h]) = CODE_SEEN.iter().find(|[_, h]| h.load(Ordering::Relaxed) == 0) {
+                    l.store(lo, Ordering::Relaxed);
+                    h.store(hi, Ordering::Relaxed);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Rewrites the `mov $nr, %eax` at `at` (its aligned word holding `old`).
+    fn rewrite(at: u64, nr: u64, old: u64) {
         // The mov's 5 bytes in one aligned 8-byte word, written at once; or,
         // with no other thread to run them meanwhile, wherever they are (not
         // in a `vfork` child: its parent's other threads share the memory).
@@ -514,13 +569,7 @@ mod rewrite {
         if !(one_word || alone()) {
             return;
         }
-        // Only a named mapping's code (a file's), read+execute (not JIT
-        // memory, whose owner may write it again), and not rewritten meanwhile.
-        if loader::mapping_of(at) != Some((sys::PROT_READ | sys::PROT_EXEC, true)) {
-            return;
-        }
-        let mut first = [0u8; 1];
-        if mem::read(at, &mut first) != 1 || first[0] != 0xb8 {
+        if !in_file_code(at) {
             return;
         }
         let after = at + 7;
@@ -554,7 +603,6 @@ mod rewrite {
             sys::write_proc_self_mem(at, &jmp[..5]);
             return;
         }
-        let Some(old) = mem::read_u64(word) else { return };
         let mut new = old.to_le_bytes();
         let i = (at - word) as usize;
         new[i..i + 5].copy_from_slice(&jmp[..5]);

@@ -229,11 +229,36 @@ fn discards(advice: u64) -> bool {
     matches!(advice as u32, 4 | 8 | 9 | 18 | 24)
 }
 
+/// Bumped by every call seen that may change what is mapped where, or its
+/// protection: what was read of `/proc/self/maps` before may be stale.
+static MAPS_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The current [`MAPS_GENERATION`].
+pub fn maps_generation() -> u64 {
+    MAPS_GENERATION.load(Ordering::Acquire)
+}
+
+fn mapping_changes(api: ApiId) {
+    let changes = matches!(
+        api,
+        ApiId::mmap
+            | ApiId::mprotect
+            | ApiId::tamper_pkey_mprotect
+            | ApiId::tamper_munmap
+            | ApiId::tamper_mremap
+            | ApiId::tamper_shmat
+    );
+    if changes {
+        MAPS_GENERATION.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// What a cheap look at a system call of API `api` (its own, from
 /// `syscall_api`; arguments `a` in system call order) says, before the
 /// dispatcher claims a stack: false when it cannot tamper. Reads only the
 /// registered ranges: no system call, little stack.
 pub fn may_tamper(api: ApiId, a: [u64; 6]) -> bool {
+    mapping_changes(api);
     match api {
         ApiId::mmap => a[3] & MAP_FIXED != 0 && overlaps(a[0], a[1]) != 0,
         ApiId::mprotect | ApiId::tamper_pkey_mprotect | ApiId::tamper_munmap | ApiId::tamper_madvise => {
@@ -249,6 +274,7 @@ pub fn may_tamper(api: ApiId, a: [u64; 6]) -> bool {
 /// `syscall_api`; arguments in `call`) reports as when it would undo a
 /// hook; None when it would not.
 pub fn tampers(api: ApiId, call: &HookFrame) -> Option<ApiId> {
+    mapping_changes(api);
     let a = [call.arg(0), call.arg(1), call.arg(2), call.arg(3), call.arg(4), call.arg(5)];
     let hit = match api {
         ApiId::mprotect | ApiId::tamper_pkey_mprotect => {

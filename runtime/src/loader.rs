@@ -295,6 +295,12 @@ pub fn protection_of(addr: u64) -> Option<u64> {
 /// and whether it has a name (a file's path, `[vdso]`, ...; anonymous memory
 /// has none), in one read of `/proc/self/maps`.
 pub fn mapping_of(addr: u64) -> Option<(u64, bool)> {
+    mapping_at(addr).map(|(_, _, prot, named)| (prot, named))
+}
+
+/// The mapping that holds `addr`: its range, protection and whether it has
+/// a name (as [`mapping_of`]).
+pub fn mapping_at(addr: u64) -> Option<(u64, u64, u64, bool)> {
     scan_maps(|line| {
         let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
         let range = fields.next()?;
@@ -307,7 +313,7 @@ pub fn mapping_of(addr: u64) -> Option<(u64, bool)> {
         let bit = |i: usize, c: u8, v: u64| if perms.get(i) == Some(&c) { v } else { 0 };
         // Offset, device and inode, then the name (none for anonymous memory).
         let named = fields.nth(3).is_some();
-        Some((bit(0, b'r', 1) | bit(1, b'w', 2) | bit(2, b'x', 4), named))
+        Some((lo, hi, bit(0, b'r', 1) | bit(1, b'w', 2) | bit(2, b'x', 4), named))
     })
 }
 
