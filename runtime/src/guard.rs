@@ -51,15 +51,26 @@ static RANGES: [[AtomicU64; 3]; MAX] = [const { [const { AtomicU64::new(0) }; 3]
 /// Entries ever used: readers look no further.
 static USED: AtomicUsize = AtomicUsize::new(0);
 /// Writers take turns (registrations at start-up, at `dlopen` and at a
-/// run-time rewrite; forgetting at `dlclose`). Readers take no lock.
+/// run-time rewrite; forgetting at `dlclose`): the holder's thread id, 0
+/// when free. Readers take no lock.
 static LOCK: AtomicU64 = AtomicU64::new(0);
 
 const PAGE: u64 = 4096;
 
-fn lock() {
-    while LOCK.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        core::hint::spin_loop();
+/// Takes [`LOCK`] (holding the thread's id); false when it cannot: this
+/// thread holds it already (a signal handler's trap interrupted it here), or
+/// its holder has not let go after 10,000 yields (a `fork` child of a
+/// process whose other thread held it). The caller then skips its update.
+fn lock() -> bool {
+    let me = sys::gettid();
+    for _ in 0..10_000 {
+        match LOCK.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(owner) if owner == me => return false,
+            Err(_) => sys::sched_yield(),
+        }
     }
+    false
 }
 
 fn unlock() {
@@ -71,10 +82,9 @@ fn unlock() {
 /// ([`OURS`] before [`PINNED`] before [`CODE`]) is not added again.
 pub fn protect(lo: u64, hi: u64, kind: u64) {
     let (lo, hi) = (lo & !(PAGE - 1), hi.saturating_add(PAGE - 1) & !(PAGE - 1));
-    if hi <= lo {
+    if hi <= lo || !lock() {
         return;
     }
-    lock();
     let used = USED.load(Ordering::Relaxed);
     let mut free = None;
     for (i, [l, h, k]) in RANGES.iter().enumerate().take(used) {
@@ -211,7 +221,9 @@ fn overlaps(lo: u64, len: u64) -> u64 {
 /// library's: the addresses may hold another one next).
 fn forget_code(lo: u64, len: u64) {
     let hi = lo.saturating_add(len.max(1));
-    lock();
+    if !lock() {
+        return;
+    }
     for [l, h, k] in RANGES.iter().take(USED.load(Ordering::Relaxed)) {
         let (el, eh) = (l.load(Ordering::Relaxed), h.load(Ordering::Relaxed));
         if eh != 0 && k.load(Ordering::Relaxed) == CODE && lo < eh && el < hi {
