@@ -10,7 +10,7 @@ use crate::elf::Elf;
 use crate::moved::{append_moved, relocate, Refused, Window, JMP};
 use crate::plan::Layer;
 use crate::x86::{self, ask_then_syscall, CALL_OFFSET};
-use dfpatch_runtime::apis::{syscall_api, tamper_api, ApiId};
+use dfpatch_runtime::apis::{syscall_api, tamper_of, ApiId};
 use iced_x86::{Code as Op, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, Register};
 use serde::Serialize;
 
@@ -52,9 +52,11 @@ pub fn syscall_sites(
     for_backstop: bool,
 ) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let any_hooked = dfpatch_runtime::apis::SYSCALLS.iter().any(|&(_, a)| hooked(a));
+    // (A number that may tamper is hooked for its `tamper` API too.)
+    let hooked_api = |api: ApiId| hooked(api) || tamper_of(api).is_some_and(&hooked);
     let select = |code: &Code, i: usize, nr: Option<u64>, counts: &mut SyscallCounts| match nr {
         Some(n) if for_backstop && !rewritable_at_run_time(code, i) => {
-            let api = syscall_api(n).filter(|&api| hooked(api) || tamper_api(n).is_some_and(&hooked));
+            let api = syscall_api(n).filter(|&api| hooked_api(api));
             if api.is_none() {
                 counts.for_backstop += 1;
             }
@@ -65,8 +67,7 @@ pub fn syscall_sites(
                 counts.not_monitored += 1;
                 None
             }
-            // (A number that may tamper is hooked for its `tamper` API too.)
-            Some(api) if !hooked(api) && !tamper_api(n).is_some_and(&hooked) => {
+            Some(api) if !hooked_api(api) => {
                 counts.allowed += 1;
                 None
             }

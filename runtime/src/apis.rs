@@ -296,9 +296,8 @@ pub const TAMPER_SYSCALLS: [(u64, ApiId); 11] = [
     (437, ApiId::tamper_openat2),
 ];
 
-/// The `tamper` API system call `nr` reports as when it tampers (either ABI).
-pub fn tamper_api(nr: u64) -> Option<ApiId> {
-    let api = syscall_api(nr)?;
+/// The `tamper` API a system call of API `api` reports as when it tampers.
+pub fn tamper_of(api: ApiId) -> Option<ApiId> {
     let n = syscall_nr(api)?;
     TAMPER_SYSCALLS.iter().find(|(t, _)| *t == n).map(|(_, a)| *a)
 }

@@ -34,8 +34,9 @@ pub extern "C" fn dfp_sys_dispatch_entry(f: &mut SysFrame) -> u64 {
     // without a stack (see `guard`).
     if let Some(api) = syscall_api(f.rax) {
         let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
-        let exec_memory = api.prot_exec_filter().is_some_and(|i| a[i] & sys::PROT_EXEC != 0);
-        let cheap = api.class() == Class::Tamper || api.prot_exec_filter().is_some();
+        let prot = api.prot_exec_filter();
+        let exec_memory = prot.is_some_and(|i| a[i] & sys::PROT_EXEC != 0);
+        let cheap = api.class() == Class::Tamper || prot.is_some();
         if cheap && !exec_memory && !guard::may_tamper(api, a) {
             return SYS_RUN;
         }
