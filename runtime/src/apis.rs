@@ -137,7 +137,6 @@ impl Shape {
             _ => Failure::MinusOneErrno,
         }
     }
-
 }
 
 macro_rules! apis {

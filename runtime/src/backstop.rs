@@ -57,7 +57,7 @@ const UNBLOCKABLE: u64 = 1 << 8 | 1 << 18;
 const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_RESTORER: u64 = 0x0400_0000;
-const SYS_USER_DISPATCH: i32 = 2;
+pub const SYS_USER_DISPATCH: i32 = 2;
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const PR_SET_SYSCALL_USER_DISPATCH: u64 = 59;
 const PR_SYS_DISPATCH_ON: u64 = 1;
@@ -232,12 +232,13 @@ mod resumed {
 /// kernel has `dfp_signal_wrapper` in their place.
 static HANDLERS: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
 
-/// Called by `dfp_signal_wrapper` on the signal's own stack (kept small):
-/// a thread interrupted in a thunk shows the program its own code's address
+/// Called by `dfp_signal_wrapper` (on a stack of the runtime's when one is
+/// free): a thread interrupted in a thunk shows the program its own code's address
 /// (glibc's and musl's thread cancellation compare it with their cancellable
 /// system call; returning there runs that `syscall`, which traps again).
 /// Returns the program's handler.
-pub extern "C" fn signal_enter(sig: i32, info: *mut SigInfo, uc: *mut u8) -> u64 {
+pub extern "C" fn signal_enter(sig: i32, info: *mut SigInfo, uc: *mut u8, busy: u64) -> u64 {
+    stacks::guard(busy);
     let t = Trap { info, uc };
     let rip = t.reg(RIP);
     // A handler runs with the interrupted mask added: one that blocked SIGSYS
@@ -278,7 +279,7 @@ pub enum Off {
 /// User Dispatch over `[lo, hi)`. The runtime's other threads (if a
 /// constructor started any) are not armed.
 pub fn arm(lo: u64, hi: u64) -> Result<(), Off> {
-    let act = [dfp_sigsys as *const () as u64, SA_SIGINFO | SA_ONSTACK | SA_RESTORER, arch::restore_rt_addr(), !0u64];
+    let act = [arch::sigsys_entry_addr(), SA_SIGINFO | SA_ONSTACK | SA_RESTORER, arch::restore_rt_addr(), !0u64];
     // SAFETY: installs a handler for SIGSYS from a local kernel_sigaction (8-byte mask).
     let r = unsafe { arch::syscall4(sys::SYS_RT_SIGACTION, SIGSYS, act.as_ptr() as u64, 0, 8) };
     if r < 0 {
@@ -361,26 +362,13 @@ impl Trap {
     }
 }
 
-/// The SIGSYS handler. A SIGSYS that is not a trapped system call (a
-/// seccomp filter's, `kill`) goes to the program's own action.
-pub extern "C" fn dfp_sigsys(sig: i32, info: *mut SigInfo, uc: *mut u8) {
-    let t = Trap { info, uc };
-    if t.info().code != SYS_USER_DISPATCH {
-        foreign(sig, info, uc);
-        return;
-    }
-    // On a stack of the runtime's: the program's may be a few hundred bytes.
-    let arg = &t as *const Trap as u64;
-    match stacks::claim() {
-        // SAFETY: `s.top` is the top of a mapped stack held until `s` drops, after the call.
-        Some(s) => unsafe { arch::call_on_stack(trapped, arg, s.top) },
-        None => trapped(arg),
-    }
-}
-
-extern "C" fn trapped(arg: u64) {
-    // SAFETY: `arg` is the `Trap` on dfp_sigsys's frame, which outlives this call.
-    let t = unsafe { &*(arg as *const Trap) };
+/// A trapped system call, called by the SIGSYS handler (`dfp_sigsys_entry`,
+/// which has moved to a stack of the runtime's: the program's may be a few
+/// hundred bytes). A SIGSYS that is not a trap (a seccomp filter's, `kill`)
+/// goes to [`foreign`] instead.
+pub extern "C" fn dfp_sigsys(_sig: i32, info: *mut SigInfo, uc: *mut u8, busy: u64) {
+    stacks::guard(busy);
+    let t = &Trap { info, uc };
     let nr = t.reg(RAX);
     let after = t.info().call_addr;
     // `int $0x80` (the i386 numbering, which the dispatcher does not know):
@@ -410,6 +398,8 @@ extern "C" fn trapped(arg: u64) {
                     r9: t.reg(R9),
                     rbp: t.reg(RBP),
                     ret: 0,
+                    busy: 0,
+                    sp: 0,
                 };
                 let sp = t.reg(RSP);
                 // (`below`: 16 under the stack pointer, as libc's vfork pops its return
@@ -815,7 +805,8 @@ fn sigprocmask(t: &Trap) -> i64 {
 /// A SIGSYS that is not the backstop's: what the program asked for. Its
 /// handler runs with the mask it would have had (the thread's, plus its
 /// `sa_mask`, SIGSYS left out so that its own system calls can trap).
-fn foreign(sig: i32, info: *mut SigInfo, uc: *mut u8) {
+/// Entered from `dfp_sigsys_entry` on the stack the kernel chose.
+pub extern "C" fn foreign(sig: i32, info: *mut SigInfo, uc: *mut u8) {
     let handler = PROGRAM_SIGSYS[0].load(Ordering::Relaxed);
     let flags = PROGRAM_SIGSYS[1].load(Ordering::Relaxed);
     if handler > 1 {

@@ -170,7 +170,8 @@ fn range(j: &mut Json, f: &HookFrame) {
 }
 
 const MREMAP: &[(u64, &[u8])] = &[(1, b"MREMAP_MAYMOVE"), (2, b"MREMAP_FIXED"), (4, b"MREMAP_DONTUNMAP")];
-const SHMAT: &[(u64, &[u8])] = &[(0o10000, b"SHM_RDONLY"), (0o20000, b"SHM_RND"), (0o40000, b"SHM_REMAP"), (0o100000, b"SHM_EXEC")];
+const SHMAT: &[(u64, &[u8])] =
+    &[(0o10000, b"SHM_RDONLY"), (0o20000, b"SHM_RND"), (0o40000, b"SHM_REMAP"), (0o100000, b"SHM_EXEC")];
 /// The `madvise` advice that a tampering call may give.
 const MADVICE: &[(u64, &[u8])] = &[
     (4, b"MADV_DONTNEED"),

@@ -14,24 +14,18 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// `__errno_location`: 0 not looked up yet, 1 not found, else its address.
 static ERRNO_FN: AtomicU64 = AtomicU64::new(0);
-/// `dfp_hook`'s way into the runtime: [`dfp_dispatch`] on a stack of the
-/// runtime's when one is free (see `stacks`), else on the program's. The
-/// stack is given back before `dfp_hook` goes on to the real function.
+/// `dfp_hook`'s way into the runtime, on a stack of the runtime's when one
+/// was free (see `stacks`), else on the program's.
 pub extern "C" fn dfp_dispatch_entry(f: &mut HookFrame) -> u64 {
-    match stacks::claim() {
-        // SAFETY: `s.top` is the top of a mapped stack held until `s` drops,
-        // after the call has returned.
-        Some(s) => unsafe { crate::arch::x86_64::dispatch_on_stack(f, s.top) },
-        None => dfp_dispatch(f),
-    }
+    stacks::guard(f.busy);
+    dfp_dispatch(f)
 }
 
-/// `dfp_sys_hook`'s way into the runtime, as [`dfp_dispatch_entry`]: the
-/// stack is given back before the trampoline runs the real system call.
+/// `dfp_sys_hook`'s way into the runtime, as [`dfp_dispatch_entry`].
 pub extern "C" fn dfp_sys_dispatch_entry(f: &mut SysFrame) -> u64 {
     // The many calls of `munmap`, `madvise`, `mmap`, `mprotect` that touch
-    // nothing of ours and are not after executable memory: out at once,
-    // without a stack (see `guard`).
+    // nothing of ours and are not after executable memory: out at once
+    // (see `guard`).
     if let Some(api) = syscall_api(f.rax) {
         let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
         let prot = api.prot_exec_filter();
@@ -41,17 +35,14 @@ pub extern "C" fn dfp_sys_dispatch_entry(f: &mut SysFrame) -> u64 {
             return SYS_RUN;
         }
     }
-    match stacks::claim() {
-        // SAFETY: as in dfp_dispatch_entry.
-        Some(s) => unsafe { crate::arch::x86_64::sys_dispatch_on_stack(f, s.top) },
-        None => dfp_sys_dispatch(f),
-    }
+    stacks::guard(f.busy);
+    dfp_sys_dispatch(f)
 }
 
 /// The hook dispatcher, called by `dfp_hook` for every stub that needs the
 /// runtime: a PLT/GOT site (the real function is read from its GOT slot) or a
 /// function entry (the real function is its trampoline).
-pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
+pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     let c = contract();
     // First of all: nothing below may run before self-relocation.
     let ready = ensure_init(c);
@@ -123,7 +114,7 @@ pub extern "C" fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         return if new_namespace { open_namespace(c, &p, f) } else { FORWARD };
     }
     let done = if p.enforce() { d.action } else { action::ALERT };
-    let frame = &f.ret as *const u64 as u64;
+    let frame = f.sp;
     let tid = sys::gettid();
     // A library definition reached through the executable's own hooked call
     // (its GOT slot still lazy: the loader's resolver binds it to our library
@@ -227,7 +218,7 @@ fn part_of_reported(c: &Contract, api: ApiId, kind: u8, tag: u32, tid: u64, fram
 /// The dispatcher of rewritten `syscall` instructions, called by
 /// `dfp_sys_hook`; returns [`SYS_RUN`] or [`SYS_SKIP`] (then `f.rax` holds
 /// the result, `-EPERM`). Registers other than `rax` are never changed.
-pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
+pub fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     // What the backstop virtualises is made here (a rewritten site of
     // libc's `pthread_sigmask`, of its `syscall()`).
     if let Some(r) = crate::backstop::virtualised(f.rax, [f.rdi, f.rsi, f.rdx, f.r10]) {
@@ -251,9 +242,9 @@ pub extern "C" fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     };
     let call = f.as_call();
     let sp = f.program_sp();
-    // The frame's address is on the program's stack, below its stack
-    // pointer (the dispatcher itself may run on a stack of ours).
-    let at = Site { pc: site, sp, rbp: f.rbp, below: f as *const SysFrame as u64 };
+    // Where the return address into the trampoline is: on the program's
+    // stack, below its stack pointer (the frame is on a stack of ours).
+    let at = Site { pc: site, sp, rbp: f.rbp, below: f.sp };
     let layer = if crate::backstop::rewritten_site(f.r11) { hook_kind::BACKSTOP } else { hook_kind::SYSCALL };
     let Some(api) = decided_as(api, &call) else { return SYS_RUN };
     match syscall_verdict(c, api, &call, at, layer) {

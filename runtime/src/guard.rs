@@ -116,7 +116,8 @@ pub fn protect(lo: u64, hi: u64, kind: u64) {
 /// the runtime's memory.
 pub fn refused(p: &crate::ptable::PolicyTable) -> bool {
     use crate::contract::action;
-    let apis = [ApiId::tamper_mprotect, ApiId::tamper_munmap, ApiId::tamper_mremap, ApiId::tamper_mmap, ApiId::tamper_madvise];
+    let apis =
+        [ApiId::tamper_mprotect, ApiId::tamper_munmap, ApiId::tamper_mremap, ApiId::tamper_mmap, ApiId::tamper_madvise];
     p.enforce() && apis.iter().all(|&a| p.decision(a as u16).action >= action::DENY)
 }
 
@@ -275,14 +276,10 @@ fn mapping_changes(api: ApiId) {
 fn ranges_touched(api: ApiId, a: &[u64; 6]) -> u64 {
     match api {
         ApiId::mmap if a[3] & MAP_FIXED == 0 => 0,
-        ApiId::mmap
-        | ApiId::mprotect
-        | ApiId::tamper_pkey_mprotect
-        | ApiId::tamper_munmap
-        | ApiId::tamper_madvise => overlaps(a[0], a[1]),
-        ApiId::tamper_mremap => {
-            overlaps(a[0], a[1]) | if a[3] & MREMAP_FIXED != 0 { overlaps(a[4], a[2]) } else { 0 }
+        ApiId::mmap | ApiId::mprotect | ApiId::tamper_pkey_mprotect | ApiId::tamper_munmap | ApiId::tamper_madvise => {
+            overlaps(a[0], a[1])
         }
+        ApiId::tamper_mremap => overlaps(a[0], a[1]) | if a[3] & MREMAP_FIXED != 0 { overlaps(a[4], a[2]) } else { 0 },
         _ => 0,
     }
 }
@@ -326,8 +323,7 @@ pub fn tampers(api: ApiId, call: &HookFrame) -> Option<ApiId> {
         ApiId::open => a[1] & 3 != 0 && opens_own_memory(sys::AT_FDCWD, a[0]),
         ApiId::openat => a[2] & 3 != 0 && opens_own_memory(a[0] as i32 as i64, a[1]),
         ApiId::openat2 => {
-            crate::mem::read_u64(a[2]).is_some_and(|flags| flags & 3 != 0)
-                && opens_own_memory(a[0] as i32 as i64, a[1])
+            crate::mem::read_u64(a[2]).is_some_and(|flags| flags & 3 != 0) && opens_own_memory(a[0] as i32 as i64, a[1])
         }
         _ => kinds != 0,
     };

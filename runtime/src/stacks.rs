@@ -2,116 +2,114 @@
 //! walking the stack, writing the event) needs a few KiB of stack, which the
 //! program's own stack may not have: a `clone` child on a 4 KiB stack, musl's
 //! `posix_spawn` child (whose stack is a buffer in its parent's frame, so an
-//! overrun corrupts the parent), a small alternate signal stack, a goroutine.
-//! `dfp_hook` and `dfp_sys_hook` save the program's registers where they
-//! always did (some 100 bytes below the return address), then run the
-//! dispatcher on a stack of ours ([`crate::arch::x86_64`]'s `dfp_*_on_stack`),
-//! given back before the call goes on to the real function or the real system
-//! call: a blocking call, a `vfork` child or a thread that never returns holds
-//! none.
+//! overrun corrupts the parent), a goroutine, a small alternate signal stack.
 //!
-//! [`STACKS`] stacks of [`SIZE`] bytes, each above a guard page, are claimed
-//! with one atomic bit each and mapped by their first claimer (so a program
-//! that reports nothing maps nothing). A thread can hold several at once (a
-//! hook in a signal handler that interrupted a hook). When all are taken the
-//! dispatcher runs on the program's stack, as it did before these existed.
-//! A `fork` child inherits the mappings and the bits: stacks other threads
+//! The hooks' assembly ([`crate::arch::x86_64`]: `dfp_hook`, `dfp_sys_hook`,
+//! `dfp_arm_child`, `dfp_sigsys_entry`) claims a stack before it saves
+//! anything, with the registers the call leaves free and without writing to
+//! the program's stack (the return address of the call that entered the hook
+//! is all the program's stack holds of it), and gives it back after it has
+//! switched back: before the real function or the real system call runs, so
+//! a blocking call, a `vfork` child or a thread that never returns holds none.
+//!
+//! [`STACKS`] stacks of [`STRIDE`] bytes, one mapping made at start-up
+//! (reserved, not committed: a stack's pages cost memory once used). Stack
+//! `i` is `[POOL + i * STRIDE, POOL + (i + 1) * STRIDE)`, its lowest page a
+//! guard made inaccessible the first time the stack is used ([`guard`]).
+//! Stack `i` is held while byte `i` of [`BUSY`] is 1: claimed with a locked
+//! `bts` of bit `8 i`, given back with a plain store of 0 to the byte (which
+//! changes no flag: `dfp_sys_hook` must keep them). A thread can hold several
+//! at once (a hook in a signal handler that interrupted a hook). When all are
+//! taken, or before start-up has mapped the pool, the hook runs on the
+//! program's stack, as it did before these existed.
+//!
+//! A `fork` child inherits the mapping and the bytes: stacks other threads
 //! held at the `fork` stay taken in the child (their threads do not exist
-//! there), which only narrows its pool.
-//!
-//! Claiming touches only `.bss` atomics and makes raw system calls: it is
-//! safe before start-up has relocated the runtime (see `start`).
+//! there), which only narrows its pool. The forking thread holds none (it is
+//! past its hook when the system call runs).
 
 use crate::sys;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-/// How many stacks (one bit each in [`BUSY`]).
+/// How many stacks.
 pub const STACKS: usize = 64;
-/// Usable bytes of each: the dispatcher needs under 16 KiB; the rest is for
-/// what runs on it on the program's behalf (a signal handler that interrupts
-/// a hook; `dlmopen`'s loader and constructors, which the runtime calls).
-pub const SIZE: u64 = 256 << 10;
+/// Bytes of each, its guard page included: a power of two, so that the
+/// assembly finds a stack's index from an address on it with a shift.
+pub const STRIDE: u64 = 1 << STRIDE_SHIFT;
+pub const STRIDE_SHIFT: u32 = 18;
 const GUARD: u64 = 4096;
 
-/// Bit `i`: stack `i` is held.
-static BUSY: AtomicU64 = AtomicU64::new(0);
-/// Lowest address (the guard page) of stack `i`'s mapping; 0 until mapped.
-/// Written only by a thread holding bit `i`.
-static BASE: [AtomicU64; STACKS] = [const { AtomicU64::new(0) }; STACKS];
+/// Lowest address of the pool; 0 until start-up maps it (the hooks then run
+/// on the program's stack).
+pub static POOL: AtomicU64 = AtomicU64::new(0);
 
-/// A stack held until dropped.
-pub struct Stack {
-    index: usize,
-    /// Its highest address (16-aligned): where the stack pointer starts.
-    pub top: u64,
-}
+/// Byte `i`: stack `i` is held. In one 64-byte line so that the assembly's
+/// `bts` on bit `8 i` stays inside it.
+#[repr(C, align(64))]
+pub struct Busy(pub [AtomicU8; STACKS]);
+pub static BUSY: Busy = Busy([const { AtomicU8::new(0) }; STACKS]);
+/// What a hook that runs on the program's stack "gives back": nothing reads it.
+pub static NO_STACK: AtomicU8 = AtomicU8::new(0);
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        BUSY.fetch_and(!(1u64 << self.index), Ordering::Release);
+/// Bit `i`: stack `i`'s guard page is in place.
+static GUARDED: AtomicU64 = AtomicU64::new(0);
+
+/// Maps the pool (once per process image; a `fork` child inherits it).
+/// Without it (no memory under strict overcommit), the hooks use the
+/// program's stacks.
+pub fn map_pool() {
+    if POOL.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    let len = STRIDE * STACKS as u64;
+    if let Some(at) = sys::map_reserved(len) {
+        crate::guard::protect(at, at + len, crate::guard::OURS);
+        POOL.store(at, Ordering::Release);
     }
 }
 
-/// A free stack, mapped on first use; None when every stack is held or the
-/// mapping failed.
-pub fn claim() -> Option<Stack> {
-    let mut busy = BUSY.load(Ordering::Relaxed);
-    let index = loop {
-        let free = !busy;
-        if free == 0 {
-            return None;
-        }
-        let i = free.trailing_zeros() as usize;
-        match BUSY.compare_exchange_weak(busy, busy | 1u64 << i, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => break i,
-            Err(now) => busy = now,
-        }
-    };
-    // From here the bit is ours: dropping `held` gives it back.
-    let mut held = Stack { index, top: 0 };
-    let mut base = BASE[index].load(Ordering::Acquire);
-    if base == 0 {
-        let len = GUARD + SIZE;
-        let fresh = sys::map_anonymous(len)?;
-        // SAFETY: the lowest page of our own fresh mapping, which nothing uses:
-        // made inaccessible, so an overrun faults instead of writing below.
-        if unsafe { sys::mprotect(fresh, GUARD, 0) }.is_err() {
-            // SAFETY: ours, never handed out.
-            unsafe { sys::unmap(fresh, len) };
-            return None;
-        }
-        BASE[index].store(fresh, Ordering::Release);
-        base = fresh;
+/// Called by a dispatcher with the byte that gives back the stack it runs on
+/// (its frame's `busy`): the first time a stack of the pool is used, its
+/// guard page is made inaccessible (so an overrun faults instead of writing
+/// into the stack below). The dispatcher's own frames are far above it.
+#[inline]
+pub fn guard(busy: u64) {
+    let i = busy.wrapping_sub(BUSY.0.as_ptr() as u64);
+    if i < STACKS as u64 && GUARDED.load(Ordering::Relaxed) & 1 << i == 0 {
+        guard_stack(i as usize);
     }
-    held.top = base + GUARD + SIZE;
-    Some(held)
+}
+
+#[inline(never)]
+fn guard_stack(i: usize) {
+    let lowest = POOL.load(Ordering::Relaxed) + i as u64 * STRIDE;
+    // SAFETY: the lowest page of stack `i`, which this thread holds and whose
+    // frames are at its top: nothing is on that page.
+    if unsafe { sys::mprotect(lowest, GUARD, 0) }.is_ok() {
+        GUARDED.fetch_or(1 << i, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::format;
 
-    /// One test: the pool is process-wide, and tests run in parallel.
     #[test]
-    fn stacks_are_claimed_once_given_back_and_run_out() {
-        let a = claim().expect("a stack");
-        let b = claim().expect("another");
-        assert_ne!(a.top, b.top);
-        assert_eq!(a.top % 16, 0);
-        let (a_index, a_top) = (a.index, a.top);
-        drop(a);
-        assert_eq!(BUSY.load(Ordering::Relaxed) & (1 << a_index), 0, "given back");
-        // The same slot again (lowest free bit), mapped once: the same stack.
-        let c = claim().expect("again");
-        assert_eq!((c.index, c.top), (a_index, a_top));
-        // SAFETY: the top word of a stack we hold, inside its mapping.
-        unsafe { core::ptr::write_volatile((c.top - 8) as *mut u64, 7) };
-        drop((b, c));
-        let held: [Option<Stack>; STACKS] = core::array::from_fn(|_| claim());
-        assert!(held.iter().all(Option::is_some));
-        assert!(claim().is_none(), "every stack is held");
-        drop(held);
-        assert!(claim().is_some());
-        assert_eq!(BUSY.load(Ordering::Relaxed), 0, "all given back");
+    fn a_stack_is_guarded_once_and_the_program_stack_never() {
+        map_pool();
+        let pool = POOL.load(Ordering::Relaxed);
+        assert_ne!(pool, 0);
+        guard(&NO_STACK as *const AtomicU8 as u64);
+        assert_eq!(GUARDED.load(Ordering::Relaxed), 0);
+        // Stack 3's guard (its lowest page) goes on; its top stays usable.
+        guard(&BUSY.0[3] as *const AtomicU8 as u64);
+        assert_eq!(GUARDED.load(Ordering::Relaxed), 1 << 3);
+        // SAFETY: the top word of stack 3, inside the pool's mapping.
+        unsafe { core::ptr::write_volatile((pool + 4 * STRIDE - 8) as *mut u64, 7) };
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let guard_page = format!("{:x}-{:x} ---p", pool + 3 * STRIDE, pool + 3 * STRIDE + GUARD);
+        assert!(maps.contains(&guard_page), "no {guard_page} in\n{maps}");
     }
 }

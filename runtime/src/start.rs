@@ -141,6 +141,8 @@ fn init(c: &Contract) {
     START_PID.store(sys::getpid(), Ordering::Relaxed);
     relocate(c);
     init_relocated();
+    // The hooks' stacks (until now they used the program's).
+    crate::stacks::map_pool();
     // The executable's own call frame tables, for event stacks.
     // SAFETY: the executable's ELF header is at its lowest loaded address
     // (exe_lo is the first PT_LOAD's, which maps offset 0), loaded for good.

@@ -161,6 +161,16 @@ pub fn map_anonymous_near(hint: u64, len: u64) -> Option<u64> {
     }
 }
 
+/// As [`map_anonymous`], with no memory set aside for it
+/// (`MAP_NORESERVE`): a page costs memory once written.
+pub fn map_reserved(len: u64) -> Option<u64> {
+    const MAP_NORESERVE: u64 = 0x4000;
+    let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    // SAFETY: a fresh anonymous mapping without MAP_FIXED touches no existing memory.
+    let r = unsafe { syscall6(SYS_MMAP, 0, len, PROT_READ | PROT_WRITE, flags, u64::MAX, 0) };
+    (r >= 0).then_some(r as u64)
+}
+
 /// As [`map_anonymous`], but left out of `fork` children (`MADV_DONTFORK`):
 /// only the process itself and the threads and `vfork`/`CLONE_VM` children
 /// that share its memory see it.
@@ -220,7 +230,7 @@ pub fn open_path_at(dirfd: i64, path: u64) -> Result<i32, i64> {
 pub fn fs_type(fd: i32) -> Option<u64> {
     const SYS_FSTATFS: u64 = 138;
     let mut sf = [0u64; 15]; // struct statfs is 120 bytes on x86-64, f_type first
-    // SAFETY: the kernel writes one struct statfs into `sf`.
+                             // SAFETY: the kernel writes one struct statfs into `sf`.
     let r = unsafe { syscall2(SYS_FSTATFS, fd as u64, sf.as_mut_ptr() as u64) };
     (r == 0).then_some(sf[0])
 }
@@ -230,7 +240,7 @@ pub fn shm_size(id: u64) -> Option<u64> {
     const SYS_SHMCTL: u64 = 31;
     const IPC_STAT: u64 = 2;
     let mut ds = [0u64; 14]; // struct shmid64_ds: 48 bytes of ipc64_perm, then shm_segsz
-    // SAFETY: the kernel writes one struct shmid64_ds (112 bytes) into `ds`.
+                             // SAFETY: the kernel writes one struct shmid64_ds (112 bytes) into `ds`.
     let r = unsafe { syscall3(SYS_SHMCTL, id as u32 as u64, IPC_STAT, ds.as_mut_ptr() as u64) };
     (r == 0).then_some(ds[6])
 }

@@ -19,9 +19,13 @@
 //!   calls (see [`SysFrame`]). It keeps every register and the flags, so the
 //!   trampoline can then run the real `syscall` itself (a `clone` child or a
 //!   `vfork` child then returns into the program exactly as before).
-//! * `dfp_dispatch_on_stack`, `dfp_sys_dispatch_on_stack`: run a dispatcher
-//!   on one of the runtime's own stacks (`stacks`), so that a hook needs only
-//!   the ~100 bytes the two hooks above save on the program's stack.
+//! * `dfp_sigsys_entry`: the SIGSYS handler of the backstop.
+//! * `dfp_arm_child`: a new child's first step (arms its backstop).
+//!
+//! The four run on a stack of the runtime's (`stacks`), claimed before they
+//! save anything (`DFP_CLAIM`) and given back once they have switched back
+//! (`DFP_BUSY_OF` names the byte): the program's stack holds only the return
+//! address of the call that entered them.
 
 use core::arch::{asm, global_asm};
 
@@ -40,8 +44,13 @@ pub struct HookFrame {
     pub r8: u64,
     pub r9: u64,
     pub rbp: u64,
-    /// The caller's return address; the caller's stack arguments follow it.
+    /// The caller's return address (a copy of the word at `sp`).
     pub ret: u64,
+    /// The byte that gives back the stack this frame is on (see `stacks`).
+    pub busy: u64,
+    /// The caller's stack pointer at the hook: where its return address is;
+    /// the caller's stack arguments follow it.
+    pub sp: u64,
 }
 
 impl HookFrame {
@@ -60,7 +69,7 @@ impl HookFrame {
 
     /// Address of stack argument `n` (the 7th integer argument is stack argument 0).
     pub fn stack_arg_addr(&self, n: usize) -> u64 {
-        (&self.ret as *const u64 as u64).wrapping_add(8 + 8 * n as u64)
+        self.sp.wrapping_add(8 + 8 * n as u64)
     }
 }
 
@@ -81,7 +90,6 @@ impl HookFrame {
 #[repr(C)]
 pub struct SysFrame {
     pub rbp: u64,
-    pub rbx: u64,
     /// The hook number.
     pub r11: u64,
     pub r9: u64,
@@ -90,16 +98,24 @@ pub struct SysFrame {
     pub rdx: u64,
     pub rsi: u64,
     pub rdi: u64,
+    /// DF and the system flags (the arithmetic ones are in `arith`).
+    pub rflags: u64,
+    /// The byte that gives back the stack this frame is on (see `stacks`).
+    pub busy: u64,
+    /// The arithmetic flags as `lahf` and `seto` left them in `%ax`.
+    pub arith: u64,
     /// In: the system call number. Out: the result when refused.
     pub rax: u64,
-    pub rflags: u64,
+    /// The stack pointer at `dfp_sys_hook`: where the return address into
+    /// the trampoline is, below the red zone.
+    pub sp: u64,
 }
 
 impl SysFrame {
-    /// The program's stack pointer at the `syscall` instruction: above this
-    /// frame, the return address into the trampoline and the red zone skipped.
+    /// The program's stack pointer at the `syscall` instruction: above the
+    /// return address into the trampoline and the red zone it skipped.
     pub fn program_sp(&self) -> u64 {
-        (self as *const SysFrame as u64) + core::mem::size_of::<SysFrame>() as u64 + 8 + 128
+        self.sp.wrapping_add(8 + 128)
     }
 }
 
@@ -118,6 +134,8 @@ impl SysFrame {
             r9: self.r9,
             rbp: self.rbp,
             ret: 0,
+            busy: 0,
+            sp: 0,
         }
     }
 }
@@ -158,12 +176,60 @@ global_asm!(
     "jmp {preinit}",
     ".size dfp_preinit_entry, . - dfp_preinit_entry",
     "",
+    // Claims a stack of the pool (`stacks`) with register \r alone (and the
+    // flags): \r = its 16-aligned top. Goes to \none when none is free or
+    // the pool is not mapped. Writes no stack.
+    ".macro DFP_CLAIM r, none",
+    "cmp qword ptr [rip + {pool}], 0",
+    "je \\none",
+    "xor \\r, \\r",
+    "8:",
+    "lock bts qword ptr [rip + {busy}], \\r", // bit 8 i: stack i's byte
+    "jnc 9f",
+    "add \\r, 8",
+    "cmp \\r, {stacks} * 8",
+    "jb 8b",
+    "jmp \\none",
+    "9:",
+    "shl \\r, {shift} - 3",
+    "add \\r, qword ptr [rip + {pool}]",
+    "add \\r, {stride}",
+    ".endm",
+    // \a = an address on the stack in use; then \a = the byte that gives
+    // that stack back (`stacks::NO_STACK` for the program's own). \s: scratch.
+    ".macro DFP_BUSY_OF a, s",
+    "mov \\s, \\a",
+    "sub \\s, qword ptr [rip + {pool}]",
+    "shr \\s, {shift}",
+    "lea \\a, [rip + {no_stack}]",
+    "cmp qword ptr [rip + {pool}], 0",
+    "je 9f",
+    "cmp \\s, {stacks}",
+    "jae 9f",
+    "lea \\a, [rip + {busy}]",
+    "add \\a, \\s",
+    "9:",
+    ".endm",
+    "",
+    // Entered by a jump from a hook stub: [rsp] = the caller's return
+    // address, r11 = the hook number, rax = the caller's (al: vector
+    // registers of a variadic call). r10 is free. The frame (`HookFrame`)
+    // goes on a stack of the pool; only when none is free, on the program's.
     ".globl dfp_hook",
     ".hidden dfp_hook",
     ".type dfp_hook,@function",
     "dfp_hook:",
+    "DFP_CLAIM r10, 7f",
+    "jmp 6f",
+    "7:",
+    "mov r10, rsp",
+    "and r10, -16",
+    "6:",
+    "mov [r10 - 8], rsp", // HookFrame.sp
+    "lea rsp, [r10 - 16]", // HookFrame.busy, set below
+    "mov r10, [r10 - 8]",
+    "push qword ptr [r10]", // HookFrame.ret
     "push rbp",
-    "mov rbp, rsp",
     "push r9",
     "push r8",
     "push rcx",
@@ -172,8 +238,12 @@ global_asm!(
     "push rdi",
     "push rax",
     "push r11",
+    "mov r10, rsp",
+    "DFP_BUSY_OF r10, r11",
+    "mov [rsp + 80], r10",
     "mov rdi, rsp",
     "call {dispatch_entry}",
+    "mov r10, [rsp + 80]",
     "test eax, eax",
     "pop r11",
     "pop rax",
@@ -185,37 +255,61 @@ global_asm!(
     "pop r8",
     "pop r9",
     "pop rbp",
+    "mov rsp, [rsp + 16]",
+    "mov byte ptr [r10], 0", // given back, on the program's stack again
     "jmp r11",
     "2:",
-    "add rsp, 48",
-    "pop rbp",
+    "mov rsp, [rsp + 72]",
+    "mov byte ptr [r10], 0",
     "ret",
     ".size dfp_hook, . - dfp_hook",
     "",
-    // Entered by `call` from a syscall trampoline, below the red zone. Saves
-    // the flags and every register Rust code may change (the callee-saved ones
-    // it restores itself; it has no vector or x87 code, see the module doc),
-    // aligns the stack, and returns the decision in rcx.
+    // Entered by `call` from a syscall trampoline, below the red zone: [rsp]
+    // = the return address, r11 = the hook number, rax = the system call
+    // number. Keeps the flags and every register but rcx (the decision) and
+    // r11, as the system call itself does; rcx is free. The program's stack
+    // gets nothing more: the flags are kept in registers (`lahf` and `seto`)
+    // until the frame (`SysFrame`) is on a stack of the pool.
     ".globl dfp_sys_hook",
     ".hidden dfp_sys_hook",
     ".type dfp_sys_hook,@function",
     "dfp_sys_hook:",
-    "pushfq",
+    "xchg rcx, rax", // rcx: the number; rax: free
+    "lahf",
+    "seto al", // ax: the flags
     // Fast way out for numbers below 512 neither monitored nor virtualised
     // by the backstop (`backstop::DISPATCH_MASK`; x32 and
     // other large numbers take the slow path, which decides in Rust).
     // The kernel reads only %eax (the upper half is ignored).
-    "cmp eax, 511",
+    "cmp ecx, 511",
     "ja 3f",
-    "lea rcx, [rip + {mask}]",
-    "bt dword ptr [rcx], eax",
+    "bt dword ptr [rip + {mask}], ecx",
     "jc 3f",
-    "popfq",
+    "add al, 0x7f", // OF back (al is 1 or 0)
+    "sahf", // SF ZF AF PF CF back
+    "mov rax, rcx",
     "mov ecx, 1",
     "ret",
     "3:",
+    "movzx eax, ax",
+    "shl rax, 48",
+    "or r11, rax", // the hook number (32 bits) and the flags
+    "DFP_CLAIM rax, 7f",
+    "jmp 6f",
+    "7:",
+    "mov rax, rsp",
+    "and rax, -16",
+    "6:",
+    "mov [rax - 8], rsp", // SysFrame.sp
+    "lea rsp, [rax - 8]",
+    "push rcx", // SysFrame.rax
+    "mov rcx, r11",
+    "shr rcx, 48",
+    "push rcx", // SysFrame.arith
+    "mov r11d, r11d",
+    "push rcx", // SysFrame.busy, set below
+    "pushfq", // SysFrame.rflags: DF and the system flags
     "cld",
-    "push rax",
     "push rdi",
     "push rsi",
     "push rdx",
@@ -223,16 +317,16 @@ global_asm!(
     "push r8",
     "push r9",
     "push r11",
-    "push rbx",
     "push rbp",
-    "mov rbx, rsp",
+    "mov rax, rsp",
+    "DFP_BUSY_OF rax, rcx",
+    "mov [rsp + 72], rax",
     "mov rdi, rsp",
-    "and rsp, -16",
+    "sub rsp, 8", // 16-aligned: 14 words below the top
     "call {sys_dispatch_entry}",
-    "mov rsp, rbx",
     "mov rcx, rax",
+    "add rsp, 8",
     "pop rbp",
-    "pop rbx",
     "pop r11",
     "pop r9",
     "pop r8",
@@ -240,51 +334,46 @@ global_asm!(
     "pop rdx",
     "pop rsi",
     "pop rdi",
-    "pop rax",
     "popfq",
+    "pop r11", // the stack's byte
+    "pop rax",
+    "add al, 0x7f",
+    "sahf",
+    "pop rax",
+    "mov rsp, [rsp]",
+    "mov byte ptr [r11], 0", // given back (a store: the flags stay)
     "ret",
     ".size dfp_sys_hook, . - dfp_sys_hook",
     "",
-    // The dispatchers on a stack of the runtime's (see `stacks`): rdi = the
-    // frame the hook saved on the program's stack, rsi = the 16-aligned top
-    // of the stack to run on. Direct calls (no indirect branch to mark).
-    ".globl dfp_dispatch_on_stack",
-    ".hidden dfp_dispatch_on_stack",
-    ".type dfp_dispatch_on_stack,@function",
-    "dfp_dispatch_on_stack:",
-    "push rbp",
-    "mov rbp, rsp",
-    "mov rsp, rsi",
-    "call {dispatch}",
-    "mov rsp, rbp",
-    "pop rbp",
+    // The SIGSYS handler (SA_SIGINFO: rdi, rsi = siginfo, rdx = ucontext).
+    // A trap is decided by `backstop::dfp_sigsys` on a stack of the pool:
+    // the stack the kernel chose (the program's, or its small alternate
+    // stack) holds only the kernel's frame. Any other SIGSYS goes to the
+    // program's own action where it is.
+    ".globl dfp_sigsys_entry",
+    ".hidden dfp_sigsys_entry",
+    ".type dfp_sigsys_entry,@function",
+    "dfp_sigsys_entry:",
+    "endbr64",
+    "cmp dword ptr [rsi + 8], {sys_user_dispatch}", // si_code
+    "jne {foreign}",
+    "DFP_CLAIM rax, 7f",
+    "jmp 6f",
+    "7:",
+    "mov rax, rsp",
+    "and rax, -16",
+    "6:",
+    "mov [rax - 8], rsp",
+    "lea rsp, [rax - 16]",
+    "mov rcx, rsp",
+    "DFP_BUSY_OF rcx, r8",
+    "mov [rsp], rcx",
+    "call {sigsys}", // (rcx: its fourth argument)
+    "mov rcx, [rsp]",
+    "mov rsp, [rsp + 8]",
+    "mov byte ptr [rcx], 0",
     "ret",
-    ".size dfp_dispatch_on_stack, . - dfp_dispatch_on_stack",
-    ".globl dfp_sys_dispatch_on_stack",
-    ".hidden dfp_sys_dispatch_on_stack",
-    ".type dfp_sys_dispatch_on_stack,@function",
-    "dfp_sys_dispatch_on_stack:",
-    "push rbp",
-    "mov rbp, rsp",
-    "mov rsp, rsi",
-    "call {sys_dispatch}",
-    "mov rsp, rbp",
-    "pop rbp",
-    "ret",
-    ".size dfp_sys_dispatch_on_stack, . - dfp_sys_dispatch_on_stack",
-    // f(arg) on the stack whose 16-aligned top is rsi: rdi = arg, rdx = f.
-    ".globl dfp_call_on_stack",
-    ".hidden dfp_call_on_stack",
-    ".type dfp_call_on_stack,@function",
-    "dfp_call_on_stack:",
-    "push rbp",
-    "mov rbp, rsp",
-    "mov rsp, rsi",
-    "call rdx",
-    "mov rsp, rbp",
-    "pop rbp",
-    "ret",
-    ".size dfp_call_on_stack, . - dfp_call_on_stack",
+    ".size dfp_sigsys_entry, . - dfp_sigsys_entry",
     "",
     // The restorer of every signal handler while the backstop is armed
     // (`rt_sigreturn` must come from inside its range): the same bytes as
@@ -300,6 +389,7 @@ global_asm!(
     ".size dfp_restore_rt, . - dfp_restore_rt",
     "",
     // Every handler the program installs runs through this: `signal_enter`
+    // (on a stack of the pool: the signal's may be a small alternate stack)
     // shows it the interrupted context as if no thunk were involved and
     // returns its handler, which is then jumped to (no frame of ours in
     // between: unwinding from the handler, as glibc's thread cancellation
@@ -308,13 +398,29 @@ global_asm!(
     ".hidden dfp_signal_wrapper",
     ".type dfp_signal_wrapper,@function",
     "dfp_signal_wrapper:",
+    "DFP_CLAIM rax, 7f",
+    "jmp 6f",
+    "7:",
+    "mov rax, rsp",
+    "and rax, -16",
+    "6:",
+    "mov [rax - 8], rsp",
+    "lea rsp, [rax - 16]", // the stack's byte, set below
     "push rdi",
     "push rsi",
     "push rdx",
-    "call {signal_enter}",
+    "sub rsp, 8",
+    "mov rcx, rsp",
+    "DFP_BUSY_OF rcx, r8",
+    "mov [rsp + 32], rcx",
+    "call {signal_enter}", // (rcx: its fourth argument)
+    "add rsp, 8",
     "pop rdx",
     "pop rsi",
     "pop rdi",
+    "mov r11, [rsp]",
+    "mov rsp, [rsp + 8]",
+    "mov byte ptr [r11], 0",
     "jmp rax",
     ".size dfp_signal_wrapper, . - dfp_signal_wrapper",
     // What a signal whose handler was just removed runs instead.
@@ -332,29 +438,50 @@ global_asm!(
     ".hidden dfp_arm_child",
     ".type dfp_arm_child,@function",
     "dfp_arm_child:",
-    "pushfq",
+    "lahf",
+    "seto al",
+    "mov ecx, eax", // rcx: the flags (rax, rcx, r11: free in a child just made)
+    "cmp qword ptr [rip + {range}], 0",
+    "je 5f",
+    "DFP_CLAIM rax, 7f",
+    "jmp 6f",
+    "7:",
+    "mov rax, rsp",
+    "and rax, -16",
+    "6:",
+    "mov [rax - 8], rsp",
+    "lea rsp, [rax - 8]",
+    "push rcx",
+    "push rcx", // the stack's byte, set below
     "push rdi",
     "push rsi",
     "push rdx",
     "push r10",
     "push r8",
+    "mov rax, rsp",
+    "DFP_BUSY_OF rax, rcx",
+    "mov [rsp + 40], rax",
     "mov rdx, qword ptr [rip + {range}]",
-    "test rdx, rdx",
-    "jz 2f",
     "mov r10, qword ptr [rip + {range} + 8]",
     "mov eax, 157", // prctl
     "mov edi, 59", // PR_SET_SYSCALL_USER_DISPATCH
     "mov esi, 1", // PR_SYS_DISPATCH_ON
     "xor r8d, r8d", // no selector: every call from outside the range traps
     "syscall",
-    "2:",
     "pop r8",
     "pop r10",
     "pop rdx",
     "pop rsi",
     "pop rdi",
-    "popfq",
-    "xor eax, eax",
+    "pop r11",
+    "pop rcx",
+    "mov rsp, [rsp]",
+    "mov byte ptr [r11], 0",
+    "5:",
+    "mov eax, ecx",
+    "add al, 0x7f",
+    "sahf",
+    "mov eax, 0",
     "ret",
     ".size dfp_arm_child, . - dfp_arm_child",
     "",
@@ -396,8 +523,15 @@ global_asm!(
     ".popsection",
     start = sym crate::start::dfp_start,
     preinit = sym crate::start::dfp_preinit,
-    dispatch = sym crate::dispatch::dfp_dispatch,
-    sys_dispatch = sym crate::dispatch::dfp_sys_dispatch,
+    sigsys = sym crate::backstop::dfp_sigsys,
+    foreign = sym crate::backstop::foreign,
+    sys_user_dispatch = const crate::backstop::SYS_USER_DISPATCH,
+    pool = sym crate::stacks::POOL,
+    busy = sym crate::stacks::BUSY,
+    no_stack = sym crate::stacks::NO_STACK,
+    stacks = const crate::stacks::STACKS,
+    shift = const crate::stacks::STRIDE_SHIFT,
+    stride = const crate::stacks::STRIDE,
     dispatch_entry = sym crate::dispatch::dfp_dispatch_entry,
     sys_dispatch_entry = sym crate::dispatch::dfp_sys_dispatch_entry,
     mask = sym crate::backstop::DISPATCH_MASK,
@@ -408,40 +542,6 @@ global_asm!(
     plain_slots = sym crate::backstop::PLAIN_SLOTS,
     spawn_slots = sym crate::backstop::SPAWN_SLOTS,
 );
-
-extern "C" {
-    fn dfp_call_on_stack(arg: u64, top: u64, f: extern "C" fn(u64));
-    fn dfp_dispatch_on_stack(f: *mut HookFrame, top: u64) -> u64;
-    fn dfp_sys_dispatch_on_stack(f: *mut SysFrame, top: u64) -> u64;
-}
-
-/// `dfp_dispatch(f)` run on the stack whose top is `top`.
-///
-/// # Safety
-/// `top` is the 16-aligned top of a mapped stack that nothing else uses
-/// until this returns.
-pub unsafe fn dispatch_on_stack(f: &mut HookFrame, top: u64) -> u64 {
-    // SAFETY: as the caller promises; the thunk switches back before returning.
-    unsafe { dfp_dispatch_on_stack(f, top) }
-}
-
-/// `dfp_sys_dispatch(f)` run on the stack whose top is `top`.
-///
-/// # Safety
-/// As for [`dispatch_on_stack`].
-pub unsafe fn sys_dispatch_on_stack(f: &mut SysFrame, top: u64) -> u64 {
-    // SAFETY: as the caller promises; the thunk switches back before returning.
-    unsafe { dfp_sys_dispatch_on_stack(f, top) }
-}
-
-/// `f(arg)` run on the stack whose top is `top`.
-///
-/// # Safety
-/// As for [`dispatch_on_stack`].
-pub unsafe fn call_on_stack(f: extern "C" fn(u64), arg: u64, top: u64) {
-    // SAFETY: as the caller promises; the thunk switches back before returning.
-    unsafe { dfp_call_on_stack(arg, top, f) }
-}
 
 /// Size of a thunk in `dfp_thunks` and in `dfp_spawn_thunks`.
 pub const PLAIN_THUNK_SIZE: u64 = 8;
@@ -456,6 +556,16 @@ pub fn thunks_addr() -> (u64, u64) {
              options(nomem, nostack, preserves_flags));
     }
     (a, b)
+}
+
+/// Run-time address of `dfp_sigsys_entry`, the SIGSYS handler.
+pub fn sigsys_entry_addr() -> u64 {
+    let a: u64;
+    // SAFETY: a RIP-relative `lea` of a symbol of this image reads no memory.
+    unsafe {
+        asm!("lea {0}, [rip + dfp_sigsys_entry]", out(reg) a, options(nomem, nostack, preserves_flags));
+    }
+    a
 }
 
 /// Run-time address of `dfp_restore_rt`.
