@@ -160,10 +160,43 @@ fn unblock_sigsys() {
     unsafe { arch::syscall4(sys::SYS_RT_SIGPROCMASK, 1, &unblock as *const u64 as u64, 0, 8) };
 }
 
+/// The tails of musl's cancellable hops (see `arch::musl_cp_hop`): a
+/// thread interrupted there is shown the site's own `syscall`.
+mod cp_tails {
+    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    /// (the tail's first address, the site's `syscall`); entries are added
+    /// under the rewrite's lock and never removed.
+    static TAILS: [[AtomicU64; 2]; 16] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; 16];
+    static USED: AtomicUsize = AtomicUsize::new(0);
+
+    /// Records a tail; false when the table is full (the site then keeps trapping).
+    pub fn add(tail: u64, site: u64) -> bool {
+        let used = USED.load(Ordering::Relaxed);
+        let Some([t, s]) = TAILS.get(used) else { return false };
+        s.store(site, Ordering::Relaxed);
+        t.store(tail, Ordering::Relaxed);
+        USED.store(used + 1, Ordering::Release);
+        true
+    }
+
+    /// The site whose tail `rip` is in.
+    pub fn site_of(rip: u64) -> Option<u64> {
+        let len = crate::arch::x86_64::MUSL_CP_TAIL as u64;
+        TAILS.iter().take(USED.load(Ordering::Acquire)).find_map(|[t, s]| {
+            let t = t.load(Ordering::Relaxed);
+            (t..t + len).contains(&rip).then(|| s.load(Ordering::Relaxed))
+        })
+    }
+}
+
 /// Where a thread interrupted in a trapped site's thunk is, as the program
 /// knows its code: at its own `syscall` (the thunk's, about to run or to be
-/// restarted) or just after it. None elsewhere.
+/// restarted) or just after it; in a musl cancellable hop's tail, at its
+/// `syscall`. None elsewhere.
 fn origin_of(rip: u64) -> Option<u64> {
+    if let Some(site) = cp_tails::site_of(rip) {
+        return Some(site);
+    }
     for spawn in [false, true] {
         let (base, size, all) = pool(spawn);
         let first = base + (all.len() / 2) as u64 * size;
@@ -185,6 +218,9 @@ fn origin_of(rip: u64) -> Option<u64> {
 /// The `syscall` a thunk's `rip` stands for when it is at its start (to be
 /// run, or restarted); 0 otherwise.
 fn rip_syscall(rip: u64) -> u64 {
+    if let Some(site) = cp_tails::site_of(rip) {
+        return site;
+    }
     match origin_of(rip) {
         Some(at) if origin_of(rip + 2) == Some(at + 2) => at,
         _ => 0,
@@ -455,7 +491,8 @@ mod rewrite {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     const ARENA: u64 = 64 << 10;
-    const HOP: u64 = 80;
+    /// Room for the largest hop (`arch::MUSL_CP_HOP`).
+    const HOP: u64 = arch::MUSL_CP_HOP as u64;
     /// Hop arenas near the code they serve: (base, bytes used).
     static ARENAS: [[AtomicU64; 2]; 32] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; 32];
     /// One thread rewrites at a time (a page made writable for one site is
@@ -500,14 +537,39 @@ mod rewrite {
             && b[i] == 0xb8
             && b[i + 5..i + 7] == [0x0f, 0x05]
             && u32::from_le_bytes([b[i + 1], b[i + 2], b[i + 3], b[i + 4]]) as u64 == nr;
+        let old = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
         if pattern && got >= 8 {
-            let old = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-            rewrite(at, nr, old);
+            rewrite(at, after, Hop::Number(nr), old);
+        } else if let Some((from, moved)) = musl_cancellable(after) {
+            // (What `from`'s aligned word held, read again: it may be the one before.)
+            let mut w = [0u8; 8];
+            if mem::read(from & !7, &mut w) == 8 {
+                rewrite(from, after, Hop::MuslCancellable { cancel: after + 1, moved }, u64::from_le_bytes(w));
+            }
         } else if got >= i + 7 {
             let k = UNREWRITABLE_NEXT.fetch_add(1, Ordering::Relaxed) % UNREWRITABLE.len();
             UNREWRITABLE[k].store(after, Ordering::Relaxed);
         }
         LOCK.store(0, Ordering::Release);
+    }
+
+    /// When the `syscall` ending at `after` is musl's cancellable one
+    /// (`...; mov %r11, 8(%rsp); syscall; ret; __cp_cancel: jmp __cancel`):
+    /// where to put the hop's `jmp` and how many of the moves before the
+    /// `syscall` it replaces (`arch::MUSL_CP_MOVS`): the last move whose 5
+    /// bytes lie in one aligned word, as one store writes them.
+    fn musl_cancellable(after: u64) -> Option<(u64, usize)> {
+        let movs = arch::MUSL_CP_MOVS;
+        let start = after.checked_sub(2 + movs.len() as u64)?;
+        let mut b = [0u8; 20];
+        if mem::read(start, &mut b) != 20 {
+            return None;
+        }
+        let ours = b[..15] == movs && b[15..18] == [0x0f, 0x05, 0xc3] && matches!(b[18], 0xe9 | 0xeb);
+        if !ours {
+            return None;
+        }
+        (1..=3).map(|moved| (after - 2 - 5 * moved as u64, moved)).find(|&(at, _)| at % 8 <= 3)
     }
 
     /// The last sites (their `syscall`'s end) found not to be the pattern.
@@ -548,9 +610,20 @@ mod rewrite {
         }
     }
 
-    /// Rewrites the `mov $nr, %eax` at `at` (its aligned word holding `old`).
-    fn rewrite(at: u64, nr: u64, old: u64) {
-        // The mov's 5 bytes in one aligned 8-byte word, written at once; or,
+    /// What replaces a site's 5 bytes before its `syscall`.
+    #[derive(Clone, Copy)]
+    enum Hop {
+        /// `mov $N, %eax`.
+        Number(u64),
+        /// The last `moved` moves before musl's cancellable `syscall`
+        /// (whose number is known only at run time); its `__cp_cancel`.
+        MuslCancellable { cancel: u64, moved: usize },
+    }
+
+    /// Rewrites the 5 bytes at `at` (its aligned word holding `old`) that
+    /// start what comes before the `syscall` ending at `after`, as `hop` says.
+    fn rewrite(at: u64, after: u64, hop: Hop, old: u64) {
+        // The 5 bytes in one aligned 8-byte word, written at once; or,
         // with no other thread to run them meanwhile, wherever they are (not
         // in a `vfork` child: its parent's other threads share the memory).
         let word = at & !7;
@@ -562,11 +635,19 @@ mod rewrite {
         if !in_file_code(at) {
             return;
         }
-        let after = at + 7;
-        let Some(thunk) = thunk(after, apis::may_spawn(nr), Serves::Trapped) else { return };
-        // Monitored and virtualised calls ask the dispatcher.
-        let virtualised = [NR_RT_SIGACTION, NR_RT_SIGPROCMASK, NR_PRCTL].contains(&(nr as u32));
-        let asks = virtualised || apis::syscall_api(nr).is_some();
+        let spawn = match hop {
+            Hop::Number(nr) => apis::may_spawn(nr),
+            Hop::MuslCancellable { .. } => false, // (cancellable calls start nothing)
+        };
+        let Some(thunk) = thunk(after, spawn, Serves::Trapped) else { return };
+        // Monitored and virtualised calls ask the dispatcher; a number known
+        // only at run time always does (`dfp_sys_hook` lets the others go at once).
+        let asks = match hop {
+            Hop::Number(nr) => {
+                [NR_RT_SIGACTION, NR_RT_SIGPROCMASK, NR_PRCTL].contains(&(nr as u32)) || apis::syscall_api(nr).is_some()
+            }
+            Hop::MuslCancellable { .. } => true,
+        };
         let ask = match asks {
             true => match libplans::new_site(after - 2) {
                 Some(k) => {
@@ -579,11 +660,25 @@ mod rewrite {
             },
             false => None,
         };
-        let Some(hop) = hop_near(at) else { return };
-        let (code, len) = arch::site_hop(nr as u32, ask, thunk, after);
-        if !sys::write_proc_self_mem(hop, &code[..len]) {
+        let Some(hop_at) = hop_near(at) else { return };
+        let written = match (hop, ask) {
+            (Hop::Number(nr), ask) => {
+                let (code, len) = arch::site_hop(nr as u32, ask, thunk, after);
+                sys::write_proc_self_mem(hop_at, &code[..len])
+            }
+            (Hop::MuslCancellable { cancel, moved }, Some((k, hook))) => {
+                let (code, tail) = arch::musl_cp_hop(moved, k, hook, cancel, thunk, after);
+                if !super::cp_tails::add(hop_at + tail as u64, after - 2) {
+                    return;
+                }
+                sys::write_proc_self_mem(hop_at, &code)
+            }
+            (Hop::MuslCancellable { .. }, None) => false,
+        };
+        if !written {
             return;
         }
+        let hop = hop_at;
         let Some(jmp) = arch::jmp_rel32(at, hop, 5) else { return };
         // The rewritten code is the program's to keep (see `guard`).
         crate::guard::protect(at, at + 5, crate::guard::CODE);

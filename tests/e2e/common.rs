@@ -205,6 +205,22 @@ pub fn run_command(cmd: &mut Command) -> Output {
     panic!("{:?} stayed busy (ETXTBSY)", cmd.get_program());
 }
 
+/// Runs `cmd` (its stdout captured), killing it after `secs` seconds: None
+/// when it had to be killed (the program hung).
+pub fn run_within(cmd: &mut Command, secs: u64) -> Option<Output> {
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().expect("wait"))
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -386,16 +386,9 @@ fn pthread_cancel_still_interrupts_a_blocked_thread() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("inside libc's thread-cancellation window"));
         let patched = dir.join(format!("{}.patched", exe.file_name().unwrap().to_string_lossy()));
         patch(&exe, &patched, &policy("monitor", "alert", &dir.join("ev.jsonl"), &[]));
-        let mut child = std::process::Command::new(&patched).stdout(std::process::Stdio::piped()).spawn().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the patched program hangs: pthread_cancel did not interrupt the blocked thread");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
+        let Some(out) = run_within(&mut std::process::Command::new(&patched), 30) else {
+            panic!("the patched program hangs: pthread_cancel did not interrupt the blocked thread");
+        };
         assert_eq!(String::from_utf8_lossy(&out.stdout), "cancelled=1\n");
     }
 }

@@ -652,6 +652,71 @@ pub fn site_hop(nr: u32, ask: Option<(u32, u64)>, thunk: u64, back: u64) -> ([u8
     (b, len)
 }
 
+/// Bytes of the largest [`musl_cp_hop`].
+pub const MUSL_CP_HOP: usize = 104;
+/// Bytes of a [`musl_cp_hop`]'s tail.
+pub const MUSL_CP_TAIL: usize = 23;
+/// The last three instructions before musl's cancellable `syscall`, 5 bytes
+/// each: `mov 8(%rsp), %r8; mov 16(%rsp), %r9; mov %r11, 8(%rsp)`.
+pub const MUSL_CP_MOVS: [u8; 15] =
+    [0x4c, 0x8b, 0x44, 0x24, 0x08, 0x4c, 0x8b, 0x4c, 0x24, 0x10, 0x4c, 0x89, 0x5c, 0x24, 0x08];
+
+/// The hop of musl's cancellable `syscall` (`__syscall_cp_asm`, between
+/// its labels `__cp_begin` and `__cp_end`: `...; mov %r11, 8(%rsp);
+/// syscall; ret`), where the last `moved` instructions of
+/// [`MUSL_CP_MOVS`] (1 to 3, the first replaced by a `jmp` here) are: those
+/// instructions, the question (hook number `k`, `dfp_sys_hook` at `hook`:
+/// the number is in `%rax`, known only at run time), then the tail: musl's
+/// own test of the thread's cancel flag (its address is the word the last
+/// `mov` stored) made again, since a cancellation that came during the
+/// question found the thread outside musl's labels and waits for this test;
+/// set, to `cancel` (`__cp_cancel`); clear, to the site's `thunk`, which
+/// runs the call and jumps `back`. A signal in the tail or the thunk is
+/// shown the site's own `syscall` (see `backstop::origin_of`), inside the
+/// labels, so musl's handler acts as it would there. Returns the bytes and
+/// where the tail starts.
+pub fn musl_cp_hop(moved: usize, k: u32, hook: u64, cancel: u64, thunk: u64, back: u64) -> ([u8; MUSL_CP_HOP], usize) {
+    let mut b = [0xccu8; MUSL_CP_HOP];
+    let kb = k.to_le_bytes();
+    let movs = &MUSL_CP_MOVS[15 - 5 * moved.clamp(1, 3)..];
+    let code: [&[u8]; 10] = [
+        movs,
+        &[0x48, 0x8d, 0x64, 0x24, 0x80],           // lea rsp, [rsp-0x80]
+        &[0x41, 0xbb, kb[0], kb[1], kb[2], kb[3]], // mov r11d, k
+        &[0xff, 0x15, 0, 0, 0, 0],                 // call *hook(%rip)
+        &[0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0],  // lea rsp, [rsp+0x80]
+        &[0xe3, MUSL_CP_TAIL as u8],               // jrcxz over the tail: refused
+        &[0x4c, 0x8b, 0x5c, 0x24, 0x08],           // tail: mov r11, [rsp+8]
+        &[0x41, 0x83, 0x3b, 0x00],                 // cmp dword ptr [r11], 0
+        &[0x74, 0x06],                             // jz over the jump to __cp_cancel
+        &[0xff, 0x25, 0, 0, 0, 0],                 // jmp *cancel(%rip)
+    ];
+    let mut n = 0;
+    let mut starts = [0usize; 12];
+    for (i, c) in code.iter().enumerate() {
+        starts[i] = n;
+        b[n..n + c.len()].copy_from_slice(c);
+        n += c.len();
+    }
+    // jmp *thunk(%rip) (the tail's end), then, refused: jmp *back(%rip).
+    for i in [10, 11] {
+        starts[i] = n;
+        b[n..n + 2].copy_from_slice(&[0xff, 0x25]);
+        n += 6;
+    }
+    // The slots, after the code (8-aligned): each `*disp(%rip)` reads one.
+    let slots = (n + 7) & !7;
+    for (i, (at, v)) in
+        [(starts[3], hook), (starts[9], cancel), (starts[10], thunk), (starts[11], back)].into_iter().enumerate()
+    {
+        let slot = slots + 8 * i;
+        let disp = (slot as i32 - (at as i32 + 6)).to_le_bytes();
+        b[at + 2..at + 6].copy_from_slice(&disp);
+        b[slot..slot + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    (b, starts[6])
+}
+
 /// Run-time addresses of `dfp_signal_wrapper` and `dfp_signal_nothing`.
 pub fn signal_wrapper_addrs() -> (u64, u64) {
     let (a, b): (u64, u64);
@@ -1069,6 +1134,39 @@ mod code_tests {
         assert_eq!(b[48..56], 0x7777u64.to_le_bytes());
         assert_eq!(b[56..64], 0x1111u64.to_le_bytes());
         assert_eq!(b[64..72], 0x2222u64.to_le_bytes());
+    }
+
+    #[test]
+    fn musl_cp_hops_decode_to_what_they_promise() {
+        let (b, tail) = musl_cp_hop(1, 0x4000_0203, 0x7777, 0x8888, 0x1111, 0x2222);
+        assert_eq!(tail, 32);
+        assert_eq!(
+            disassemble(&b[..64], 0x1000, 12),
+            [
+                "mov [rsp+8],r11",
+                "lea rsp,[rsp-80h]",
+                "mov r11d,40000203h",
+                "call qword ptr [1040h]",
+                "lea rsp,[rsp+80h]",
+                "jrcxz 0000000000001037h",
+                "mov r11,[rsp+8]",
+                "cmp dword ptr [r11],0",
+                "je short 0000000000001031h",
+                "jmp qword ptr [1048h]",
+                "jmp qword ptr [1050h]",
+                "jmp qword ptr [1058h]",
+            ]
+        );
+        assert_eq!(tail + MUSL_CP_TAIL, 0x37, "the tail ends with the jump to the thunk");
+        for (slot, v) in [(64, 0x7777u64), (72, 0x8888), (80, 0x1111), (88, 0x2222)] {
+            assert_eq!(b[slot..slot + 8], v.to_le_bytes());
+        }
+        // The three moves, when the first is the one replaced.
+        let (b, tail) = musl_cp_hop(3, 1, 0x7777, 0x8888, 0x1111, 0x2222);
+        assert_eq!(tail, 42);
+        assert_eq!(disassemble(&b, 0x1000, 4)[..3], ["mov r8,[rsp+8]", "mov r9,[rsp+10h]", "mov [rsp+8],r11"]);
+        assert_eq!(disassemble(&b[tail..], 0x1000 + tail as u64, 1), ["mov r11,[rsp+8]"]);
+        assert_eq!(b[96..104], 0x2222u64.to_le_bytes(), "the last slot fits");
     }
 
     #[test]
