@@ -15,11 +15,11 @@
 //! detoured in memory as static executables' are in their file, so a call
 //! that never looks at the dynamic symbol table (a pointer computed from the
 //! library file on disk or a hard-coded offset; libc's own internal calls,
-//! `wordexp` and `popen` reaching `posix_spawn`) still enters the hook. Of
-//! its `syscall` instructions those the runtime's backstop cannot rewrite
-//! when they first trap are planned (see [`syscalls::unpatterned_sites`]),
-//! the `syscall()` function's among them; a monitored call they make inside
-//! one of its reported public functions is part of that call.
+//! `wordexp` and `popen` reaching `posix_spawn`) still enters the hook. Its
+//! `syscall` instructions are all planned (see [`syscalls::every_site`]),
+//! the `syscall()` function's among them: none traps, not even once per
+//! process; a monitored call they make inside one of its reported public
+//! functions is part of that call.
 //!
 //! Moved `syscall` neighbours must mean the same at any address (no
 //! RIP-relative operand, no relative branch), so a trampoline can be copied
@@ -260,15 +260,17 @@ fn plan_one(
                 }),
             }
         }
-        // libc's `syscall` instructions that the backstop cannot rewrite
-        // at run time (their number not set by a `mov $N, %eax` just
-        // before them: `read`'s `xor %eax,%eax`, the `syscall()` function,
-        // which a library can use instead of the named functions, takes it
-        // from a register), whatever their number: otherwise each of their
-        // calls would trap. The others are rewritten on their first trap.
+        // Every one of libc's `syscall` instructions, whatever its number:
+        // those the backstop could not rewrite at run time would trap at
+        // every call (their number not set by a `mov $N, %eax` just before:
+        // `read`'s `xor %eax,%eax`, the `syscall()` function, which a
+        // library can use instead of the named functions); the others would
+        // trap once per process, and a short process makes mostly first
+        // calls. They lie in a few dozen pages, which start-up writes one
+        // `pwrite` each. An unmonitored number's trampoline asks nothing.
         let taken: Vec<(u64, u64)> = out.iter().map(|x| (x.vaddr, x.vaddr + x.len as u64)).collect();
         let cancel = syscalls::cancellation_windows(lib);
-        let (sites, no, counts) = syscalls::unpatterned_sites(&code, &taken, &cancel);
+        let (sites, no, counts) = syscalls::every_site(&code, &taken, &cancel);
         out.extend(syscall_plans(lib, sites, next_index));
         refused.extend(no);
         return Ok(made(out, refused, counts, true));
@@ -300,8 +302,10 @@ fn syscall_plans(lib: &Elf, sites: Vec<syscalls::SyscallSite>, next_index: &mut 
         if *next_index >= MAX_SITES {
             break;
         }
-        let Some(t) = trampoline(lib, &s.window, dfpatch_runtime::contract::r11::LIB_SITE as u32 | *next_index as u32)
-        else {
+        // A known number the dispatcher would let through at once needs no question.
+        let asks = s.nr.is_none_or(dfpatch_runtime::backstop::dispatched);
+        let k = dfpatch_runtime::contract::r11::LIB_SITE as u32 | *next_index as u32;
+        let Some(t) = trampoline(lib, &s.window, asks.then_some(k)) else {
             continue;
         };
         let Some(original) = lib
@@ -374,14 +378,20 @@ fn entry_trampoline(w: &moved::Window) -> Result<(Vec<u8>, Vec<u16>), &'static s
 /// A trampoline that works at any address (its moved instructions are
 /// position independent): the runtime fills the jump back's rel32 at
 /// `back_at`, `dfp_sys_hook`'s address at `slot_at` and the address of the
-/// thunk that runs the system call at `slot_at + 8`; the hook number's imm32
-/// is at `number_at`, and the thunk jumps back to `resume_at`.
-fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<Trampoline> {
+/// thunk that runs the system call at `slot_at + 8`; the thunk jumps back to
+/// `resume_at`. With a hook number the trampoline asks the runtime first
+/// (the number's imm32 is at `number_at`); without, it goes straight to the
+/// thunk (`number_at` 0).
+fn trampoline(lib: &Elf, w: &moved::Window, hook_number: Option<u32>) -> Option<Trampoline> {
     let mut b = Vec::new();
     b.extend(copy(lib, &w.insns[..w.at])?);
-    let number_at = b.len() + x86::NUMBER_OFFSET;
-    let call_at = b.len() + x86::CALL_OFFSET;
-    let jmp_at = x86::ask_then_thunk(&mut b, hook_number, &x86::CALL_THROUGH_SLOT);
+    let (number_at, call_at, jmp_at) = match hook_number {
+        Some(k) => {
+            let (number_at, call_at) = (b.len() + x86::NUMBER_OFFSET, b.len() + x86::CALL_OFFSET);
+            (number_at, Some(call_at), x86::ask_then_thunk(&mut b, k, &x86::CALL_THROUGH_SLOT))
+        }
+        None => (0, None, x86::thunk_through_slot(&mut b)),
+    };
     let resume_at = b.len();
     let after = &w.insns[w.at + 1..];
     b.extend(copy(lib, after)?);
@@ -392,7 +402,9 @@ fn trampoline(lib: &Elf, w: &moved::Window, hook_number: u32) -> Option<Trampoli
     }
     let slot_at = b.len();
     b.extend([0; 16]);
-    x86::set_rip_slot(&mut b, call_at, slot_at)?;
+    if let Some(call_at) = call_at {
+        x86::set_rip_slot(&mut b, call_at, slot_at)?;
+    }
     x86::set_rip_slot(&mut b, jmp_at, slot_at + 8)?;
     Some(Trampoline { bytes: b, back_at, slot_at, number_at, resume_at })
 }

@@ -31,18 +31,19 @@ pub struct SyscallCounts {
     pub not_monitored: usize,
     /// Monitored, but the policy allows every such call.
     pub allowed: usize,
-    /// Rewritten only because the backstop could not rewrite them at run
-    /// time (their number is not monitored, or allowed): each of their
-    /// calls would trap otherwise. Counted among the rewritten sites.
+    /// Rewritten only for the backstop (their number is not monitored, or
+    /// allowed): their calls would trap otherwise, at every call or once
+    /// per process. Counted among the rewritten sites.
     pub for_backstop: usize,
 }
 
 /// Every `syscall` instruction: the ones to redirect, the ones refused, and counts.
 /// `hooked(api)`: the policy does not allow every call of `api`. `taken`:
-/// byte ranges already rewritten (detours). `for_backstop`: also the sites
-/// the backstop could not rewrite at run time in a process with threads
-/// (see [`unpatterned_sites`]), whatever their number, which would
-/// otherwise trap at every call (Go's runtime: `epoll_ctl`, `nanosleep`).
+/// byte ranges already rewritten (detours). `for_backstop`: also every site
+/// whose number is known, monitored or not, which would otherwise trap:
+/// at every call when the backstop cannot rewrite it at run time (see
+/// [`rewritable_at_run_time`]; Go's runtime: `epoll_ctl`, `nanosleep`),
+/// once per process when it can.
 pub fn syscall_sites(
     code: &Code,
     hooked: impl Fn(ApiId) -> bool,
@@ -54,8 +55,12 @@ pub fn syscall_sites(
     let any_hooked = dfpatch_runtime::apis::SYSCALLS.iter().any(|&(_, a)| hooked(a));
     // (A number that may tamper is hooked for its `tamper` API too.)
     let hooked_api = |api: ApiId| hooked(api) || tamper_of(api).is_some_and(&hooked);
-    let select = |code: &Code, i: usize, nr: Option<u64>, counts: &mut SyscallCounts| match nr {
-        Some(n) if for_backstop && !rewritable_at_run_time(code, i) => {
+    let select = |_: &Code, _: usize, nr: Option<u64>, counts: &mut SyscallCounts| match nr {
+        // With the backstop, every site: one it could not rewrite at run
+        // time would trap at every call, the others once per process (and
+        // a short process makes mostly first calls). Rewritten in the file,
+        // they cost nothing at start-up.
+        Some(n) if for_backstop => {
             let api = syscall_api(n).filter(|&api| hooked_api(api));
             if api.is_none() {
                 counts.for_backstop += 1;
@@ -82,28 +87,23 @@ pub fn syscall_sites(
     sites_where(code, select, taken, cancel, copy_only)
 }
 
-/// The `syscall` instructions that the backstop could not rewrite at run
-/// time in a process with threads (see the runtime's `backstop`): its number
-/// not set by a `mov $N, %eax` just before it, or that `mov` not within one
-/// aligned 8-byte word (a library is loaded at a page boundary, so its
-/// addresses keep their alignment), whatever their number: libc's, planned
-/// at patch time so that they do not trap in steady state.
-pub fn unpatterned_sites(
+/// Every `syscall` instruction, whatever its number (libc's: see
+/// `libplan`); those the backstop could not rewrite at run time are
+/// counted as [`SyscallCounts::for_backstop`].
+pub fn every_site(
     code: &Code,
     taken: &[(u64, u64)],
     cancel: &[(u64, u64)],
 ) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let select = |code: &Code, i: usize, nr: Option<u64>, counts: &mut SyscallCounts| {
-        if rewritable_at_run_time(code, i) {
-            counts.not_monitored += 1;
-            return None;
+        let api = nr.and_then(syscall_api);
+        if !rewritable_at_run_time(code, i) {
+            counts.for_backstop += 1;
         }
-        Some(match nr.and_then(syscall_api) {
-            Some(api) => api.name().to_string(),
-            None => match nr {
-                Some(n) => format!("system call {n}"),
-                None => "unknown number".to_string(),
-            },
+        Some(match (api, nr) {
+            (Some(api), _) => api.name().to_string(),
+            (None, Some(n)) => format!("system call {n}"),
+            (None, None) => "unknown number".to_string(),
         })
     };
     sites_where(code, select, taken, cancel, true)
@@ -329,7 +329,13 @@ pub fn syscall_trampoline(
     } else {
         Vec::new()
     };
-    ask_then_syscall(&mut b, k, &call, &tail);
+    // A known number that `dfp_sys_hook` would let through at once (one the
+    // backstop asked for) needs no question: the trampoline, inside the
+    // backstop's range, makes the call itself.
+    match nr {
+        Some(n) if !dfpatch_runtime::backstop::dispatched(n) => b.extend([0x0f, 0x05]), // syscall
+        _ => ask_then_syscall(&mut b, k, &call, &tail),
+    }
     append_moved(&mut b, &w.insns[w.at + 1..], at, w.end())?;
     Ok(b)
 }
@@ -362,6 +368,11 @@ mod tests {
         // The jrcxz lands just after the syscall.
         assert_eq!(decode(&t, 0x500000)[6].next_ip(), 0x500021);
         assert_eq!(site_bytes(&w, 0x500000).unwrap(), [0xe9, 0xfb, 0xef, 0x0f, 0x00, 0xcc, 0xcc]);
+        // getppid, which the dispatcher would let through at once: no question.
+        let code = [0xb8, 0x6e, 0, 0, 0, 0x0f, 0x05, 0xc3];
+        let w = Window { insns: decode(&code[..7], 0x401000), at: 1 };
+        let t = syscall_trampoline(&w, Some(110), 0x500000, 3, (0x480000, 0x480100)).unwrap();
+        assert_eq!(text(&t, 0x500000), ["mov eax,6Eh", "syscall", "jmp 0000000000401007h"]);
     }
 
     #[test]

@@ -115,6 +115,16 @@ pub fn ask_then_thunk(b: &mut Vec<u8>, k: u32, call: &[u8]) -> usize {
     at
 }
 
+/// Appends the middle of a library's `syscall` trampoline that asks
+/// nothing (a known number the dispatcher lets through): the jump to the
+/// thunk through the slot, as in [`ask_then_thunk`]. Returns where the
+/// `jmp` is, for [`set_rip_slot`].
+pub fn thunk_through_slot(b: &mut Vec<u8>) -> usize {
+    let at = b.len();
+    b.extend_from_slice(&JMP_THROUGH_SLOT);
+    at
+}
+
 fn ask(b: &mut Vec<u8>, k: u32, call: &[u8]) {
     b.extend([0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp-0x80]
     b.extend([0x41, 0xbb]); // mov r11d, k

@@ -500,7 +500,8 @@ mod rewrite {
     static LOCK: AtomicU64 = AtomicU64::new(0);
     /// Library site numbers given to sites rewritten here (their events
     /// say `"layer":"backstop"`).
-    static OURS: [AtomicBool; 1024] = [const { AtomicBool::new(false) }; 1024];
+    static OURS: [AtomicBool; 2 * crate::contract::MAX_LIB_SITES] =
+        [const { AtomicBool::new(false) }; 2 * crate::contract::MAX_LIB_SITES];
 
     /// Whether `%r11` number `k` is a site rewritten here.
     pub fn ours(k: u64) -> bool {
@@ -870,6 +871,13 @@ pub static DISPATCH_MASK: [u64; 8] = {
     m[(NR_PRCTL / 64) as usize] |= 1 << (NR_PRCTL % 64);
     m
 };
+
+/// Whether `dfp_sys_hook` takes system call `nr` to the dispatcher (a
+/// monitored or virtualised number, or one of 512 and above): a `syscall`
+/// site whose number is known and is not one needs no question.
+pub fn dispatched(nr: u64) -> bool {
+    nr >= 512 || DISPATCH_MASK[(nr / 64) as usize] & 1 << (nr % 64) != 0
+}
 
 /// `rt_sigprocmask(how, set, oldset, size)`: made on the mask the thread
 /// returns to (the signal frame's), SIGSYS left out.

@@ -187,7 +187,7 @@ pub const TRAMP_BASE: u64 = 0x4000_0000;
 /// Most rel32 fixups of one entry trampoline.
 pub const MAX_FIXUPS: usize = 4;
 /// Most library sites (`syscall`s and entries) one executable carries plans for.
-pub const MAX_LIB_SITES: usize = 512;
+pub const MAX_LIB_SITES: usize = 1024;
 /// Longest window a library site rewrites.
 pub const MAX_WINDOW: usize = 32;
 
@@ -309,7 +309,9 @@ record! {
         /// bytes after it.
         pub slot_at: u32,
         /// Where the hook number's imm32 is (`syscall` sites: renumbered in
-        /// each `dlmopen` namespace's copy).
+        /// each `dlmopen` namespace's copy); 0 for a trampoline that asks
+        /// nothing (its number is one the dispatcher would let through at
+        /// once) and goes straight to its thunk.
         pub number_at: u32,
         pub window_len: u32,
         /// A [`site_kind`].

@@ -21,7 +21,7 @@ use crate::contract::{
 };
 use crate::loader::{program_headers, Direct, Memory, PF_X, PT_LOAD, PT_NOTE};
 use crate::symbols::{entry_slot, retarget, Stubs, Writer};
-use crate::sys;
+use crate::{mem, sys};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The objects whose entries were detoured (libc; another copy in each
@@ -276,9 +276,12 @@ fn apply_library(target: &Target, lib: &LibRecord, base: u64, w: &mut Writer) ->
             }
             continue;
         }
-        // The planned number, or in a namespace's copy a new one.
+        // The planned number, or in a namespace's copy a new one (none for
+        // a trampoline that asks nothing: `number_at` 0).
         let k = if with_syscalls {
             lib.first_site as usize + i
+        } else if s.number_at == 0 {
+            usize::from(u16::MAX)
         } else {
             let p = s.number_at as usize;
             if p + 4 > len {
@@ -326,30 +329,44 @@ fn apply_library(target: &Target, lib: &LibRecord, base: u64, w: &mut Writer) ->
     if unsafe { sys::mprotect(near, total as u64, sys::PROT_READ | sys::PROT_EXEC) }.is_err() {
         return damaged();
     }
-    let (mut syscalls, mut entries) = (0, 0);
-    for (i, (&dest, &number)) in to.iter().zip(number.iter()).enumerate().take(n) {
+    // The windows, in address order, a page at a time (see `write_windows`).
+    let mut order = [0u16; MAX_LIB_SITES];
+    let mut m = 0;
+    for (i, &dest) in to.iter().enumerate().take(n) {
         let s = site(i);
         let from = base.wrapping_add(s.window);
-        let wlen = s.window_len as usize;
-        let Some(jump) = jmp_rel32(from, dest, wlen).filter(|_| dest != 0) else { continue };
+        if dest == 0 || jmp_rel32(from, dest, s.window_len as usize).is_none() {
+            continue; // this site stays as it is
+        }
         if s.is_entry() {
             // The trampoline is executable now: calls through the
             // function's stub go to it from here on (before the entry
             // itself is redirected to the hop).
-            retarget(number as usize, dest.wrapping_sub(s.tramp_len as u64), hook, stubs);
+            retarget(number[i] as usize, dest.wrapping_sub(s.tramp_len as u64), hook, stubs);
         }
-        if sys::pwrite(w.mem_fd, &jump[..wlen], from) != Ok(wlen as u64) {
-            continue;
-        }
+        order[m] = i as u16;
+        m += 1;
+    }
+    let order = &mut order[..m];
+    order.sort_unstable_by_key(|&i| site(i as usize).window);
+    let (mut syscalls, mut entries) = (0, 0);
+    let window = |i: u16| {
+        let s = site(i as usize);
+        let from = base.wrapping_add(s.window);
+        let jump = jmp_rel32(from, to[i as usize], s.window_len as usize).unwrap_or([0xcc; 32]);
+        (from, jump, s.window_len as usize)
+    };
+    write_windows(w.mem_fd, order, &window, &mut |i| {
+        let s = site(i as usize);
         if s.is_entry() {
             entries += 1;
         } else {
-            if let Some(slot) = LIB_SITES.get(number as usize) {
+            if let Some(slot) = LIB_SITES.get(number[i as usize] as usize) {
                 slot.store(base.wrapping_add(s.target), Ordering::Release);
             }
             syscalls += 1;
         }
-    }
+    });
     if entries > 0 {
         if let Some((lo, hi)) = object_range(d, base) {
             add_detoured(lo, hi);
@@ -365,6 +382,52 @@ fn apply_library(target: &Target, lib: &LibRecord, base: u64, w: &mut Writer) ->
         unsafe { crate::guard::protect_object(base, base, kind) };
     }
     (syscalls, entries)
+}
+
+/// Writes the windows `order` names (in address order; `window(i)`: where
+/// window `i` starts, its new bytes, its length) through `/proc/self/mem`,
+/// one `pwrite` per run of windows within a page: the run's bytes as they
+/// are in memory, the windows' new bytes over them (libc's 500-odd `syscall`
+/// sites lie in some 60 pages). `done(i)` for each window written.
+fn write_windows(fd: i32, order: &[u16], window: &dyn Fn(u16) -> (u64, [u8; 32], usize), done: &mut dyn FnMut(u16)) {
+    const SPAN: usize = 4096 + MAX_WINDOW;
+    let mut buf = [0u8; SPAN];
+    let mut at = 0;
+    while at < order.len() {
+        // The run: windows starting in the first one's page.
+        let (lo, _, _) = window(order[at]);
+        let page_end = (lo | 4095) + 1;
+        let mut end = at;
+        let mut hi = lo;
+        while let Some(&i) = order.get(end) {
+            let (from, _, len) = window(i);
+            if from >= page_end || from < hi {
+                break; // the next page, or (a damaged plan) overlapping windows
+            }
+            hi = from + len as u64;
+            end += 1;
+        }
+        let end = end.max(at + 1);
+        let span = (hi - lo) as usize;
+        let ok = span <= SPAN
+            && mem::read(lo, &mut buf[..span]) == span
+            && order[at..end].iter().all(|&i| {
+                let (from, jump, len) = window(i);
+                let o = (from - lo) as usize;
+                match (buf.get_mut(o..o + len), jump.get(..len)) {
+                    (Some(to), Some(new)) => {
+                        to.copy_from_slice(new);
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            && sys::pwrite(fd, &buf[..span], lo) == Ok(span as u64);
+        if ok {
+            order[at..end].iter().for_each(|&i| done(i));
+        }
+        at = end;
+    }
 }
 
 /// Whether `[vaddr, vaddr + len)` (link-time addresses) lies inside one

@@ -122,13 +122,15 @@ fn a_library_syscall_moves_only_with_position_independent_neighbours() {
 }
 
 /// libc: the entries of its monitored functions are planned (their
-/// trampolines' outward rel32 fields listed for the runtime to fix), and of
-/// its `syscall` instructions those the backstop could not rewrite at run
-/// time in a process with threads (the `syscall()` function's, one whose
-/// `mov $N,%eax` is not just before it, one whose `mov` crosses an 8-byte
-/// boundary), whatever their number; not an aligned `mov $N,%eax; syscall`.
+/// trampolines' outward rel32 fields listed for the runtime to fix), and
+/// every `syscall` instruction, whatever its number: the `syscall()`
+/// function's, one whose `mov $N,%eax` is not just before it, an aligned
+/// `mov $N,%eax; syscall` (which the backstop could rewrite at run time, but
+/// only after a trap in every new process), one whose `mov` crosses an
+/// 8-byte boundary. A trampoline asks the runtime unless its number is known
+/// and not one the dispatcher looks at (`getpid`'s).
 #[test]
-fn libc_plans_entries_and_the_syscalls_the_backstop_cannot_rewrite() {
+fn libc_plans_entries_and_every_syscall() {
     let mut a = Asm::at(TEXT);
     let system = a.raw(&PUSH_RBP);
     let lea = a.lea_rip(Register::RDI, RODATA); // lea rdi, [rip+"sh"]
@@ -146,10 +148,10 @@ fn libc_plans_entries_and_the_syscalls_the_backstop_cannot_rewrite() {
     a.raw(&MOV_EDI_1);
     let other_sys = a.syscall();
     a.ret();
-    // mov $39,%eax at an 8-aligned address: rewritten at run time.
+    // mov $39,%eax at an 8-aligned address.
     let patterned = a.pad();
     a.mov_eax(39);
-    a.syscall();
+    let patterned_sys = a.syscall();
     a.ret();
     // The same mov across an 8-byte boundary: planned.
     let crossing = a.pad();
@@ -174,8 +176,20 @@ fn libc_plans_entries_and_the_syscalls_the_backstop_cannot_rewrite() {
     assert!(matches!(p.identity, Identity::File { size, .. } if size == lib.len() as u64), "no build ID");
     let found: Vec<(Option<&str>, u64)> = p.sites.iter().map(|s| (s.api, s.syscall)).collect();
     assert_eq!(patterned % 8, 0);
-    assert_eq!(found, [(Some("system"), system), (None, generic_sys), (None, other_sys), (None, crossing_sys)]);
+    assert_eq!(
+        found,
+        [(Some("system"), system), (None, generic_sys), (None, other_sys), (None, patterned_sys), (None, crossing_sys)]
+    );
     assert!(p.refused.is_empty(), "{:?}", p.refused);
+    // Who asks: the unknown number and execve do; getpid goes straight to
+    // its thunk, its only jump through a slot (the thunk's).
+    let asks: Vec<bool> = p.sites[1..].iter().map(|s| s.number_at != 0).collect();
+    assert_eq!(asks, [true, true, false, false]);
+    let getpid = &p.sites[3];
+    let insns: Vec<_> = Decoder::with_ip(64, &getpid.tramp, 0, DecoderOptions::NONE).into_iter().collect();
+    assert!(insns.iter().all(|i| i.mnemonic() != iced_x86::Mnemonic::Call), "getpid's trampoline asks");
+    let slot_jump = insns.iter().find(|i| i.is_ip_rel_memory_operand()).unwrap();
+    assert_eq!(slot_jump.ip_rel_memory_address(), getpid.slot_at as u64 + 8, "not through the thunk's slot");
 
     // The entry's trampoline, copied to `at` in a library loaded at `base`
     // with every fixup moved by base + TRAMP_BASE - at, reaches the same
