@@ -11,6 +11,15 @@ static long raw3(long nr, long a, long b, long c) {
     return r;
 }
 
+/* getppid as most libraries' wrappers make a system call: `mov $110, %eax;
+ * syscall`, which the backstop rewrites when it first traps (aligned, so the
+ * `mov` lies in one 8-byte word). */
+long raw_getppid(void) {
+    long r;
+    __asm__ volatile(".p2align 3\n\tmov $110, %%eax\n\tsyscall" : "=a"(r) : : "rcx", "r11", "memory");
+    return r;
+}
+
 long raw_execve(const char *path, char **argv, char **envp) {
     return raw3(59, (long)path, (long)argv, (long)envp);
 }

@@ -160,43 +160,56 @@ fn unblock_sigsys() {
     unsafe { arch::syscall4(sys::SYS_RT_SIGPROCMASK, 1, &unblock as *const u64 as u64, 0, 8) };
 }
 
-/// The tails of musl's cancellable hops (see `arch::musl_cp_hop`): a
-/// thread interrupted there is shown the site's own `syscall`.
+/// The tails of musl's cancellable hops (see `arch::musl_cp_hop`): where a
+/// thread interrupted in one is shown to be.
 mod cp_tails {
     use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    /// (the tail's first address, the site's `syscall`); entries are added
-    /// under the rewrite's lock and never removed.
-    static TAILS: [[AtomicU64; 2]; 16] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; 16];
+    /// (the tail's first address, the site's `syscall`, its `__cp_cancel`);
+    /// entries are added under the rewrite's lock and never removed.
+    static TAILS: [[AtomicU64; 3]; 16] = [const { [const { AtomicU64::new(0) }; 3] }; 16];
     static USED: AtomicUsize = AtomicUsize::new(0);
+    /// Where, in a tail, the test of the cancel flag has been made: its `jz`.
+    const TESTED: u64 = 9;
 
     /// Records a tail; false when the table is full (the site then keeps trapping).
-    pub fn add(tail: u64, site: u64) -> bool {
+    pub fn add(tail: u64, site: u64, cancel: u64) -> bool {
         let used = USED.load(Ordering::Relaxed);
-        let Some([t, s]) = TAILS.get(used) else { return false };
+        let Some([t, s, c]) = TAILS.get(used) else { return false };
         s.store(site, Ordering::Relaxed);
+        c.store(cancel, Ordering::Relaxed);
         t.store(tail, Ordering::Relaxed);
         USED.store(used + 1, Ordering::Release);
         true
     }
 
-    /// The site whose tail `rip` is in.
-    pub fn site_of(rip: u64) -> Option<u64> {
+    /// Where a thread interrupted at `rip`, stack pointer `sp`, is shown:
+    /// before the flag's test, where it is (musl's handler, finding it
+    /// outside its labels, leaves a cancellation pending for that test);
+    /// after it, as musl's own code would be at that point: at `__cp_cancel`
+    /// when the flag is set, else at the site's `syscall` (true), inside the
+    /// labels, where a cancellation acts at once.
+    pub fn shown_at(rip: u64, sp: u64) -> Option<(u64, bool)> {
         let len = crate::arch::x86_64::MUSL_CP_TAIL as u64;
-        TAILS.iter().take(USED.load(Ordering::Acquire)).find_map(|[t, s]| {
+        let [_, site, cancel] = TAILS.iter().take(USED.load(Ordering::Acquire)).find(|[t, _, _]| {
             let t = t.load(Ordering::Relaxed);
-            (t..t + len).contains(&rip).then(|| s.load(Ordering::Relaxed))
+            (t + TESTED..t + len).contains(&rip)
+        })?;
+        // The flag's address is the word the hop's first move stored at sp + 8.
+        let flag = crate::mem::read_u64(sp.wrapping_add(8)).and_then(|at| {
+            let mut b = [0u8; 4];
+            (crate::mem::read(at, &mut b) == 4).then(|| u32::from_le_bytes(b))
+        });
+        Some(match flag {
+            Some(0) => (site.load(Ordering::Relaxed), true),
+            _ => (cancel.load(Ordering::Relaxed), false),
         })
     }
 }
 
 /// Where a thread interrupted in a trapped site's thunk is, as the program
 /// knows its code: at its own `syscall` (the thunk's, about to run or to be
-/// restarted) or just after it; in a musl cancellable hop's tail, at its
-/// `syscall`. None elsewhere.
+/// restarted) or just after it. None elsewhere.
 fn origin_of(rip: u64) -> Option<u64> {
-    if let Some(site) = cp_tails::site_of(rip) {
-        return Some(site);
-    }
     for spawn in [false, true] {
         let (base, size, all) = pool(spawn);
         let first = base + (all.len() / 2) as u64 * size;
@@ -218,9 +231,6 @@ fn origin_of(rip: u64) -> Option<u64> {
 /// The `syscall` a thunk's `rip` stands for when it is at its start (to be
 /// run, or restarted); 0 otherwise.
 fn rip_syscall(rip: u64) -> u64 {
-    if let Some(site) = cp_tails::site_of(rip) {
-        return site;
-    }
     match origin_of(rip) {
         Some(at) if origin_of(rip + 2) == Some(at + 2) => at,
         _ => 0,
@@ -287,6 +297,11 @@ pub extern "C" fn signal_enter(sig: i32, info: *mut SigInfo, uc: *mut u8, busy: 
     if let Some(off) = in_spawn_thunk(rip) {
         if off >= 2 && t.reg(RAX) == 0 {
             arm_this_thread();
+        }
+    } else if let Some((at, at_syscall)) = cp_tails::shown_at(rip, t.reg(RSP)) {
+        t.set(RIP, at);
+        if at_syscall {
+            resumed::set(sys::gettid(), at, t.call_hash());
         }
     } else if let Some(at) = origin_of(rip) {
         t.set(RIP, at);
@@ -539,15 +554,19 @@ mod rewrite {
             && b[i + 5..i + 7] == [0x0f, 0x05]
             && u32::from_le_bytes([b[i + 1], b[i + 2], b[i + 3], b[i + 4]]) as u64 == nr;
         let old = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-        if pattern && got >= 8 {
-            rewrite(at, after, Hop::Number(nr), old);
+        let done = if pattern && got >= 8 {
+            rewrite(at, after, Hop::Number(nr), old)
         } else if let Some((from, moved)) = musl_cancellable(after) {
             // (What `from`'s aligned word held, read again: it may be the one before.)
             let mut w = [0u8; 8];
-            if mem::read(from & !7, &mut w) == 8 {
-                rewrite(from, after, Hop::MuslCancellable { cancel: after + 1, moved }, u64::from_le_bytes(w));
-            }
-        } else if got >= i + 7 {
+            mem::read(from & !7, &mut w) == 8
+                && rewrite(from, after, Hop::MuslCancellable { cancel: after + 1, moved }, u64::from_le_bytes(w))
+        } else {
+            false
+        };
+        // Not the pattern, or its rewrite failed (memory that cannot be made
+        // writable, every thunk or number taken): its next traps try nothing.
+        if !done && got >= i + 7 {
             let k = UNREWRITABLE_NEXT.fetch_add(1, Ordering::Relaxed) % UNREWRITABLE.len();
             UNREWRITABLE[k].store(after, Ordering::Relaxed);
         }
@@ -573,7 +592,8 @@ mod rewrite {
         (1..=3).map(|moved| (after - 2 - 5 * moved as u64, moved)).find(|&(at, _)| at % 8 <= 3)
     }
 
-    /// The last sites (their `syscall`'s end) found not to be the pattern.
+    /// The last sites (their `syscall`'s end) found not to be the pattern,
+    /// or whose rewrite failed.
     /// Code loaded later at the same address keeps trapping (correctly).
     static UNREWRITABLE: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
     static UNREWRITABLE_NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
@@ -622,25 +642,23 @@ mod rewrite {
     }
 
     /// Rewrites the 5 bytes at `at` (its aligned word holding `old`) that
-    /// start what comes before the `syscall` ending at `after`, as `hop` says.
-    fn rewrite(at: u64, after: u64, hop: Hop, old: u64) {
+    /// start what comes before the `syscall` ending at `after`, as `hop`
+    /// says; whether the site's `jmp` is in place.
+    fn rewrite(at: u64, after: u64, hop: Hop, old: u64) -> bool {
         // The 5 bytes in one aligned 8-byte word, written at once; or,
         // with no other thread to run them meanwhile, wherever they are (not
         // in a `vfork` child: its parent's other threads share the memory).
         let word = at & !7;
         let one_word = at + 5 <= word + 8;
         let alone = || crate::start::is_start_process() && libplans::single_threaded();
-        if !(one_word || alone()) {
-            return;
-        }
-        if !in_file_code(at) {
-            return;
+        if !(one_word || alone()) || !in_file_code(at) {
+            return false;
         }
         let spawn = match hop {
             Hop::Number(nr) => apis::may_spawn(nr),
             Hop::MuslCancellable { .. } => false, // (cancellable calls start nothing)
         };
-        let Some(thunk) = thunk(after, spawn, Serves::Trapped) else { return };
+        let Some(thunk) = thunk(after, spawn, Serves::Trapped) else { return false };
         // Monitored and virtualised calls ask the dispatcher; a number known
         // only at run time always does (`dfp_sys_hook` lets the others go at once).
         let asks = match hop {
@@ -657,37 +675,30 @@ mod rewrite {
                     }
                     Some((k, arch::sys_hook_addr()))
                 }
-                None => return,
+                None => return false,
             },
             false => None,
         };
-        let Some(hop_at) = hop_near(at) else { return };
+        let Some(hop_at) = hop_near(at) else { return false };
         let written = match (hop, ask) {
             (Hop::Number(nr), ask) => {
                 let (code, len) = arch::site_hop(nr as u32, ask, thunk, after);
                 sys::write_proc_self_mem(hop_at, &code[..len])
             }
             (Hop::MuslCancellable { cancel, moved }, Some((k, hook))) => {
+                // (Its tail known before a thread can reach it.)
                 let (code, tail) = arch::musl_cp_hop(moved, k, hook, cancel, thunk, after);
-                if !super::cp_tails::add(hop_at + tail as u64, after - 2) {
-                    return;
-                }
-                sys::write_proc_self_mem(hop_at, &code)
+                sys::write_proc_self_mem(hop_at, &code) && super::cp_tails::add(hop_at + tail as u64, after - 2, cancel)
             }
             (Hop::MuslCancellable { .. }, None) => false,
         };
-        if !written {
-            return;
-        }
-        let hop = hop_at;
-        let Some(jmp) = arch::jmp_rel32(at, hop, 5) else { return };
+        let Some(jmp) = arch::jmp_rel32(at, hop_at, 5).filter(|_| written) else { return false };
         // The rewritten code is the program's to keep (see `guard`).
         crate::guard::protect(at, at + 5, crate::guard::CODE);
         if !one_word {
             // Single-threaded (a signal handler cannot run: every signal is
             // blocked in the SIGSYS handler): through /proc/self/mem.
-            sys::write_proc_self_mem(at, &jmp[..5]);
-            return;
+            return sys::write_proc_self_mem(at, &jmp[..5]);
         }
         let mut new = old.to_le_bytes();
         let i = (at - word) as usize;
@@ -696,14 +707,15 @@ mod rewrite {
         // SAFETY: the page holds the site; it stays executable throughout
         // (threads may be running it) and gets its protection back below.
         if unsafe { sys::mprotect(page, 4096, sys::PROT_READ | sys::PROT_WRITE | sys::PROT_EXEC) }.is_err() {
-            return;
+            return false;
         }
         // SAFETY: `word` is 8-aligned, in the page just made writable; one
         // atomic store, so a thread running these bytes sees old or new.
         let w = unsafe { &*(word as *const AtomicU64) };
-        let _ = w.compare_exchange(old, u64::from_le_bytes(new), Ordering::AcqRel, Ordering::Relaxed);
+        let stored = w.compare_exchange(old, u64::from_le_bytes(new), Ordering::AcqRel, Ordering::Relaxed).is_ok();
         // SAFETY: back to what it was (read+execute).
         let _ = unsafe { sys::mprotect(page, 4096, sys::PROT_READ | sys::PROT_EXEC) };
+        stored
     }
 
     /// A fresh arena within reach of `at`: the kernel takes the address

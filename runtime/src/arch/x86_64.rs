@@ -195,15 +195,22 @@ global_asm!(
     "add \\r, qword ptr [rip + {pool}]",
     "add \\r, {stride}",
     ".endm",
-    // \a = an address on the stack in use; then \a = the byte that gives
-    // that stack back (`stacks::NO_STACK` for the program's own). \s: scratch.
-    ".macro DFP_BUSY_OF a, s",
-    "mov \\s, \\a",
-    "sub \\s, qword ptr [rip + {pool}]",
-    "shr \\s, {shift}",
+    // \a = the frame just saved, \depth bytes below the top the hook chose;
+    // then \a = the byte that gives that stack back: a stack of the pool's
+    // when that top is one (a claimed stack's frame sits exactly there),
+    // else `stacks::NO_STACK` (the program's stack, or program code running
+    // on a pool stack another hook holds: a signal handler, a constructor).
+    // \s: scratch.
+    ".macro DFP_BUSY_OF a, s, depth",
+    "lea \\s, [\\a + \\depth]",
+    "sub \\s, qword ptr [rip + {pool}]", // (i + 1) * STRIDE for stack i
     "lea \\a, [rip + {no_stack}]",
     "cmp qword ptr [rip + {pool}], 0",
     "je 9f",
+    "test \\s, {stride} - 1",
+    "jnz 9f",
+    "shr \\s, {shift}",
+    "dec \\s",
     "cmp \\s, {stacks}",
     "jae 9f",
     "lea \\a, [rip + {busy}]",
@@ -239,7 +246,7 @@ global_asm!(
     "push rax",
     "push r11",
     "mov r10, rsp",
-    "DFP_BUSY_OF r10, r11",
+    "DFP_BUSY_OF r10, r11, 96",
     "mov [rsp + 80], r10",
     "mov rdi, rsp",
     "call {dispatch_entry}",
@@ -319,7 +326,7 @@ global_asm!(
     "push r11",
     "push rbp",
     "mov rax, rsp",
-    "DFP_BUSY_OF rax, rcx",
+    "DFP_BUSY_OF rax, rcx, 104",
     "mov [rsp + 72], rax",
     "mov rdi, rsp",
     "sub rsp, 8", // 16-aligned: 14 words below the top
@@ -366,7 +373,7 @@ global_asm!(
     "mov [rax - 8], rsp",
     "lea rsp, [rax - 16]",
     "mov rcx, rsp",
-    "DFP_BUSY_OF rcx, r8",
+    "DFP_BUSY_OF rcx, r8, 16",
     "mov [rsp], rcx",
     "call {sigsys}", // (rcx: its fourth argument)
     "mov rcx, [rsp]",
@@ -398,6 +405,13 @@ global_asm!(
     ".hidden dfp_signal_wrapper",
     ".type dfp_signal_wrapper,@function",
     "dfp_signal_wrapper:",
+    // On the alternate signal stack (rdx: the ucontext; its uc_stack at 16:
+    // ss_sp, and ss_size at 32), stay there: a second signal arriving while
+    // we were elsewhere would be put at that stack's top, over this one.
+    "mov rax, rsp",
+    "sub rax, qword ptr [rdx + 16]",
+    "cmp rax, qword ptr [rdx + 32]",
+    "jb 7f",
     "DFP_CLAIM rax, 7f",
     "jmp 6f",
     "7:",
@@ -411,7 +425,7 @@ global_asm!(
     "push rdx",
     "sub rsp, 8",
     "mov rcx, rsp",
-    "DFP_BUSY_OF rcx, r8",
+    "DFP_BUSY_OF rcx, r8, 48",
     "mov [rsp + 32], rcx",
     "call {signal_enter}", // (rcx: its fourth argument)
     "add rsp, 8",
@@ -459,7 +473,7 @@ global_asm!(
     "push r10",
     "push r8",
     "mov rax, rsp",
-    "DFP_BUSY_OF rax, rcx",
+    "DFP_BUSY_OF rax, rcx, 64",
     "mov [rsp + 40], rax",
     "mov rdx, qword ptr [rip + {range}]",
     "mov r10, qword ptr [rip + {range} + 8]",
@@ -671,10 +685,11 @@ pub const MUSL_CP_MOVS: [u8; 15] =
 /// `mov` stored) made again, since a cancellation that came during the
 /// question found the thread outside musl's labels and waits for this test;
 /// set, to `cancel` (`__cp_cancel`); clear, to the site's `thunk`, which
-/// runs the call and jumps `back`. A signal in the tail or the thunk is
-/// shown the site's own `syscall` (see `backstop::origin_of`), inside the
-/// labels, so musl's handler acts as it would there. Returns the bytes and
-/// where the tail starts.
+/// runs the call and jumps `back`. A signal after the test is shown where
+/// musl's own code would be: at `__cp_cancel` when the flag is set, else at
+/// the site's `syscall`, inside the labels, where musl's handler acts at
+/// once (`backstop::cp_tails`); one in the thunk, at the `syscall` too.
+/// Returns the bytes and where the tail starts.
 pub fn musl_cp_hop(moved: usize, k: u32, hook: u64, cancel: u64, thunk: u64, back: u64) -> ([u8; MUSL_CP_HOP], usize) {
     let mut b = [0xccu8; MUSL_CP_HOP];
     let kb = k.to_le_bytes();
