@@ -117,7 +117,12 @@ fn hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// Plans every needed library (breadth first, each once).
-pub fn plan(e: &Elf, exe: &Path, hooked: &impl Fn(ApiId) -> bool) -> (Vec<LibraryPlan>, Vec<Skipped>) {
+pub fn plan(
+    e: &Elf,
+    exe: &Path,
+    hooked: &impl Fn(ApiId) -> bool,
+    every_site: bool,
+) -> (Vec<LibraryPlan>, Vec<Skipped>) {
     let mut plans = Vec::new();
     let mut skipped = Vec::new();
     let exe = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
@@ -162,7 +167,10 @@ pub fn plan(e: &Elf, exe: &Path, hooked: &impl Fn(ApiId) -> bool) -> (Vec<Librar
         // musl's libc.so is also its loader (ld-musl-x86_64.so.1 links to it):
         // its monitored entries are planned like glibc's libc.so.6.
         let is_musl_libc = name == "libc.so" && e.interp.as_deref().is_some_and(|i| i.contains("musl"));
-        if canonical.is_some() && canonical == interp && !is_musl_libc {
+        // Without the backstop, the loader is left alone: what its system
+        // calls do is load libraries, and `dlopen` is hooked. With it, they
+        // would trap: at least once per process that loads a library.
+        if canonical.is_some() && canonical == interp && !is_musl_libc && !every_site {
             skipped.push(Skipped {
                 name,
                 reason: "the dynamic loader: the system calls it makes load libraries (dlopen is hooked)".into(),
@@ -176,7 +184,7 @@ pub fn plan(e: &Elf, exe: &Path, hooked: &impl Fn(ApiId) -> bool) -> (Vec<Librar
         // name is planned as any library: taking it for libc would let it
         // pass its own calls off as libc's internal ones.
         let is_libc = name == "libc.so.6" || musl_libc.is_some();
-        match plan_one(&lib, &name, &path, is_libc, hooked, &mut next_index) {
+        match plan_one(&lib, &name, &path, is_libc, hooked, every_site, &mut next_index) {
             Ok(p) => plans.push(p),
             Err(reason) => skipped.push(Skipped { name, reason }),
         }
@@ -199,6 +207,7 @@ fn plan_one(
     path: &Path,
     is_libc: bool,
     hooked: &impl Fn(ApiId) -> bool,
+    every_site: bool,
     next_index: &mut usize,
 ) -> Result<LibraryPlan, String> {
     let identity = match lib.build_id() {
@@ -290,7 +299,7 @@ fn plan_one(
     }
     let code = Code::analyse(lib).map_err(|e| e.to_string())?;
     let cancel = syscalls::cancellation_windows(lib);
-    let (sites, refused, counts) = syscalls::syscall_sites(&code, hooked, &[], &cancel, true, false);
+    let (sites, refused, counts) = syscalls::syscall_sites(&code, hooked, &[], &cancel, true, every_site);
     let out = syscall_plans(lib, sites, next_index);
     Ok(made(out, refused, counts, false))
 }

@@ -405,7 +405,7 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
     if flavour.dynamic {
         got_hooks(e, policy, layout.stubs_vaddr, &mut hooks, &mut sites, &mut not_hooked)?;
         if let Some(exe) = exe {
-            (libraries, libraries_skipped) = crate::libplan::plan(e, exe, &hooked);
+            (libraries, libraries_skipped) = crate::libplan::plan(e, exe, &hooked, for_backstop);
         }
         let stub_count = hooks.len() as u64;
         code_vaddr = layout.stubs_vaddr + stub_count * STUB_SIZE;

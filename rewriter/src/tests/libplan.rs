@@ -48,12 +48,24 @@ fn with_build_id(b: Builder, id: &[u8]) -> Builder {
 }
 
 /// Writes the executable (needing `needed`, libraries next to it) and the
-/// libraries into `dir`, and plans them with every call watched.
+/// libraries into `dir`, and plans them with every call watched, without
+/// the backstop.
 fn plan_in(
     dir: &Path,
     needed: &[&str],
     interp: Option<&str>,
     libs: &[(&str, Vec<u8>)],
+) -> (Vec<LibraryPlan>, Vec<Skipped>) {
+    plan_files(dir, needed, interp, libs, false)
+}
+
+/// As [`plan_in`]; `every_site`: as with the backstop.
+fn plan_files(
+    dir: &Path,
+    needed: &[&str],
+    interp: Option<&str>,
+    libs: &[(&str, Vec<u8>)],
+    every_site: bool,
 ) -> (Vec<LibraryPlan>, Vec<Skipped>) {
     let mut a = Asm::at(TEXT);
     a.ret();
@@ -71,7 +83,7 @@ fn plan_in(
     for (name, data) in libs {
         std::fs::write(dir.join(name), data).unwrap();
     }
-    plan(&parse(&exe), &exe_path, &|_| true)
+    plan(&parse(&exe), &exe_path, &|_| true, every_site)
 }
 
 /// An ordinary library's `syscall` sites move with neighbours that mean the
@@ -211,8 +223,10 @@ fn libc_plans_entries_and_every_syscall() {
     assert_eq!(insns.last().unwrap().near_branch_target(), base + lea + 7);
 }
 
-/// The dynamic loader is not planned (its system calls load libraries);
-/// a library this machine does not have is reported.
+/// Without the backstop the dynamic loader is not planned (its system calls
+/// load libraries); a library this machine does not have is reported. With
+/// the backstop, the loader's sites are planned, an unmonitored one too
+/// (each would trap at least once in every process that loads a library).
 #[test]
 fn libraries_left_out() {
     let mut a = Asm::at(TEXT);
@@ -229,4 +243,17 @@ fn libraries_left_out() {
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].1.starts_with("the dynamic loader"), "{reasons:?}");
     assert_eq!(reasons[1], ("libnowhere-dfpatch-test.so", "not found on this machine"));
+
+    let mut a = Asm::at(TEXT);
+    a.mov_eax(59);
+    let execve = a.syscall();
+    a.pad();
+    a.mov_eax(39);
+    let getpid = a.syscall();
+    a.ret();
+    let loader = Builder::dyn_().text(a.bytes.clone()).build();
+    let (plans, skipped) = plan_files(dir.path(), &["ld-test.so"], ld.to_str(), &[("ld-test.so", loader)], true);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let sites: Vec<u64> = plans.iter().flat_map(|p| p.sites.iter().map(|s| s.syscall)).collect();
+    assert_eq!(sites, [execve, getpid]);
 }
