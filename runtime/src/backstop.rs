@@ -687,7 +687,8 @@ mod rewrite {
             }
             (Hop::MuslCancellable { cancel, moved }, Some((k, hook))) => {
                 // (Its tail known before a thread can reach it.)
-                let (code, tail) = arch::musl_cp_hop(moved, k, hook, cancel, thunk, after);
+                let mask = super::DISPATCH_MASK.as_ptr() as u64;
+                let (code, tail) = arch::musl_cp_hop(moved, k, hook, mask, cancel, thunk, after);
                 sys::write_proc_self_mem(hop_at, &code) && super::cp_tails::add(hop_at + tail as u64, after - 2, cancel)
             }
             (Hop::MuslCancellable { .. }, None) => false,

@@ -667,7 +667,7 @@ pub fn site_hop(nr: u32, ask: Option<(u32, u64)>, thunk: u64, back: u64) -> ([u8
 }
 
 /// Bytes of the largest [`musl_cp_hop`].
-pub const MUSL_CP_HOP: usize = 104;
+pub const MUSL_CP_HOP: usize = 136;
 /// Bytes of a [`musl_cp_hop`]'s tail.
 pub const MUSL_CP_TAIL: usize = 23;
 /// The last three instructions before musl's cancellable `syscall`, 5 bytes
@@ -679,57 +679,84 @@ pub const MUSL_CP_MOVS: [u8; 15] =
 /// its labels `__cp_begin` and `__cp_end`: `...; mov %r11, 8(%rsp);
 /// syscall; ret`), where the last `moved` instructions of
 /// [`MUSL_CP_MOVS`] (1 to 3, the first replaced by a `jmp` here) are: those
-/// instructions, the question (hook number `k`, `dfp_sys_hook` at `hook`:
-/// the number is in `%rax`, known only at run time), then the tail: musl's
-/// own test of the thread's cancel flag (its address is the word the last
-/// `mov` stored) made again, since a cancellation that came during the
-/// question found the thread outside musl's labels and waits for this test;
-/// set, to `cancel` (`__cp_cancel`); clear, to the site's `thunk`, which
-/// runs the call and jumps `back`. A signal after the test is shown where
-/// musl's own code would be: at `__cp_cancel` when the flag is set, else at
-/// the site's `syscall`, inside the labels, where musl's handler acts at
-/// once (`backstop::cp_tails`); one in the thunk, at the `syscall` too.
-/// Returns the bytes and where the tail starts.
-pub fn musl_cp_hop(moved: usize, k: u32, hook: u64, cancel: u64, thunk: u64, back: u64) -> ([u8; MUSL_CP_HOP], usize) {
+/// instructions; then, for a number `mask` (`backstop::DISPATCH_MASK`) says
+/// the dispatcher looks at, the question (hook number `k`, `dfp_sys_hook`
+/// at `hook`: the number, in `%rax`, is known only at run time; the flags
+/// are dead here, so the hop tests the mask itself and the others ask
+/// nothing); then the tail: musl's own test of the thread's cancel flag
+/// (its address is the word the last `mov` stored) made again, since a
+/// cancellation that came during the question found the thread outside
+/// musl's labels and waits for this test; set, to `cancel` (`__cp_cancel`);
+/// clear, to the site's `thunk`, which runs the call and jumps `back`. A
+/// signal after the test is shown where musl's own code would be: at
+/// `__cp_cancel` when the flag is set, else at the site's `syscall`, inside
+/// the labels, where musl's handler acts at once (`backstop::cp_tails`);
+/// one in the thunk, at the `syscall` too. Returns the bytes and where the
+/// tail starts.
+pub fn musl_cp_hop(
+    moved: usize,
+    k: u32,
+    hook: u64,
+    mask: u64,
+    cancel: u64,
+    thunk: u64,
+    back: u64,
+) -> ([u8; MUSL_CP_HOP], usize) {
     let mut b = [0xccu8; MUSL_CP_HOP];
     let kb = k.to_le_bytes();
     let movs = &MUSL_CP_MOVS[15 - 5 * moved.clamp(1, 3)..];
-    let code: [&[u8]; 10] = [
+    // (The rel8 of each short jump is set below, from where its target lands.)
+    let code: [&[u8]; 16] = [
         movs,
-        &[0x48, 0x8d, 0x64, 0x24, 0x80],           // lea rsp, [rsp-0x80]
+        &[0x4c, 0x8b, 0x1d, 0, 0, 0, 0],           // mov r11, [rip + mask slot]
+        &[0x3d, 0xff, 0x01, 0, 0],                 // cmp eax, 511
+        &[0x77, 0],                                // ja: ask
+        &[0x41, 0x0f, 0xa3, 0x03],                 // bt [r11], eax
+        &[0x72, 0],                                // jc: ask
+        &[0xeb, 0],                                // jmp: the tail
+        &[0x48, 0x8d, 0x64, 0x24, 0x80],           // ask: lea rsp, [rsp-0x80]
         &[0x41, 0xbb, kb[0], kb[1], kb[2], kb[3]], // mov r11d, k
         &[0xff, 0x15, 0, 0, 0, 0],                 // call *hook(%rip)
         &[0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0],  // lea rsp, [rsp+0x80]
-        &[0xe3, MUSL_CP_TAIL as u8],               // jrcxz over the tail: refused
+        &[0xe3, 0],                                // jrcxz: refused
         &[0x4c, 0x8b, 0x5c, 0x24, 0x08],           // tail: mov r11, [rsp+8]
         &[0x41, 0x83, 0x3b, 0x00],                 // cmp dword ptr [r11], 0
         &[0x74, 0x06],                             // jz over the jump to __cp_cancel
         &[0xff, 0x25, 0, 0, 0, 0],                 // jmp *cancel(%rip)
     ];
     let mut n = 0;
-    let mut starts = [0usize; 12];
+    let mut starts = [0usize; 18];
     for (i, c) in code.iter().enumerate() {
         starts[i] = n;
         b[n..n + c.len()].copy_from_slice(c);
         n += c.len();
     }
     // jmp *thunk(%rip) (the tail's end), then, refused: jmp *back(%rip).
-    for i in [10, 11] {
+    for i in [16, 17] {
         starts[i] = n;
         b[n..n + 2].copy_from_slice(&[0xff, 0x25]);
         n += 6;
     }
+    let (ask, tail, refused) = (starts[7], starts[12], starts[17]);
+    for (at, to) in [(starts[3], ask), (starts[5], ask), (starts[6], tail), (starts[11], refused)] {
+        b[at + 1] = (to - (at + 2)) as u8;
+    }
     // The slots, after the code (8-aligned): each `*disp(%rip)` reads one.
     let slots = (n + 7) & !7;
-    for (i, (at, v)) in
-        [(starts[3], hook), (starts[9], cancel), (starts[10], thunk), (starts[11], back)].into_iter().enumerate()
-    {
+    let refs = [
+        (starts[9], 6, hook),
+        (starts[15], 6, cancel),
+        (starts[16], 6, thunk),
+        (starts[17], 6, back),
+        (starts[1], 7, mask),
+    ];
+    for (i, (at, len, v)) in refs.into_iter().enumerate() {
         let slot = slots + 8 * i;
-        let disp = (slot as i32 - (at as i32 + 6)).to_le_bytes();
-        b[at + 2..at + 6].copy_from_slice(&disp);
+        let disp = (slot as i32 - (at + len) as i32).to_le_bytes();
+        b[at + len - 4..at + len].copy_from_slice(&disp);
         b[slot..slot + 8].copy_from_slice(&v.to_le_bytes());
     }
-    (b, starts[6])
+    (b, tail)
 }
 
 /// Run-time addresses of `dfp_signal_wrapper` and `dfp_signal_nothing`.
@@ -1153,35 +1180,41 @@ mod code_tests {
 
     #[test]
     fn musl_cp_hops_decode_to_what_they_promise() {
-        let (b, tail) = musl_cp_hop(1, 0x4000_0203, 0x7777, 0x8888, 0x1111, 0x2222);
-        assert_eq!(tail, 32);
+        let (b, tail) = musl_cp_hop(1, 0x4000_0203, 0x7777, 0x9999, 0x8888, 0x1111, 0x2222);
+        assert_eq!(tail, 54);
         assert_eq!(
-            disassemble(&b[..64], 0x1000, 12),
+            disassemble(&b[..0x54], 0x1000, 18),
             [
                 "mov [rsp+8],r11",
+                "mov r11,[1078h]",
+                "cmp eax,1FFh",
+                "ja short 000000000000101Bh",
+                "bt [r11],eax",
+                "jb short 000000000000101Bh",
+                "jmp short 0000000000001036h",
                 "lea rsp,[rsp-80h]",
                 "mov r11d,40000203h",
-                "call qword ptr [1040h]",
+                "call qword ptr [1058h]",
                 "lea rsp,[rsp+80h]",
-                "jrcxz 0000000000001037h",
+                "jrcxz 000000000000104Dh",
                 "mov r11,[rsp+8]",
                 "cmp dword ptr [r11],0",
-                "je short 0000000000001031h",
-                "jmp qword ptr [1048h]",
-                "jmp qword ptr [1050h]",
-                "jmp qword ptr [1058h]",
+                "je short 0000000000001047h",
+                "jmp qword ptr [1060h]",
+                "jmp qword ptr [1068h]",
+                "jmp qword ptr [1070h]",
             ]
         );
-        assert_eq!(tail + MUSL_CP_TAIL, 0x37, "the tail ends with the jump to the thunk");
-        for (slot, v) in [(64, 0x7777u64), (72, 0x8888), (80, 0x1111), (88, 0x2222)] {
+        assert_eq!(tail + MUSL_CP_TAIL, 0x4d, "the tail ends with the jump to the thunk");
+        for (slot, v) in [(0x58, 0x7777u64), (0x60, 0x8888), (0x68, 0x1111), (0x70, 0x2222), (0x78, 0x9999)] {
             assert_eq!(b[slot..slot + 8], v.to_le_bytes());
         }
         // The three moves, when the first is the one replaced.
-        let (b, tail) = musl_cp_hop(3, 1, 0x7777, 0x8888, 0x1111, 0x2222);
-        assert_eq!(tail, 42);
+        let (b, tail) = musl_cp_hop(3, 1, 0x7777, 0x9999, 0x8888, 0x1111, 0x2222);
+        assert_eq!(tail, 64);
         assert_eq!(disassemble(&b, 0x1000, 4)[..3], ["mov r8,[rsp+8]", "mov r9,[rsp+10h]", "mov [rsp+8],r11"]);
         assert_eq!(disassemble(&b[tail..], 0x1000 + tail as u64, 1), ["mov r11,[rsp+8]"]);
-        assert_eq!(b[96..104], 0x2222u64.to_le_bytes(), "the last slot fits");
+        assert_eq!(b[128..136], 0x9999u64.to_le_bytes(), "the last slot fits");
     }
 
     #[test]
