@@ -20,8 +20,12 @@
 //! `bts` of bit `8 i`, given back with a plain store of 0 to the byte (which
 //! changes no flag: `dfp_sys_hook` must keep them). A thread can hold several
 //! at once (a hook in a signal handler that interrupted a hook). When all are
-//! taken, or before start-up has mapped the pool, the hook runs on the
-//! program's stack, as it did before these existed.
+//! taken, the hook waits for one, yielding the processor (a program whose
+//! threads all block in reported calls, while a slow sink holds each event's
+//! writer: Go then starts a thread for every blocked goroutine, thousands,
+//! whose 2 KiB stacks cannot hold the dispatcher); after [`WAITS`] yields,
+//! or before start-up has mapped the pool, it runs on the program's stack,
+//! as it did before these existed.
 //!
 //! A `fork` child inherits the mapping and the bytes: stacks other threads
 //! held at the `fork` stay taken in the child (their threads do not exist
@@ -33,6 +37,10 @@ use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// How many stacks.
 pub const STACKS: usize = 64;
+/// How many times a hook that finds every stack taken yields the processor
+/// waiting for one (`dfp_wait_for_stack`) before it runs on the program's
+/// stack.
+pub const WAITS: u32 = 100_000;
 /// Bytes of each, its guard page included: a power of two, so that the
 /// assembly finds a stack's index from an address on it with a shift.
 pub const STRIDE: u64 = 1 << STRIDE_SHIFT;
@@ -51,8 +59,8 @@ pub static BUSY: Busy = Busy([const { AtomicU8::new(0) }; STACKS]);
 /// What a hook that runs on the program's stack "gives back": nothing reads it.
 pub static NO_STACK: AtomicU8 = AtomicU8::new(0);
 
-/// Bit `i`: stack `i`'s guard page is in place.
-static GUARDED: AtomicU64 = AtomicU64::new(0);
+/// Bit `i % 64` of word `i / 64`: stack `i`'s guard page is in place.
+static GUARDED: [AtomicU64; STACKS / 64] = [const { AtomicU64::new(0) }; STACKS / 64];
 
 /// Maps the pool (once per process image; a `fork` child inherits it).
 /// Without it (no memory under strict overcommit), the hooks use the
@@ -74,9 +82,9 @@ pub fn map_pool() {
 /// into the stack below). The dispatcher's own frames are far above it.
 #[inline]
 pub fn guard(busy: u64) {
-    let i = busy.wrapping_sub(BUSY.0.as_ptr() as u64);
-    if i < STACKS as u64 && GUARDED.load(Ordering::Relaxed) & 1 << i == 0 {
-        guard_stack(i as usize);
+    let i = busy.wrapping_sub(BUSY.0.as_ptr() as u64) as usize;
+    if GUARDED.get(i / 64).is_some_and(|w| w.load(Ordering::Relaxed) & 1 << (i % 64) == 0) {
+        guard_stack(i);
     }
 }
 
@@ -86,7 +94,7 @@ fn guard_stack(i: usize) {
     // SAFETY: the lowest page of stack `i`, which this thread holds and whose
     // frames are at its top: nothing is on that page.
     if unsafe { sys::mprotect(lowest, GUARD, 0) }.is_ok() {
-        GUARDED.fetch_or(1 << i, Ordering::Relaxed);
+        GUARDED[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
     }
 }
 
@@ -102,10 +110,10 @@ mod tests {
         let pool = POOL.load(Ordering::Relaxed);
         assert_ne!(pool, 0);
         guard(&NO_STACK as *const AtomicU8 as u64);
-        assert_eq!(GUARDED.load(Ordering::Relaxed), 0);
+        assert!(GUARDED.iter().all(|w| w.load(Ordering::Relaxed) == 0));
         // Stack 3's guard (its lowest page) goes on; its top stays usable.
         guard(&BUSY.0[3] as *const AtomicU8 as u64);
-        assert_eq!(GUARDED.load(Ordering::Relaxed), 1 << 3);
+        assert_eq!(GUARDED[0].load(Ordering::Relaxed), 1 << 3);
         // SAFETY: the top word of stack 3, inside the pool's mapping.
         unsafe { core::ptr::write_volatile((pool + 4 * STRIDE - 8) as *mut u64, 7) };
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();

@@ -136,3 +136,50 @@ fn go_programs_are_reported_and_refused() {
     drop(listener);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// 5,000 goroutines each making a reported call while the sink is slow (a
+/// FIFO read 512 bytes at a time, 0.5 ms apart): each event's writer holds
+/// a stack of the runtime's while it waits, Go starts a thread for every
+/// goroutine blocked so (thousands), and the runtime's 64 stacks run out.
+/// The hooks then wait for a stack to be given back instead of running the
+/// dispatcher on the goroutine's 2 KiB stack, which corrupted Go's memory
+/// (SIGSEGV, "startlockedm: m has p", "unexpected return pc") in every such
+/// run before. Every event arrives, and the program ends as unpatched.
+#[test]
+fn goroutines_outnumbering_the_stacks_wait_for_one() {
+    use std::io::Read;
+    let root = scratch("golang-slow-sink");
+    let exe = root.join("go_behaviours");
+    build_go(false, &[], &exe);
+    let secret = root.join("secret.txt");
+    std::fs::write(&secret, "secret\n").unwrap();
+    let fifo = root.join("events.fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(st.success());
+    let patched = root.join("patched");
+    patch(&exe, &patched, &policy("monitor", "allow", &fifo, &[("files", "\"file\"", "alert")]));
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::open(&reader_path).expect("open the FIFO");
+        let (mut all, mut buf) = (Vec::new(), [0u8; 512]);
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        all
+    });
+    let out = run_within(Command::new(&patched).args(["goroutines", secret.to_str().unwrap()]), 240);
+    let out = out.expect("the patched program hangs");
+    let events = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    let opens = events.lines().filter(|l| l.contains("\"api\":\"openat\"") && l.contains("secret.txt")).count();
+    assert!(
+        out.status.success() && stdout(&out).contains("goroutines opened: 5000") && opens == 5000,
+        "status {:?}, {opens} openat events, stdout {:?}, stderr {:?}",
+        out.status.code(),
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr).chars().take(600).collect::<String>()
+    );
+}
