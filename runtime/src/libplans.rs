@@ -392,22 +392,27 @@ fn apply_library(target: &Target, lib: &LibRecord, base: u64, w: &mut Writer) ->
 fn write_windows(fd: i32, order: &[u16], window: &dyn Fn(u16) -> (u64, [u8; 32], usize), done: &mut dyn FnMut(u16)) {
     const SPAN: usize = 4096 + MAX_WINDOW;
     let mut buf = [0u8; SPAN];
-    let mut at = 0;
+    let (mut at, mut written_to) = (0, 0u64);
     while at < order.len() {
-        // The run: windows starting in the first one's page.
+        // The run: windows starting in the first one's page. (A window that
+        // overlaps the one before, which a damaged plan could hold, is left.)
         let (lo, _, _) = window(order[at]);
+        if lo < written_to {
+            at += 1;
+            continue;
+        }
         let page_end = (lo | 4095) + 1;
         let mut end = at;
         let mut hi = lo;
         while let Some(&i) = order.get(end) {
             let (from, _, len) = window(i);
             if from >= page_end || from < hi {
-                break; // the next page, or (a damaged plan) overlapping windows
+                break;
             }
             hi = from + len as u64;
             end += 1;
         }
-        let end = end.max(at + 1);
+        written_to = hi;
         let span = (hi - lo) as usize;
         let ok = span <= SPAN
             && mem::read(lo, &mut buf[..span]) == span
