@@ -20,12 +20,12 @@
 //! `bts` of bit `8 i`, given back with a plain store of 0 to the byte (which
 //! changes no flag: `dfp_sys_hook` must keep them). A thread can hold several
 //! at once (a hook in a signal handler that interrupted a hook). When all are
-//! taken, the hook waits for one, yielding the processor (a program whose
-//! threads all block in reported calls, while a slow sink holds each event's
-//! writer: Go then starts a thread for every blocked goroutine, thousands,
-//! whose 2 KiB stacks cannot hold the dispatcher); after [`WAITS`] yields,
-//! or before start-up has mapped the pool, it runs on the program's stack,
-//! as it did before these existed.
+//! taken, the hook waits for one, sleeping (a program whose threads all
+//! block in reported calls, while a slow sink holds each event's writer: Go
+//! then starts a thread for every blocked goroutine, thousands, whose 2 KiB
+//! stacks cannot hold the dispatcher); after [`WAITS`] sleeps, or before
+//! start-up has mapped the pool, it runs on the program's stack, as it did
+//! before these existed.
 //!
 //! A `fork` child inherits the mapping and the bytes: stacks other threads
 //! held at the `fork` stay taken in the child (their threads do not exist
@@ -37,10 +37,10 @@ use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// How many stacks.
 pub const STACKS: usize = 64;
-/// How many times a hook that finds every stack taken yields the processor
-/// waiting for one (`dfp_wait_for_stack`) before it runs on the program's
-/// stack.
-pub const WAITS: u32 = 100_000;
+/// How many times a hook that finds every stack taken sleeps 50 µs waiting
+/// for one (`dfp_wait_for_stack`) before it runs on the program's stack:
+/// about 10 s.
+pub const WAITS: u32 = 200_000;
 /// Bytes of each, its guard page included: a power of two, so that the
 /// assembly finds a stack's index from an address on it with a shift.
 pub const STRIDE: u64 = 1 << STRIDE_SHIFT;

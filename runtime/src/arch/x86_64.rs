@@ -233,12 +233,13 @@ global_asm!(
     "9:",
     ".endm",
     "",
-    // Called by a hook that found every stack of the pool taken: yields the
-    // processor (sched_yield) until one is given back, then returns with
-    // ZF = 0 (claim again); gives up after {waits} yields, or at once
-    // without a pool, with ZF = 1 (the hook then runs on the program's
-    // stack, as it did before the pool). Keeps every register but the flags;
-    // uses 40 bytes of the program's stack meanwhile.
+    // Called by a hook that found every stack of the pool taken: sleeps
+    // 50 µs at a time (nanosleep) until one is given back, then returns with
+    // ZF = 0 (claim again); gives up after {waits} sleeps (about 10 s: a
+    // stack is held only while a call is decided and its event written), or
+    // at once without a pool, with ZF = 1 (the hook then runs on the
+    // program's stack, as it did before the pool). Keeps every register but
+    // the flags; uses 72 bytes of the program's stack meanwhile.
     ".globl dfp_wait_for_stack",
     ".hidden dfp_wait_for_stack",
     ".type dfp_wait_for_stack,@function",
@@ -247,11 +248,18 @@ global_asm!(
     "push r11",
     "push rax",
     "push rbx",
+    "push rdi",
+    "push rsi",
+    "sub rsp, 16",
     "cmp qword ptr [rip + {pool}], 0",
     "je 3f",
     "mov ebx, {waits}",
     "2:",
-    "mov eax, 24", // sched_yield
+    "mov qword ptr [rsp], 0",
+    "mov qword ptr [rsp + 8], 50000",
+    "mov rdi, rsp",
+    "xor esi, esi",
+    "mov eax, 35", // nanosleep
     "syscall",
     "lea rcx, [rip + {busy}]",
     "xor eax, eax",
@@ -269,6 +277,9 @@ global_asm!(
     "4:",
     "test esp, esp", // ZF = 0: one looks free
     "6:",
+    "lea rsp, [rsp + 16]", // (lea: the flags stay)
+    "pop rsi",
+    "pop rdi",
     "pop rbx",
     "pop rax",
     "pop r11",
