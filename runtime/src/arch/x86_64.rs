@@ -290,7 +290,7 @@ global_asm!(
     // Entered by a jump from a hook stub: [rsp] = the caller's return
     // address, r11 = the hook number, rax = the caller's (al: vector
     // registers of a variadic call). r10 is free. The frame (`HookFrame`)
-    // goes on a stack of the pool; only when none is free, on the program's.
+    // goes on a stack of the pool (see `DFP_TOP`).
     ".globl dfp_hook",
     ".hidden dfp_hook",
     ".type dfp_hook,@function",
