@@ -100,8 +100,9 @@ pub fn dupfd_cloexec(fd: i32, min: i32) -> Result<i32, i64> {
 
 /// Device, inode and whether it is a regular file, of an open descriptor.
 pub fn fstat_id(fd: i32) -> Result<(u64, u64, bool), i64> {
-    let mut st = [0u64; 18]; // struct stat is 144 bytes on x86-64
-                             // SAFETY: the kernel writes one struct stat (144 bytes) into `st`.
+    // struct stat is 144 bytes on x86-64.
+    let mut st = [0u64; 18];
+    // SAFETY: the kernel writes one struct stat (144 bytes) into `st`.
     result(unsafe { syscall2(SYS_FSTAT, fd as u64, st.as_mut_ptr() as u64) })?;
     // st_dev, st_ino, st_nlink, then st_mode in the low half of the fourth word.
     const S_IFMT: u64 = 0o170000;
@@ -229,8 +230,9 @@ pub fn open_path_at(dirfd: i64, path: u64) -> Result<i32, i64> {
 /// The file system type (`f_type`) of an open descriptor.
 pub fn fs_type(fd: i32) -> Option<u64> {
     const SYS_FSTATFS: u64 = 138;
-    let mut sf = [0u64; 15]; // struct statfs is 120 bytes on x86-64, f_type first
-                             // SAFETY: the kernel writes one struct statfs into `sf`.
+    // struct statfs is 120 bytes on x86-64, f_type first.
+    let mut sf = [0u64; 15];
+    // SAFETY: the kernel writes one struct statfs into `sf`.
     let r = unsafe { syscall2(SYS_FSTATFS, fd as u64, sf.as_mut_ptr() as u64) };
     (r == 0).then_some(sf[0])
 }
@@ -239,8 +241,9 @@ pub fn fs_type(fd: i32) -> Option<u64> {
 pub fn shm_size(id: u64) -> Option<u64> {
     const SYS_SHMCTL: u64 = 31;
     const IPC_STAT: u64 = 2;
-    let mut ds = [0u64; 14]; // struct shmid64_ds: 48 bytes of ipc64_perm, then shm_segsz
-                             // SAFETY: the kernel writes one struct shmid64_ds (112 bytes) into `ds`.
+    // struct shmid64_ds: 48 bytes of ipc64_perm, then shm_segsz.
+    let mut ds = [0u64; 14];
+    // SAFETY: the kernel writes one struct shmid64_ds (112 bytes) into `ds`.
     let r = unsafe { syscall3(SYS_SHMCTL, id as u32 as u64, IPC_STAT, ds.as_mut_ptr() as u64) };
     (r == 0).then_some(ds[6])
 }
@@ -336,8 +339,9 @@ pub fn write_proc_self_mem(addr: u64, bytes: &[u8]) -> bool {
 /// Whether the calling thread is running on its alternate signal stack, and
 /// if so how many bytes of it are left below the current stack pointer.
 pub fn altstack_room() -> Option<u64> {
-    let mut ss = [0u64; 3]; // stack_t: ss_sp, ss_flags (int, padded), ss_size
-                            // SAFETY: sigaltstack(NULL, &old) writes one stack_t (24 bytes) into `ss`.
+    // stack_t: ss_sp, ss_flags (int, padded), ss_size.
+    let mut ss = [0u64; 3];
+    // SAFETY: sigaltstack(NULL, &old) writes one stack_t (24 bytes) into `ss`.
     if unsafe { syscall2(SYS_SIGALTSTACK, 0, ss.as_mut_ptr() as u64) } != 0 {
         return None;
     }

@@ -473,8 +473,8 @@ fn run_cfi(fde: u64, pc: u64) -> Option<Rule> {
         return None;
     }
     let cie_end = cie + 4 + cie_len;
-    let mut at = cie + 9; // length, id, version
-                          // Augmentation string.
+    // Past the length, the id and the version: the augmentation string.
+    let mut at = cie + 9;
     let mut aug = [0u8; 8];
     let mut n = 0;
     loop {
