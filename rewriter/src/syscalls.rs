@@ -213,6 +213,20 @@ fn musl_cancel_asm(code: &Code, i: usize) -> bool {
         && next.mnemonic() == Mnemonic::Ret
 }
 
+/// Whether the instruction that sets the number of the window's `syscall`
+/// moves into its trampoline (a write of `%rax` before the `syscall`, inside
+/// the window; the window has no branch target but its start). Only then may
+/// the trampoline trust the number it was planned for: a window that starts
+/// at the `syscall` is reached by whatever jumps there, with any `%rax`.
+pub fn number_is_moved(w: &Window) -> bool {
+    let mut info = InstructionInfoFactory::new();
+    w.insns.get(..w.at).unwrap_or(&[]).iter().any(|ins| {
+        info.info(ins).used_registers().iter().any(|r| {
+            r.register().full_register() == Register::RAX && matches!(r.access(), OpAccess::Write | OpAccess::ReadWrite)
+        })
+    })
+}
+
 /// The system call number set in the same basic block before instruction `i`.
 fn number(code: &Code, i: usize, info: &mut InstructionInfoFactory) -> Option<u64> {
     let mut j = i;
@@ -330,10 +344,10 @@ pub fn syscall_trampoline(
         Vec::new()
     };
     // A known number that `dfp_sys_hook` would let through at once (one the
-    // backstop asked for) needs no question: the trampoline, inside the
-    // backstop's range, makes the call itself.
+    // backstop asked for), set inside the window, needs no question: the
+    // trampoline, inside the backstop's range, makes the call itself.
     match nr {
-        Some(n) if !dfpatch_runtime::backstop::dispatched(n) => b.extend([0x0f, 0x05]), // syscall
+        Some(n) if !dfpatch_runtime::backstop::dispatched(n) && number_is_moved(w) => b.extend([0x0f, 0x05]), // syscall
         _ => ask_then_syscall(&mut b, k, &call, &tail),
     }
     append_moved(&mut b, &w.insns[w.at + 1..], at, w.end())?;
@@ -373,6 +387,13 @@ mod tests {
         let w = Window { insns: decode(&code[..7], 0x401000), at: 1 };
         let t = syscall_trampoline(&w, Some(110), 0x500000, 3, (0x480000, 0x480100)).unwrap();
         assert_eq!(text(&t, 0x500000), ["mov eax,6Eh", "syscall", "jmp 0000000000401007h"]);
+        // The same number set before the window (which starts at the
+        // `syscall`: code that jumps there brings its own %rax): it asks.
+        let code = [0x0f, 0x05, 0x48, 0x89, 0xc7, 0xc3]; // syscall; mov rdi, rax
+        let w = Window { insns: decode(&code[..5], 0x401005), at: 0 };
+        assert!(!number_is_moved(&w));
+        let t = syscall_trampoline(&w, Some(110), 0x500000, 3, (0x480000, 0x480100)).unwrap();
+        assert!(text(&t, 0x500000).iter().any(|i| i.starts_with("call")), "{:?}", text(&t, 0x500000));
     }
 
     #[test]

@@ -331,3 +331,25 @@ fn cancellation_through_the_runtimes_hops() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A `syscall` planned for getpid (the `mov $39, %eax` before it) that code
+/// jumps to with execve's number (`samples/number_lie.S`): its trampoline
+/// asks, because the `mov` is not inside its window, so the execve is
+/// reported, and refused in enforce mode. (For a while the trampolines of
+/// unmonitored numbers asked nothing, and this execve ran unseen.)
+#[test]
+fn a_number_set_outside_the_trampoline_is_not_trusted() {
+    let dir = scratch("number-lie");
+    let exe = dir.join("number_lie");
+    compile("cc", &["-nostdlib", "-static"], &exe, "number_lie.S", &[]);
+    for (mode, action, code) in [("monitor", "alert", 0), ("enforce", "deny", 255)] {
+        let ev = dir.join(format!("{mode}.jsonl"));
+        let patched = dir.join(mode);
+        patch(&exe, &patched, &policy(mode, "allow", &ev, &[("no-exec", "\"exec\"", "deny")]));
+        let out = run(&patched, &[], &dir);
+        let execs: Vec<Value> = events(&ev).into_iter().filter(|e| e["api"] == "execve").collect();
+        assert_eq!(out.status.code(), Some(code), "{mode}: {out:?}");
+        assert_eq!(execs.len(), 1, "{mode}: {execs:?}");
+        assert_eq!(execs[0]["action"], action, "{mode}: {execs:?}");
+    }
+}
