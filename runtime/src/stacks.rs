@@ -29,8 +29,9 @@
 //!
 //! A `fork` child inherits the mapping and the bytes: stacks other threads
 //! held at the `fork` stay taken in the child (their threads do not exist
-//! there), which only narrows its pool. The forking thread holds none (it is
-//! past its hook when the system call runs).
+//! there) until it finds every stack taken, when it frees them all but the
+//! one it runs on (`dfp_wait_for_stack`). The forking thread holds none (it
+//! is past its hook when the system call runs).
 
 use crate::sys;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -39,8 +40,8 @@ use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 pub const STACKS: usize = 64;
 /// How many times a hook that finds every stack taken sleeps 50 µs waiting
 /// for one (`dfp_wait_for_stack`) before it runs on the program's stack:
-/// about 10 s.
-pub const WAITS: u32 = 200_000;
+/// about 2 s (each sleep lasts some 100 µs with the kernel's timer slack).
+pub const WAITS: u32 = 20_000;
 /// Bytes of each, its guard page included: a power of two, so that the
 /// assembly finds a stack's index from an address on it with a shift.
 pub const STRIDE: u64 = 1 << STRIDE_SHIFT;
@@ -56,6 +57,12 @@ pub static POOL: AtomicU64 = AtomicU64::new(0);
 #[repr(C, align(64))]
 pub struct Busy(pub [AtomicU8; STACKS]);
 pub static BUSY: Busy = Busy([const { AtomicU8::new(0) }; STACKS]);
+/// The process whose stacks [`BUSY`] describes: a `fork` child that finds
+/// them all taken frees its copies (see `dfp_wait_for_stack`).
+pub static POOL_PID: AtomicU64 = AtomicU64::new(0);
+/// 1 after a hook waited for a stack in vain, until one is found free: the
+/// hooks meanwhile do not wait (see `dfp_wait_for_stack`).
+pub static GAVE_UP: AtomicU8 = AtomicU8::new(0);
 /// What a hook that runs on the program's stack "gives back": nothing reads it.
 pub static NO_STACK: AtomicU8 = AtomicU8::new(0);
 
@@ -72,6 +79,7 @@ pub fn map_pool() {
     let len = STRIDE * STACKS as u64;
     if let Some(at) = sys::map_reserved(len) {
         crate::guard::protect(at, at + len, crate::guard::OURS);
+        POOL_PID.store(sys::getpid(), Ordering::Relaxed);
         POOL.store(at, Ordering::Release);
     }
 }

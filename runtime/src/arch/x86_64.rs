@@ -233,13 +233,18 @@ global_asm!(
     "9:",
     ".endm",
     "",
-    // Called by a hook that found every stack of the pool taken: sleeps
-    // 50 µs at a time (nanosleep) until one is given back, then returns with
-    // ZF = 0 (claim again); gives up after {waits} sleeps (about 10 s: a
-    // stack is held only while a call is decided and its event written), or
-    // at once without a pool, with ZF = 1 (the hook then runs on the
-    // program's stack, as it did before the pool). Keeps every register but
-    // the flags; uses 72 bytes of the program's stack meanwhile.
+    // Called by a hook that found every stack of the pool taken. In a `fork`
+    // child (another process that does not share this memory: `kcmp` with
+    // its parent), the stacks its parent's other threads held at the fork
+    // are copies nothing will give back: all but the one this thread runs on
+    // are freed at once. Otherwise it sleeps 50 µs at a time (nanosleep)
+    // until one is given back. Returns with ZF = 0 (claim again); gives up
+    // after {waits} sleeps (about 2 s), or at once without a pool, with ZF = 1
+    // (the hook then runs on the program's stack, as it did before the
+    // pool). After a wait in vain (a sink that takes no more events holds
+    // every stack), the next ones look once and do not sleep, until a stack
+    // is found free again. Keeps every register but the flags; uses 104 bytes of the
+    // program's stack meanwhile.
     ".globl dfp_wait_for_stack",
     ".hidden dfp_wait_for_stack",
     ".type dfp_wait_for_stack,@function",
@@ -250,10 +255,49 @@ global_asm!(
     "push rbx",
     "push rdi",
     "push rsi",
-    "sub rsp, 16",
+    "push rdx",
+    "push r10",
+    "push r8",
+    "sub rsp, 24",
     "cmp qword ptr [rip + {pool}], 0",
     "je 3f",
+    "mov eax, 39", // getpid
+    "syscall",
+    "cmp rax, qword ptr [rip + {pool_pid}]",
+    "je 7f",
+    "mov rbx, rax",
+    "mov eax, 110", // getppid
+    "syscall",
+    "mov rdi, rbx",
+    "mov rsi, rax",
+    "mov edx, 1", // KCMP_VM
+    "xor r10d, r10d",
+    "xor r8d, r8d",
+    "mov eax, 312", // kcmp
+    "syscall",
+    "test rax, rax",
+    "jle 7f", // 0: the same memory (vfork, CLONE_VM); < 0: cannot tell
+    "mov qword ptr [rip + {pool_pid}], rbx",
+    "mov rax, rsp", // the stack this thread runs on, if one of the pool's
+    "sub rax, qword ptr [rip + {pool}]",
+    "shr rax, {shift}",
+    "lea rcx, [rip + {busy}]",
+    "xor edx, edx",
+    "2:",
+    "cmp rdx, rax",
+    "je 6f",
+    "mov byte ptr [rcx + rdx], 0",
+    "6:",
+    "inc edx",
+    "cmp edx, {stacks}",
+    "jb 2b",
+    "jmp 4f",
+    "7:",
     "mov ebx, {waits}",
+    "cmp byte ptr [rip + {gave_up}], 0",
+    "je 2f",
+    "mov ebx, 1", // another hook waited in vain lately: one look, no sleep
+    "jmp 8f",
     "2:",
     "mov qword ptr [rsp], 0",
     "mov qword ptr [rsp + 8], 50000",
@@ -261,6 +305,7 @@ global_asm!(
     "xor esi, esi",
     "mov eax, 35", // nanosleep
     "syscall",
+    "8:",
     "lea rcx, [rip + {busy}]",
     "xor eax, eax",
     "5:",
@@ -271,13 +316,18 @@ global_asm!(
     "jb 5b",
     "dec ebx",
     "jnz 2b",
+    "mov byte ptr [rip + {gave_up}], 1",
     "3:",
     "xor eax, eax", // ZF = 1: none
     "jmp 6f",
     "4:",
+    "mov byte ptr [rip + {gave_up}], 0",
     "test esp, esp", // ZF = 0: one looks free
     "6:",
-    "lea rsp, [rsp + 16]", // (lea: the flags stay)
+    "lea rsp, [rsp + 24]", // (lea: the flags stay)
+    "pop r8",
+    "pop r10",
+    "pop rdx",
     "pop rsi",
     "pop rdi",
     "pop rbx",
@@ -591,6 +641,8 @@ global_asm!(
     shift = const crate::stacks::STRIDE_SHIFT,
     stride = const crate::stacks::STRIDE,
     waits = const crate::stacks::WAITS,
+    pool_pid = sym crate::stacks::POOL_PID,
+    gave_up = sym crate::stacks::GAVE_UP,
     dispatch_entry = sym crate::dispatch::dfp_dispatch_entry,
     sys_dispatch_entry = sym crate::dispatch::dfp_sys_dispatch_entry,
     mask = sym crate::backstop::DISPATCH_MASK,
