@@ -165,14 +165,14 @@ fn sites_where(
             });
             continue;
         }
-        match syscall_window(code, i, &taken, copy_only) {
+        match syscall_window(code, i, &taken, copy_only, nr) {
             Some(window) => {
                 taken.push((window.start(), window.end()));
                 sites.push(SyscallSite { nr, window });
             }
             None => {
                 // Said apart: refused only because an earlier site took the bytes.
-                let shared = syscall_window(code, i, &taken[..detoured], copy_only).is_some();
+                let shared = syscall_window(code, i, &taken[..detoured], copy_only, nr).is_some();
                 let reason = if shared {
                     "its only movable neighbours are in another syscall site's window"
                 } else {
@@ -266,19 +266,29 @@ fn number(code: &Code, i: usize, info: &mut InstructionInfoFactory) -> Option<u6
 /// `copy_only`: only instructions whose bytes mean the same anywhere (no
 /// RIP-relative operand, no relative branch), for trampolines placed at run
 /// time (libraries).
-fn syscall_window(code: &Code, i: usize, taken: &[(u64, u64)], copy_only: bool) -> Option<Window> {
-    for count in 1..=6usize {
-        for before in (0..count).rev() {
-            let after = count - 1 - before;
-            let (Some(lo), hi) = (i.checked_sub(before), i + after) else { continue };
-            let Some(run) = code.run(lo, hi) else { continue };
-            let run = &run[..];
-            let copyable = |ins: &Instruction| {
-                !ins.is_ip_rel_memory_operand() && matches!(ins.flow_control(), FlowControl::Next | FlowControl::Return)
-            };
-            let others_copyable = run.iter().enumerate().all(|(k, ins)| k == before || copyable(ins));
-            if movable(code, run, before, taken) && (!copy_only || others_copyable) {
-                return Some(Window { insns: run.to_vec(), at: before });
+fn syscall_window(code: &Code, i: usize, taken: &[(u64, u64)], copy_only: bool, nr: Option<u64>) -> Option<Window> {
+    // For a number the dispatcher would let through at once, the smallest
+    // window that holds the instruction setting it (its trampoline may then
+    // ask nothing: see `number_is_moved`); else the smallest one.
+    let worth = nr.is_some_and(|n| !dfpatch_runtime::backstop::dispatched(n));
+    for with_number in [true, false].into_iter().filter(|&w| worth || !w) {
+        for count in 1..=6usize {
+            for before in (0..count).rev() {
+                let after = count - 1 - before;
+                let (Some(lo), hi) = (i.checked_sub(before), i + after) else { continue };
+                let Some(run) = code.run(lo, hi) else { continue };
+                let run = &run[..];
+                let copyable = |ins: &Instruction| {
+                    !ins.is_ip_rel_memory_operand()
+                        && matches!(ins.flow_control(), FlowControl::Next | FlowControl::Return)
+                };
+                let others_copyable = run.iter().enumerate().all(|(k, ins)| k == before || copyable(ins));
+                if movable(code, run, before, taken) && (!copy_only || others_copyable) {
+                    let w = Window { insns: run.to_vec(), at: before };
+                    if !with_number || number_is_moved(&w) {
+                        return Some(w);
+                    }
+                }
             }
         }
     }

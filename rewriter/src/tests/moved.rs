@@ -603,3 +603,20 @@ fn two_syscall_windows_never_share_bytes() {
         }
     }
 }
+
+/// An unmonitored number set just before a `syscall` that could move without
+/// it (glibc's `read`: `xor %eax,%eax; syscall; cmp ...`): the window takes
+/// the `xor` too, so that its trampoline may trust the number and ask nothing.
+#[test]
+fn an_unmonitored_numbers_window_takes_what_sets_it() {
+    let mut a = Asm::at(TEXT);
+    let xor = a.raw(&[0x31, 0xc0]); // xor eax, eax
+    a.syscall();
+    a.raw(&[0x48, 0x3d, 0x00, 0xf0, 0xff, 0xff]); // cmp rax, -4096
+    a.ret();
+    let data = one_function(&a);
+    let (_, code) = analyse(&data);
+    let (s, _, _) = syscall_sites(&code, |_| true, &[], &[], true, true);
+    assert_eq!(s[0].window.start(), xor);
+    assert!(crate::syscalls::number_is_moved(&s[0].window));
+}
