@@ -311,11 +311,9 @@ fn syscall_plans(lib: &Elf, sites: Vec<syscalls::SyscallSite>, next_index: &mut 
         if *next_index >= MAX_SITES {
             break;
         }
-        // A known number the dispatcher would let through at once, set inside
-        // the window (see `syscalls::number_is_moved`), needs no question.
-        let asks = s.nr.is_none_or(dfpatch_runtime::backstop::dispatched) || !syscalls::number_is_moved(&s.window);
         let k = dfpatch_runtime::contract::r11::LIB_SITE as u32 | *next_index as u32;
-        let Some(t) = trampoline(lib, &s.window, asks.then_some(k)) else {
+        let ask = (!syscalls::asks_nothing(s.nr, &s.window)).then_some(k);
+        let Some(t) = trampoline(lib, &s.window, ask) else {
             continue;
         };
         let Some(original) = lib

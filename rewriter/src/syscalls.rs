@@ -213,6 +213,19 @@ fn musl_cancel_asm(code: &Code, i: usize) -> bool {
         && next.mnemonic() == Mnemonic::Ret
 }
 
+/// Whether the trampoline of the `syscall` in `w`, whose number is `nr`, may
+/// make the call without asking the runtime: a known number `dfp_sys_hook`
+/// would let through at once, set inside the window (see [`number_is_moved`]).
+pub fn asks_nothing(nr: Option<u64>, w: &Window) -> bool {
+    unasked(nr) && number_is_moved(w)
+}
+
+/// A known number that `dfp_sys_hook` would let through at once (one neither
+/// monitored nor virtualised by the backstop).
+fn unasked(nr: Option<u64>) -> bool {
+    nr.is_some_and(|n| !dfpatch_runtime::backstop::dispatched(n))
+}
+
 /// Whether the instruction that sets the number of the window's `syscall`
 /// moves into its trampoline (a write of `%rax` before the `syscall`, inside
 /// the window; the window has no branch target but its start). Only then may
@@ -270,7 +283,7 @@ fn syscall_window(code: &Code, i: usize, taken: &[(u64, u64)], copy_only: bool, 
     // For a number the dispatcher would let through at once, the smallest
     // window that holds the instruction setting it (its trampoline may then
     // ask nothing: see `number_is_moved`); else the smallest one.
-    let worth = nr.is_some_and(|n| !dfpatch_runtime::backstop::dispatched(n));
+    let worth = unasked(nr);
     for with_number in [true, false].into_iter().filter(|&w| worth || !w) {
         for count in 1..=6usize {
             for before in (0..count).rev() {
@@ -353,12 +366,12 @@ pub fn syscall_trampoline(
     } else {
         Vec::new()
     };
-    // A known number that `dfp_sys_hook` would let through at once (one the
-    // backstop asked for), set inside the window, needs no question: the
-    // trampoline, inside the backstop's range, makes the call itself.
-    match nr {
-        Some(n) if !dfpatch_runtime::backstop::dispatched(n) && number_is_moved(w) => b.extend([0x0f, 0x05]), // syscall
-        _ => ask_then_syscall(&mut b, k, &call, &tail),
+    // Asking nothing, the trampoline (inside the backstop's range) makes the
+    // call itself.
+    if asks_nothing(nr, w) {
+        b.extend([0x0f, 0x05]); // syscall
+    } else {
+        ask_then_syscall(&mut b, k, &call, &tail);
     }
     append_moved(&mut b, &w.insns[w.at + 1..], at, w.end())?;
     Ok(b)
