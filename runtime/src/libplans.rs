@@ -352,11 +352,13 @@ fn apply_library(target: &Target, lib: &LibRecord, base: u64, w: &mut Writer) ->
     let (mut syscalls, mut entries) = (0, 0);
     let window = |i: u16| {
         let s = site(i as usize);
-        let from = base.wrapping_add(s.window);
-        let jump = jmp_rel32(from, to[i as usize], s.window_len as usize).unwrap_or([0xcc; 32]);
-        (from, jump, s.window_len as usize)
+        (base.wrapping_add(s.window), s.window_len as usize)
     };
-    write_windows(w.mem_fd, order, &window, &mut |i| {
+    let jump = |i: u16| {
+        let (from, len) = window(i);
+        jmp_rel32(from, to[i as usize], len)
+    };
+    write_windows(w.mem_fd, order, &window, &jump, &mut |i| {
         let s = site(i as usize);
         if s.is_entry() {
             entries += 1;
@@ -385,18 +387,25 @@ fn apply_library(target: &Target, lib: &LibRecord, base: u64, w: &mut Writer) ->
 }
 
 /// Writes the windows `order` names (in address order; `window(i)`: where
-/// window `i` starts, its new bytes, its length) through `/proc/self/mem`,
-/// one `pwrite` per run of windows within a page: the run's bytes as they
-/// are in memory, the windows' new bytes over them (libc's 500-odd `syscall`
-/// sites lie in some 60 pages). `done(i)` for each window written.
-fn write_windows(fd: i32, order: &[u16], window: &dyn Fn(u16) -> (u64, [u8; 32], usize), done: &mut dyn FnMut(u16)) {
+/// window `i` starts and its length; `jump(i)`: its new bytes) through
+/// `/proc/self/mem`, one `pwrite` per run of windows within a page: the
+/// run's bytes as they are in memory, the windows' new bytes over them
+/// (libc's 500-odd `syscall` sites lie in some 60 pages). `done(i)` for each
+/// window written.
+fn write_windows(
+    fd: i32,
+    order: &[u16],
+    window: &dyn Fn(u16) -> (u64, usize),
+    jump: &dyn Fn(u16) -> Option<[u8; 32]>,
+    done: &mut dyn FnMut(u16),
+) {
     const SPAN: usize = 4096 + MAX_WINDOW;
     let mut buf = [0u8; SPAN];
     let (mut at, mut written_to) = (0, 0u64);
     while at < order.len() {
         // The run: windows starting in the first one's page. (A window that
         // overlaps the one before, which a damaged plan could hold, is left.)
-        let (lo, _, _) = window(order[at]);
+        let (lo, _) = window(order[at]);
         if lo < written_to {
             at += 1;
             continue;
@@ -405,7 +414,7 @@ fn write_windows(fd: i32, order: &[u16], window: &dyn Fn(u16) -> (u64, [u8; 32],
         let mut end = at;
         let mut hi = lo;
         while let Some(&i) = order.get(end) {
-            let (from, _, len) = window(i);
+            let (from, len) = window(i);
             if from >= page_end || from < hi {
                 break;
             }
@@ -417,11 +426,11 @@ fn write_windows(fd: i32, order: &[u16], window: &dyn Fn(u16) -> (u64, [u8; 32],
         let ok = span <= SPAN
             && mem::read(lo, &mut buf[..span]) == span
             && order[at..end].iter().all(|&i| {
-                let (from, jump, len) = window(i);
+                let (from, len) = window(i);
                 let o = (from - lo) as usize;
-                match (buf.get_mut(o..o + len), jump.get(..len)) {
+                match (buf.get_mut(o..o + len), jump(i)) {
                     (Some(to), Some(new)) => {
-                        to.copy_from_slice(new);
+                        to.copy_from_slice(&new[..len]);
                         true
                     }
                     _ => false,
