@@ -105,6 +105,19 @@ const CASES: &[Case] = &[
     ),
 ];
 
+/// `exe` under `strace -f`, which writes every SIGSYS it sees (a trap of
+/// the backstop) to `log`; add the program's arguments.
+fn strace_traps(log: &Path, exe: &Path) -> Command {
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=none", "-e", "signal=SIGSYS", "-o"]).arg(log).arg(exe);
+    cmd
+}
+
+/// How many SIGSYS `strace_traps` saw (none when it wrote no log).
+fn traps_in(log: &Path) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().matches("SIGSYS {").count()
+}
+
 fn build_library(compiler: &str, out: &Path) {
     let st = Command::new(compiler)
         .args(["-O2", "-shared", "-fPIC", "-pthread", "-o"])
@@ -260,16 +273,8 @@ fn rewritten_sites_stop_trapping() {
         }
         for (args, most) in runs {
             let log = dir.join("strace.out");
-            let out = run_command(
-                Command::new("strace")
-                    .args(["-f", "-qq", "-e", "trace=none", "-e", "signal=SIGSYS", "-o"])
-                    .arg(&log)
-                    .arg(&patched)
-                    .args(&args)
-                    .current_dir(&dir),
-            );
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let traps = text.lines().filter(|l| l.contains("SIGSYS {")).count();
+            let out = run_command(strace_traps(&log, &patched).args(&args).current_dir(&dir));
+            let traps = traps_in(&log);
             if !stdout(&out).contains("done") || traps > most {
                 failures.push(format!(
                     "{flavour} {args:?}: {traps} traps (at most {most}); stdout {:?}, stderr {:?}",
@@ -311,13 +316,12 @@ fn cancellation_through_the_runtimes_hops() {
         for args in [vec![], vec!["warm"], vec!["race", "1"], vec!["race", "30"]] {
             let log = dir.join("strace.out");
             let _ = std::fs::remove_file(&log);
-            let mut cmd = Command::new("strace");
-            cmd.args(["-f", "-qq", "-e", "trace=none", "-e", "signal=SIGSYS", "-o"]).arg(&log).arg(&patched);
+            let mut cmd = strace_traps(&log, &patched);
             if args == ["race", "30"] {
                 cmd = Command::new(&patched);
             }
             let out = run_within(cmd.args(&args).current_dir(&dir), 60);
-            let traps = std::fs::read_to_string(&log).unwrap_or_default().matches("SIGSYS {").count();
+            let traps = traps_in(&log);
             match out {
                 Some(o) if stdout(&o) == "cancelled=1\n" && o.status.success() && traps < 50 => {}
                 Some(o) => failures.push(format!(
