@@ -5,7 +5,7 @@
 //! overrun corrupts the parent), a goroutine, a small alternate signal stack.
 //!
 //! The hooks' assembly ([`crate::arch::x86_64`]: `dfp_hook`, `dfp_sys_hook`,
-//! `dfp_arm_child`, `dfp_sigsys_entry`) claims a stack before it saves
+//! `dfp_arm_child`, `dfp_sigsys_entry`, `dfp_signal_wrapper`) claims a stack before it saves
 //! anything, with the registers the call leaves free and without writing to
 //! the program's stack (the return address of the call that entered the hook
 //! is all the program's stack holds of it), and gives it back after it has

@@ -20,10 +20,11 @@
 //!   trampoline can then run the real `syscall` itself (a `clone` child or a
 //!   `vfork` child then returns into the program exactly as before).
 //! * `dfp_sigsys_entry`: the SIGSYS handler of the backstop.
+//! * `dfp_signal_wrapper`: what every handler the program installs runs through.
 //! * `dfp_arm_child`: a new child's first step (arms its backstop).
 //!
-//! The four run on a stack of the runtime's (`stacks`), claimed before they
-//! save anything (`DFP_CLAIM`) and given back once they have switched back
+//! These five run on a stack of the runtime's (`stacks`), claimed before they
+//! save anything (`DFP_TOP`) and given back once they have switched back
 //! (`DFP_BUSY_OF` names the byte): the program's stack holds only the return
 //! address of the call that entered them.
 
