@@ -345,7 +345,8 @@ mod tests {
     fn unknown_api_messages_teach() {
         assert_eq!(
             unknown_api("sytem"),
-            "unknown api \"sytem\": expected a class (exec, network, file, memory, library, debug, process, tamper) \
+            "unknown api \"sytem\": expected a class (exec, network, file, memory, library, debug, process, tamper, \
+             privilege, admin, io_uring) \
              or a function name such as \"system\""
         );
         assert!(unknown_api("netwrk").ends_with("(did you mean the class \"network\"?)"));

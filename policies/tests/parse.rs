@@ -153,7 +153,8 @@ fn bad_values_are_located_and_explained() {
     let text = "[[rule]]\nid = \"a\"\napis = [\n  \"exec\",\n  \"sytem\",\n]\naction = \"deny\"\n";
     assert_eq!(
         error(text),
-        "line 5, column 3: unknown api \"sytem\": expected a class (exec, network, file, memory, library, debug, process, tamper) \
+        "line 5, column 3: unknown api \"sytem\": expected a class (exec, network, file, memory, library, debug, process, tamper, \
+             privilege, admin, io_uring) \
          or a function name such as \"system\""
     );
     assert_error(

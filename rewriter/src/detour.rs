@@ -33,7 +33,7 @@ pub fn detours(e: &Elf, code: &Code, hooked: impl Fn(ApiId) -> bool) -> (Vec<Det
         let Some(api) = ApiId::from_name(&s.name) else { continue };
         // fork/vfork/clone are watched as system calls only (the clone()
         // function's arguments are not the system call's).
-        if !hooked(api) || api.class().syscall_only() {
+        if !hooked(api) || !api.function_hooked() {
             continue;
         }
         let slot = by_addr.entry(s.value).or_insert((api, s.name.clone(), s.size));

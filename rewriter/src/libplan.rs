@@ -279,7 +279,7 @@ fn plan_one(
         // `pwrite` each. An unmonitored number's trampoline asks nothing.
         let taken: Vec<(u64, u64)> = out.iter().map(|x| (x.vaddr, x.vaddr + x.len as u64)).collect();
         let cancel = syscalls::cancellation_windows(lib);
-        let (sites, no, counts) = syscalls::every_site(&code, &taken, &cancel);
+        let (sites, no, counts) = syscalls::every_site(&code, &taken, &cancel, &syscalls::dispatch_mask(hooked));
         out.extend(syscall_plans(lib, sites, next_index));
         refused.extend(no);
         return Ok(made(out, refused, counts, true));
@@ -312,7 +312,7 @@ fn syscall_plans(lib: &Elf, sites: Vec<syscalls::SyscallSite>, next_index: &mut 
             break;
         }
         let k = dfpatch_runtime::contract::r11::LIB_SITE as u32 | *next_index as u32;
-        let ask = (!syscalls::asks_nothing(s.nr, &s.window)).then_some(k);
+        let ask = s.asks.then_some(k);
         let Some(t) = trampoline(lib, &s.window, ask) else {
             continue;
         };

@@ -548,9 +548,15 @@ fn syscall_hooks(
 ) -> Result<()> {
     for s in sys {
         let k = hooks.len();
-        let tramp =
-            syscalls::syscall_trampoline(&s.window, s.nr, *cursor, k as u32, (layout.sys_hook_entry, layout.arm_child))
-                .map_err(Error::OutOfRange)?;
+        let tramp = syscalls::syscall_trampoline(
+            &s.window,
+            s.nr,
+            s.asks,
+            *cursor,
+            k as u32,
+            (layout.sys_hook_entry, layout.arm_child),
+        )
+        .map_err(Error::OutOfRange)?;
         let api = s.nr.and_then(dfpatch_runtime::apis::syscall_api);
         let at = s.window.insns[s.window.at].ip();
         hooks.push(Hook {

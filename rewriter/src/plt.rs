@@ -60,7 +60,9 @@ pub struct Import {
 pub fn monitored_imports(elf: &Elf) -> Vec<Import> {
     let mut by_slot = BTreeMap::new();
     for slot in &elf.got_slots {
-        if let Some(api) = ApiId::from_name(&slot.name) {
+        // (A system call no libc wraps: an import of that name is some
+        // other library's function.)
+        if let Some(api) = ApiId::from_name(&slot.name).filter(|a| !a.no_function()) {
             by_slot.entry(slot.got_vaddr).or_insert(Import {
                 api,
                 symbol: slot.name.clone(),

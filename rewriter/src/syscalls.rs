@@ -20,6 +20,9 @@ pub struct SyscallSite {
     /// Known number, or None when it is only known at run time.
     pub nr: Option<u64>,
     pub window: Window,
+    /// Whether its trampoline asks the runtime (else it makes the call at
+    /// once: see [`asks_nothing`]).
+    pub asks: bool,
 }
 
 /// Counts of `syscall` instructions that need no hook.
@@ -53,6 +56,7 @@ pub fn syscall_sites(
     for_backstop: bool,
 ) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let any_hooked = dfpatch_runtime::apis::SYSCALLS.iter().any(|&(_, a)| hooked(a));
+    let mask = dispatch_mask(&hooked);
     // (A number that may tamper is hooked for its `tamper` API too.)
     let hooked_api = |api: ApiId| hooked(api) || tamper_of(api).is_some_and(&hooked);
     let select = |_: &Code, _: usize, nr: Option<u64>, counts: &mut SyscallCounts| match nr {
@@ -84,16 +88,18 @@ pub fn syscall_sites(
         }
         None => Some("unknown number".to_string()),
     };
-    sites_where(code, select, taken, cancel, copy_only)
+    sites_where(code, select, taken, cancel, copy_only, &mask)
 }
 
 /// Every `syscall` instruction, whatever its number (libc's: see
 /// `libplan`); those the backstop could not rewrite at run time are
-/// counted as [`SyscallCounts::for_backstop`].
+/// counted as [`SyscallCounts::for_backstop`]. `mask`: the numbers the
+/// runtime's dispatcher looks at (see [`dispatch_mask`]).
 pub fn every_site(
     code: &Code,
     taken: &[(u64, u64)],
     cancel: &[(u64, u64)],
+    mask: &[u64; 8],
 ) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let select = |code: &Code, i: usize, nr: Option<u64>, counts: &mut SyscallCounts| {
         let api = nr.and_then(syscall_api);
@@ -106,7 +112,7 @@ pub fn every_site(
             (None, None) => "unknown number".to_string(),
         })
     };
-    sites_where(code, select, taken, cancel, true)
+    sites_where(code, select, taken, cancel, true, mask)
 }
 
 /// Whether the backstop can rewrite `syscall` instruction `i` at run time
@@ -130,6 +136,7 @@ fn sites_where(
     taken: &[(u64, u64)],
     cancel: &[(u64, u64)],
     copy_only: bool,
+    mask: &[u64; 8],
 ) -> (Vec<SyscallSite>, Vec<Refused>, SyscallCounts) {
     let mut info = InstructionInfoFactory::new();
     let mut sites = Vec::new();
@@ -165,14 +172,15 @@ fn sites_where(
             });
             continue;
         }
-        match syscall_window(code, i, &taken, copy_only, nr) {
+        match syscall_window(code, i, &taken, copy_only, nr, mask) {
             Some(window) => {
                 taken.push((window.start(), window.end()));
-                sites.push(SyscallSite { nr, window });
+                let asks = !asks_nothing(nr, &window, mask);
+                sites.push(SyscallSite { nr, window, asks });
             }
             None => {
                 // Said apart: refused only because an earlier site took the bytes.
-                let shared = syscall_window(code, i, &taken[..detoured], copy_only, nr).is_some();
+                let shared = syscall_window(code, i, &taken[..detoured], copy_only, nr, mask).is_some();
                 let reason = if shared {
                     "its only movable neighbours are in another syscall site's window"
                 } else {
@@ -215,15 +223,23 @@ fn musl_cancel_asm(code: &Code, i: usize) -> bool {
 
 /// Whether the trampoline of the `syscall` in `w`, whose number is `nr`, may
 /// make the call without asking the runtime: a known number `dfp_sys_hook`
-/// would let through at once, set inside the window (see [`number_is_moved`]).
-pub fn asks_nothing(nr: Option<u64>, w: &Window) -> bool {
-    unasked(nr) && number_is_moved(w)
+/// would let through at once under `mask`, set inside the window (see
+/// [`number_is_moved`]).
+pub fn asks_nothing(nr: Option<u64>, w: &Window, mask: &[u64; 8]) -> bool {
+    unasked(nr, mask) && number_is_moved(w)
 }
 
-/// A known number that `dfp_sys_hook` would let through at once (one neither
-/// monitored nor virtualised by the backstop).
-fn unasked(nr: Option<u64>) -> bool {
-    nr.is_some_and(|n| !dfpatch_runtime::backstop::dispatched(n))
+/// A known number that `dfp_sys_hook` would let through at once (one the
+/// backstop does not virtualise and the policy does not watch).
+fn unasked(nr: Option<u64>, mask: &[u64; 8]) -> bool {
+    nr.is_some_and(|n| !dfpatch_runtime::backstop::dispatched(n, mask))
+}
+
+/// The numbers `dfp_sys_hook` sends to the dispatcher when the policy
+/// watches the APIs `hooked` says (the runtime computes the same mask at
+/// start-up).
+pub fn dispatch_mask(hooked: impl Fn(ApiId) -> bool) -> [u64; 8] {
+    dfpatch_runtime::backstop::dispatch_mask(hooked)
 }
 
 /// Whether the instruction that sets the number of the window's `syscall`
@@ -279,11 +295,18 @@ fn number(code: &Code, i: usize, info: &mut InstructionInfoFactory) -> Option<u6
 /// `copy_only`: only instructions whose bytes mean the same anywhere (no
 /// RIP-relative operand, no relative branch), for trampolines placed at run
 /// time (libraries).
-fn syscall_window(code: &Code, i: usize, taken: &[(u64, u64)], copy_only: bool, nr: Option<u64>) -> Option<Window> {
+fn syscall_window(
+    code: &Code,
+    i: usize,
+    taken: &[(u64, u64)],
+    copy_only: bool,
+    nr: Option<u64>,
+    mask: &[u64; 8],
+) -> Option<Window> {
     // For a number the dispatcher would let through at once, the smallest
     // window that holds the instruction setting it (its trampoline may then
     // ask nothing: see `number_is_moved`); else the smallest one.
-    let worth = unasked(nr);
+    let worth = unasked(nr, mask);
     for with_number in [true, false].into_iter().filter(|&w| worth || !w) {
         for count in 1..=6usize {
             for before in (0..count).rev() {
@@ -345,10 +368,13 @@ fn movable(code: &Code, run: &[Instruction], at: usize, taken: &[(u64, u64)]) ->
 /// The trampoline of a `syscall` site at `at` whose number is `nr` (None:
 /// known only at run time), for hook number `k` (see the module
 /// documentation of the runtime's `arch::x86_64` for the sequence);
-/// `runtime` is where `dfp_sys_hook` and `dfp_arm_child` are.
+/// `runtime` is where `dfp_sys_hook` and `dfp_arm_child` are. `ask`: the
+/// trampoline asks the runtime (else it makes the call at once: see
+/// [`asks_nothing`]).
 pub fn syscall_trampoline(
     w: &Window,
     nr: Option<u64>,
+    ask: bool,
     at: u64,
     k: u32,
     runtime: (u64, u64),
@@ -368,7 +394,7 @@ pub fn syscall_trampoline(
     };
     // Asking nothing, the trampoline (inside the backstop's range) makes the
     // call itself.
-    if asks_nothing(nr, w) {
+    if !ask {
         b.extend([0x0f, 0x05]); // syscall
     } else {
         ask_then_syscall(&mut b, k, &call, &tail);
@@ -388,7 +414,7 @@ mod tests {
         // mov eax, 59 ; syscall ; ret   at 0x401000
         let code = [0xb8, 0x3b, 0, 0, 0, 0x0f, 0x05, 0xc3];
         let w = Window { insns: decode(&code[..7], 0x401000), at: 1 };
-        let t = syscall_trampoline(&w, Some(59), 0x500000, 3, (0x480000, 0x480100)).unwrap();
+        let t = syscall_trampoline(&w, Some(59), true, 0x500000, 3, (0x480000, 0x480100)).unwrap();
         assert_eq!(
             text(&t, 0x500000),
             [
@@ -408,14 +434,24 @@ mod tests {
         // getppid, which the dispatcher would let through at once: no question.
         let code = [0xb8, 0x6e, 0, 0, 0, 0x0f, 0x05, 0xc3];
         let w = Window { insns: decode(&code[..7], 0x401000), at: 1 };
-        let t = syscall_trampoline(&w, Some(110), 0x500000, 3, (0x480000, 0x480100)).unwrap();
+        let all = dispatch_mask(|_| true);
+        assert!(asks_nothing(Some(110), &w, &all));
+        let t = syscall_trampoline(&w, Some(110), false, 0x500000, 3, (0x480000, 0x480100)).unwrap();
         assert_eq!(text(&t, 0x500000), ["mov eax,6Eh", "syscall", "jmp 0000000000401007h"]);
+        // A monitored number asks, unless the policy lets it through everywhere.
+        let code = [0xb8, 0x5a, 0, 0, 0, 0x0f, 0x05, 0xc3]; // chmod
+        let w2 = Window { insns: decode(&code[..7], 0x401000), at: 1 };
+        assert!(!asks_nothing(Some(90), &w2, &all));
+        assert!(asks_nothing(Some(90), &w2, &dispatch_mask(|a| a != ApiId::chmod)));
+        // (One that can tamper asks while its `tamper` API is watched.)
+        assert!(!asks_nothing(Some(10), &w2, &dispatch_mask(|a| a != ApiId::mprotect)));
         // The same number set before the window (which starts at the
         // `syscall`: code that jumps there brings its own %rax): it asks.
         let code = [0x0f, 0x05, 0x48, 0x89, 0xc7, 0xc3]; // syscall; mov rdi, rax
         let w = Window { insns: decode(&code[..5], 0x401005), at: 0 };
         assert!(!number_is_moved(&w));
-        let t = syscall_trampoline(&w, Some(110), 0x500000, 3, (0x480000, 0x480100)).unwrap();
+        assert!(!asks_nothing(Some(110), &w, &all));
+        let t = syscall_trampoline(&w, Some(110), true, 0x500000, 3, (0x480000, 0x480100)).unwrap();
         assert!(text(&t, 0x500000).iter().any(|i| i.starts_with("call")), "{:?}", text(&t, 0x500000));
     }
 
@@ -425,7 +461,7 @@ mod tests {
         let code = [0xb8, 0x39, 0, 0, 0, 0x0f, 0x05, 0xc3];
         for nr in [Some(57), None] {
             let w = Window { insns: decode(&code[..7], 0x401000), at: 1 };
-            let t = syscall_trampoline(&w, nr, 0x500000, 3, (0x480000, 0x480100)).unwrap();
+            let t = syscall_trampoline(&w, nr, true, 0x500000, 3, (0x480000, 0x480100)).unwrap();
             assert_eq!(
                 text(&t, 0x500000)[5..],
                 [
@@ -447,7 +483,7 @@ mod tests {
         // lea rdi, [rip+0x100] ; syscall   at 0x401000 (target 0x401107)
         let code = [0x48, 0x8d, 0x3d, 0x00, 0x01, 0x00, 0x00, 0x0f, 0x05];
         let w = Window { insns: decode(&code, 0x401000), at: 1 };
-        let t = syscall_trampoline(&w, Some(2), 0x7000_0000, 0, (0x7000_1000, 0x7000_1100)).unwrap();
+        let t = syscall_trampoline(&w, Some(2), true, 0x7000_0000, 0, (0x7000_1000, 0x7000_1100)).unwrap();
         let moved = decode(&t, 0x7000_0000)[0];
         assert_eq!(moved.ip_rel_memory_address(), 0x401107);
     }

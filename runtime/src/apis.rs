@@ -18,10 +18,21 @@ pub enum Class {
     /// memory they live in, or writing the process's memory through the
     /// kernel (`runtime/src/guard.rs`; caught at `syscall` instructions).
     Tamper = 7,
+    /// Changing who the process is: user and group ids, supplementary
+    /// groups, capabilities, and the `prctl` operations that change
+    /// privileges or dumpability.
+    Privilege = 8,
+    /// Changing the system or the process's view of it: mounts, root
+    /// folders, namespaces, kernel modules, eBPF, kexec, reboot,
+    /// performance counters.
+    Admin = 9,
+    /// Rings of `io_uring`, through which the kernel opens, connects and
+    /// sends on the program's behalf with no system call of its own.
+    IoUring = 10,
 }
 
 impl Class {
-    pub const ALL: [Class; 8] = [
+    pub const ALL: [Class; 11] = [
         Class::Exec,
         Class::Network,
         Class::File,
@@ -30,6 +41,9 @@ impl Class {
         Class::Debug,
         Class::Process,
         Class::Tamper,
+        Class::Privilege,
+        Class::Admin,
+        Class::IoUring,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +56,9 @@ impl Class {
             Class::Debug => "debug",
             Class::Process => "process",
             Class::Tamper => "tamper",
+            Class::Privilege => "privilege",
+            Class::Admin => "admin",
+            Class::IoUring => "io_uring",
         }
     }
 
@@ -114,8 +131,97 @@ pub enum Shape {
     PkeyMprotect,
     /// `shmat(shmid, addr, flags)`
     Shmat,
-    /// `process_vm_writev(pid, local_iov, liovcnt, remote_iov, riovcnt, flags)`
-    ProcessVmWritev,
+    /// `process_vm_readv`/`process_vm_writev(pid, local_iov, liovcnt,
+    /// remote_iov, riovcnt, flags)`
+    ProcessVm,
+    /// `sendto(fd, buf, len, flags, addr, addrlen)`
+    SendTo,
+    /// `sendmsg(fd, msg, flags)`
+    SendMsg,
+    /// `sendmmsg(fd, msgvec, vlen, flags)`
+    SendMmsg,
+    /// `socket(domain, type, protocol)`
+    Socket,
+    /// `accept(fd, addr, addrlen)`, `accept4(fd, addr, addrlen, flags)`
+    Accept,
+    /// `unlink(path)`, `rmdir`, `chroot`, `umount`: one path.
+    Path,
+    /// `rename(old, new)`, `link(old, new)`
+    TwoPaths,
+    /// `renameat(olddirfd, old, newdirfd, new)`, `renameat2` and `linkat`
+    /// (`flags` fifth).
+    TwoPathsAt,
+    /// `symlink(target, linkpath)`
+    Symlink,
+    /// `symlinkat(target, newdirfd, linkpath)`
+    SymlinkAt,
+    /// `unlinkat(dirfd, path, flags)`
+    UnlinkAt,
+    /// `chmod(path, mode)`
+    Chmod,
+    /// `fchmod(fd, mode)`
+    Fchmod,
+    /// `fchmodat(dirfd, path, mode, flags)`
+    FchmodAt,
+    /// `chown(path, uid, gid)`, `lchown`
+    Chown,
+    /// `fchown(fd, uid, gid)`
+    Fchown,
+    /// `fchownat(dirfd, path, uid, gid, flags)`
+    FchownAt,
+    /// `truncate(path, length)`
+    Truncate,
+    /// `ftruncate(fd, length)`
+    Ftruncate,
+    /// `mknod(path, mode, dev)`
+    Mknod,
+    /// `mknodat(dirfd, path, mode, dev)`
+    MknodAt,
+    /// `setuid(id)`, `setgid`, `setfsuid`, `setfsgid`
+    SetId,
+    /// `setreuid(real, effective)`, `setregid`
+    SetReId,
+    /// `setresuid(real, effective, saved)`, `setresgid`
+    SetResId,
+    /// `setgroups(size, list)`
+    SetGroups,
+    /// `capset(header, data)`
+    Capset,
+    /// `prctl(option, arg2, ...)`
+    Prctl,
+    /// `mount(source, target, fstype, flags, data)`
+    Mount,
+    /// `umount2(target, flags)`
+    Umount2,
+    /// `pivot_root(new_root, put_old)`
+    PivotRoot,
+    /// `unshare(flags)`
+    Unshare,
+    /// `setns(fd, nstype)`
+    Setns,
+    /// `init_module(image, length, params)`
+    InitModule,
+    /// `finit_module(fd, params, flags)`
+    FinitModule,
+    /// `delete_module(name, flags)`
+    DeleteModule,
+    /// `bpf(cmd, attr, size)`
+    Bpf,
+    /// `kexec_load(entry, nr_segments, segments, flags)`
+    KexecLoad,
+    /// `kexec_file_load(kernel_fd, initrd_fd, cmdline_len, cmdline, flags)`
+    KexecFileLoad,
+    /// `reboot(howto)` (libc) or `reboot(magic, magic2, cmd, arg)` (the
+    /// system call): told apart by the first magic number.
+    Reboot,
+    /// `perf_event_open(attr, pid, cpu, group_fd, flags)`
+    PerfEventOpen,
+    /// `move_mount(from_dirfd, from_path, to_dirfd, to_path, flags)`
+    MoveMount,
+    /// `memfd_create(name, flags)`
+    MemfdCreate,
+    /// `io_uring_setup(entries, params)`
+    IoUringSetup,
 }
 
 /// How a refused call reports failure, matching the real function.
@@ -245,14 +351,98 @@ apis! {
     tamper_open = "tamper.open", Tamper, Open;
     tamper_openat = "tamper.openat", Tamper, OpenAt;
     tamper_openat2 = "tamper.openat2", Tamper, OpenAt2;
-    tamper_process_vm_writev = "tamper.process_vm_writev", Tamper, ProcessVmWritev;
+    tamper_process_vm_writev = "tamper.process_vm_writev", Tamper, ProcessVm;
+    sendto = "sendto", Network, SendTo;
+    sendmsg = "sendmsg", Network, SendMsg;
+    sendmmsg = "sendmmsg", Network, SendMmsg;
+    socket = "socket", Network, Socket;
+    accept = "accept", Network, Accept;
+    accept4 = "accept4", Network, Accept;
+    rename = "rename", File, TwoPaths;
+    renameat = "renameat", File, TwoPathsAt;
+    renameat2 = "renameat2", File, TwoPathsAt;
+    unlink = "unlink", File, Path;
+    unlinkat = "unlinkat", File, UnlinkAt;
+    rmdir = "rmdir", File, Path;
+    link = "link", File, TwoPaths;
+    linkat = "linkat", File, TwoPathsAt;
+    symlink = "symlink", File, Symlink;
+    symlinkat = "symlinkat", File, SymlinkAt;
+    chmod = "chmod", File, Chmod;
+    fchmod = "fchmod", File, Fchmod;
+    fchmodat = "fchmodat", File, FchmodAt;
+    chown = "chown", File, Chown;
+    fchown = "fchown", File, Fchown;
+    lchown = "lchown", File, Chown;
+    fchownat = "fchownat", File, FchownAt;
+    truncate = "truncate", File, Truncate;
+    truncate64 = "truncate64", File, Truncate;
+    ftruncate = "ftruncate", File, Ftruncate;
+    ftruncate64 = "ftruncate64", File, Ftruncate;
+    mknod = "mknod", File, Mknod;
+    mknodat = "mknodat", File, MknodAt;
+    setuid = "setuid", Privilege, SetId;
+    setgid = "setgid", Privilege, SetId;
+    setreuid = "setreuid", Privilege, SetReId;
+    setregid = "setregid", Privilege, SetReId;
+    setresuid = "setresuid", Privilege, SetResId;
+    setresgid = "setresgid", Privilege, SetResId;
+    setfsuid = "setfsuid", Privilege, SetId;
+    setfsgid = "setfsgid", Privilege, SetId;
+    setgroups = "setgroups", Privilege, SetGroups;
+    capset = "capset", Privilege, Capset;
+    prctl = "prctl", Privilege, Prctl;
+    mount = "mount", Admin, Mount;
+    umount = "umount", Admin, Path;
+    umount2 = "umount2", Admin, Umount2;
+    pivot_root = "pivot_root", Admin, PivotRoot;
+    chroot = "chroot", Admin, Path;
+    unshare = "unshare", Admin, Unshare;
+    setns = "setns", Admin, Setns;
+    init_module = "init_module", Admin, InitModule;
+    finit_module = "finit_module", Admin, FinitModule;
+    delete_module = "delete_module", Admin, DeleteModule;
+    bpf = "bpf", Admin, Bpf;
+    kexec_load = "kexec_load", Admin, KexecLoad;
+    kexec_file_load = "kexec_file_load", Admin, KexecFileLoad;
+    reboot = "reboot", Admin, Reboot;
+    perf_event_open = "perf_event_open", Admin, PerfEventOpen;
+    move_mount = "move_mount", Admin, MoveMount;
+    process_vm_readv = "process_vm_readv", Debug, ProcessVm;
+    process_vm_writev = "process_vm_writev", Debug, ProcessVm;
+    memfd_create = "memfd_create", Exec, MemfdCreate;
+    io_uring_setup = "io_uring_setup", IoUring, IoUringSetup;
+}
+
+impl ApiId {
+    /// Whether the API is a system call that no libc wraps in a function of
+    /// its name (`bpf`, `kexec_load`, ...): caught at `syscall`
+    /// instructions only, and a function of that name, which some other
+    /// library may define with its own meaning, is never hooked.
+    pub fn no_function(self) -> bool {
+        matches!(
+            self,
+            ApiId::finit_module
+                | ApiId::bpf
+                | ApiId::kexec_load
+                | ApiId::kexec_file_load
+                | ApiId::perf_event_open
+                | ApiId::io_uring_setup
+        )
+    }
+
+    /// Whether functions of this name are hooked (PLT, symbol, entry
+    /// layers), not only its system call.
+    pub fn function_hooked(self) -> bool {
+        !self.class().syscall_only() && !self.no_function()
+    }
 }
 
 /// The monitored Linux x86-64 system calls and the API each one reports as.
 /// A system call shares its API (and so its policy rules) with the libc
 /// function of the same name. The `tamper` ones report only when they would
 /// touch what the hooks rely on (see [`TAMPER_SYSCALLS`]).
-pub const SYSCALLS: [(u64, ApiId); 22] = [
+pub const SYSCALLS: [(u64, ApiId); 79] = [
     (2, ApiId::open),
     (9, ApiId::mmap),
     (10, ApiId::mprotect),
@@ -260,7 +450,7 @@ pub const SYSCALLS: [(u64, ApiId); 22] = [
     (25, ApiId::tamper_mremap),
     (28, ApiId::tamper_madvise),
     (30, ApiId::tamper_shmat),
-    (311, ApiId::tamper_process_vm_writev),
+    (311, ApiId::process_vm_writev),
     (329, ApiId::tamper_pkey_mprotect),
     (42, ApiId::connect),
     (49, ApiId::bind),
@@ -275,6 +465,63 @@ pub const SYSCALLS: [(u64, ApiId); 22] = [
     (322, ApiId::execveat),
     (435, ApiId::clone3),
     (437, ApiId::openat2),
+    (44, ApiId::sendto),
+    (46, ApiId::sendmsg),
+    (307, ApiId::sendmmsg),
+    (41, ApiId::socket),
+    (43, ApiId::accept),
+    (288, ApiId::accept4),
+    (82, ApiId::rename),
+    (264, ApiId::renameat),
+    (316, ApiId::renameat2),
+    (87, ApiId::unlink),
+    (263, ApiId::unlinkat),
+    (84, ApiId::rmdir),
+    (86, ApiId::link),
+    (265, ApiId::linkat),
+    (88, ApiId::symlink),
+    (266, ApiId::symlinkat),
+    (90, ApiId::chmod),
+    (91, ApiId::fchmod),
+    (268, ApiId::fchmodat),
+    (452, ApiId::fchmodat),
+    (92, ApiId::chown),
+    (93, ApiId::fchown),
+    (94, ApiId::lchown),
+    (260, ApiId::fchownat),
+    (76, ApiId::truncate),
+    (77, ApiId::ftruncate),
+    (133, ApiId::mknod),
+    (259, ApiId::mknodat),
+    (105, ApiId::setuid),
+    (106, ApiId::setgid),
+    (113, ApiId::setreuid),
+    (114, ApiId::setregid),
+    (117, ApiId::setresuid),
+    (119, ApiId::setresgid),
+    (122, ApiId::setfsuid),
+    (123, ApiId::setfsgid),
+    (116, ApiId::setgroups),
+    (126, ApiId::capset),
+    (157, ApiId::prctl),
+    (165, ApiId::mount),
+    (166, ApiId::umount2),
+    (155, ApiId::pivot_root),
+    (161, ApiId::chroot),
+    (272, ApiId::unshare),
+    (308, ApiId::setns),
+    (175, ApiId::init_module),
+    (313, ApiId::finit_module),
+    (176, ApiId::delete_module),
+    (321, ApiId::bpf),
+    (246, ApiId::kexec_load),
+    (320, ApiId::kexec_file_load),
+    (169, ApiId::reboot),
+    (298, ApiId::perf_event_open),
+    (429, ApiId::move_mount),
+    (310, ApiId::process_vm_readv),
+    (319, ApiId::memfd_create),
+    (425, ApiId::io_uring_setup),
 ];
 
 /// Every system call that can tamper, and the `tamper` API it then reports
@@ -325,8 +572,10 @@ pub fn may_spawn(nr: u64) -> bool {
 
 /// The API a system call number reports as, if it is monitored. Numbers
 /// with the x32 bit (0x40000000) are the x32 ABI's, which a 64-bit process
-/// can also make where the kernel has it: the same calls, except execve,
-/// ptrace and execveat, which x32 numbers 520, 521 and 545.
+/// can also make where the kernel has it: the same calls, except those x32
+/// numbers from 512 (execve 520, ptrace 521, sendmsg 518, kexec_load 528,
+/// sendmmsg 538, process_vm_readv 539, process_vm_writev 540, execveat 545),
+/// whose 64-bit numbers x32 does not have.
 #[inline]
 pub fn syscall_api(nr: u64) -> Option<ApiId> {
     const X32: u64 = 0x4000_0000;
@@ -361,10 +610,72 @@ pub fn syscall_api(nr: u64) -> Option<ApiId> {
         435 => ApiId::clone3,
         329 => ApiId::tamper_pkey_mprotect,
         437 => ApiId::openat2,
-        311 if nr & X32 == 0 => ApiId::tamper_process_vm_writev,
+        // (The numbers x32 gives calls of its own: 64-bit only.)
+        46 if nr & X32 == 0 => ApiId::sendmsg,
+        246 if nr & X32 == 0 => ApiId::kexec_load,
+        307 if nr & X32 == 0 => ApiId::sendmmsg,
+        310 if nr & X32 == 0 => ApiId::process_vm_readv,
+        311 if nr & X32 == 0 => ApiId::process_vm_writev,
+        44 => ApiId::sendto,
+        41 => ApiId::socket,
+        43 => ApiId::accept,
+        288 => ApiId::accept4,
+        82 => ApiId::rename,
+        264 => ApiId::renameat,
+        316 => ApiId::renameat2,
+        87 => ApiId::unlink,
+        263 => ApiId::unlinkat,
+        84 => ApiId::rmdir,
+        86 => ApiId::link,
+        265 => ApiId::linkat,
+        88 => ApiId::symlink,
+        266 => ApiId::symlinkat,
+        90 => ApiId::chmod,
+        91 => ApiId::fchmod,
+        268 => ApiId::fchmodat,
+        452 => ApiId::fchmodat,
+        92 => ApiId::chown,
+        93 => ApiId::fchown,
+        94 => ApiId::lchown,
+        260 => ApiId::fchownat,
+        76 => ApiId::truncate,
+        77 => ApiId::ftruncate,
+        133 => ApiId::mknod,
+        259 => ApiId::mknodat,
+        105 => ApiId::setuid,
+        106 => ApiId::setgid,
+        113 => ApiId::setreuid,
+        114 => ApiId::setregid,
+        117 => ApiId::setresuid,
+        119 => ApiId::setresgid,
+        122 => ApiId::setfsuid,
+        123 => ApiId::setfsgid,
+        116 => ApiId::setgroups,
+        126 => ApiId::capset,
+        157 => ApiId::prctl,
+        165 => ApiId::mount,
+        166 => ApiId::umount2,
+        155 => ApiId::pivot_root,
+        161 => ApiId::chroot,
+        272 => ApiId::unshare,
+        308 => ApiId::setns,
+        175 => ApiId::init_module,
+        313 => ApiId::finit_module,
+        176 => ApiId::delete_module,
+        321 => ApiId::bpf,
+        320 => ApiId::kexec_file_load,
+        169 => ApiId::reboot,
+        298 => ApiId::perf_event_open,
+        429 => ApiId::move_mount,
+        319 => ApiId::memfd_create,
+        425 => ApiId::io_uring_setup,
+        518 if nr & X32 != 0 => ApiId::sendmsg,
         520 if nr & X32 != 0 => ApiId::execve,
         521 if nr & X32 != 0 => ApiId::ptrace,
-        540 if nr & X32 != 0 => ApiId::tamper_process_vm_writev,
+        528 if nr & X32 != 0 => ApiId::kexec_load,
+        538 if nr & X32 != 0 => ApiId::sendmmsg,
+        539 if nr & X32 != 0 => ApiId::process_vm_readv,
+        540 if nr & X32 != 0 => ApiId::process_vm_writev,
         545 if nr & X32 != 0 => ApiId::execveat,
         _ => return None,
     })
@@ -407,7 +718,13 @@ mod tests {
     fn system_calls_map_both_ways() {
         for (nr, api) in SYSCALLS {
             assert_eq!(syscall_api(nr), Some(api));
-            assert_eq!(syscall_nr(api), Some(nr));
+            // (fchmodat has two numbers: fchmodat2 takes flags.)
+            assert_eq!(syscall_nr(api).and_then(syscall_api), Some(api));
+        }
+        assert_eq!(syscall_nr(ApiId::fchmodat), Some(268));
+        for (x32, api) in [(518, ApiId::sendmsg), (538, ApiId::sendmmsg), (540, ApiId::process_vm_writev)] {
+            assert_eq!(syscall_api(0x4000_0000 | x32), Some(api));
+            assert_eq!(syscall_api(0x4000_0000 | syscall_nr(api).unwrap()), None);
         }
         assert_eq!(syscall_api(0), None); // read
         assert_eq!(syscall_api(0x4000_0000 | 520), Some(ApiId::execve)); // x32

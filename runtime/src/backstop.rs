@@ -845,6 +845,12 @@ fn sigaction(sig: u64, act: u64, old: u64, size: u64) -> i64 {
     r
 }
 
+/// Whether a `prctl` of option `option` is one the backstop virtualises
+/// (the program may not set up Syscall User Dispatch of its own).
+pub fn virtualises_prctl(option: u64) -> bool {
+    option as u32 as u64 == PR_SET_SYSCALL_USER_DISPATCH
+}
+
 /// The system calls the backstop virtualises, made through a rewritten
 /// site (a trampoline or hop, which asked the dispatcher): their result, the
 /// call made here and not by the site. None for any other call, or while
@@ -875,21 +881,66 @@ pub fn virtualised(nr: u64, a: [u64; 4]) -> Option<i64> {
     }
 }
 
-/// Bit `n`: system call `n` (below 512) goes to the dispatcher from a
-/// rewritten site's `dfp_sys_hook`: the monitored ones, and those
-/// [`virtualised`].
-pub static DISPATCH_MASK: [u64; 8] = {
-    let mut m = crate::apis::SYSCALL_MASK;
+/// The numbers the backstop virtualises (bits of a [`DISPATCH_MASK`]).
+const VIRTUALISED: [u64; 8] = {
+    let mut m = [0u64; 8];
     m[0] |= 1 << NR_RT_SIGACTION | 1 << NR_RT_SIGPROCMASK;
     m[(NR_PRCTL / 64) as usize] |= 1 << (NR_PRCTL % 64);
     m
 };
 
-/// Whether `dfp_sys_hook` takes system call `nr` to the dispatcher (a
-/// monitored or virtualised number, or one of 512 and above): a `syscall`
-/// site whose number is known and is not one needs no question.
-pub fn dispatched(nr: u64) -> bool {
-    nr >= 512 || DISPATCH_MASK[(nr / 64) as usize] & 1 << (nr % 64) != 0
+/// Bit `n`: system call `n` (below 512) goes to the dispatcher from a
+/// rewritten site's `dfp_sys_hook`: those [`virtualised`], and the
+/// monitored ones the policy watches (see [`dispatch_mask`]). Every
+/// monitored one until start-up has read the policy.
+pub static DISPATCH_MASK: [AtomicU64; 8] = {
+    let mut m = crate::apis::SYSCALL_MASK;
+    let mut i = 0;
+    while i < 8 {
+        m[i] |= VIRTUALISED[i];
+        i += 1;
+    }
+    [
+        AtomicU64::new(m[0]),
+        AtomicU64::new(m[1]),
+        AtomicU64::new(m[2]),
+        AtomicU64::new(m[3]),
+        AtomicU64::new(m[4]),
+        AtomicU64::new(m[5]),
+        AtomicU64::new(m[6]),
+        AtomicU64::new(m[7]),
+    ]
+};
+
+/// The [`DISPATCH_MASK`] of a policy that watches the APIs `watched` says:
+/// a monitored system call the policy lets through everywhere (its own API
+/// and, for one that can tamper, its `tamper` API) costs nothing more than
+/// an unmonitored one. The rewriter plans with the same mask (a site whose
+/// number it leaves out asks nothing).
+pub fn dispatch_mask(watched: impl Fn(crate::apis::ApiId) -> bool) -> [u64; 8] {
+    let mut m = VIRTUALISED;
+    for (n, api) in crate::apis::SYSCALLS {
+        if watched(api) || crate::apis::tamper_of(api).is_some_and(&watched) {
+            m[(n / 64) as usize] |= 1 << (n % 64);
+        }
+    }
+    m
+}
+
+/// Start-up: the mask of the program's policy (see [`dispatch_mask`]).
+pub(crate) fn narrow_dispatch_mask(p: &crate::ptable::PolicyTable) {
+    let m = dispatch_mask(|api| p.watches(api as u16));
+    for (slot, bits) in DISPATCH_MASK.iter().zip(m) {
+        slot.store(bits, Ordering::Relaxed);
+    }
+}
+
+/// Whether `dfp_sys_hook` takes system call `nr` to the dispatcher under
+/// mask `mask` (a monitored or virtualised number, or one of 512 and
+/// above): a `syscall` site whose number is known and is not one needs no
+/// question.
+pub fn dispatched(nr: u64, mask: &[u64; 8]) -> bool {
+    nr >= 512 || mask[(nr / 64) as usize] & 1 << (nr % 64) != 0
 }
 
 /// `rt_sigprocmask(how, set, oldset, size)`: made on the mask the thread

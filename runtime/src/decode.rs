@@ -157,10 +157,437 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             j.hex(f.arg(1));
             bits(j, b"flags", f.arg(2), SHMAT);
         }
-        Shape::ProcessVmWritev => num(j, true, b"pid", f.arg(0) as i32 as i64),
+        Shape::ProcessVm => {
+            num(j, true, b"pid", f.arg(0) as i32 as i64);
+            num(j, false, b"remote_iovcnt", f.arg(4) as i64);
+        }
+        Shape::SendTo => {
+            num(j, true, b"fd", f.arg(0) as i32 as i64);
+            num(j, false, b"length", f.arg(2) as i64);
+            bits(j, b"flags", f.arg(3) & 0xffff_ffff, MSG);
+            user_sockaddr(j, f.arg(4), f.arg(5));
+        }
+        Shape::SendMsg => {
+            num(j, true, b"fd", f.arg(0) as i32 as i64);
+            bits(j, b"flags", f.arg(2) & 0xffff_ffff, MSG);
+            msg_name(j, f.arg(1));
+        }
+        Shape::SendMmsg => {
+            num(j, true, b"fd", f.arg(0) as i32 as i64);
+            num(j, false, b"messages", f.arg(2) as u32 as i64);
+            bits(j, b"flags", f.arg(3) & 0xffff_ffff, MSG);
+            // The first message that names a destination.
+            let n = (f.arg(2) as u32 as u64).min(1024);
+            if let Some(m) = (0..n).map(|i| f.arg(1).wrapping_add(i * 64)).find(|&m| msg_has_name(m)) {
+                msg_name(j, m);
+            }
+        }
+        Shape::Socket => {
+            j.key(true, b"family");
+            family_name(j, f.arg(0) as u32 as u64);
+            let kind = f.arg(1) as u32 as u64;
+            j.key(false, b"type");
+            let mut buf = [0u8; 200];
+            let lead = SOCK_TYPE.iter().find(|&&(v, _)| v == kind & 0xf).map(|&(_, n)| n);
+            let n = match lead {
+                Some(l) => bits_text(kind & !0xf, SOCK_FLAGS, &mut buf, Some(l)),
+                None => bits_text(kind, SOCK_FLAGS, &mut buf, None),
+            };
+            j.string(buf.get(..n).unwrap_or(&[]));
+            num(j, false, b"protocol", f.arg(2) as i32 as i64);
+        }
+        Shape::Accept => {
+            // The peer is known only once the call returns: the event names
+            // the listening socket's own address.
+            num(j, true, b"fd", f.arg(0) as i32 as i64);
+            if f.arg(3) != 0 {
+                bits(j, b"flags", f.arg(3), SOCK_FLAGS);
+            }
+            let mut sa = [0u8; 128];
+            if let Ok(n) = crate::sys::getsockname(f.arg(0) as i32, &mut sa) {
+                sockaddr(j, sa.get(..n).unwrap_or(&[]));
+            }
+        }
+        Shape::Path => str_arg(j, true, b"path", f.arg(0)),
+        Shape::TwoPaths => {
+            str_arg(j, true, b"path", f.arg(0));
+            str_arg(j, false, b"new_path", f.arg(1));
+        }
+        Shape::TwoPathsAt => {
+            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
+            str_arg(j, false, b"path", f.arg(1));
+            num(j, false, b"new_dirfd", f.arg(2) as i32 as i64);
+            str_arg(j, false, b"new_path", f.arg(3));
+            num(j, false, b"flags", f.arg(4) as u32 as i64);
+        }
+        Shape::Symlink => {
+            str_arg(j, true, b"target", f.arg(0));
+            str_arg(j, false, b"path", f.arg(1));
+        }
+        Shape::SymlinkAt => {
+            str_arg(j, true, b"target", f.arg(0));
+            num(j, false, b"dirfd", f.arg(1) as i32 as i64);
+            str_arg(j, false, b"path", f.arg(2));
+        }
+        Shape::UnlinkAt => {
+            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
+            str_arg(j, false, b"path", f.arg(1));
+            bits(j, b"flags", f.arg(2) as u32 as u64, AT);
+        }
+        Shape::Chmod => {
+            str_arg(j, true, b"path", f.arg(0));
+            octal(j, b"mode", f.arg(1));
+        }
+        Shape::Fchmod => {
+            num(j, true, b"fd", f.arg(0) as i32 as i64);
+            octal(j, b"mode", f.arg(1));
+        }
+        Shape::FchmodAt => {
+            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
+            str_arg(j, false, b"path", f.arg(1));
+            octal(j, b"mode", f.arg(2));
+            bits(j, b"flags", f.arg(3) as u32 as u64, AT);
+        }
+        Shape::Chown => {
+            str_arg(j, true, b"path", f.arg(0));
+            owner(j, f.arg(1), f.arg(2));
+        }
+        Shape::Fchown => {
+            num(j, true, b"fd", f.arg(0) as i32 as i64);
+            owner(j, f.arg(1), f.arg(2));
+        }
+        Shape::FchownAt => {
+            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
+            str_arg(j, false, b"path", f.arg(1));
+            owner(j, f.arg(2), f.arg(3));
+            bits(j, b"flags", f.arg(4) as u32 as u64, AT);
+        }
+        Shape::Truncate => {
+            str_arg(j, true, b"path", f.arg(0));
+            num(j, false, b"length", f.arg(1) as i64);
+        }
+        Shape::Ftruncate => {
+            num(j, true, b"fd", f.arg(0) as i32 as i64);
+            num(j, false, b"length", f.arg(1) as i64);
+        }
+        Shape::Mknod => {
+            str_arg(j, true, b"path", f.arg(0));
+            node(j, f.arg(1), f.arg(2));
+        }
+        Shape::MknodAt => {
+            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
+            str_arg(j, false, b"path", f.arg(1));
+            node(j, f.arg(2), f.arg(3));
+        }
+        Shape::SetId => id(j, true, b"id", f.arg(0)),
+        Shape::SetReId => {
+            id(j, true, b"real", f.arg(0));
+            id(j, false, b"effective", f.arg(1));
+        }
+        Shape::SetResId => {
+            id(j, true, b"real", f.arg(0));
+            id(j, false, b"effective", f.arg(1));
+            id(j, false, b"saved", f.arg(2));
+        }
+        Shape::SetGroups => {
+            let n = f.arg(0) as u32 as u64;
+            num(j, true, b"size", n as i64);
+            j.key(false, b"groups");
+            let opened = j.open(b'[');
+            for i in 0..n.min(MAX_ARGV as u64) {
+                let Some(g) = read_u32(f.arg(1).wrapping_add(i * 4)) else { break };
+                if !j.element(i == 0) {
+                    break;
+                }
+                j.u64(g as u64);
+            }
+            if n > MAX_ARGV as u64 {
+                j.mark_cut();
+            }
+            j.close(b']', opened);
+        }
+        Shape::Capset => {
+            // struct __user_cap_header_struct { u32 version; int pid; },
+            // then one or two struct __user_cap_data_struct { u32
+            // effective, permitted, inheritable; } (the high halves).
+            let (hdr, data) = (f.arg(0), f.arg(1));
+            if let Some(pid) = read_u32(hdr.wrapping_add(4)) {
+                num(j, true, b"pid", pid as i32 as i64);
+            } else {
+                j.key(true, b"pid");
+                j.null();
+            }
+            let two = read_u32(hdr).is_some_and(|v| v != 0x1998_0330);
+            for (k, key) in [b"effective" as &[u8], b"permitted", b"inheritable"].into_iter().enumerate() {
+                let low = read_u32(data.wrapping_add(4 * k as u64));
+                let high = if two { read_u32(data.wrapping_add(12 + 4 * k as u64)) } else { Some(0) };
+                j.key(false, key);
+                match (low, high) {
+                    (Some(l), Some(h)) => j.hex((h as u64) << 32 | l as u64),
+                    _ => j.null(),
+                }
+            }
+        }
+        Shape::Prctl => {
+            let op = f.arg(0) as u32 as u64;
+            j.key(true, b"option");
+            match crate::filter::PRCTL_PRIVILEGE.iter().find(|&&(o, _)| o == op) {
+                Some((_, name)) => j.string(name),
+                None => j.u64(op),
+            }
+            num(j, false, b"arg2", f.arg(1) as i64);
+        }
+        Shape::Mount => {
+            str_arg(j, true, b"source", f.arg(0));
+            str_arg(j, false, b"target", f.arg(1));
+            str_arg(j, false, b"fstype", f.arg(2));
+            bits(j, b"flags", f.arg(3) & 0xffff_ffff, MS);
+        }
+        Shape::Umount2 => {
+            str_arg(j, true, b"path", f.arg(0));
+            bits(j, b"flags", f.arg(1) as u32 as u64, UMOUNT);
+        }
+        Shape::PivotRoot => {
+            str_arg(j, true, b"new_root", f.arg(0));
+            str_arg(j, false, b"put_old", f.arg(1));
+        }
+        Shape::Unshare => bits_key(j, true, b"flags", f.arg(0) as u32 as u64, NAMESPACES),
+        Shape::Setns => {
+            num(j, true, b"fd", f.arg(0) as i32 as i64);
+            bits(j, b"nstype", f.arg(1) as u32 as u64, NAMESPACES);
+        }
+        Shape::InitModule => {
+            num(j, true, b"length", f.arg(1) as i64);
+            str_arg(j, false, b"params", f.arg(2));
+        }
+        Shape::FinitModule => {
+            num(j, true, b"fd", f.arg(0) as i32 as i64);
+            str_arg(j, false, b"params", f.arg(1));
+            num(j, false, b"flags", f.arg(2) as u32 as i64);
+        }
+        Shape::DeleteModule => {
+            str_arg(j, true, b"name", f.arg(0));
+            num(j, false, b"flags", f.arg(1) as u32 as i64);
+        }
+        Shape::Bpf => {
+            let cmd = f.arg(0) as u32 as u64;
+            j.key(true, b"cmd");
+            match BPF_CMD.iter().find(|&&(v, _)| v == cmd) {
+                Some((_, name)) => j.string(name),
+                None => j.u64(cmd),
+            }
+        }
+        Shape::KexecLoad => {
+            j.key(true, b"entry");
+            j.hex(f.arg(0));
+            num(j, false, b"segments", f.arg(1) as i64);
+            num(j, false, b"flags", f.arg(3) as i64);
+        }
+        Shape::KexecFileLoad => {
+            num(j, true, b"kernel_fd", f.arg(0) as i32 as i64);
+            num(j, false, b"initrd_fd", f.arg(1) as i32 as i64);
+            str_arg(j, false, b"cmdline", f.arg(3));
+            num(j, false, b"flags", f.arg(4) as i64);
+        }
+        Shape::Reboot => {
+            // The system call starts with LINUX_REBOOT_MAGIC1, which no
+            // `howto` of libc's `reboot(howto)` is.
+            let cmd = if f.arg(0) as u32 == 0xfee1_dead { f.arg(2) } else { f.arg(0) };
+            j.key(true, b"cmd");
+            j.hex(cmd as u32 as u64);
+        }
+        Shape::PerfEventOpen => {
+            match read_u32(f.arg(0)) {
+                Some(t) => num(j, true, b"type", t as i64),
+                None => {
+                    j.key(true, b"type");
+                    j.null();
+                }
+            }
+            num(j, false, b"pid", f.arg(1) as i32 as i64);
+            num(j, false, b"cpu", f.arg(2) as i32 as i64);
+        }
+        Shape::MoveMount => {
+            num(j, true, b"from_dirfd", f.arg(0) as i32 as i64);
+            str_arg(j, false, b"from_path", f.arg(1));
+            num(j, false, b"to_dirfd", f.arg(2) as i32 as i64);
+            str_arg(j, false, b"to_path", f.arg(3));
+        }
+        Shape::MemfdCreate => {
+            str_arg(j, true, b"name", f.arg(0));
+            bits(j, b"flags", f.arg(1) as u32 as u64, MFD);
+        }
+        Shape::IoUringSetup => {
+            num(j, true, b"entries", f.arg(0) as u32 as i64);
+            // struct io_uring_params: sq_entries, cq_entries, flags, ...
+            match read_u32(f.arg(1).wrapping_add(8)) {
+                Some(flags) => bits(j, b"flags", flags as u64, IORING_SETUP),
+                None => {
+                    j.key(false, b"flags");
+                    j.null();
+                }
+            }
+        }
     }
     j.close(b'}', opened);
 }
+
+/// A socket address in the program's memory, `len` bytes long (a NULL one
+/// gives nothing).
+fn user_sockaddr(j: &mut Json, ptr: u64, len: u64) {
+    if ptr == 0 {
+        return;
+    }
+    let mut sa = [0u8; 128];
+    let len = (len as u32 as usize).min(128);
+    let got = mem::read(ptr, sa.get_mut(..len).unwrap_or(&mut []));
+    sockaddr(j, sa.get(..got).unwrap_or(&[]));
+}
+
+/// Whether the `struct msghdr` at `msg` names a destination.
+fn msg_has_name(msg: u64) -> bool {
+    mem::read_u64(msg).is_some_and(|p| p != 0) && read_u32(msg.wrapping_add(8)).is_some_and(|n| n != 0)
+}
+
+/// The destination a `struct msghdr` names (`msg_name`, `msg_namelen`).
+fn msg_name(j: &mut Json, msg: u64) {
+    if let (Some(name), Some(len)) = (mem::read_u64(msg), read_u32(msg.wrapping_add(8))) {
+        if len != 0 {
+            user_sockaddr(j, name, len as u64);
+        }
+    }
+}
+
+fn read_u32(ptr: u64) -> Option<u32> {
+    let mut b = [0u8; 4];
+    (mem::read(ptr, &mut b) == 4).then(|| u32::from_le_bytes(b))
+}
+
+/// A user or group id; `-1` ("unchanged") as -1.
+fn id(j: &mut Json, first: bool, key: &[u8], v: u64) {
+    num(j, first, key, v as u32 as i32 as i64);
+}
+
+/// `"uid"` and `"gid"` of a `chown`.
+fn owner(j: &mut Json, uid: u64, gid: u64) {
+    id(j, false, b"uid", uid);
+    id(j, false, b"gid", gid);
+}
+
+/// `"type"` of a `mknod`'s node, its `"mode"`, and `"dev"` for a device.
+fn node(j: &mut Json, mode: u64, dev: u64) {
+    let kind: &[u8] = match mode & 0o170000 {
+        0o140000 => b"socket",
+        0o060000 => b"block",
+        0o020000 => b"char",
+        0o010000 => b"fifo",
+        _ => b"regular",
+    };
+    j.key(false, b"type");
+    j.string(kind);
+    octal(j, b"mode", mode);
+    if matches!(mode & 0o170000, 0o060000 | 0o020000) {
+        // The kernel's encoding of a 32-bit dev_t: major 12 bits, minor 20.
+        let (major, minor) = ((dev >> 8) & 0xfff, (dev & 0xff) | ((dev >> 12) & 0xfff00));
+        num(j, false, b"major", major as i64);
+        num(j, false, b"minor", minor as i64);
+    }
+}
+
+fn family_name(j: &mut Json, family: u64) {
+    match FAMILY.iter().find(|&&(v, _)| v == family) {
+        Some((_, name)) => j.string(name),
+        None => j.u64(family),
+    }
+}
+
+const FAMILY: &[(u64, &[u8])] =
+    &[(1, b"unix"), (2, b"inet"), (10, b"inet6"), (16, b"netlink"), (17, b"packet"), (4, b"ipx"), (5, b"appletalk")];
+const SOCK_TYPE: &[(u64, &[u8])] = &[
+    (1, b"SOCK_STREAM"),
+    (2, b"SOCK_DGRAM"),
+    (3, b"SOCK_RAW"),
+    (4, b"SOCK_RDM"),
+    (5, b"SOCK_SEQPACKET"),
+    (10, b"SOCK_PACKET"),
+];
+const SOCK_FLAGS: &[(u64, &[u8])] = &[(0o4000, b"SOCK_NONBLOCK"), (0o2000000, b"SOCK_CLOEXEC")];
+const MSG: &[(u64, &[u8])] = &[
+    (0x1, b"MSG_OOB"),
+    (0x4, b"MSG_DONTROUTE"),
+    (0x40, b"MSG_DONTWAIT"),
+    (0x80, b"MSG_EOR"),
+    (0x800, b"MSG_CONFIRM"),
+    (0x4000, b"MSG_NOSIGNAL"),
+    (0x8000, b"MSG_MORE"),
+    (0x400_0000, b"MSG_ZEROCOPY"),
+    (0x2000_0000, b"MSG_FASTOPEN"),
+];
+const AT: &[(u64, &[u8])] = &[
+    (0x100, b"AT_SYMLINK_NOFOLLOW"),
+    (0x200, b"AT_REMOVEDIR"),
+    (0x400, b"AT_SYMLINK_FOLLOW"),
+    (0x1000, b"AT_EMPTY_PATH"),
+];
+const MS: &[(u64, &[u8])] = &[
+    (1, b"MS_RDONLY"),
+    (2, b"MS_NOSUID"),
+    (4, b"MS_NODEV"),
+    (8, b"MS_NOEXEC"),
+    (32, b"MS_REMOUNT"),
+    (4096, b"MS_BIND"),
+    (8192, b"MS_MOVE"),
+    (16384, b"MS_REC"),
+    (1 << 17, b"MS_UNBINDABLE"),
+    (1 << 18, b"MS_PRIVATE"),
+    (1 << 19, b"MS_SLAVE"),
+    (1 << 20, b"MS_SHARED"),
+];
+const UMOUNT: &[(u64, &[u8])] = &[(1, b"MNT_FORCE"), (2, b"MNT_DETACH"), (4, b"MNT_EXPIRE"), (8, b"UMOUNT_NOFOLLOW")];
+const NAMESPACES: &[(u64, &[u8])] = &[
+    (0x200, b"CLONE_FS"),
+    (0x400, b"CLONE_FILES"),
+    (0x80, b"CLONE_NEWTIME"),
+    (0x20000, b"CLONE_NEWNS"),
+    (0x200_0000, b"CLONE_NEWCGROUP"),
+    (0x400_0000, b"CLONE_NEWUTS"),
+    (0x800_0000, b"CLONE_NEWIPC"),
+    (0x1000_0000, b"CLONE_NEWUSER"),
+    (0x2000_0000, b"CLONE_NEWPID"),
+    (0x4000_0000, b"CLONE_NEWNET"),
+    (0x800, b"CLONE_SYSVSEM"),
+];
+const BPF_CMD: &[(u64, &[u8])] = &[
+    (0, b"BPF_MAP_CREATE"),
+    (1, b"BPF_MAP_LOOKUP_ELEM"),
+    (2, b"BPF_MAP_UPDATE_ELEM"),
+    (3, b"BPF_MAP_DELETE_ELEM"),
+    (4, b"BPF_MAP_GET_NEXT_KEY"),
+    (5, b"BPF_PROG_LOAD"),
+    (6, b"BPF_OBJ_PIN"),
+    (7, b"BPF_OBJ_GET"),
+    (8, b"BPF_PROG_ATTACH"),
+    (9, b"BPF_PROG_DETACH"),
+    (28, b"BPF_LINK_CREATE"),
+];
+const MFD: &[(u64, &[u8])] =
+    &[(1, b"MFD_CLOEXEC"), (2, b"MFD_ALLOW_SEALING"), (4, b"MFD_HUGETLB"), (8, b"MFD_NOEXEC_SEAL"), (16, b"MFD_EXEC")];
+const IORING_SETUP: &[(u64, &[u8])] = &[
+    (1, b"IORING_SETUP_IOPOLL"),
+    (2, b"IORING_SETUP_SQPOLL"),
+    (4, b"IORING_SETUP_SQ_AFF"),
+    (8, b"IORING_SETUP_CQSIZE"),
+    (16, b"IORING_SETUP_CLAMP"),
+    (32, b"IORING_SETUP_ATTACH_WQ"),
+    (64, b"IORING_SETUP_R_DISABLED"),
+    (128, b"IORING_SETUP_SUBMIT_ALL"),
+    (256, b"IORING_SETUP_COOP_TASKRUN"),
+    (512, b"IORING_SETUP_TASKRUN_FLAG"),
+    (1024, b"IORING_SETUP_SQE128"),
+    (2048, b"IORING_SETUP_CQE32"),
+    (4096, b"IORING_SETUP_SINGLE_ISSUER"),
+    (8192, b"IORING_SETUP_DEFER_TASKRUN"),
+];
 
 /// `addr` and `length`, the first two arguments.
 fn range(j: &mut Json, f: &HookFrame) {
@@ -346,6 +773,20 @@ fn sockaddr(j: &mut Json, sa: &[u8]) {
             } else {
                 let end = p.iter().position(|&b| b == 0).unwrap_or(p.len());
                 j.string(p.get(..end).unwrap_or(&[]));
+            }
+        }
+        16 => {
+            j.string(b"netlink");
+            if let Some(p) = sa.get(4..8) {
+                num(j, false, b"pid", u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as i64);
+            }
+        }
+        17 => {
+            // struct sockaddr_ll: protocol (big-endian), interface index.
+            j.string(b"packet");
+            if let (Some(p), Some(i)) = (sa.get(2..4), sa.get(4..8)) {
+                num(j, false, b"protocol", u16::from_be_bytes([p[0], p[1]]) as i64);
+                num(j, false, b"ifindex", i32::from_le_bytes([i[0], i[1], i[2], i[3]]) as i64);
             }
         }
         other => j.u64(other as u64),

@@ -9,7 +9,7 @@ use crate::contract::{action, hook_kind, r11, Contract, HookEntry, Record};
 use crate::event::{after_return, emit, Event, Origin};
 use crate::nest::{self, spawn_child};
 use crate::start::{bias, contract, ensure_init, has_loader, image, open_namespace, policy};
-use crate::{guard, libplans, loader, stacks, symbols, sys};
+use crate::{filter, guard, libplans, loader, stacks, symbols, sys};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// `__errno_location`: 0 not looked up yet, 1 not found, else its address.
@@ -26,12 +26,15 @@ pub extern "C" fn dfp_sys_dispatch_entry(f: &mut SysFrame) -> u64 {
     // The many calls of `munmap`, `madvise`, `mmap`, `mprotect` that touch
     // nothing of ours and are not after executable memory: out at once
     // (see `guard`).
+    // So are the calls of the APIs that are only sometimes of interest
+    // (`send` without an address, a UDP socket) that the registers show
+    // are not (see `filter`).
     if let Some(api) = syscall_api(f.rax) {
         let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
-        let prot = api.prot_exec_filter();
-        let exec_memory = prot.is_some_and(|i| a[i] & sys::PROT_EXEC != 0);
-        let cheap = api.class() == Class::Tamper || prot.is_some();
-        if cheap && !exec_memory && !guard::may_tamper(api, a) {
+        let quiet = api.class() == Class::Tamper || filter::quick(api, &a) == Some(false);
+        // (The `prctl` the backstop virtualises is made by the dispatcher.)
+        let virtualised = api == ApiId::prctl && crate::backstop::virtualises_prctl(a[0]);
+        if quiet && !virtualised && !guard::may_tamper(api, a) {
             return SYS_RUN;
         }
     }
@@ -96,10 +99,8 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         Some(a) => a,
         None => return FORWARD,
     };
-    if let Some(i) = api.prot_exec_filter() {
-        if f.arg(i) & 4 == 0 {
-            return FORWARD;
-        }
+    if filter::filtered(api) && !filter::of_interest(api, &f.args()) {
+        return FORWARD;
     }
     let p = match policy(c) {
         Some(p) => p,
@@ -283,10 +284,8 @@ pub struct Site {
 /// the policy says so.
 pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Site, layer: u8) -> Option<i64> {
     let site = at.pc;
-    if let Some(i) = api.prot_exec_filter() {
-        if call.arg(i) & 4 == 0 {
-            return None;
-        }
+    if filter::filtered(api) && !filter::of_interest(api, &call.args()) {
+        return None;
     }
     let p = policy(c)?;
     let d = p.decision(api as u16);

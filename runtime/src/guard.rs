@@ -292,7 +292,7 @@ pub fn may_tamper(api: ApiId, a: [u64; 6]) -> bool {
     mapping_changes(api);
     match api {
         ApiId::tamper_shmat => a[2] & SHM_REMAP != 0 && a[1] != 0,
-        ApiId::tamper_process_vm_writev | ApiId::open | ApiId::openat | ApiId::openat2 => true,
+        ApiId::process_vm_writev | ApiId::open | ApiId::openat | ApiId::openat2 => true,
         _ => ranges_touched(api, &a) != 0,
     }
 }
@@ -319,7 +319,7 @@ pub fn tampers(api: ApiId, call: &HookFrame) -> Option<ApiId> {
         ApiId::tamper_shmat => {
             a[2] & SHM_REMAP != 0 && a[1] != 0 && overlaps(a[1], sys::shm_size(a[0]).unwrap_or(PAGE)) != 0
         }
-        ApiId::tamper_process_vm_writev => is_own_process(a[0]),
+        ApiId::process_vm_writev => is_own_process(a[0]),
         ApiId::open => a[1] & 3 != 0 && opens_own_memory(sys::AT_FDCWD, a[0]),
         ApiId::openat => a[2] & 3 != 0 && opens_own_memory(a[0] as i32 as i64, a[1]),
         ApiId::openat2 => {
@@ -331,7 +331,7 @@ pub fn tampers(api: ApiId, call: &HookFrame) -> Option<ApiId> {
 }
 
 /// Whether process (or thread) id `pid` is this process or one of its threads.
-fn is_own_process(pid: u64) -> bool {
+pub(crate) fn is_own_process(pid: u64) -> bool {
     let pid = pid as i32;
     if pid <= 0 {
         return false;

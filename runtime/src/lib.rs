@@ -18,6 +18,7 @@ pub mod contract;
 pub mod decode;
 pub mod dispatch;
 pub mod event;
+pub mod filter;
 pub mod guard;
 pub mod json;
 pub mod libplans;

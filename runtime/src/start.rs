@@ -149,6 +149,11 @@ fn init(c: &Contract) {
     unsafe { crate::unwind::register(c.exe_lo.wrapping_add(bias(c)), bias(c), 0) };
     guard_executable(c);
     install_libraries(c);
+    // The system calls the policy lets through everywhere no longer go to
+    // the dispatcher (the rewriter planned the sites with the same mask).
+    if let Some(p) = policy(c) {
+        crate::backstop::narrow_dispatch_mask(&p);
+    }
     // Last: from here on a system call from outside the runtime traps.
     crate::backstop::start(c);
 }

@@ -189,7 +189,7 @@ fn redirect(
     for &(base, dynamic, _) in defining {
         let Some(tables) = Tables::of(&d, base, dynamic) else { continue };
         for &api in ApiId::ALL {
-            if api.class().syscall_only() || !p.watches(api as u16) {
+            if !api.function_hooked() || !p.watches(api as u16) {
                 continue;
             }
             definitions_in(&d, &tables, api.name().as_bytes(), |sym, value| {

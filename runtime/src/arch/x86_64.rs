@@ -68,6 +68,11 @@ impl HookFrame {
         }
     }
 
+    /// The six integer arguments, in order.
+    pub fn args(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.rdx, self.rcx, self.r8, self.r9]
+    }
+
     /// Address of stack argument `n` (the 7th integer argument is stack argument 0).
     pub fn stack_arg_addr(&self, n: usize) -> u64 {
         self.sp.wrapping_add(8 + 8 * n as u64)
