@@ -531,6 +531,15 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
 pub fn watched(policy: &Policy, api: ApiId) -> bool {
     policy.decision(api).0 != Action::Allow
         || (api == ApiId::dlmopen && ApiId::ALL.iter().any(|&a| policy.decision(a).0 != Action::Allow))
+        || (api == ApiId::io_uring_setup && rings_restricted(policy))
+}
+
+/// Whether rings are made with restrictions (the runtime's `uring`): the
+/// policy refuses, in enforce mode, what some io_uring opcode does; then
+/// `io_uring_setup` goes through the runtime even where the policy allows it.
+pub fn rings_restricted(policy: &Policy) -> bool {
+    policy.mode == dfpatch_policy::Mode::Enforce
+        && dfpatch_runtime::uring::left_out(|a| matches!(policy.decision(a).0, Action::Deny | Action::Kill)).any()
 }
 
 /// Layer 4: a hook, a rewritten window and a trampoline (at `cursor`) for

@@ -461,7 +461,10 @@ pub extern "C" fn dfp_sigsys(_sig: i32, info: *mut SigInfo, uc: *mut u8, busy: u
                     dispatch::syscall_verdict(c, api, &call, site, crate::contract::hook_kind::BACKSTOP)
                 })
             }
-            None => None,
+            // (A restricted ring's own restrictions: see `uring`.)
+            None => {
+                dispatch::ring_register(crate::start::contract(), nr, [t.reg(RDI), t.reg(RSI), t.reg(RDX), t.reg(R10)])
+            }
         },
     };
     if let Some(v) = result {
@@ -881,6 +884,9 @@ pub fn virtualised(nr: u64, a: [u64; 4]) -> Option<i64> {
     }
 }
 
+/// `io_uring_register`, which restricted rings need to see (see `uring`).
+pub const NR_IO_URING_REGISTER: u64 = 427;
+
 /// The numbers the backstop virtualises (bits of a [`DISPATCH_MASK`]).
 const VIRTUALISED: [u64; 8] = {
     let mut m = [0u64; 8];
@@ -923,6 +929,11 @@ pub fn dispatch_mask(watched: impl Fn(crate::apis::ApiId) -> bool) -> [u64; 8] {
         if watched(api) || crate::apis::tamper_of(api).is_some_and(&watched) {
             m[(n / 64) as usize] |= 1 << (n % 64);
         }
+    }
+    // Restricted rings: the program's own restrictions are intersected
+    // with the runtime's (see `uring`).
+    if watched(crate::apis::ApiId::io_uring_setup) {
+        m[(NR_IO_URING_REGISTER / 64) as usize] |= 1 << (NR_IO_URING_REGISTER % 64);
     }
     m
 }

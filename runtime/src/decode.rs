@@ -295,7 +295,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             j.key(false, b"groups");
             let opened = j.open(b'[');
             for i in 0..n.min(MAX_ARGV as u64) {
-                let Some(g) = read_u32(f.arg(1).wrapping_add(i * 4)) else { break };
+                let Some(g) = mem::read_u32(f.arg(1).wrapping_add(i * 4)) else { break };
                 if !j.element(i == 0) {
                     break;
                 }
@@ -311,16 +311,16 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             // then one or two struct __user_cap_data_struct { u32
             // effective, permitted, inheritable; } (the high halves).
             let (hdr, data) = (f.arg(0), f.arg(1));
-            if let Some(pid) = read_u32(hdr.wrapping_add(4)) {
+            if let Some(pid) = mem::read_u32(hdr.wrapping_add(4)) {
                 num(j, true, b"pid", pid as i32 as i64);
             } else {
                 j.key(true, b"pid");
                 j.null();
             }
-            let two = read_u32(hdr).is_some_and(|v| v != 0x1998_0330);
+            let two = mem::read_u32(hdr).is_some_and(|v| v != 0x1998_0330);
             for (k, key) in [b"effective" as &[u8], b"permitted", b"inheritable"].into_iter().enumerate() {
-                let low = read_u32(data.wrapping_add(4 * k as u64));
-                let high = if two { read_u32(data.wrapping_add(12 + 4 * k as u64)) } else { Some(0) };
+                let low = mem::read_u32(data.wrapping_add(4 * k as u64));
+                let high = if two { mem::read_u32(data.wrapping_add(12 + 4 * k as u64)) } else { Some(0) };
                 j.key(false, key);
                 match (low, high) {
                     (Some(l), Some(h)) => j.hex((h as u64) << 32 | l as u64),
@@ -397,7 +397,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             j.hex(cmd as u32 as u64);
         }
         Shape::PerfEventOpen => {
-            match read_u32(f.arg(0)) {
+            match mem::read_u32(f.arg(0)) {
                 Some(t) => num(j, true, b"type", t as i64),
                 None => {
                     j.key(true, b"type");
@@ -420,12 +420,26 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
         Shape::IoUringSetup => {
             num(j, true, b"entries", f.arg(0) as u32 as i64);
             // struct io_uring_params: sq_entries, cq_entries, flags, ...
-            match read_u32(f.arg(1).wrapping_add(8)) {
+            match mem::read_u32(f.arg(1).wrapping_add(8)) {
                 Some(flags) => bits(j, b"flags", flags as u64, IORING_SETUP),
                 None => {
                     j.key(false, b"flags");
                     j.null();
                 }
+            }
+            // The opcodes the ring may not carry out (see `uring`).
+            let c = crate::start::contract();
+            let out = crate::start::policy(c).map(|p| crate::uring::left_out_by(&p)).unwrap_or_default();
+            if out.any() {
+                j.key(false, b"left_out");
+                let opened = j.open(b'[');
+                for (i, name) in out.names().enumerate() {
+                    if !j.element(i == 0) {
+                        break;
+                    }
+                    j.string(name);
+                }
+                j.close(b']', opened);
             }
         }
     }
@@ -446,21 +460,16 @@ fn user_sockaddr(j: &mut Json, ptr: u64, len: u64) {
 
 /// Whether the `struct msghdr` at `msg` names a destination.
 fn msg_has_name(msg: u64) -> bool {
-    mem::read_u64(msg).is_some_and(|p| p != 0) && read_u32(msg.wrapping_add(8)).is_some_and(|n| n != 0)
+    mem::read_u64(msg).is_some_and(|p| p != 0) && mem::read_u32(msg.wrapping_add(8)).is_some_and(|n| n != 0)
 }
 
 /// The destination a `struct msghdr` names (`msg_name`, `msg_namelen`).
 fn msg_name(j: &mut Json, msg: u64) {
-    if let (Some(name), Some(len)) = (mem::read_u64(msg), read_u32(msg.wrapping_add(8))) {
+    if let (Some(name), Some(len)) = (mem::read_u64(msg), mem::read_u32(msg.wrapping_add(8))) {
         if len != 0 {
             user_sockaddr(j, name, len as u64);
         }
     }
-}
-
-fn read_u32(ptr: u64) -> Option<u32> {
-    let mut b = [0u8; 4];
-    (mem::read(ptr, &mut b) == 4).then(|| u32::from_le_bytes(b))
 }
 
 /// A user or group id; `-1` ("unchanged") as -1.

@@ -226,10 +226,18 @@ pub fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
         f.rax = r as u64;
         return SYS_SKIP;
     }
+    let c = contract();
     // Most system calls through a site whose number is known only at run time
     // (musl's read and write) are not monitored: the fast way out.
-    let Some(api) = syscall_api(f.rax) else { return SYS_RUN };
-    let c = contract();
+    let Some(api) = syscall_api(f.rax) else {
+        if ensure_init(c) {
+            if let Some(r) = ring_register(c, f.rax, [f.rdi, f.rsi, f.rdx, f.r10]) {
+                f.rax = r as u64;
+                return SYS_SKIP;
+            }
+        }
+        return SYS_RUN;
+    };
     if !ensure_init(c) {
         return SYS_RUN;
     }
@@ -290,7 +298,7 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
     let p = policy(c)?;
     let d = p.decision(api as u16);
     if d.action == action::ALLOW {
-        return None;
+        return ring(&p, api, call);
     }
     let done = if p.enforce() { d.action } else { action::ALERT };
     let (tid, sp) = (sys::gettid(), at.sp);
@@ -343,8 +351,31 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
     match decided {
         action::DENY => Some(-1), // -EPERM
         action::KILL => sys::kill_self(),
-        _ => None,
+        _ => ring(&p, api, call),
     }
+}
+
+/// An `io_uring_setup` let through, made by the runtime when rings must
+/// leave opcodes out (see `uring`); None for any other call.
+fn ring(p: &crate::ptable::PolicyTable, api: ApiId, call: &HookFrame) -> Option<i64> {
+    if api != ApiId::io_uring_setup {
+        return None;
+    }
+    let out = crate::uring::left_out_by(p);
+    out.any().then(|| crate::uring::setup(out, call.arg(0), call.arg(1)))
+}
+
+/// The program's `io_uring_register` (number `nr`, arguments `a`) when rings
+/// are restricted, made by the runtime (see `uring`); None: it runs as it is.
+pub(crate) fn ring_register(c: &Contract, nr: u64, a: [u64; 4]) -> Option<i64> {
+    if nr as u32 & !0x4000_0000 != crate::backstop::NR_IO_URING_REGISTER as u32 {
+        return None;
+    }
+    let out = crate::uring::left_out_by(&policy(c)?);
+    if !out.any() {
+        return None;
+    }
+    crate::uring::register(out, a)
 }
 
 /// Entry `hook` of the executable's hook table.

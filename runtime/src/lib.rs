@@ -33,3 +33,4 @@ pub mod symbols;
 pub mod sys;
 pub mod time;
 pub mod unwind;
+pub mod uring;

@@ -80,13 +80,15 @@ impl<'a> PolicyTable<'a> {
     /// Whether calls of `api` go through the runtime: the policy does not
     /// allow them all, or `api` is `dlmopen` and anything is watched (a new
     /// link-map namespace loads a second libc, whose functions the runtime
-    /// must redirect too).
+    /// must redirect too), or `io_uring_setup` and rings are restricted
+    /// (see `uring`).
     pub fn watches(&self, api: u16) -> bool {
         if self.decision(api).action != action::ALLOW {
             return true;
         }
-        api == crate::apis::ApiId::dlmopen as u16
-            && crate::apis::ApiId::ALL.iter().any(|&a| self.decision(a as u16).action != action::ALLOW)
+        (api == crate::apis::ApiId::dlmopen as u16
+            && crate::apis::ApiId::ALL.iter().any(|&a| self.decision(a as u16).action != action::ALLOW))
+            || (api == crate::apis::ApiId::io_uring_setup as u16 && crate::uring::left_out_by(self).any())
     }
 
     /// The id of rule `rule`, or `default`.

@@ -9,6 +9,7 @@ mod behaviours;
 mod benign;
 mod busybox;
 mod common;
+mod doors;
 mod golang;
 mod libraries;
 mod one_event;
