@@ -51,6 +51,8 @@ fn the_default_preset() {
     for &api in ApiId::ALL {
         let expected = match api.class() {
             Class::File | Class::Process => Action::Allow,
+            // A server's every client: not reported by default.
+            _ if api == ApiId::accept || api == ApiId::accept4 => Action::Allow,
             // Refused unless a rule names it (reported as an alert in monitor mode).
             Class::Tamper => Action::Deny,
             _ => Action::Alert,
@@ -75,6 +77,7 @@ fn the_other_presets_do_what_they_say() {
         let expected = match api.class() {
             Class::Exec | Class::Tamper => Action::Deny,
             Class::File | Class::Process => Action::Allow,
+            // Every class else reported, accepted connections too.
             _ => Action::Alert,
         };
         assert_eq!(block_exec.decision(api).0, expected, "{}", api.name());
@@ -84,7 +87,11 @@ fn the_other_presets_do_what_they_say() {
     assert_eq!(strict.mode, Mode::Enforce);
     for &api in ApiId::ALL {
         let expected = match api.class() {
+            _ if api == ApiId::accept || api == ApiId::accept4 => Action::Allow,
+            // Raw and packet sockets (the only ones `socket` reports).
+            _ if api == ApiId::socket => Action::Deny,
             Class::Exec | Class::Debug | Class::Library | Class::Tamper => Action::Deny,
+            Class::Privilege | Class::Admin | Class::IoUring => Action::Deny,
             Class::Network | Class::Memory => Action::Alert,
             Class::File | Class::Process => Action::Allow,
         };

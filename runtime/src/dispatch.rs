@@ -157,6 +157,7 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
                 let argv = if api.shape() == Shape::Spawn { f.arg(4) } else { 0 };
                 let pid = sys::getpid() as u32;
                 nest::enter(nest::Outer { pid, tid: tid as u32, frame, ret: f.ret, tag, api, argv, real: f.r11 });
+                nest::broadcasting(api, tid, [f.arg(0), f.arg(1), f.arg(2)]);
             }
             FORWARD
         }
@@ -321,6 +322,11 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
             }
         }
     }
+    // libc repeating a reported `setuid` on this thread (see `nest`).
+    let ids = [call.arg(0), call.arg(1), call.arg(2)];
+    if foldable && nest::broadcast(api, tid, ids) {
+        return None;
+    }
     if api.class() == Class::Exec {
         // A reported spawn's child running its program.
         let argv = if api.shape() == Shape::ExecveAt { call.rdx } else { call.rsi };
@@ -340,6 +346,11 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
     let decided = match exec.as_ref().and_then(nest::retried).filter(|&earlier| earlier == done) {
         Some(action) => action,
         None => {
+            // (Before the event, which takes time: the other threads'
+            // calls are coming.)
+            if done == action::ALERT {
+                nest::broadcasting(api, tid, ids);
+            }
             let origin = Origin::At(site, sp, at.rbp);
             emit(&Event { c, p: &p, api, f: call, origin, layer, done, wanted: d.action, rule: d.rule });
             if let Some(e) = &exec {

@@ -41,6 +41,12 @@
 //!   the same `argv` and environment, after the last one failed (had it
 //!   worked, this process would be gone).
 //!
+//! * **its broadcast to the other threads** ([`broadcast`]): a
+//!   `setuid`-like call changes every thread's ids, and libc has each other
+//!   thread make the same system call in a signal handler (glibc's
+//!   `SIGSETXID`, musl's `__synccall`): the same system call with the same
+//!   arguments, by another thread of the same process, within 2 seconds.
+//!
 //! Only calls that the reported call's class covers are folded ([`covers`]):
 //! its own class, and for the `exec` class new processes. Anything else made
 //! meanwhile (a signal handler's `connect` during `system`) is decided and
@@ -519,4 +525,63 @@ pub fn spawn_child(regs: crate::unwind::Regs, at_instruction: bool) -> bool {
     let w = crate::unwind::walk_until(regs, at_instruction, &mut frames);
     // Every frame in libc, up to the outermost one.
     w.outermost && frames.get(..w.n).is_some_and(|fr| fr.iter().all(|pc| (lo..hi).contains(pc)))
+}
+
+/// The `setuid`-like calls libc repeats on every thread (see [`broadcast`]):
+/// how many arguments they take (0: not one of them).
+fn broadcast_args(api: ApiId) -> usize {
+    match api {
+        ApiId::setuid | ApiId::setgid => 1,
+        ApiId::setreuid | ApiId::setregid | ApiId::setgroups => 2,
+        ApiId::setresuid | ApiId::setresgid => 3,
+        _ => 0,
+    }
+}
+
+/// The `n` arguments a `setuid`-like call takes, as the kernel reads them:
+/// ids are 32 bits (a caller's `-1` may come sign-extended or not); the
+/// other registers are anything.
+fn taken(a: [u64; 3], n: usize) -> [u64; 3] {
+    let mut t = [0; 3];
+    for (i, slot) in t.iter_mut().enumerate().take(n) {
+        *slot = a[i] as u32 as u64;
+    }
+    t
+}
+
+/// The last reported `setuid`-like call: process and API, thread, the
+/// three arguments, the second it was reported in.
+static BROADCAST: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+const BROADCAST_SECONDS: i64 = 2;
+
+/// A reported call of `api` with arguments `a`, by thread `tid`: if libc
+/// repeats it on the other threads, those are part of it.
+pub fn broadcasting(api: ApiId, tid: u64, a: [u64; 3]) {
+    let n = broadcast_args(api);
+    if n == 0 {
+        return;
+    }
+    let a = taken(a, n);
+    // (Written field by field: a reader that catches it half-written sees
+    // arguments that do not match, and reports a call: a duplicate event.)
+    BROADCAST[0].store(0, Ordering::Release);
+    BROADCAST[1].store(tid, Ordering::Relaxed);
+    for (slot, v) in BROADCAST[2..5].iter().zip(a) {
+        slot.store(v, Ordering::Relaxed);
+    }
+    BROADCAST[5].store(sys::realtime().0 as u64, Ordering::Relaxed);
+    BROADCAST[0].store(sys::getpid() << 16 | api as u64, Ordering::Release);
+}
+
+/// Whether a system call of `api` with arguments `a`, by thread `tid`, is
+/// libc repeating a reported `setuid`-like call on another thread.
+pub fn broadcast(api: ApiId, tid: u64, a: [u64; 3]) -> bool {
+    let n = broadcast_args(api);
+    if n == 0 || BROADCAST[0].load(Ordering::Acquire) != sys::getpid() << 16 | api as u64 {
+        return false;
+    }
+    let a = taken(a, n);
+    let same = BROADCAST[2..5].iter().zip(a).all(|(slot, v)| slot.load(Ordering::Relaxed) == v);
+    let age = sys::realtime().0.wrapping_sub(BROADCAST[5].load(Ordering::Relaxed) as i64);
+    same && BROADCAST[1].load(Ordering::Relaxed) != tid && (0..=BROADCAST_SECONDS).contains(&age)
 }

@@ -352,7 +352,11 @@ mod tests {
     fn refused_apis_leave_their_opcodes_out() {
         assert!(!left_out(|_| false).any());
         let file = left_out(|a| a.class() == crate::apis::Class::File);
-        let names: Vec<&[u8]> = file.names().collect();
+        assert_eq!(file.names().count(), 9);
+        let mut names = [&b""[..]; 9];
+        for (slot, n) in names.iter_mut().zip(file.names()) {
+            *slot = n;
+        }
         assert_eq!(
             names,
             [

@@ -215,3 +215,40 @@ fn io_uring_cannot_open_or_connect_what_the_policy_refuses() {
         }
     }
 }
+
+/// A `setuid`-like call changes every thread's ids: libc has each other
+/// thread make the same system call in a signal handler. With three other
+/// threads, each of the seven calls of `samples/setxid.c` is still one
+/// event, in all 13 flavours (the stripped static ones, which see only
+/// system calls, too); run five times each, as the threads race.
+#[test]
+fn a_setuid_broadcast_to_every_thread_is_one_event() {
+    const CALLS: [&str; 7] = ["setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups"];
+    let root = scratch("doors-setxid");
+    let mut problems = Vec::new();
+    for flavour in all_flavours() {
+        let exe = root.join(format!("setxid-{flavour}"));
+        build_flavour("setxid", flavour, &exe);
+        let sink = root.join(format!("{flavour}.jsonl"));
+        let out = root.join(format!("setxid-{flavour}.patched"));
+        patch(&exe, &out, &policy("monitor", "alert", &sink, &[]));
+        for run_no in 0..5 {
+            let _ = std::fs::remove_file(&sink);
+            let o = run(&out, &[], &root);
+            let text = stdout(&o);
+            if !text.contains("done") || CALLS.iter().any(|c| !text.contains(&format!("{c}=0"))) {
+                problems.push(format!("{flavour} run {run_no}: {text:?}"));
+            }
+            let evs = events(&sink);
+            for c in CALLS {
+                let n = of(&evs, c).len();
+                if n != 1 {
+                    let tids: Vec<String> =
+                        of(&evs, c).iter().map(|e| format!("{}@{}", e["tid"], e["layer"])).collect();
+                    problems.push(format!("{flavour} run {run_no}: {n} {c} events: {}", tids.join(" ")));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
