@@ -322,9 +322,9 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
             }
         }
     }
-    // libc repeating a reported `setuid` on this thread (see `nest`).
-    let ids = [call.arg(0), call.arg(1), call.arg(2)];
-    if foldable && nest::broadcast(api, tid, ids) {
+    // libc repeating a reported `setuid` on this thread (see `nest`; when
+    // it is not, this call is recorded as the one reported).
+    if foldable && nest::broadcast(api, tid, [call.arg(0), call.arg(1), call.arg(2)]) {
         return None;
     }
     if api.class() == Class::Exec {
@@ -346,11 +346,6 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
     let decided = match exec.as_ref().and_then(nest::retried).filter(|&earlier| earlier == done) {
         Some(action) => action,
         None => {
-            // (Before the event, which takes time: the other threads'
-            // calls are coming.)
-            if done == action::ALERT {
-                nest::broadcasting(api, tid, ids);
-            }
             let origin = Origin::At(site, sp, at.rbp);
             emit(&Event { c, p: &p, api, f: call, origin, layer, done, wanted: d.action, rule: d.rule });
             if let Some(e) = &exec {

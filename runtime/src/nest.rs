@@ -549,10 +549,28 @@ fn taken(a: [u64; 3], n: usize) -> [u64; 3] {
     t
 }
 
-/// The last reported `setuid`-like call: process and API, thread, the
-/// three arguments, the second it was reported in.
-static BROADCAST: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
-const BROADCAST_SECONDS: i64 = 2;
+/// The last reported `setuid`-like call, in one word so that threads that
+/// make theirs at the same instant agree on which one reports: a hash of its
+/// process, API and ids (40 bits) and the second it was reported in (24
+/// bits); and the thread that made it.
+static BROADCAST: AtomicU64 = AtomicU64::new(0);
+static BROADCAST_TID: AtomicU64 = AtomicU64::new(0);
+const BROADCAST_SECONDS: u64 = 2;
+
+/// The word [`BROADCAST`] holds for a call of `api` with the ids `a` made now.
+fn broadcast_word(api: ApiId, a: [u64; 3]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in [sys::getpid(), api as u64, a[0], a[1], a[2]] {
+        h = (h ^ v).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h & 0xff_ffff_ffff) << 24 | (sys::realtime().0 as u64 & 0xff_ffff)
+}
+
+/// Whether the word `old` (see [`BROADCAST`]) is the same call as `new`,
+/// reported at most [`BROADCAST_SECONDS`] before it.
+fn same_broadcast(old: u64, new: u64) -> bool {
+    old != 0 && old >> 24 == new >> 24 && (new.wrapping_sub(old) & 0xff_ffff) <= BROADCAST_SECONDS
+}
 
 /// A reported call of `api` with arguments `a`, by thread `tid`: if libc
 /// repeats it on the other threads, those are part of it.
@@ -561,27 +579,32 @@ pub fn broadcasting(api: ApiId, tid: u64, a: [u64; 3]) {
     if n == 0 {
         return;
     }
-    let a = taken(a, n);
-    // (Written field by field: a reader that catches it half-written sees
-    // arguments that do not match, and reports a call: a duplicate event.)
-    BROADCAST[0].store(0, Ordering::Release);
-    BROADCAST[1].store(tid, Ordering::Relaxed);
-    for (slot, v) in BROADCAST[2..5].iter().zip(a) {
-        slot.store(v, Ordering::Relaxed);
-    }
-    BROADCAST[5].store(sys::realtime().0 as u64, Ordering::Relaxed);
-    BROADCAST[0].store(sys::getpid() << 16 | api as u64, Ordering::Release);
+    BROADCAST_TID.store(tid, Ordering::Relaxed);
+    BROADCAST.store(broadcast_word(api, taken(a, n)), Ordering::Release);
 }
 
-/// Whether a system call of `api` with arguments `a`, by thread `tid`, is
-/// libc repeating a reported `setuid`-like call on another thread.
+/// Whether a system call of `api` with arguments `a`, by thread `tid`, that
+/// the policy lets through is libc repeating a reported `setuid`-like call
+/// on another thread. When it is not, it is the one reported: recorded, in
+/// one step with the test, so that of the threads making it at once only
+/// one reports.
 pub fn broadcast(api: ApiId, tid: u64, a: [u64; 3]) -> bool {
     let n = broadcast_args(api);
-    if n == 0 || BROADCAST[0].load(Ordering::Acquire) != sys::getpid() << 16 | api as u64 {
+    if n == 0 {
         return false;
     }
-    let a = taken(a, n);
-    let same = BROADCAST[2..5].iter().zip(a).all(|(slot, v)| slot.load(Ordering::Relaxed) == v);
-    let age = sys::realtime().0.wrapping_sub(BROADCAST[5].load(Ordering::Relaxed) as i64);
-    same && BROADCAST[1].load(Ordering::Relaxed) != tid && (0..=BROADCAST_SECONDS).contains(&age)
+    let new = broadcast_word(api, taken(a, n));
+    let mut old = BROADCAST.load(Ordering::Acquire);
+    loop {
+        if same_broadcast(old, new) && BROADCAST_TID.load(Ordering::Relaxed) != tid {
+            return true;
+        }
+        match BROADCAST.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                BROADCAST_TID.store(tid, Ordering::Relaxed);
+                return false;
+            }
+            Err(now) => old = now,
+        }
+    }
 }

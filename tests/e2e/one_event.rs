@@ -272,7 +272,9 @@ fn judge(api: ApiId, flavour: &str, mode: Mode, run: &Run) -> Cell {
         return Cell { count: evs.len(), problems };
     }
     let seen = unseen(api, flavour).is_none();
-    let want = made_of(api, flavour).map_or(usize::from(seen), |(n, _)| n);
+    // (A refused first part stops the rest.)
+    let made = made_of(api, flavour).filter(|_| matches!(mode, Mode::Monitor | Mode::Alert));
+    let want = made.map_or(usize::from(seen), |(n, _)| n);
     let list = |evs: &[&Value]| evs.iter().map(|e| describe(e)).collect::<Vec<_>>().join("; ");
     // A function let through whose inner calls the policy denies.
     let outer_allowed = mode == Mode::Only && evs.first().is_some_and(|e| e["api"].as_str().is_some_and(function_only));
