@@ -887,11 +887,17 @@ pub fn virtualised(nr: u64, a: [u64; 4]) -> Option<i64> {
 /// `io_uring_register`, which restricted rings need to see (see `uring`).
 pub const NR_IO_URING_REGISTER: u64 = 427;
 
-/// The numbers the backstop virtualises (bits of a [`DISPATCH_MASK`]).
-const VIRTUALISED: [u64; 8] = {
+/// The numbers `dfp_sys_hook` sends to the dispatcher whatever the policy
+/// (bits of a [`DISPATCH_MASK`]): those the backstop virtualises, and those
+/// that change what is mapped where (`mmap`, `mprotect`, `munmap`,
+/// `mremap`, `madvise`, `shmat`, `pkey_mprotect`), which the runtime's
+/// knowledge of the file code in memory follows (`guard::maps_generation`).
+const ALWAYS_DISPATCHED: [u64; 8] = {
     let mut m = [0u64; 8];
     m[0] |= 1 << NR_RT_SIGACTION | 1 << NR_RT_SIGPROCMASK;
     m[(NR_PRCTL / 64) as usize] |= 1 << (NR_PRCTL % 64);
+    m[0] |= 1 << 9 | 1 << 10 | 1 << 11 | 1 << 25 | 1 << 28 | 1 << 30;
+    m[329 / 64] |= 1 << (329 % 64);
     m
 };
 
@@ -903,7 +909,7 @@ pub static DISPATCH_MASK: [AtomicU64; 8] = {
     let mut m = crate::apis::SYSCALL_MASK;
     let mut i = 0;
     while i < 8 {
-        m[i] |= VIRTUALISED[i];
+        m[i] |= ALWAYS_DISPATCHED[i];
         i += 1;
     }
     [
@@ -924,7 +930,7 @@ pub static DISPATCH_MASK: [AtomicU64; 8] = {
 /// an unmonitored one. The rewriter plans with the same mask (a site whose
 /// number it leaves out asks nothing).
 pub fn dispatch_mask(watched: impl Fn(crate::apis::ApiId) -> bool) -> [u64; 8] {
-    let mut m = VIRTUALISED;
+    let mut m = ALWAYS_DISPATCHED;
     for (n, api) in crate::apis::SYSCALLS {
         if watched(api) || crate::apis::tamper_of(api).is_some_and(&watched) {
             m[(n / 64) as usize] |= 1 << (n % 64);
