@@ -411,7 +411,16 @@ global_asm!(
     "cmp ecx, 511",
     "ja 3f",
     "bt dword ptr [rip + {mask}], ecx",
+    "jnc 5f",
+    // A `sendto` with no address and no MSG_FASTOPEN (libc's `send`) is
+    // never of interest (`filter::quick`): out too, not through the frame.
+    "cmp ecx, 44",
+    "jne 3f",
+    "test r8, r8",
+    "jnz 3f",
+    "bt r10d, 29",
     "jc 3f",
+    "5:",
     "add al, 0x7f", // OF back (al is 1 or 0)
     "sahf", // SF ZF AF PF CF back
     "mov rax, rcx",
