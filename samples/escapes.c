@@ -5,6 +5,8 @@
  *
  *   jit-exec       JIT code (RW page filled, made RX, called) makes execve
  *   jit-connect    JIT code makes connect to a loopback listener of ours
+ *   jit-setuid     JIT code makes setuid to the uid it has (issue 12's doors)
+ *   jit-chmod      JIT code makes chmod of a file it made (escapes-chmod), 04755
  *   lib-exec       a dlopen'ed library's raw execve
  *   lib-vfork      a dlopen'ed library's raw vfork; the child's raw execve
  *   lib-thread     a thread of a dlopen'ed library makes a raw execve
@@ -119,6 +121,12 @@ int main(int argc, char **argv) {
         }
         int s = socket(AF_INET, SOCK_STREAM, 0);
         printf("connect returned %ld\n", jit(42)(s, (long)&a, sizeof a));
+    } else if (!strcmp(mode, "jit-setuid")) {
+        printf("setuid returned %ld\n", jit(105)(getuid(), 0, 0));
+    } else if (!strcmp(mode, "jit-chmod")) {
+        FILE *f = fopen("escapes-chmod", "w");
+        if (f) fclose(f);
+        printf("chmod returned %ld\n", jit(90)((long)"escapes-chmod", 04755, 0));
     } else if (!strcmp(mode, "lib-exec")) {
         long (*f)(const char *, char **, char **) = symbol(library(lib, 0), "raw_execve");
         printf("execve returned %ld\n", f(echo_argv[0], echo_argv, environ));

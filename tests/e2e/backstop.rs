@@ -55,6 +55,8 @@ const LIB: (bool, bool) = (true, false);
 const CASES: &[Case] = &[
     case("jit-exec", NONE, &["escaped"], &["execve returned -1"], Some("execve")),
     case("jit-connect", NONE, &["connect returned 0"], &["connect returned -1"], Some("connect")),
+    case("jit-setuid", NONE, &["setuid returned 0"], &["setuid returned -1"], Some("setuid")),
+    case("jit-chmod", NONE, &["chmod returned 0"], &["chmod returned -1"], Some("chmod")),
     case("lib-exec", LIB, &["escaped"], &["execve returned -1"], Some("execve")),
     case("lib-vfork", LIB, &["escaped", "child exit 0"], &["child exit 1"], Some("execve")),
     case("lib-thread", LIB, &["escaped"], &["thread's execve returned -1"], Some("execve")),
@@ -146,7 +148,11 @@ fn code_dfpatch_never_saw_is_reported_and_refused() {
             let ev = dir.join(format!("{mode}.jsonl"));
             let patched = dir.join(format!("escapes-{mode}"));
             let action = if mode == "enforce" { "deny" } else { "alert" };
-            patch(&exe, &patched, &policy(mode, "allow", &ev, &[("doors", "\"exec\", \"connect\"", action)]));
+            patch(
+                &exe,
+                &patched,
+                &policy(mode, "allow", &ev, &[("doors", "\"exec\", \"connect\", \"setuid\", \"chmod\"", action)]),
+            );
             for c in CASES {
                 if (c.needs_library && lib_cc.is_none()) || (c.needs_dlmopen && !dlmopen) {
                     continue;
