@@ -303,6 +303,21 @@ pub fn read_own_memory(addr: u64, out: &mut [u8]) -> Result<usize, i64> {
         .map(|n| n as usize)
 }
 
+/// Reads the ranges `remote` (`[address, length]` each) of this process's
+/// memory, one after another, into `out` with one `process_vm_readv`.
+/// Returns how many bytes were read: fewer when a range is unreadable,
+/// the ranges after it not read.
+pub fn read_own_gather(remote: &[[u64; 2]], out: &mut [u8]) -> Result<usize, i64> {
+    let local = [out.as_mut_ptr() as u64, out.len() as u64];
+    // SAFETY: the kernel writes at most out.len() bytes into `out` and reads
+    // the remote ranges itself (an array of `struct iovec`, which `[u64; 2]`
+    // lays out the same), reporting EFAULT instead of faulting.
+    result(unsafe {
+        syscall6(SYS_PROCESS_VM_READV, getpid(), local.as_ptr() as u64, 1, remote.as_ptr() as u64, remote.len() as u64, 0)
+    })
+    .map(|n| n as usize)
+}
+
 /// Writes `bytes` into this process's memory at `addr` with
 /// `process_vm_writev` (which honours page protections and reports EFAULT
 /// instead of faulting). Returns how many bytes were written.
