@@ -551,59 +551,56 @@ fn taken(a: [u64; 3], n: usize) -> [u64; 3] {
 
 /// The last reported `setuid`-like call, in one word so that threads that
 /// make theirs at the same instant agree on which one reports: a hash of its
-/// process, API and ids (40 bits) and the second it was reported in (24
-/// bits); and the thread that made it.
+/// process, API and ids (24 bits), the second it was reported in (16 bits)
+/// and the thread that made it (24 bits: thread ids stay below 2^22).
 static BROADCAST: AtomicU64 = AtomicU64::new(0);
-static BROADCAST_TID: AtomicU64 = AtomicU64::new(0);
 const BROADCAST_SECONDS: u64 = 2;
 
-/// The word [`BROADCAST`] holds for a call of `api` with the ids `a` made now.
-fn broadcast_word(api: ApiId, a: [u64; 3]) -> u64 {
+/// The word [`BROADCAST`] holds for a call of `api` with the ids `a` made
+/// now by thread `tid`.
+fn broadcast_word(api: ApiId, a: [u64; 3], tid: u64) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for v in [sys::getpid(), api as u64, a[0], a[1], a[2]] {
         h = (h ^ v).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (h & 0xff_ffff_ffff) << 24 | (sys::realtime().0 as u64 & 0xff_ffff)
+    let hash = (h ^ h >> 32) & 0xff_ffff;
+    hash << 40 | (sys::realtime().0 as u64 & 0xffff) << 24 | (tid & 0xff_ffff)
 }
 
 /// Whether the word `old` (see [`BROADCAST`]) is the same call as `new`,
-/// reported at most [`BROADCAST_SECONDS`] before it.
+/// reported at most [`BROADCAST_SECONDS`] before it, by another thread.
 fn same_broadcast(old: u64, new: u64) -> bool {
-    old != 0 && old >> 24 == new >> 24 && (new.wrapping_sub(old) & 0xff_ffff) <= BROADCAST_SECONDS
+    let seconds = ((new >> 24).wrapping_sub(old >> 24)) & 0xffff;
+    old != 0 && old >> 40 == new >> 40 && seconds <= BROADCAST_SECONDS && (old ^ new) & 0xff_ffff != 0
 }
 
 /// A reported call of `api` with arguments `a`, by thread `tid`: if libc
 /// repeats it on the other threads, those are part of it.
 pub fn broadcasting(api: ApiId, tid: u64, a: [u64; 3]) {
     let n = broadcast_args(api);
-    if n == 0 {
-        return;
+    if n != 0 {
+        BROADCAST.store(broadcast_word(api, taken(a, n), tid), Ordering::Release);
     }
-    BROADCAST_TID.store(tid, Ordering::Relaxed);
-    BROADCAST.store(broadcast_word(api, taken(a, n)), Ordering::Release);
 }
 
 /// Whether a system call of `api` with arguments `a`, by thread `tid`, that
 /// the policy lets through is libc repeating a reported `setuid`-like call
 /// on another thread. When it is not, it is the one reported: recorded, in
-/// one step with the test, so that of the threads making it at once only
-/// one reports.
+/// one step with the test (a compare-and-swap of the one word), so that of
+/// the threads making it at once only one reports.
 pub fn broadcast(api: ApiId, tid: u64, a: [u64; 3]) -> bool {
     let n = broadcast_args(api);
     if n == 0 {
         return false;
     }
-    let new = broadcast_word(api, taken(a, n));
+    let new = broadcast_word(api, taken(a, n), tid);
     let mut old = BROADCAST.load(Ordering::Acquire);
     loop {
-        if same_broadcast(old, new) && BROADCAST_TID.load(Ordering::Relaxed) != tid {
+        if same_broadcast(old, new) {
             return true;
         }
         match BROADCAST.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                BROADCAST_TID.store(tid, Ordering::Relaxed);
-                return false;
-            }
+            Ok(_) => return false,
             Err(now) => old = now,
         }
     }

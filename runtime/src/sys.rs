@@ -313,7 +313,15 @@ pub fn read_own_gather(remote: &[[u64; 2]], out: &mut [u8]) -> Result<usize, i64
     // the remote ranges itself (an array of `struct iovec`, which `[u64; 2]`
     // lays out the same), reporting EFAULT instead of faulting.
     result(unsafe {
-        syscall6(SYS_PROCESS_VM_READV, getpid(), local.as_ptr() as u64, 1, remote.as_ptr() as u64, remote.len() as u64, 0)
+        syscall6(
+            SYS_PROCESS_VM_READV,
+            getpid(),
+            local.as_ptr() as u64,
+            1,
+            remote.as_ptr() as u64,
+            remote.len() as u64,
+            0,
+        )
     })
     .map(|n| n as usize)
 }
