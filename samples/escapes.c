@@ -5,6 +5,8 @@
  *
  *   jit-exec       JIT code (RW page filled, made RX, called) makes execve
  *   jit-connect    JIT code makes connect to a loopback listener of ours
+ *   jit-thread     a thread the program starts (pthread_create) makes a JIT execve
+ *   jit-fork       a fork child makes a JIT execve; the parent reports its status
  *   jit-setuid     JIT code makes setuid to the uid it has (issue 12's doors)
  *   jit-chmod      JIT code makes chmod of a file it made (escapes-chmod), 04755
  *   lib-exec       a dlopen'ed library's raw execve
@@ -100,6 +102,12 @@ static long execve_jit(void) {
     return jit(59)((long)echo_argv[0], (long)echo_argv, (long)environ);
 }
 
+static void *jit_thread(void *arg) {
+    (void)arg;
+    printf("thread's execve returned %ld\n", execve_jit());
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc < 2) {
@@ -121,6 +129,18 @@ int main(int argc, char **argv) {
         }
         int s = socket(AF_INET, SOCK_STREAM, 0);
         printf("connect returned %ld\n", jit(42)(s, (long)&a, sizeof a));
+    } else if (!strcmp(mode, "jit-thread")) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, jit_thread, NULL) == 0) pthread_join(t, NULL);
+    } else if (!strcmp(mode, "jit-fork")) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            printf("child's execve returned %ld\n", execve_jit());
+            _exit(1);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        printf("child exit %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     } else if (!strcmp(mode, "jit-setuid")) {
         printf("setuid returned %ld\n", jit(105)(getuid(), 0, 0));
     } else if (!strcmp(mode, "jit-chmod")) {

@@ -230,9 +230,11 @@ pub fn asks_nothing(nr: Option<u64>, w: &Window, mask: &[u64; 8]) -> bool {
 }
 
 /// A known number that `dfp_sys_hook` would let through at once (one the
-/// backstop does not virtualise and the policy does not watch).
+/// backstop does not virtualise and the policy does not watch), and that
+/// starts no process or thread: a spawning site's trampoline always goes
+/// the asking way, whose tail arms the child's backstop.
 fn unasked(nr: Option<u64>, mask: &[u64; 8]) -> bool {
-    nr.is_some_and(|n| !dfpatch_runtime::backstop::dispatched(n, mask))
+    nr.is_some_and(|n| !dfpatch_runtime::backstop::dispatched(n, mask) && !dfpatch_runtime::apis::may_spawn(n))
 }
 
 /// The numbers `dfp_sys_hook` sends to the dispatcher when the policy
@@ -445,6 +447,11 @@ mod tests {
         assert!(asks_nothing(Some(90), &w2, &dispatch_mask(|a| a != ApiId::chmod)));
         // (One that can tamper asks while its `tamper` API is watched.)
         assert!(!asks_nothing(Some(10), &w2, &dispatch_mask(|a| a != ApiId::mprotect)));
+        // One that starts a process or thread always asks (its tail arms the
+        // child), even where the policy lets every such call through.
+        let code = [0xb8, 0x39, 0, 0, 0, 0x0f, 0x05, 0xc3]; // fork
+        let w3 = Window { insns: decode(&code[..7], 0x401000), at: 1 };
+        assert!(!asks_nothing(Some(57), &w3, &dispatch_mask(|_| false)));
         // The same number set before the window (which starts at the
         // `syscall`: code that jumps there brings its own %rax): it asks.
         let code = [0x0f, 0x05, 0x48, 0x89, 0xc7, 0xc3]; // syscall; mov rdi, rax

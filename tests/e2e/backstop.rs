@@ -55,6 +55,16 @@ const LIB: (bool, bool) = (true, false);
 const CASES: &[Case] = &[
     case("jit-exec", NONE, &["escaped"], &["execve returned -1"], Some("execve")),
     case("jit-connect", NONE, &["connect returned 0"], &["connect returned -1"], Some("connect")),
+    // (Started however the policy treats new processes and threads: both
+    // arm their backstop, static executables' too.)
+    case("jit-thread", NONE, &["escaped"], &["thread's execve returned -1"], Some("execve")),
+    case(
+        "jit-fork",
+        NONE,
+        &["escaped", "child exit 0"],
+        &["child's execve returned -1", "child exit 1"],
+        Some("execve"),
+    ),
     case("jit-setuid", NONE, &["setuid returned 0"], &["setuid returned -1"], Some("setuid")),
     case("jit-chmod", NONE, &["chmod returned 0"], &["chmod returned -1"], Some("chmod")),
     case("lib-exec", LIB, &["escaped"], &["execve returned -1"], Some("execve")),
