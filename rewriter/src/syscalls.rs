@@ -59,6 +59,15 @@ pub fn syscall_sites(
     let mask = dispatch_mask(&hooked);
     // (A number that may tamper is hooked for its `tamper` API too.)
     let hooked_api = |api: ApiId| hooked(api) || tamper_of(api).is_some_and(&hooked);
+    // `io_uring_register` goes through the runtime while rings are
+    // restricted (see the runtime's `uring`): its sites are selected as
+    // `io_uring_setup`'s.
+    let syscall_api = |n: u64| {
+        syscall_api(n).or_else(|| {
+            (n as u32 & !0x4000_0000 == dfpatch_runtime::backstop::NR_IO_URING_REGISTER as u32)
+                .then_some(ApiId::io_uring_setup)
+        })
+    };
     let select = |_: &Code, _: usize, nr: Option<u64>, counts: &mut SyscallCounts| match nr {
         // With the backstop, every site: one it could not rewrite at run
         // time would trap at every call, the others once per process (and

@@ -142,15 +142,18 @@ pub enum Shape {
     SendMmsg,
     /// `socket(domain, type, protocol)`
     Socket,
-    /// `accept(fd, addr, addrlen)`, `accept4(fd, addr, addrlen, flags)`
+    /// `accept(fd, addr, addrlen)`
     Accept,
+    /// `accept4(fd, addr, addrlen, flags)`
+    Accept4,
     /// `unlink(path)`, `rmdir`, `chroot`, `umount`: one path.
     Path,
     /// `rename(old, new)`, `link(old, new)`
     TwoPaths,
-    /// `renameat(olddirfd, old, newdirfd, new)`, `renameat2` and `linkat`
-    /// (`flags` fifth).
+    /// `renameat(olddirfd, old, newdirfd, new)`
     TwoPathsAt,
+    /// `renameat2` and `linkat`: `flags` fifth.
+    TwoPathsAtFlags,
     /// `symlink(target, linkpath)`
     Symlink,
     /// `symlinkat(target, newdirfd, linkpath)`
@@ -357,15 +360,15 @@ apis! {
     sendmmsg = "sendmmsg", Network, SendMmsg;
     socket = "socket", Network, Socket;
     accept = "accept", Network, Accept;
-    accept4 = "accept4", Network, Accept;
+    accept4 = "accept4", Network, Accept4;
     rename = "rename", File, TwoPaths;
     renameat = "renameat", File, TwoPathsAt;
-    renameat2 = "renameat2", File, TwoPathsAt;
+    renameat2 = "renameat2", File, TwoPathsAtFlags;
     unlink = "unlink", File, Path;
     unlinkat = "unlinkat", File, UnlinkAt;
     rmdir = "rmdir", File, Path;
     link = "link", File, TwoPaths;
-    linkat = "linkat", File, TwoPathsAt;
+    linkat = "linkat", File, TwoPathsAtFlags;
     symlink = "symlink", File, Symlink;
     symlinkat = "symlinkat", File, SymlinkAt;
     chmod = "chmod", File, Chmod;

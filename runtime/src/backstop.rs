@@ -666,7 +666,9 @@ mod rewrite {
         // only at run time always does (`dfp_sys_hook` lets the others go at once).
         let asks = match hop {
             Hop::Number(nr) => {
-                [NR_RT_SIGACTION, NR_RT_SIGPROCMASK, NR_PRCTL].contains(&(nr as u32)) || apis::syscall_api(nr).is_some()
+                [NR_RT_SIGACTION, NR_RT_SIGPROCMASK, NR_PRCTL, super::NR_IO_URING_REGISTER as u32]
+                    .contains(&(nr as u32))
+                    || apis::syscall_api(nr).is_some()
             }
             Hop::MuslCancellable { .. } => true,
         };

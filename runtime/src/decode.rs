@@ -177,9 +177,8 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             num(j, false, b"messages", f.arg(2) as u32 as i64);
             bits(j, b"flags", f.arg(3) & 0xffff_ffff, MSG);
             // The first message that names a destination.
-            let n = (f.arg(2) as u32 as u64).min(1024);
-            if let Some(m) = (0..n).map(|i| f.arg(1).wrapping_add(i * 64)).find(|&m| msg_has_name(m)) {
-                msg_name(j, m);
+            if let Some(i) = crate::filter::first_named(f.arg(1), f.arg(2) as u32 as u64) {
+                msg_name(j, f.arg(1).wrapping_add(i * 64));
             }
         }
         Shape::Socket => {
@@ -196,12 +195,12 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             j.string(buf.get(..n).unwrap_or(&[]));
             num(j, false, b"protocol", f.arg(2) as i32 as i64);
         }
-        Shape::Accept => {
+        Shape::Accept | Shape::Accept4 => {
             // The peer is known only once the call returns: the event names
             // the listening socket's own address.
             num(j, true, b"fd", f.arg(0) as i32 as i64);
-            if f.arg(3) != 0 {
-                bits(j, b"flags", f.arg(3), SOCK_FLAGS);
+            if shape == Shape::Accept4 {
+                bits(j, b"flags", f.arg(3) as u32 as u64, SOCK_FLAGS);
             }
             let mut sa = [0u8; 128];
             if let Ok(n) = crate::sys::getsockname(f.arg(0) as i32, &mut sa) {
@@ -213,12 +212,14 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             str_arg(j, true, b"path", f.arg(0));
             str_arg(j, false, b"new_path", f.arg(1));
         }
-        Shape::TwoPathsAt => {
+        Shape::TwoPathsAt | Shape::TwoPathsAtFlags => {
             num(j, true, b"dirfd", f.arg(0) as i32 as i64);
             str_arg(j, false, b"path", f.arg(1));
             num(j, false, b"new_dirfd", f.arg(2) as i32 as i64);
             str_arg(j, false, b"new_path", f.arg(3));
-            num(j, false, b"flags", f.arg(4) as u32 as i64);
+            if shape == Shape::TwoPathsAtFlags {
+                num(j, false, b"flags", f.arg(4) as u32 as i64);
+            }
         }
         Shape::Symlink => {
             str_arg(j, true, b"target", f.arg(0));
@@ -243,10 +244,11 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             octal(j, b"mode", f.arg(1));
         }
         Shape::FchmodAt => {
+            // (No flags: the system call fchmodat has none, fchmodat2 and
+            // libc's function do, and the event cannot tell which made it.)
             num(j, true, b"dirfd", f.arg(0) as i32 as i64);
             str_arg(j, false, b"path", f.arg(1));
             octal(j, b"mode", f.arg(2));
-            bits(j, b"flags", f.arg(3) as u32 as u64, AT);
         }
         Shape::Chown => {
             str_arg(j, true, b"path", f.arg(0));
@@ -458,11 +460,6 @@ fn user_sockaddr(j: &mut Json, ptr: u64, len: u64) {
     sockaddr(j, sa.get(..got).unwrap_or(&[]));
 }
 
-/// Whether the `struct msghdr` at `msg` names a destination.
-fn msg_has_name(msg: u64) -> bool {
-    mem::read_u64(msg).is_some_and(|p| p != 0) && mem::read_u32(msg.wrapping_add(8)).is_some_and(|n| n != 0)
-}
-
 /// The destination a `struct msghdr` names (`msg_name`, `msg_namelen`).
 fn msg_name(j: &mut Json, msg: u64) {
     if let (Some(name), Some(len)) = (mem::read_u64(msg), mem::read_u32(msg.wrapping_add(8))) {
@@ -596,6 +593,9 @@ const IORING_SETUP: &[(u64, &[u8])] = &[
     (2048, b"IORING_SETUP_CQE32"),
     (4096, b"IORING_SETUP_SINGLE_ISSUER"),
     (8192, b"IORING_SETUP_DEFER_TASKRUN"),
+    (1 << 14, b"IORING_SETUP_NO_MMAP"),
+    (1 << 15, b"IORING_SETUP_REGISTERED_FD_ONLY"),
+    (1 << 16, b"IORING_SETUP_NO_SQARRAY"),
 ];
 
 /// `addr` and `length`, the first two arguments.

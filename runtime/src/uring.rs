@@ -10,9 +10,13 @@
 //! its own: they are intersected with the runtime's (its `io_uring_register`
 //! goes through here), and the runtime's are registered before the ring is
 //! enabled if it registered none. The kernel then fails a left-out request
-//! with `-EACCES` in its completion. Kernels before 5.10 have no
+//! with `-EACCES` in its completion. `MADVISE` is left out whenever
+//! `tamper.madvise` is refused (a ring's `MADV_DONTNEED` would give libc's
+//! rewritten pages their file's bytes back). Kernels before 5.10 have no
 //! restrictions: there such a ring is not made (`io_uring_setup` fails with
-//! the kernel's `EINVAL`).
+//! the kernel's `EINVAL`); nor is one known by its index only
+//! (`IORING_SETUP_REGISTERED_FD_ONLY`), which could not be closed if the
+//! restrictions failed.
 //!
 //! Which opcodes are left out depends only on the policy ([`left_out`]), so
 //! the rewriter and the event know it too.
@@ -29,9 +33,13 @@ enum Gate {
     /// A command passed to a driver or a socket (`URING_CMD`): left out
     /// when anything is.
     Any,
+    /// What could undo the runtime's hooks: left out when the policy
+    /// refuses that `tamper` API (enforce mode, unless a rule lets
+    /// tampering through). Alone, it leaves no `URING_CMD` out.
+    Tamper(ApiId),
 }
 
-use Gate::{Any, Api, Free};
+use Gate::{Any, Api, Free, Tamper};
 
 /// Every opcode up to Linux 6.18's `IORING_OP_URING_CMD128`, by number.
 const OPS: [(&[u8], Gate); 65] = [
@@ -60,7 +68,9 @@ const OPS: [(&[u8], Gate); 65] = [
     (b"READ", Free),
     (b"WRITE", Free),
     (b"FADVISE", Free),
-    (b"MADVISE", Free),
+    // (`MADV_DONTNEED` on libc's rewritten pages would give them back the
+    // file's bytes: what `tamper.madvise` refuses.)
+    (b"MADVISE", Tamper(ApiId::tamper_madvise)),
     // (A `send` may carry an address since Linux 6.10.)
     (b"SEND", Api(ApiId::sendto)),
     (b"RECV", Free),
@@ -109,6 +119,10 @@ pub struct LeftOut {
     pub known: u128,
 }
 
+/// `IORING_SETUP_REGISTERED_FD_ONLY`: the ring comes back as an index of
+/// the registered rings, no descriptor (see [`setup`]).
+const SETUP_REGISTERED_FD_ONLY: u32 = 1 << 15;
+
 impl LeftOut {
     /// Whether rings are restricted at all.
     pub fn any(self) -> bool {
@@ -142,7 +156,15 @@ pub fn left_out(refused: impl Fn(ApiId) -> bool) -> LeftOut {
             }
         }
     }
-    if known != 0 {
+    let any = known != 0;
+    for (i, (_, gate)) in OPS.iter().enumerate() {
+        if let Tamper(api) = gate {
+            if refused(*api) {
+                known |= 1 << i;
+            }
+        }
+    }
+    if any {
         for (i, (_, gate)) in OPS.iter().enumerate() {
             if matches!(gate, Any) {
                 known |= 1 << i;
@@ -168,7 +190,7 @@ mod made {
     use super::LeftOut;
     use crate::arch::x86_64::syscall6;
     use crate::{mem, sys};
-    use core::sync::atomic::{AtomicBool, Ordering};
+    use core::sync::atomic::{AtomicU64, Ordering};
 
     const NR_SETUP: u64 = 425;
     const NR_REGISTER: u64 = 427;
@@ -197,16 +219,32 @@ mod made {
     // SAFETY: only used while BUSY is held (see `Taken`).
     unsafe impl Sync for Buffer {}
     static BUF: Buffer = Buffer(core::cell::UnsafeCell::new([0; MAX_ENTRIES * ENTRY]));
-    static BUSY: AtomicBool = AtomicBool::new(false);
+    /// Who holds [`BUF`]: 0 nobody, else its process and thread ids.
+    static BUSY: AtomicU64 = AtomicU64::new(0);
 
-    /// Holds [`BUF`] (rings are set up rarely: a thread that finds it taken yields).
+    /// Holds [`BUF`] (rings are set up rarely: a thread that finds it taken
+    /// yields). None when this very thread holds it (a signal handler
+    /// setting up a ring while the code it interrupted does): the caller
+    /// refuses. A holder of the process this one was forked from is gone:
+    /// its hold is taken over.
     struct Taken;
     impl Taken {
-        fn new() -> Taken {
-            while BUSY.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-                sys::sched_yield();
+        fn new() -> Option<Taken> {
+            let (pid, tid) = (sys::getpid(), sys::gettid());
+            let me = pid << 32 | tid;
+            let mut cur = 0;
+            loop {
+                match BUSY.compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed) {
+                    Ok(_) => return Some(Taken),
+                    Err(0) => cur = 0,
+                    Err(held) if held == me => return None,
+                    Err(held) if held >> 32 != pid => cur = held,
+                    Err(_) => {
+                        cur = 0;
+                        sys::sched_yield();
+                    }
+                }
             }
-            Taken
         }
         fn buf(&mut self) -> &mut [u8; MAX_ENTRIES * ENTRY] {
             // SAFETY: BUSY is held by this `Taken` alone until it drops.
@@ -215,7 +253,7 @@ mod made {
     }
     impl Drop for Taken {
         fn drop(&mut self) {
-            BUSY.store(false, Ordering::Release);
+            BUSY.store(0, Ordering::Release);
         }
     }
 
@@ -245,7 +283,7 @@ mod made {
     /// kernel has but those left out, every register operation, every SQE flag.
     fn register_ours(fd: u64, how: u64, out: LeftOut) -> i64 {
         let Some(last) = last_op(fd, how) else { return -sys::EPERM };
-        let mut t = Taken::new();
+        let Some(mut t) = Taken::new() else { return -sys::EPERM };
         let buf = t.buf();
         let mut sqe = 0;
         let _ = put(buf, sqe, RESTRICTION_SQE_FLAGS_ALLOWED, 0xff);
@@ -276,6 +314,11 @@ mod made {
     pub fn setup(out: LeftOut, entries: u64, params: u64) -> i64 {
         let flags_at = params.wrapping_add(8);
         let Some(flags) = mem::read_u32(flags_at) else { return -sys::EFAULT };
+        // A ring known by its index only, which the runtime could not close
+        // if it failed to restrict it: not made.
+        if flags & super::SETUP_REGISTERED_FD_ONLY != 0 {
+            return -sys::EPERM;
+        }
         let own = flags & SETUP_R_DISABLED != 0;
         if !own && sys::write_own_memory(flags_at, &(flags | SETUP_R_DISABLED).to_le_bytes()) != Ok(4) {
             return -sys::EFAULT;
@@ -311,7 +354,7 @@ mod made {
                 if n as usize > MAX_ENTRIES {
                     return Some(-sys::EINVAL);
                 }
-                let mut t = Taken::new();
+                let Some(mut t) = Taken::new() else { return Some(-sys::EPERM) };
                 let buf = t.buf();
                 let mut kept = 0usize;
                 for i in 0..n as usize {
@@ -351,6 +394,9 @@ mod tests {
     #[test]
     fn refused_apis_leave_their_opcodes_out() {
         assert!(!left_out(|_| false).any());
+        // Refused tampering leaves MADVISE out, and no URING_CMD.
+        let tamper = left_out(|a| a.class() == crate::apis::Class::Tamper);
+        assert!(tamper.has(25) && !tamper.has(46) && !tamper.has(18));
         let file = left_out(|a| a.class() == crate::apis::Class::File);
         assert_eq!(file.names().count(), 9);
         let mut names = [&b""[..]; 9];
