@@ -692,7 +692,7 @@ mod rewrite {
             }
             (Hop::MuslCancellable { cancel, moved }, Some((k, hook))) => {
                 // (Its tail known before a thread can reach it.)
-                let mask = super::DISPATCH_MASK.as_ptr() as u64;
+                let mask = super::DISPATCH_MASK.bits.as_ptr() as u64;
                 let (code, tail) = arch::musl_cp_hop(moved, k, hook, mask, cancel, thunk, after);
                 sys::write_proc_self_mem(hop_at, &code) && super::cp_tails::add(hop_at + tail as u64, after - 2, cancel)
             }
@@ -903,11 +903,24 @@ const ALWAYS_DISPATCHED: [u64; 8] = {
     m
 };
 
+/// The dispatch mask alone in a page of its own, which start-up makes
+/// read-only once it has narrowed the mask (and registers as the runtime's
+/// own: changing or discarding it tampers): a store of the program's cannot
+/// let the rewritten sites make their calls unasked.
+#[repr(C, align(4096))]
+pub struct MaskPage {
+    pub bits: [AtomicU64; 8],
+    _rest: [u8; 4096 - 64],
+}
+
 /// Bit `n`: system call `n` (below 512) goes to the dispatcher from a
 /// rewritten site's `dfp_sys_hook`: those [`virtualised`], and the
 /// monitored ones the policy watches (see [`dispatch_mask`]). Every
 /// monitored one until start-up has read the policy.
-pub static DISPATCH_MASK: [AtomicU64; 8] = {
+pub static DISPATCH_MASK: MaskPage = MaskPage { bits: every_monitored(), _rest: [0; 4096 - 64] };
+
+/// The mask before start-up: every monitored number.
+const fn every_monitored() -> [AtomicU64; 8] {
     let mut m = crate::apis::SYSCALL_MASK;
     let mut i = 0;
     while i < 8 {
@@ -924,7 +937,7 @@ pub static DISPATCH_MASK: [AtomicU64; 8] = {
         AtomicU64::new(m[6]),
         AtomicU64::new(m[7]),
     ]
-};
+}
 
 /// The [`DISPATCH_MASK`] of a policy that watches the APIs `watched` says:
 /// a monitored system call the policy lets through everywhere (its own API
@@ -946,11 +959,26 @@ pub fn dispatch_mask(watched: impl Fn(crate::apis::ApiId) -> bool) -> [u64; 8] {
     m
 }
 
-/// Start-up: the mask of the program's policy (see [`dispatch_mask`]).
+/// Start-up: the mask of the program's policy (see [`dispatch_mask`]),
+/// then its page made read-only. Once: a `fork` child that runs start-up
+/// again has it so already.
 pub(crate) fn narrow_dispatch_mask(p: &crate::ptable::PolicyTable) {
+    static NARROWED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if NARROWED.swap(true, Ordering::AcqRel) {
+        return;
+    }
     let m = dispatch_mask(|api| p.watches(api as u16));
-    for (slot, bits) in DISPATCH_MASK.iter().zip(m) {
+    for (slot, bits) in DISPATCH_MASK.bits.iter().zip(m) {
         slot.store(bits, Ordering::Relaxed);
+    }
+    #[cfg(target_os = "none")]
+    {
+        let page = &DISPATCH_MASK as *const MaskPage as u64;
+        // SAFETY: the page holds the mask alone (`MaskPage` is one aligned
+        // page), and nothing writes the mask after this.
+        if unsafe { sys::mprotect(page, 4096, sys::PROT_READ) }.is_ok() {
+            crate::guard::protect(page, page + 4096, crate::guard::OURS);
+        }
     }
 }
 
@@ -961,6 +989,8 @@ pub(crate) fn narrow_dispatch_mask(p: &crate::ptable::PolicyTable) {
 pub fn dispatched(nr: u64, mask: &[u64; 8]) -> bool {
     nr >= 512 || mask[(nr / 64) as usize] & 1 << (nr % 64) != 0
 }
+
+const _: () = assert!(core::mem::size_of::<MaskPage>() == 4096);
 
 /// `rt_sigprocmask(how, set, oldset, size)`: made on the mask the thread
 /// returns to (the signal frame's), SIGSYS left out.
