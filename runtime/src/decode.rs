@@ -41,18 +41,12 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
         }
         Shape::Sockaddr => {
             num(j, true, b"fd", f.arg(0) as i32 as i64);
-            let mut sa = [0u8; 128];
-            let len = (f.arg(2) as u32 as usize).min(128);
-            let got = mem::read(f.arg(1), sa.get_mut(..len).unwrap_or(&mut []));
-            sockaddr(j, sa.get(..got).unwrap_or(&[]));
+            user_sockaddr(j, f.arg(1), f.arg(2));
         }
         Shape::Listen => {
             num(j, true, b"fd", f.arg(0) as i32 as i64);
             num(j, false, b"backlog", f.arg(1) as i32 as i64);
-            let mut sa = [0u8; 128];
-            if let Ok(n) = crate::sys::getsockname(f.arg(0) as i32, &mut sa) {
-                sockaddr(j, sa.get(..n).unwrap_or(&[]));
-            }
+            own_address(j, f.arg(0));
         }
         Shape::Open => {
             str_arg(j, true, b"path", f.arg(0));
@@ -202,10 +196,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             if shape == Shape::Accept4 {
                 bits(j, b"flags", f.arg(3) as u32 as u64, SOCK_FLAGS);
             }
-            let mut sa = [0u8; 128];
-            if let Ok(n) = crate::sys::getsockname(f.arg(0) as i32, &mut sa) {
-                sockaddr(j, sa.get(..n).unwrap_or(&[]));
-            }
+            own_address(j, f.arg(0));
         }
         Shape::Path => str_arg(j, true, b"path", f.arg(0)),
         Shape::TwoPaths => {
@@ -458,6 +449,14 @@ fn user_sockaddr(j: &mut Json, ptr: u64, len: u64) {
     let len = (len as u32 as usize).min(128);
     let got = mem::read(ptr, sa.get_mut(..len).unwrap_or(&mut []));
     sockaddr(j, sa.get(..got).unwrap_or(&[]));
+}
+
+/// The address socket `fd` is bound to (a listening socket's).
+fn own_address(j: &mut Json, fd: u64) {
+    let mut sa = [0u8; 128];
+    if let Ok(n) = crate::sys::getsockname(fd as i32, &mut sa) {
+        sockaddr(j, sa.get(..n).unwrap_or(&[]));
+    }
 }
 
 /// The destination a `struct msghdr` names (`msg_name`, `msg_namelen`).
