@@ -1,7 +1,7 @@
 //! The README's table of every API (`## What is covered` → `### Every API
 //! and the layers that catch it`) says what `runtime/src/apis.rs` says: every
-//! API once, its class, whether functions of its name are hooked, its
-//! system call numbers.
+//! API once, its class, the layers that catch it (functions: plt, symbol,
+//! entry; system calls: syscall, backstop), its system call numbers.
 
 use dfpatch_runtime::apis::{tamper_of, ApiId, SYSCALLS};
 
@@ -23,7 +23,14 @@ fn the_readme_lists_every_api_as_the_table_has_it() {
         let name = cells[0].trim_matches('`');
         let api = ApiId::from_name(name).unwrap_or_else(|| panic!("README lists {name:?}, not an API"));
         assert_eq!(cells[1], api.class().name(), "{name}: class");
-        assert_eq!(cells[2], if api.function_hooked() { "yes" } else { "no" }, "{name}: function");
+        let mut layers = Vec::new();
+        if api.function_hooked() {
+            layers.extend(["plt", "symbol", "entry"]);
+        }
+        if !numbers(api).is_empty() {
+            layers.extend(["syscall", "backstop"]);
+        }
+        assert_eq!(cells[2], layers.join(", "), "{name}: layers");
         let want: Vec<String> = numbers(api).iter().map(u64::to_string).collect();
         let want = if want.is_empty() { "—".to_string() } else { want.join(", ") };
         assert_eq!(cells[3], want, "{name}: system call numbers");
