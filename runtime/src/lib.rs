@@ -19,6 +19,7 @@ pub mod decode;
 pub mod dispatch;
 pub mod event;
 pub mod filter;
+pub mod glob;
 pub mod guard;
 pub mod json;
 pub mod libplans;
