@@ -26,6 +26,7 @@ pub mod libplans;
 pub mod loader;
 pub mod mem;
 pub mod nest;
+pub mod paths;
 pub mod ptable;
 pub mod sink;
 pub mod stacks;
