@@ -63,10 +63,7 @@ pub fn syscall_sites(
     // restricted (see the runtime's `uring`): its sites are selected as
     // `io_uring_setup`'s.
     let syscall_api = |n: u64| {
-        syscall_api(n).or_else(|| {
-            (n as u32 & !0x4000_0000 == dfpatch_runtime::backstop::NR_IO_URING_REGISTER as u32)
-                .then_some(ApiId::io_uring_setup)
-        })
+        syscall_api(n).or_else(|| dfpatch_runtime::backstop::is_ring_register(n).then_some(ApiId::io_uring_setup))
     };
     let select = |_: &Code, _: usize, nr: Option<u64>, counts: &mut SyscallCounts| match nr {
         // With the backstop, every site: one it could not rewrite at run

@@ -666,8 +666,8 @@ mod rewrite {
         // only at run time always does (`dfp_sys_hook` lets the others go at once).
         let asks = match hop {
             Hop::Number(nr) => {
-                [NR_RT_SIGACTION, NR_RT_SIGPROCMASK, NR_PRCTL, super::NR_IO_URING_REGISTER as u32]
-                    .contains(&(nr as u32))
+                [NR_RT_SIGACTION, NR_RT_SIGPROCMASK, NR_PRCTL].contains(&(nr as u32))
+                    || super::is_ring_register(nr)
                     || apis::syscall_api(nr).is_some()
             }
             Hop::MuslCancellable { .. } => true,
@@ -888,6 +888,11 @@ pub fn virtualised(nr: u64, a: [u64; 4]) -> Option<i64> {
 
 /// `io_uring_register`, which restricted rings need to see (see `uring`).
 pub const NR_IO_URING_REGISTER: u64 = 427;
+
+/// Whether system call number `nr` is `io_uring_register`, in either ABI.
+pub fn is_ring_register(nr: u64) -> bool {
+    nr as u32 & !0x4000_0000 == NR_IO_URING_REGISTER as u32
+}
 
 /// The numbers `dfp_sys_hook` sends to the dispatcher whatever the policy
 /// (bits of a [`DISPATCH_MASK`]): those the backstop virtualises, and those

@@ -53,8 +53,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             open_flags(j, f.arg(1), f.arg(2));
         }
         Shape::OpenAt => {
-            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
-            str_arg(j, false, b"path", f.arg(1));
+            at_path(j, f.arg(0), f.arg(1));
             open_flags(j, f.arg(2), f.arg(3));
         }
         Shape::Fopen => {
@@ -101,8 +100,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             num(j, false, b"pid", f.arg(1) as i32 as i64);
         }
         Shape::ExecveAt => {
-            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
-            str_arg(j, false, b"path", f.arg(1));
+            at_path(j, f.arg(0), f.arg(1));
             argv_array(j, f.arg(2));
             num(j, false, b"flags", f.arg(4) as i32 as i64);
         }
@@ -115,8 +113,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             }
         }
         Shape::OpenAt2 => {
-            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
-            str_arg(j, false, b"path", f.arg(1));
+            at_path(j, f.arg(0), f.arg(1));
             // struct open_how { u64 flags; u64 mode; u64 resolve; }
             if let (Some(flags), Some(mode)) = (mem::read_u64(f.arg(2)), mem::read_u64(f.arg(2).wrapping_add(8))) {
                 open_flags(j, flags, mode);
@@ -204,8 +201,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             str_arg(j, false, b"new_path", f.arg(1));
         }
         Shape::TwoPathsAt | Shape::TwoPathsAtFlags => {
-            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
-            str_arg(j, false, b"path", f.arg(1));
+            at_path(j, f.arg(0), f.arg(1));
             num(j, false, b"new_dirfd", f.arg(2) as i32 as i64);
             str_arg(j, false, b"new_path", f.arg(3));
             if shape == Shape::TwoPathsAtFlags {
@@ -222,8 +218,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             str_arg(j, false, b"path", f.arg(2));
         }
         Shape::UnlinkAt => {
-            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
-            str_arg(j, false, b"path", f.arg(1));
+            at_path(j, f.arg(0), f.arg(1));
             bits(j, b"flags", f.arg(2) as u32 as u64, AT);
         }
         Shape::Chmod => {
@@ -237,8 +232,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
         Shape::FchmodAt => {
             // (No flags: the system call fchmodat has none, fchmodat2 and
             // libc's function do, and the event cannot tell which made it.)
-            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
-            str_arg(j, false, b"path", f.arg(1));
+            at_path(j, f.arg(0), f.arg(1));
             octal(j, b"mode", f.arg(2));
         }
         Shape::Chown => {
@@ -250,8 +244,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             owner(j, f.arg(1), f.arg(2));
         }
         Shape::FchownAt => {
-            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
-            str_arg(j, false, b"path", f.arg(1));
+            at_path(j, f.arg(0), f.arg(1));
             owner(j, f.arg(2), f.arg(3));
             bits(j, b"flags", f.arg(4) as u32 as u64, AT);
         }
@@ -268,8 +261,7 @@ pub fn args(j: &mut Json, shape: Shape, f: &HookFrame) {
             node(j, f.arg(1), f.arg(2));
         }
         Shape::MknodAt => {
-            num(j, true, b"dirfd", f.arg(0) as i32 as i64);
-            str_arg(j, false, b"path", f.arg(1));
+            at_path(j, f.arg(0), f.arg(1));
             node(j, f.arg(2), f.arg(3));
         }
         Shape::SetId => id(j, true, b"id", f.arg(0)),
@@ -596,6 +588,12 @@ const IORING_SETUP: &[(u64, &[u8])] = &[
     (1 << 15, b"IORING_SETUP_REGISTERED_FD_ONLY"),
     (1 << 16, b"IORING_SETUP_NO_SQARRAY"),
 ];
+
+/// `"dirfd"` and `"path"` of an `*at` call, the first keys of its `args`.
+fn at_path(j: &mut Json, dirfd: u64, path: u64) {
+    num(j, true, b"dirfd", dirfd as i32 as i64);
+    str_arg(j, false, b"path", path);
+}
 
 /// `addr` and `length`, the first two arguments.
 fn range(j: &mut Json, f: &HookFrame) {

@@ -99,7 +99,7 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         Some(a) => a,
         None => return FORWARD,
     };
-    if filter::filtered(api) && !filter::of_interest(api, &f.args()) {
+    if !filter::of_interest(api, &f.args()) {
         return FORWARD;
     }
     let p = match policy(c) {
@@ -231,11 +231,9 @@ pub fn dfp_sys_dispatch(f: &mut SysFrame) -> u64 {
     // Most system calls through a site whose number is known only at run time
     // (musl's read and write) are not monitored: the fast way out.
     let Some(api) = syscall_api(f.rax) else {
-        if ensure_init(c) {
-            if let Some(r) = ring_register(c, f.rax, [f.rdi, f.rsi, f.rdx, f.r10]) {
-                f.rax = r as u64;
-                return SYS_SKIP;
-            }
+        if let Some(r) = ring_register(c, f.rax, [f.rdi, f.rsi, f.rdx, f.r10]) {
+            f.rax = r as u64;
+            return SYS_SKIP;
         }
         return SYS_RUN;
     };
@@ -293,7 +291,7 @@ pub struct Site {
 /// the policy says so.
 pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Site, layer: u8) -> Option<i64> {
     let site = at.pc;
-    if filter::filtered(api) && !filter::of_interest(api, &call.args()) {
+    if !filter::of_interest(api, &call.args()) {
         return None;
     }
     let p = policy(c)?;
@@ -374,7 +372,7 @@ fn ring(p: &crate::ptable::PolicyTable, api: ApiId, call: &HookFrame) -> Option<
 /// The program's `io_uring_register` (number `nr`, arguments `a`) when rings
 /// are restricted, made by the runtime (see `uring`); None: it runs as it is.
 pub(crate) fn ring_register(c: &Contract, nr: u64, a: [u64; 4]) -> Option<i64> {
-    if nr as u32 & !0x4000_0000 != crate::backstop::NR_IO_URING_REGISTER as u32 {
+    if !crate::backstop::is_ring_register(nr) || !ensure_init(c) {
         return None;
     }
     let out = crate::uring::left_out_by(&policy(c)?);

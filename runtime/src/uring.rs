@@ -148,30 +148,18 @@ impl LeftOut {
 /// The opcodes a ring may not carry out when the policy refuses the APIs
 /// `refused` says (none outside enforce mode: the caller passes `|_| false`).
 pub fn left_out(refused: impl Fn(ApiId) -> bool) -> LeftOut {
-    let mut known = 0u128;
+    // What refused APIs do, what refused tampering could do, and the
+    // driver commands, which go with the first.
+    let (mut apis, mut tamper, mut commands) = (0u128, 0u128, 0u128);
     for (i, (_, gate)) in OPS.iter().enumerate() {
-        if let Api(api) = gate {
-            if refused(*api) {
-                known |= 1 << i;
-            }
+        match *gate {
+            Api(api) if refused(api) => apis |= 1 << i,
+            Tamper(api) if refused(api) => tamper |= 1 << i,
+            Any => commands |= 1 << i,
+            _ => {}
         }
     }
-    let any = known != 0;
-    for (i, (_, gate)) in OPS.iter().enumerate() {
-        if let Tamper(api) = gate {
-            if refused(*api) {
-                known |= 1 << i;
-            }
-        }
-    }
-    if any {
-        for (i, (_, gate)) in OPS.iter().enumerate() {
-            if matches!(gate, Any) {
-                known |= 1 << i;
-            }
-        }
-    }
-    LeftOut { known }
+    LeftOut { known: apis | tamper | if apis != 0 { commands } else { 0 } }
 }
 
 /// What the policy table leaves out of rings.
