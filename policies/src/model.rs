@@ -4,6 +4,9 @@ use core::fmt;
 
 use dfpatch_runtime::apis::{ApiId, Class};
 use dfpatch_runtime::contract::{action, mode};
+use dfpatch_runtime::rules::Facts;
+
+use crate::matchers::{access_names, Matchers};
 
 /// Whether the runtime may block calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -171,12 +174,19 @@ pub struct Rule {
     pub apis: Vec<ApiSelector>,
     /// What to do with them.
     pub action: Action,
+    /// What a covered call's arguments and caller must match (none: every call).
+    pub matchers: Matchers,
 }
 
 impl Rule {
-    /// Whether this rule covers `api`.
+    /// Whether this rule covers `api` (whatever its matchers say).
     pub fn matches(&self, api: ApiId) -> bool {
         self.apis.iter().any(|selector| selector.matches(api))
+    }
+
+    /// Whether this rule decides a call of `api` with `facts`.
+    pub fn decides(&self, api: ApiId, facts: &Facts) -> bool {
+        self.matches(api) && self.matchers.matches(self.action, facts)
     }
 }
 
@@ -206,16 +216,53 @@ impl Policy {
     ///
     /// The `tamper` class is refused unless a rule names it: its default is
     /// `deny`, or `kill` when the policy's `default` is `kill`.
+    ///
+    /// Rules with matchers are passed over: this is what a call of `api`
+    /// gets when none of them matches ([`Policy::chain`] lists them).
     pub fn decision(&self, api: ApiId) -> (Action, Option<usize>) {
-        let default = match api.class() {
-            Class::Tamper => self.default.max(Action::Deny),
-            _ => self.default,
-        };
         self.rules
             .iter()
             .enumerate()
-            .find(|(_, rule)| rule.matches(api))
-            .map_or((default, None), |(index, rule)| (rule.action, Some(index)))
+            .find(|(_, rule)| rule.matchers.is_empty() && rule.matches(api))
+            .map_or((self.default_of(api), None), |(index, rule)| (rule.action, Some(index)))
+    }
+
+    /// The action when no rule decides a call of `api`.
+    fn default_of(&self, api: ApiId) -> Action {
+        match api.class() {
+            Class::Tamper => self.default.max(Action::Deny),
+            _ => self.default,
+        }
+    }
+
+    /// The rules with matchers a call of `api` tries, in order, before
+    /// [`Policy::decision`]'s rule.
+    pub fn chain(&self, api: ApiId) -> Vec<usize> {
+        let end = self.decision(api).1.unwrap_or(self.rules.len());
+        (0..end).filter(|&i| self.rules.get(i).is_some_and(|r| !r.matchers.is_empty() && r.matches(api))).collect()
+    }
+
+    /// What the policy does with one call of `api` whose arguments and
+    /// caller are `facts`: the first rule that covers and matches it decides.
+    pub fn decide(&self, api: ApiId, facts: &Facts) -> (Action, Option<usize>) {
+        self.rules
+            .iter()
+            .enumerate()
+            .find(|(_, rule)| rule.decides(api, facts))
+            .map_or((self.default_of(api), None), |(index, rule)| (rule.action, Some(index)))
+    }
+
+    /// Every action some call of `api` may get.
+    pub fn outcomes(&self, api: ApiId) -> Vec<Action> {
+        let mut all: Vec<Action> =
+            self.chain(api).iter().filter_map(|&i| self.rules.get(i)).map(|r| r.action).collect();
+        all.push(self.decision(api).0);
+        all
+    }
+
+    /// Whether some call of `api` may be refused (deny or kill).
+    pub fn may_refuse(&self, api: ApiId) -> bool {
+        self.outcomes(api).iter().any(|&a| a >= Action::Deny)
     }
 
     /// Writes the policy back as TOML that [`Policy::parse`] reads to an equal policy.
@@ -236,14 +283,58 @@ impl Policy {
     }
 }
 
+/// The earlier rule (of `earlier`) that makes `rule` unreachable: every API
+/// `rule` covers is decided by an earlier rule without matchers (the last
+/// of those needed is named); None when `rule` can decide some call.
+pub fn shadowed_by(earlier: &[Rule], rule: &Rule) -> Option<usize> {
+    let decider = |api: ApiId| earlier.iter().position(|r| r.matchers.is_empty() && r.matches(api));
+    let mut last = None;
+    for &api in ApiId::ALL.iter().filter(|&&api| rule.matches(api)) {
+        last = last.max(Some(decider(api)?));
+    }
+    last
+}
+
 /// One `[[rule]]` table as TOML text, preceded by a blank line.
 fn rule_to_toml(rule: &Rule) -> String {
     let apis: Vec<String> = rule.apis.iter().map(|s| toml_string(s.name())).collect();
-    format!("\n[[rule]]\nid = {}\napis = [{}]\naction = \"{}\"\n", toml_string(&rule.id), apis.join(", "), rule.action)
+    let mut out = format!("\n[[rule]]\nid = {}\napis = [{}]\n", toml_string(&rule.id), apis.join(", "));
+    out.push_str(&matchers_to_toml(&rule.matchers));
+    out.push_str(&format!("action = \"{}\"\n", rule.action));
+    out
+}
+
+/// A rule's matcher keys as TOML lines (none for a rule without matchers).
+pub(crate) fn matchers_to_toml(m: &Matchers) -> String {
+    let strings = |list: &[String]| list.iter().map(|s| toml_string(s)).collect::<Vec<_>>().join(", ");
+    let mut out = String::new();
+    if !m.ip.is_empty() {
+        let ips: Vec<String> = m.ip.iter().map(|b| toml_string(&b.to_string())).collect();
+        out.push_str(&format!("ip = [{}]\n", ips.join(", ")));
+    }
+    if !m.port.is_empty() {
+        let ports: Vec<String> =
+            m.port.iter().map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("\"{lo}-{hi}\"") }).collect();
+        out.push_str(&format!("port = [{}]\n", ports.join(", ")));
+    }
+    if !m.path.is_empty() {
+        out.push_str(&format!("path = [{}]\n", strings(&m.path)));
+    }
+    if !m.command.is_empty() {
+        out.push_str(&format!("command = [{}]\n", strings(&m.command)));
+    }
+    if m.access != 0 {
+        let names: Vec<String> = access_names(m.access).iter().map(|n| toml_string(n)).collect();
+        out.push_str(&format!("access = [{}]\n", names.join(", ")));
+    }
+    if !m.caller.is_empty() {
+        out.push_str(&format!("caller = [{}]\n", strings(&m.caller)));
+    }
+    out
 }
 
 /// Quotes `text` as a TOML basic string.
-fn toml_string(text: &str) -> String {
+pub(crate) fn toml_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

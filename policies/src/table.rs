@@ -8,7 +8,7 @@ use core::fmt::Write as _;
 
 use dfpatch_runtime::apis::ApiId;
 use dfpatch_runtime::contract::{
-    sink, ApiDecision, PolicyHeader, Record, StrRef, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT,
+    sink, ApiDecision, PolicyHeader, Record, RuleRecord, Span, StrRef, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT,
 };
 
 use crate::compile::{DECISION_SIZE, HEADER_SIZE, STR_REF_SIZE};
@@ -72,6 +72,8 @@ pub struct TableView {
     sink: Sink,
     rule_ids: Vec<String>,
     decisions: Vec<(Action, Option<usize>)>,
+    /// Per API, the rules with matchers it tries first.
+    chains: Vec<Vec<usize>>,
 }
 
 impl TableView {
@@ -87,6 +89,7 @@ impl TableView {
             default: Action::from_code(header.default_action).ok_or(bad("default action", header.default_action))?,
             sink: reader.sink(&header)?,
             decisions: reader.decisions(&header, rule_ids.len())?,
+            chains: reader.chains(&header, rule_ids.len())?,
             rule_ids,
             header,
         })
@@ -123,6 +126,12 @@ impl TableView {
         self.decisions.get(api as usize).copied()
     }
 
+    /// The rules with matchers a call of `api` tries before its
+    /// [`TableView::decision`], as [`crate::Policy::chain`] gives them.
+    pub fn chain(&self, api: ApiId) -> &[usize] {
+        self.chains.get(api as usize).map_or(&[], Vec::as_slice)
+    }
+
     /// Every API this dfpatch knows that the table has a decision for.
     pub fn decisions(&self) -> impl Iterator<Item = (ApiId, Action, Option<usize>)> + '_ {
         ApiId::ALL.iter().zip(&self.decisions).map(|(&api, &(action, rule))| (api, action, rule))
@@ -146,7 +155,9 @@ pub fn describe(table: &[u8]) -> Result<String, TableError> {
     let _ = writeln!(out, "rules: {}", view.rule_ids.join(", "));
     for (api, action, rule) in view.decisions() {
         let (name, class) = (api.name(), api.class().name());
-        let _ = writeln!(out, "  {name:<14} {class:<8} {action:<6} {}", view.rule_name(rule));
+        let chain: Vec<&str> = view.chain(api).iter().map(|&i| view.rule_name(Some(i))).collect();
+        let first = if chain.is_empty() { String::new() } else { format!(" (matchers first: {})", chain.join(", ")) };
+        let _ = writeln!(out, "  {name:<14} {class:<8} {action:<6} {}{first}", view.rule_name(rule));
     }
     Ok(out)
 }
@@ -205,6 +216,35 @@ impl<'a> Reader<'a> {
     fn decisions(&self, header: &PolicyHeader, rule_count: usize) -> Result<Vec<(Action, Option<usize>)>, TableError> {
         let entries = self.part("decision table", header.decisions_off, header.api_count, DECISION_SIZE)?;
         entries.records::<ApiDecision>().map(|e| decision(e, rule_count)).collect()
+    }
+
+    /// The chains, each rule number checked against `rule_count`, and
+    /// each rule record's action.
+    fn chains(&self, header: &PolicyHeader, rule_count: usize) -> Result<Vec<Vec<usize>>, TableError> {
+        let records = self.part("rule records", header.matchers_off, header.rule_count, RuleRecord::SIZE)?;
+        for r in records.records::<RuleRecord>() {
+            Action::from_code(r.action).ok_or(bad("rule action", r.action))?;
+        }
+        let spans = self.part("chain table", header.chains_off, header.api_count, Span::SIZE)?;
+        spans
+            .records::<Span>()
+            .map(|span| {
+                let numbers = self.part("chain", span.off, span.count, 2)?;
+                numbers
+                    .bytes
+                    .chunks_exact(2)
+                    .map(|b| {
+                        let rule = u16::from_le_bytes([b[0], b[1]]);
+                        let index = usize::from(rule);
+                        if index < rule_count {
+                            Ok(index)
+                        } else {
+                            Err(bad("chain rule number", rule))
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// The sink, with its path read for `file:` sinks.
@@ -272,15 +312,15 @@ mod tests {
     #[test]
     fn rejects_damage() {
         let table = example();
-        assert!(matches!(TableView::parse(&table[..39]), Err(TableError::TooShort { .. })));
+        assert!(matches!(TableView::parse(&table[..47]), Err(TableError::TooShort { .. })));
         let mut bad_magic = table.clone();
         bad_magic[0] = b'X';
         assert!(matches!(TableView::parse(&bad_magic), Err(TableError::BadMagic { .. })));
         let mut bad_action = table.clone();
-        bad_action[40] = 9;
+        bad_action[48] = 9;
         assert!(matches!(TableView::parse(&bad_action), Err(TableError::BadValue { field: "action", .. })));
         let mut bad_rule = table.clone();
-        bad_rule[42] = 7;
+        bad_rule[50] = 7;
         assert!(matches!(TableView::parse(&bad_rule), Err(TableError::BadValue { field: "rule number", .. })));
         let mut far = table.clone();
         far[32..36].copy_from_slice(&u32::MAX.to_le_bytes());

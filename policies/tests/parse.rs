@@ -231,3 +231,80 @@ fn backstop_switch() {
     let table = dfpatch_policy::describe(&off.compile()).unwrap();
     assert!(table.contains("backstop: off"), "{table}");
 }
+
+/// The rule language of issue 13, as its text gives it.
+const MATCHERS: &str = r#"mode = "enforce"
+default = "allow"
+[[rule]]
+id = "db"
+apis = ["connect", "sendto"]
+ip = ["127.0.0.1", "10.0.0.0/8", "::1"]
+port = [6379, "8000-8099"]
+action = "allow"
+
+[[rule]]
+id = "tools"
+apis = ["exec"]
+path = ["/usr/bin/git", "/usr/lib/git-core/**"]
+command = ["git *"]
+action = "allow"
+
+[[rule]]
+id = "data"
+apis = ["file"]
+path = ["/var/lib/app", "/var/lib/app/**"]
+access = ["read", "write", "create"]
+action = "allow"
+
+[[rule]]
+id = "no-exec-from-libraries"
+apis = ["exec"]
+caller = ["*/liblzma.so*"]
+action = "deny"
+"#;
+
+#[test]
+fn the_issue_13_example_parses_and_round_trips() {
+    let policy = parse(MATCHERS);
+    assert_eq!(policy.rules.len(), 4);
+    assert_eq!(policy.rules[0].matchers.port, vec![(6379, 6379), (8000, 8099)]);
+    assert_eq!(policy.rules[1].matchers.command, vec!["git *".to_string()]);
+    assert_eq!(policy.rules[2].matchers.access, 7);
+    assert_eq!(policy.rules[3].matchers.caller, vec!["*/liblzma.so*".to_string()]);
+    // Rules with matchers are tried first; the default decides the rest.
+    assert_eq!(policy.chain(ApiId::connect), vec![0]);
+    assert_eq!(policy.chain(ApiId::execve), vec![1, 3]);
+    assert_eq!(policy.decision(ApiId::execve), (Action::Allow, None));
+    assert_eq!(parse(&policy.to_toml()), policy);
+}
+
+#[test]
+fn matcher_errors_point_at_the_value() {
+    let rule = |keys: &str| format!("[[rule]]\nid = \"r\"\napis = [\"open\"]\n{keys}\naction = \"deny\"\n");
+    assert_error(&rule("ip = [\"127.0.0.1\"]"), 4, "ip does not apply to \"open\" (file class)");
+    assert_error(&rule("command = [\"x\"]"), 4, "command does not apply");
+    assert_error(&rule("path = []"), 4, "path is an empty list");
+    assert_error(&rule("path = [\"/data/../etc\"]"), 4, "can never match");
+    assert_error(&rule("path = [\"/a/[b\"]"), 4, "without its `]`");
+    assert_error(&rule("access = [\"exec\"]"), 4, "unknown access \"exec\"");
+    let net = |keys: &str| format!("[[rule]]\nid = \"r\"\napis = [\"network\"]\n{keys}\naction = \"deny\"\n");
+    assert_error(&net("ip = [\"10.1.0.0/8\"]"), 4, "did you mean \"10.0.0.0/8\"");
+    assert_error(&net("ip = [\"::1/129\"]"), 4, "bad prefix length");
+    assert_error(&net("port = [70000]"), 4, "bad port 70000");
+    assert_error(&net("port = [\"9-8\"]"), 4, "its first port is above its last");
+    assert_error(&net("port = [true]"), 4, "bad port true");
+    // A class takes a key that applies to some of its functions.
+    assert!(Policy::parse(&net("ip = [\"::1\"]\nport = [\"1-2\"]")).is_ok());
+    assert!(Policy::parse(&net("caller = [\"main\"]")).is_ok());
+}
+
+#[test]
+fn a_rule_that_can_never_match_is_an_error() {
+    let text = "[[rule]]\nid = \"all\"\napis = [\"exec\"]\naction = \"deny\"\n\
+                [[rule]]\nid = \"git\"\napis = [\"execve\"]\npath = [\"/usr/bin/git\"]\naction = \"allow\"\n";
+    assert_error(text, 6, "rule \"git\" can never match: rule \"all\" before it");
+    // With matchers on the first, the second is reachable.
+    let ok = "[[rule]]\nid = \"a\"\napis = [\"exec\"]\ncaller = [\"main\"]\naction = \"deny\"\n\
+              [[rule]]\nid = \"b\"\napis = [\"execve\"]\naction = \"allow\"\n";
+    assert!(Policy::parse(ok).is_ok());
+}

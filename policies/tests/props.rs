@@ -1,8 +1,12 @@
 //! Properties: no input panics the parser or the table reader, and every
 //! valid policy compiles to a table that reads back to its decisions.
 
-use dfpatch_policy::{describe, Action, ApiSelector, Mode, Policy, Rule, Sink, TableView};
+use dfpatch_policy::{
+    describe, shadowed_by, Action, ApiSelector, IpBlock, Matchers, Mode, Policy, Rule, Sink, TableView,
+};
 use dfpatch_runtime::apis::{ApiId, Class};
+use dfpatch_runtime::contract::match_key;
+use dfpatch_runtime::rules::{keys_of, Facts, Ip};
 use proptest::prelude::*;
 
 /// Pieces of policy text, so random inputs get past the TOML syntax often.
@@ -36,9 +40,77 @@ fn selector() -> impl Strategy<Value = ApiSelector> {
         .prop_map(|name| ApiSelector::from_name(name).unwrap_or(ApiSelector::Class(Class::Exec)))
 }
 
+/// Entries of each matcher, overlapping the facts of [`facts`].
+const IPS: &[&str] = &["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8", "0.0.0.0/0", "127.0.0.0/31"];
+const PORTS: &[(u16, u16)] = &[(80, 80), (8000, 8099), (0, 65535), (6379, 6379)];
+const PATHS: &[&str] = &["/etc/**", "/data/*", "shadow", "/tmp/x", "**/lib*.so*", "/"];
+const COMMANDS: &[&str] = &["git *", "ls", "*", "sh -c ?"];
+const CALLERS: &[&str] = &["main", "*/libz.so*", "/usr/lib/**", "libc.so.6"];
+
+/// Some entries of `pool`, or none (the matcher is absent).
+fn some_of<T: Clone + std::fmt::Debug + 'static>(pool: &'static [T]) -> impl Strategy<Value = Vec<T>> {
+    prop_oneof![3 => Just(Vec::new()), 1 => prop::sample::subsequence(pool.to_vec(), 1..=pool.len())]
+}
+
+fn matchers() -> impl Strategy<Value = Matchers> {
+    (
+        some_of(IPS),
+        some_of(PORTS),
+        some_of(PATHS),
+        some_of(COMMANDS),
+        prop_oneof![2 => Just(0u8), 1 => 1..8u8],
+        some_of(CALLERS),
+    )
+        .prop_map(|(ip, port, path, command, access, caller)| Matchers {
+            ip: ip
+                .iter()
+                .filter_map(|t| t.split_once('/').map_or(Some((*t, None)), |(a, p)| Some((a, Some(p)))))
+                .map(|(a, p)| {
+                    let addr: std::net::IpAddr = a.parse().unwrap_or(std::net::IpAddr::from([0u8; 4]));
+                    let full = if addr.is_ipv4() { 32 } else { 128 };
+                    IpBlock { addr, prefix: p.and_then(|p| p.parse().ok()).unwrap_or(full) }
+                })
+                .collect(),
+            port,
+            path: path.iter().map(|p| p.to_string()).collect(),
+            command: command.iter().map(|c| c.to_string()).collect(),
+            access,
+            caller: caller.iter().map(|c| c.to_string()).collect(),
+        })
+}
+
+/// `m` without the keys that do not apply to every selector of `apis`.
+fn applicable(mut m: Matchers, apis: &[ApiSelector]) -> Matchers {
+    let applies = |bit: u8| apis.iter().all(|s| ApiId::ALL.iter().any(|&a| s.matches(a) && keys_of(a) & bit != 0));
+    if !applies(match_key::IP) {
+        m.ip.clear();
+    }
+    if !applies(match_key::PORT) {
+        m.port.clear();
+    }
+    if !applies(match_key::PATH) {
+        m.path.clear();
+    }
+    if !applies(match_key::COMMAND) {
+        m.command.clear();
+    }
+    if !applies(match_key::ACCESS) {
+        m.access = 0;
+    }
+    m
+}
+
 fn rule() -> impl Strategy<Value = Rule> {
-    ("[A-Za-z0-9_.:-]{0,50}", prop::collection::vec(selector(), 1..6), prop::sample::select(Action::ALL.to_vec()))
-        .prop_map(|(id, apis, action)| Rule { id, apis, action })
+    (
+        "[A-Za-z0-9_.:-]{0,50}",
+        prop::collection::vec(selector(), 1..6),
+        prop::sample::select(Action::ALL.to_vec()),
+        matchers(),
+    )
+        .prop_map(|(id, apis, action, m)| {
+            let matchers = applicable(m, &apis);
+            Rule { id, apis, action, matchers }
+        })
 }
 
 /// Valid policies: ids are made unique by a numeric prefix.
@@ -50,12 +122,84 @@ fn policy() -> impl Strategy<Value = Policy> {
         prop::collection::vec(rule(), 0..10),
         any::<bool>(),
     )
-        .prop_map(|(mode, default, sink, mut rules, backstop_off)| {
-            for (i, rule) in rules.iter_mut().enumerate() {
-                rule.id = format!("{i}{}", rule.id);
+        .prop_map(|(mode, default, sink, generated, backstop_off)| {
+            // (A rule an earlier one shadows is refused by the parser: left out.)
+            let mut rules: Vec<Rule> = Vec::new();
+            for mut rule in generated {
+                if shadowed_by(&rules, &rule).is_none() {
+                    rule.id = format!("{}{}", rules.len(), rule.id);
+                    rules.push(rule);
+                }
             }
             Policy { mode, default, sink, rules, backstop_off }
         })
+}
+
+/// The facts of a call, drawn so that they often match the matchers above.
+fn facts() -> impl Strategy<Value = OwnedFacts> {
+    let ip = prop_oneof![
+        Just(None),
+        Just(Some(Ip::from_v4([127, 0, 0, 1]))),
+        Just(Some(Ip::from_v4([127, 0, 0, 2]))),
+        Just(Some(Ip::from_v4([10, 9, 8, 7]))),
+        Just(Some(Ip::from_v6([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]))),
+        Just(Some(Ip::from_v6([0xfd, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]))),
+    ];
+    let port = prop_oneof![Just(None), (0u16..10000).prop_map(Some), Just(Some(6379))];
+    let path = prop::sample::select(vec![
+        None,
+        Some("/etc/shadow"),
+        Some("/data/x"),
+        Some("/tmp/x"),
+        Some("/usr/lib/libz.so.1"),
+        Some("/"),
+        Some("/data/a/b"),
+    ]);
+    let second = prop::sample::select(vec![None, Some("/etc/passwd"), Some("/data/y")]);
+    let command = prop::sample::select(vec![None, Some("git status"), Some("ls"), Some("sh -c x"), Some("gitk")]);
+    let caller = prop::sample::select(vec![
+        None,
+        Some("/usr/lib/x86_64-linux-gnu/libz.so.1"),
+        Some("/lib/libc.so.6"),
+        Some("/app/main"),
+    ]);
+    (ip, port, path, second, command, 0..8u8, caller, any::<bool>()).prop_map(
+        |(ip, port, path, second, command, access, caller, main)| OwnedFacts {
+            ip,
+            port,
+            paths: [path.map(String::from), path.and(second).map(String::from)],
+            command: command.map(String::from),
+            access,
+            caller: caller.map(String::from),
+            main,
+        },
+    )
+}
+
+/// [`Facts`] that own their strings.
+#[derive(Debug, Clone)]
+struct OwnedFacts {
+    ip: Option<Ip>,
+    port: Option<u16>,
+    paths: [Option<String>; 2],
+    command: Option<String>,
+    access: u8,
+    caller: Option<String>,
+    main: bool,
+}
+
+impl OwnedFacts {
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            ip: self.ip,
+            port: self.port,
+            paths: [self.paths[0].as_deref().map(str::as_bytes), self.paths[1].as_deref().map(str::as_bytes)],
+            command: self.command.as_deref().map(str::as_bytes),
+            access: self.access,
+            caller: self.caller.as_deref().map(str::as_bytes),
+            main: self.main,
+        }
+    }
 }
 
 proptest! {
@@ -95,6 +239,24 @@ proptest! {
         prop_assert_eq!(view.sink(), &policy.sink);
         for &api in ApiId::ALL {
             prop_assert_eq!(view.decision(api), Some(policy.decision(api)), "{}", api.name());
+        }
+    }
+
+    /// The runtime decides a call from the compiled table (`rules::decide`)
+    /// as the policy's plain reference matcher does, for every API.
+    #[test]
+    fn the_runtime_matches_as_the_reference_does(policy in policy(), calls in prop::collection::vec(facts(), 1..8)) {
+        use dfpatch_runtime::contract::RULE_DEFAULT;
+        let table = policy.compile();
+        let rt = dfpatch_runtime::ptable::PolicyTable::parse(&table).ok_or_else(|| TestCaseError::fail("runtime rejects the table"))?;
+        for owned in &calls {
+            let facts = owned.facts();
+            for &api in ApiId::ALL {
+                let (action, rule) = policy.decide(api, &facts);
+                let got = dfpatch_runtime::rules::decide(&rt, api as u16, &facts);
+                prop_assert_eq!(got.action, action.code(), "{} {:?}", api.name(), owned);
+                prop_assert_eq!(got.rule, rule.map_or(RULE_DEFAULT, |i| i as u16), "{} {:?}", api.name(), owned);
+            }
         }
     }
 

@@ -138,13 +138,14 @@ fn describe_reads_the_table() {
 
 #[test]
 fn rule_count_is_limited() {
-    let rule = |i: usize| format!("[[rule]]\nid = \"r{i}\"\napis = [\"exec\"]\naction = \"alert\"\n");
+    let rule =
+        |i: usize| format!("[[rule]]\nid = \"r{i}\"\napis = [\"exec\"]\ncaller = [\"/r{i}\"]\naction = \"alert\"\n");
     let at_limit: String = (0..MAX_RULES).map(rule).collect();
     let policy = Policy::parse(&at_limit).unwrap_or_else(|e| panic!("{e}"));
     assert_round_trip(&policy, &policy.compile());
     let over: String = (0..=MAX_RULES).map(rule).collect();
     let message = Policy::parse(&over).map(|_| ()).map_err(|e| e.to_string());
-    let line = 4 * MAX_RULES + 1;
+    let line = 5 * MAX_RULES + 1;
     assert_eq!(message, Err(format!("line {line}, column 1: too many rules: at most {MAX_RULES} are allowed")));
 }
 

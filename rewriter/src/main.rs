@@ -452,7 +452,10 @@ fn policy_command(p: PolicyCommand) -> Result<String, String> {
             for api in dfpatch_runtime::apis::ApiId::ALL {
                 let (action, rule) = policy.decision(*api);
                 let by = rule.map_or("default".to_string(), |i| format!("rule {}", policy.rules[i].id));
-                let _ = writeln!(out, "  {:<14} {:<8} {:<6} ({by})", api.name(), api.class().name(), action.name());
+                let chain: Vec<&str> = policy.chain(*api).iter().map(|&i| policy.rules[i].id.as_str()).collect();
+                let first = if chain.is_empty() { String::new() } else { format!(", after {}", chain.join(", ")) };
+                let _ =
+                    writeln!(out, "  {:<14} {:<8} {:<6} ({by}{first})", api.name(), api.class().name(), action.name());
             }
             Ok(out)
         }

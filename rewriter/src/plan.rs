@@ -529,8 +529,9 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
 /// `dlmopen` and anything is watched (a new namespace loads a second libc,
 /// which the runtime redirects when it makes the call itself).
 pub fn watched(policy: &Policy, api: ApiId) -> bool {
-    policy.decision(api).0 != Action::Allow
-        || (api == ApiId::dlmopen && ApiId::ALL.iter().any(|&a| policy.decision(a).0 != Action::Allow))
+    let any_watched = |a: ApiId| policy.outcomes(a).iter().any(|&o| o != Action::Allow);
+    any_watched(api)
+        || (api == ApiId::dlmopen && ApiId::ALL.iter().any(|&a| any_watched(a)))
         || (api == ApiId::io_uring_setup && rings_restricted(policy))
 }
 
@@ -538,8 +539,7 @@ pub fn watched(policy: &Policy, api: ApiId) -> bool {
 /// policy refuses, in enforce mode, what some io_uring opcode does; then
 /// `io_uring_setup` goes through the runtime even where the policy allows it.
 pub fn rings_restricted(policy: &Policy) -> bool {
-    policy.mode == dfpatch_policy::Mode::Enforce
-        && dfpatch_runtime::uring::left_out(|a| matches!(policy.decision(a).0, Action::Deny | Action::Kill)).any()
+    policy.mode == dfpatch_policy::Mode::Enforce && dfpatch_runtime::uring::left_out(|a| policy.may_refuse(a)).any()
 }
 
 /// Layer 4: a hook, a rewritten window and a trampoline (at `cursor`) for

@@ -137,8 +137,9 @@ pub const MAGIC: [u8; 8] = *b"DFPATCH\0";
 pub const CONTRACT_VERSION: u32 = 4;
 /// Magic of the compiled policy table.
 pub const POLICY_MAGIC: [u8; 4] = *b"DFPP";
-/// Version of the compiled policy table layout.
-pub const POLICY_VERSION: u32 = 1;
+/// Version of the compiled policy table layout (2: rules with argument and
+/// caller matchers, and the chain of them each API tries).
+pub const POLICY_VERSION: u32 = 2;
 
 /// `Contract::flags`: the executable is position independent (ET_DYN).
 pub const FLAG_PIE: u32 = 1;
@@ -347,12 +348,21 @@ record! {
         /// `rule_count` [`StrRef`]s: the rule ids.
         pub rules_off: u32,
         pub rule_count: u32,
+        /// `rule_count` [`RuleRecord`]s: each rule's action and matchers.
+        pub matchers_off: u32,
+        /// `api_count` [`Span`]s, indexed by [`crate::apis::ApiId`]: the
+        /// rules with matchers an API tries, in order, before its
+        /// [`ApiDecision`] (a list of `u16` rule numbers).
+        pub chains_off: u32,
     }
 
-    /// What the policy decided for one API.
+    /// What the policy decides for one API when no rule with matchers
+    /// matches (the first rule without matchers that covers it, or the
+    /// default).
     pub struct ApiDecision {
         pub action: u8,
-        pub _pad: u8,
+        /// Non-zero: the API has a chain of rules with matchers to try first.
+        pub chained: u8,
         /// Index of the rule that matched, or [`RULE_DEFAULT`].
         pub rule: u16,
     }
@@ -361,6 +371,56 @@ record! {
     pub struct StrRef {
         pub off: u32,
         pub len: u32,
+    }
+
+    /// `count` records of some kind, starting `off` bytes into the table.
+    pub struct Span {
+        pub off: u32,
+        pub count: u32,
+    }
+
+    /// One rule: its action and what each of its matchers lists (see
+    /// [`match_key`]); a matcher not in `keys` is not there (matches
+    /// anything). Each list is an offset into the table and a count.
+    pub struct RuleRecord {
+        pub action: u8,
+        /// [`match_key`] bits: the matchers the rule has.
+        pub keys: u8,
+        /// `access`: [`access`] bits.
+        pub access: u8,
+        pub _pad: u8,
+        pub _pad2: u32,
+        /// [`IpBlock`]s.
+        pub ip_off: u32,
+        pub ip_count: u32,
+        /// [`PortRange`]s.
+        pub port_off: u32,
+        pub port_count: u32,
+        /// [`StrRef`]s: path globs.
+        pub path_off: u32,
+        pub path_count: u32,
+        /// [`StrRef`]s: command globs.
+        pub command_off: u32,
+        pub command_count: u32,
+        /// [`StrRef`]s: caller module globs (`main` is [`match_key::CALLER_MAIN`]).
+        pub caller_off: u32,
+        pub caller_count: u32,
+    }
+
+    /// An `ip` entry: an address and how many of its leading bits count.
+    pub struct IpBlock {
+        /// 4 or 6.
+        pub family: u8,
+        pub prefix: u8,
+        pub _pad: [u8; 2],
+        /// The address, an IPv4 one in the first 4 bytes.
+        pub addr: [u8; 16],
+    }
+
+    /// A `port` entry: `lo..=hi`.
+    pub struct PortRange {
+        pub lo: u16,
+        pub hi: u16,
     }
 }
 
@@ -410,6 +470,25 @@ pub mod hook_kind {
     pub const SYMBOL: u8 = 3;
     /// A `syscall` from code no layer rewrote, trapped (see `backstop`).
     pub const BACKSTOP: u8 = 4;
+}
+
+/// [`RuleRecord::keys`] bits: which matchers a rule has.
+pub mod match_key {
+    pub const IP: u8 = 1;
+    pub const PORT: u8 = 2;
+    pub const PATH: u8 = 4;
+    pub const COMMAND: u8 = 8;
+    pub const ACCESS: u8 = 16;
+    pub const CALLER: u8 = 32;
+    /// `caller` lists `main`: the executable itself.
+    pub const CALLER_MAIN: u8 = 64;
+}
+
+/// [`RuleRecord::access`] bits, and a call's access (file class).
+pub mod access {
+    pub const READ: u8 = 1;
+    pub const WRITE: u8 = 2;
+    pub const CREATE: u8 = 4;
 }
 
 /// [`PolicyHeader::flags`] bits.
@@ -591,7 +670,11 @@ const _: () = assert!(HookEntry::SIZE == 16);
 const _: () = assert!(LibPlansHeader::SIZE == 16);
 const _: () = assert!(LibRecord::SIZE == 56);
 const _: () = assert!(SiteRecord::SIZE == 88);
-const _: () = assert!(PolicyHeader::SIZE == 40);
+const _: () = assert!(PolicyHeader::SIZE == 48);
+const _: () = assert!(RuleRecord::SIZE == 48);
+const _: () = assert!(IpBlock::SIZE == 20);
+const _: () = assert!(PortRange::SIZE == 4);
+const _: () = assert!(Span::SIZE == 8);
 const _: () = assert!(ApiDecision::SIZE == 4);
 const _: () = assert!(StrRef::SIZE == 8);
 // The flag spaces do not overlap, and hook indexes stay below them.
@@ -655,7 +738,29 @@ mod tests {
             api_count: 9,
             rules_off: 10,
             rule_count: 11,
+            matchers_off: 12,
+            chains_off: 13,
         });
+        round_trip(RuleRecord {
+            action: 2,
+            keys: match_key::PATH | match_key::ACCESS,
+            access: access::READ,
+            _pad: 0,
+            _pad2: 0,
+            ip_off: 1,
+            ip_count: 2,
+            port_off: 3,
+            port_count: 4,
+            path_off: 5,
+            path_count: 6,
+            command_off: 7,
+            command_count: 8,
+            caller_off: 9,
+            caller_count: 10,
+        });
+        round_trip(IpBlock { family: 6, prefix: 64, _pad: [0; 2], addr: [0xfe; 16] });
+        round_trip(PortRange { lo: 8000, hi: 8099 });
+        round_trip(Span { off: 1, count: 2 });
     }
 
     #[test]

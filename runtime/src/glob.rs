@@ -9,8 +9,11 @@
 //! simulation of their automaton with one bit per token: time linear in
 //! the path, whatever the stars (no backtracking).
 //!
-//! Not wired to policies yet: the parser does not accept matchers until
-//! the runtime decides with them.
+//! Three ways to match, for the three kinds of subject a rule names:
+//! [`matches`] (a path, as written), [`matches_tail`] (a pattern that does
+//! not start with `/` matches the path's last components: `liblzma.so*`,
+//! `*/liblzma.so*`) and [`matches_text`] (a command line: `/` is a byte like
+//! any other, so `git *` matches `git clone https://x/y`).
 
 /// Most tokens a pattern may have ([`check`] refuses longer ones).
 pub const MAX_TOKENS: usize = 127;
@@ -39,6 +42,31 @@ pub fn check(pattern: &[u8]) -> Result<(), &'static str> {
 
 /// Whether `path` matches `pattern`; false for a pattern [`check`] refuses.
 pub fn matches(pattern: &[u8], path: &[u8]) -> bool {
+    run(pattern, path, b'/')
+}
+
+/// Like [`matches`] for a pattern starting with `/`; any other pattern
+/// matches when it matches the path from the start of one of its
+/// components (`lib*.so` matches `/usr/lib/libz.so`, `x/*.so` matches
+/// `/a/x/y.so`).
+pub fn matches_tail(pattern: &[u8], path: &[u8]) -> bool {
+    if pattern.first() == Some(&b'/') {
+        return matches(pattern, path);
+    }
+    let starts = path.iter().enumerate().filter(|&(_, &c)| c == b'/').map(|(i, _)| i + 1);
+    core::iter::once(0).chain(starts).any(|at| matches(pattern, path.get(at..).unwrap_or(&[])))
+}
+
+/// Whether `text` matches `pattern` with no component boundaries: `*` and
+/// `**` match any run of bytes, `?` and a class any one byte.
+pub fn matches_text(pattern: &[u8], text: &[u8]) -> bool {
+    // (No byte is a separator: 0 never occurs in a C string.)
+    run(pattern, text, 0)
+}
+
+/// The automaton of `pattern` run over `path`; `sep` is the byte `*`, `?`
+/// and classes do not match.
+fn run(pattern: &[u8], path: &[u8], sep: u8) -> bool {
     let mut toks = [Tok::One; MAX_TOKENS];
     let Ok(n) = tokens(pattern, &mut toks) else { return false };
     let toks = toks.get(..n).unwrap_or(&[]);
@@ -51,11 +79,11 @@ pub fn matches(pattern: &[u8], path: &[u8]) -> bool {
             }
             let (stay, advance) = match *t {
                 Tok::Byte(b) => (false, c == b),
-                Tok::One => (false, c != b'/'),
+                Tok::One => (false, c != sep),
                 Tok::Class { from, to } => {
-                    (false, c != b'/' && in_class(pattern.get(from as usize..to as usize).unwrap_or(&[]), c))
+                    (false, c != sep && in_class(pattern.get(from as usize..to as usize).unwrap_or(&[]), c))
                 }
-                Tok::Star => (c != b'/', false),
+                Tok::Star => (c != sep, false),
                 Tok::Stars => (true, false),
             };
             if stay {
@@ -188,6 +216,10 @@ mod tests {
         assert!(matches(b"/dev/tty[0-9]", b"/dev/tty7") && !matches(b"/dev/tty?", b"/dev/tty/"));
         assert!(matches(b"a\\*b", b"a*b") && !matches(b"a\\*b", b"axb"));
         assert!(matches(b"", b"") && !matches(b"", b"a"));
+        assert!(matches_tail(b"*/liblzma.so*", b"/lib/x86_64-linux-gnu/liblzma.so.5"));
+        assert!(matches_tail(b"liblzma.so*", b"/usr/lib/liblzma.so.5") && !matches_tail(b"lzma.so*", b"/liblzma.so"));
+        assert!(!matches_tail(b"/lib/*.so", b"/usr/lib/x.so") && matches_tail(b"/usr/lib/*.so", b"/usr/lib/x.so"));
+        assert!(matches_text(b"git *", b"git clone https://x/y") && !matches_text(b"git *", b"gitk"));
         assert_eq!(check(b"/a/[bc"), Err("a `[` without its `]`"));
         assert_eq!(check(b"[]"), Err("a `[` without its `]`"));
         assert!(check(b"[]a]").is_ok() && matches(b"[]a]", b"]"));

@@ -118,7 +118,7 @@ pub fn refused(p: &crate::ptable::PolicyTable) -> bool {
     use crate::contract::action;
     let apis =
         [ApiId::tamper_mprotect, ApiId::tamper_munmap, ApiId::tamper_mremap, ApiId::tamper_mmap, ApiId::tamper_madvise];
-    p.enforce() && apis.iter().all(|&a| p.decision(a as u16).action >= action::DENY)
+    p.enforce() && apis.iter().all(|&a| p.always(a as u16, action::DENY))
 }
 
 /// `mseal(lo, hi - lo)` (Linux 6.10 and later; elsewhere nothing happens):

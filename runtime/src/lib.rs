@@ -28,6 +28,7 @@ pub mod mem;
 pub mod nest;
 pub mod paths;
 pub mod ptable;
+pub mod rules;
 pub mod sink;
 pub mod stacks;
 pub mod start;

@@ -3,7 +3,8 @@
 //! checked: a damaged file must not make the runtime fault.
 
 use crate::contract::{
-    action, mode, sink, ApiDecision, PolicyHeader, Record, StrRef, POLICY_MAGIC, POLICY_VERSION, RULE_DEFAULT,
+    action, mode, sink, ApiDecision, IpBlock, PolicyHeader, PortRange, Record, RuleRecord, Span, StrRef, POLICY_MAGIC,
+    POLICY_VERSION, RULE_DEFAULT,
 };
 
 #[derive(Clone, Copy)]
@@ -67,7 +68,7 @@ impl<'a> PolicyTable<'a> {
 
     /// The decision for API number `api`; a table too short for it means the default.
     pub fn decision(&self, api: u16) -> ApiDecision {
-        let fallback = ApiDecision { action: self.head.default_action, _pad: 0, rule: RULE_DEFAULT };
+        let fallback = ApiDecision { action: self.head.default_action, chained: 0, rule: RULE_DEFAULT };
         if api as u32 >= self.head.api_count {
             return fallback;
         }
@@ -83,12 +84,66 @@ impl<'a> PolicyTable<'a> {
     /// must redirect too), or `io_uring_setup` and rings are restricted
     /// (see `uring`).
     pub fn watches(&self, api: u16) -> bool {
-        if self.decision(api).action != action::ALLOW {
+        let d = self.decision(api);
+        if d.action != action::ALLOW || d.chained != 0 {
             return true;
         }
         (api == crate::apis::ApiId::dlmopen as u16
             && crate::apis::ApiId::ALL.iter().any(|&a| self.decision(a as u16).action != action::ALLOW))
             || (api == crate::apis::ApiId::io_uring_setup as u16 && crate::uring::left_out_by(self).any())
+    }
+
+    /// Whether some call of `api` may get `wanted` or a stronger action
+    /// (its decision, or a rule of its chain).
+    pub fn may(&self, api: u16, wanted: u8) -> bool {
+        self.decision(api).action >= wanted
+            || self.chain(api).any(|rule| self.rule_record(rule).is_some_and(|r| r.action >= wanted))
+    }
+
+    /// Whether every call of `api` gets `wanted` or a stronger action.
+    pub fn always(&self, api: u16, wanted: u8) -> bool {
+        self.decision(api).action >= wanted
+            && self.chain(api).all(|rule| self.rule_record(rule).is_some_and(|r| r.action >= wanted))
+    }
+
+    /// The rule numbers of `api`'s chain (rules with matchers), in order.
+    pub fn chain(&self, api: u16) -> impl Iterator<Item = u16> + 'a {
+        let bytes = self.bytes;
+        let span = (self.decision(api).chained != 0)
+            .then(|| Span::decode_at(bytes, self.head.chains_off as usize, api as usize))
+            .flatten()
+            .unwrap_or(Span { off: 0, count: 0 });
+        let rules = self.head.rule_count;
+        (0..span.count).map_while(move |i| {
+            let at = (span.off as usize).checked_add(i as usize * 2)?;
+            let b = bytes.get(at..at.checked_add(2)?)?;
+            Some(u16::from_le_bytes([b[0], b[1]])).filter(|&r| (r as u32) < rules)
+        })
+    }
+
+    /// Rule `rule`'s action and matchers.
+    pub fn rule_record(&self, rule: u16) -> Option<RuleRecord> {
+        if rule as u32 >= self.head.rule_count {
+            return None;
+        }
+        RuleRecord::decode_at(self.bytes, self.head.matchers_off as usize, rule as usize)
+            .filter(|r| r.action <= action::KILL)
+    }
+
+    /// Entry `i` of a list of [`IpBlock`]s at `off`.
+    pub fn ip_block(&self, off: u32, i: u32) -> Option<IpBlock> {
+        IpBlock::decode_at(self.bytes, off as usize, i as usize)
+    }
+
+    /// Entry `i` of a list of [`PortRange`]s at `off`.
+    pub fn port_range(&self, off: u32, i: u32) -> Option<PortRange> {
+        PortRange::decode_at(self.bytes, off as usize, i as usize)
+    }
+
+    /// String `i` of a list of [`StrRef`]s at `off`.
+    pub fn string(&self, off: u32, i: u32) -> Option<&'a [u8]> {
+        let r = StrRef::decode_at(self.bytes, off as usize, i as usize)?;
+        self.bytes.get(r.off as usize..(r.off as usize).checked_add(r.len as usize)?)
     }
 
     /// The id of rule `rule`, or `default`.
@@ -121,11 +176,11 @@ mod tests {
     fn rejects_garbage_and_short_tables() {
         assert!(PolicyTable::parse(b"").is_none());
         assert!(PolicyTable::parse(b"DFPX\x01\0\0\0").is_none());
-        let mut t = [0u8; 40];
+        let mut t = [0u8; 48];
         t[..4].copy_from_slice(b"DFPP");
-        t[4] = 1;
         t[9] = action::ALERT;
-        t[24] = 40; // decisions start at the end of the table...
+        t[4] = 2;
+        t[24] = 48; // decisions start at the end of the table...
         t[28] = 200; // ...and claim 200 entries that are not there
         let p = PolicyTable::parse(&t).unwrap();
         assert_eq!(p.decision(3).action, action::ALERT);

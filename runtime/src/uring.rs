@@ -168,7 +168,9 @@ pub fn left_out_by(p: &crate::ptable::PolicyTable) -> LeftOut {
     if !p.enforce() {
         return LeftOut::default();
     }
-    left_out(|api| matches!(p.decision(api as u16).action, action::DENY | action::KILL))
+    // A ring's operation has no caller and its arguments are not matched:
+    // left out when any call of its API may be refused.
+    left_out(|api| p.may(api as u16, action::DENY))
 }
 
 pub use made::{register, setup};
