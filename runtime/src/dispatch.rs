@@ -5,7 +5,7 @@
 
 use crate::apis::{syscall_api, ApiId, Class, Failure, Shape};
 use crate::arch::x86_64::{HookFrame, SysFrame, FORWARD, RETURN, SYS_RUN, SYS_SKIP};
-use crate::contract::{action, hook_kind, r11, Contract, HookEntry, Record};
+use crate::contract::{action, hook_kind, r11, ApiDecision, Contract, HookEntry, Record};
 use crate::event::{after_return, emit, Event, Origin};
 use crate::nest::{self, spawn_child};
 use crate::start::{bias, contract, ensure_init, has_loader, image, open_namespace, policy};
@@ -106,7 +106,35 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         Some(p) => p,
         None => return FORWARD,
     };
-    let d = p.decision(api_id);
+    let mut d = p.decision(api_id);
+    // Rules with matchers: the call's facts decide (see `rules`).
+    if d.chained != 0 {
+        // A spawn's child running the spawn's program from libc (see
+        // `syscall_verdict`): part of a spawn a rule let through; or
+        // decided with the caller of one left to its child's calls.
+        let mut origin = Origin::Returns(f.ret);
+        let libc_own = !has_loader(c) || libplans::detoured_range(f.ret).is_some();
+        if api.class() == Class::Exec && libc_own && matches!(api.shape(), Shape::Execv | Shape::Fexecve) {
+            match nest::spawned_by(f.rsi) {
+                Some(o) if o.wanted == action::ALLOW => return FORWARD,
+                Some(o) if o.wanted == nest::SEARCHED => origin = Origin::Returns(o.ret),
+                _ => {}
+            }
+        }
+        match decide_by_facts(c, &p, api, f, origin) {
+            ByFacts::Decided(by) => d = by,
+            ByFacts::NoProgram => return refuse(c, api, f, ENOENT),
+            ByFacts::Searched => {
+                spawn_decided(api, f, tag, nest::SEARCHED);
+                return FORWARD;
+            }
+        }
+        // A spawn a rule lets through: the exec its child makes is part of
+        // it (that child has neither the spawn's caller nor its command).
+        if d.action == action::ALLOW {
+            spawn_decided(api, f, tag, action::ALLOW);
+        }
+    }
     // dlmopen into a new link-map namespace loads a second libc there: the
     // runtime makes the call itself and redirects that libc's functions
     // before the caller gets the handle.
@@ -127,8 +155,9 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // Part of a reported call in progress (see `nest`): no event. Only a
     // call the policy would let through itself is folded: a `deny` or `kill`
     // always applies (and is reported), so a stale nesting entry can cost a
-    // lost alert, never a refusal.
-    if done == action::ALERT && part_of_reported(c, api, kind, tag, tid, frame, f) {
+    // lost alert, never a refusal. (In monitor mode, calls inside one that
+    // enforce mode would refuse are folded too: see `nest::folds`.)
+    if done == action::ALERT && part_of_reported(c, api, kind, tag, tid, frame, f, d.action) {
         return FORWARD;
     }
     // The program a libc spawn starts (`posix_spawn`, `system`, `popen`) is
@@ -146,7 +175,7 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     let origin = Origin::Returns(f.ret);
     emit(&Event { c, p: &p, api, f, origin, layer: kind, done, wanted: d.action, rule: d.rule });
     let next = match done {
-        action::DENY => refuse(c, api, f),
+        action::DENY => refuse(c, api, f, EPERM),
         action::KILL => sys::kill_self(),
         _ => {
             // Whatever layer reported it: libc's own calls inside it (`system`
@@ -156,7 +185,18 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
             if api.class() != Class::Library {
                 let argv = if api.shape() == Shape::Spawn { f.arg(4) } else { 0 };
                 let pid = sys::getpid() as u32;
-                nest::enter(nest::Outer { pid, tid: tid as u32, frame, ret: f.ret, tag, api, argv, real: f.r11 });
+                let wanted = d.action;
+                nest::enter(nest::Outer {
+                    pid,
+                    tid: tid as u32,
+                    frame,
+                    ret: f.ret,
+                    tag,
+                    api,
+                    argv,
+                    real: f.r11,
+                    wanted,
+                });
                 nest::broadcasting(api, tid, [f.arg(0), f.arg(1), f.arg(2)]);
             }
             FORWARD
@@ -184,15 +224,26 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
 /// overran musl's and crashed the parent; `tests/e2e/one_event.rs` runs
 /// that case under its fourth policy).
 #[inline(never)]
-fn part_of_reported(c: &Contract, api: ApiId, kind: u8, tag: u32, tid: u64, frame: u64, f: &HookFrame) -> bool {
-    if nest::tail_call(tid, frame, f.ret, tag).is_some_and(|o| nest::covers(o.api, api)) {
+#[allow(clippy::too_many_arguments)]
+fn part_of_reported(
+    c: &Contract,
+    api: ApiId,
+    kind: u8,
+    tag: u32,
+    tid: u64,
+    frame: u64,
+    f: &HookFrame,
+    wanted: u8,
+) -> bool {
+    let part = |o: &nest::Outer| nest::covers(o.api, api) && nest::folds(o, wanted);
+    if nest::tail_call(tid, frame, f.ret, tag).is_some_and(|o| part(&o)) {
         return true;
     }
     // In a dynamic executable only libc's own calls are inside (a library
     // constructor's calls inside a reported `dlopen` are the library's).
     let nested_kind = if has_loader(c) { libplans::detoured_range(f.ret).is_some() } else { kind == hook_kind::DETOUR };
     if nested_kind {
-        if let Some(o) = nest::inside(tid, frame).filter(|o| nest::covers(o.api, api)) {
+        if let Some(o) = nest::inside(tid, frame).filter(part) {
             // The table's entry may be stale (that call returned, and its
             // return address was left on the stack): where the call frame
             // information reaches it, the walk decides.
@@ -210,7 +261,7 @@ fn part_of_reported(c: &Contract, api: ApiId, kind: u8, tag: u32, tid: u64, fram
             Shape::Execv | Shape::Fexecve => f.rsi,
             _ => 0,
         };
-        if nest::spawned_by(argv).is_some() {
+        if nest::spawned_by(argv).is_some_and(|o| nest::folds(&o, wanted)) {
             return true;
         }
     }
@@ -295,7 +346,31 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
         return None;
     }
     let p = policy(c)?;
-    let d = p.decision(api as u16);
+    let mut d = p.decision(api as u16);
+    // A spawn's child running the spawn's program (see `nest::spawned_by`).
+    let spawn = match api.class() {
+        Class::Exec => nest::spawned_by(if api.shape() == Shape::ExecveAt { call.rdx } else { call.rsi }),
+        _ => None,
+    };
+    let mut origin = Origin::At(site, at.sp, at.rbp);
+    if let Some(o) = spawn {
+        // Of a spawn a rule let through: part of it.
+        if o.wanted == action::ALLOW {
+            return None;
+        }
+        // Of one left to its child's calls: decided with the spawn's caller.
+        if o.wanted == nest::SEARCHED {
+            origin = Origin::Returns(o.ret);
+        }
+    }
+    if d.chained != 0 {
+        match decide_by_facts(c, &p, api, call, origin) {
+            ByFacts::Decided(by) => d = by,
+            ByFacts::NoProgram => return Some(-ENOENT as i64),
+            // (A `syscall` names its program by path.)
+            ByFacts::Searched => {}
+        }
+    }
     if d.action == action::ALLOW {
         return ring(&p, api, call);
     }
@@ -315,7 +390,7 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
             // As for function calls: the call frame information (glibc)
             // tells a stale entry from a call really in progress.
             let stale = libc_own && crate::unwind::reaches(regs, true, o.frame, o.ret) == Some(false);
-            if !stale && nest::covers(o.api, api) {
+            if !stale && nest::covers(o.api, api) && nest::folds(&o, d.action) {
                 return None;
             }
         }
@@ -327,8 +402,7 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
     }
     if api.class() == Class::Exec {
         // A reported spawn's child running its program.
-        let argv = if api.shape() == Shape::ExecveAt { call.rdx } else { call.rsi };
-        if foldable && nest::spawned_by(argv).is_some() {
+        if foldable && spawn.is_some_and(|o| o.wanted != nest::SEARCHED && nest::folds(&o, d.action)) {
             return None;
         }
         // The execve of the child of a libc spawn let through unreported (see dfp_dispatch).
@@ -397,10 +471,56 @@ fn hook_entry(c: &Contract, hook: u64) -> Option<HookEntry> {
 /// file: ...") for programs that print it.
 static DENIED_LIBRARY: &[u8] = b"/dfpatch: dlopen denied by policy\0";
 
-/// Makes the refused call fail the way the real function fails; returns
-/// what `dfp_hook` must do ([`RETURN`] the value set, or [`FORWARD`]).
-fn refuse(c: &Contract, api: ApiId, f: &mut HookFrame) -> u64 {
-    const EPERM: i32 = 1;
+const EPERM: i32 = 1;
+const ENOENT: i32 = 2;
+
+/// Records a spawn (`system`, `popen`, `posix_spawn*`) the policy let through
+/// unreported, or left to its child's `execve` calls ([`nest::SEARCHED`]),
+/// so that its child's exec is known for the spawn's (see `syscall_verdict`).
+fn spawn_decided(api: ApiId, f: &HookFrame, tag: u32, wanted: u8) {
+    if !nest::spawns(api) {
+        return;
+    }
+    let argv = if api.shape() == Shape::Spawn { f.arg(4) } else { 0 };
+    let (pid, tid) = (sys::getpid() as u32, sys::gettid() as u32);
+    nest::enter(nest::Outer { pid, tid, frame: f.sp, ret: f.ret, tag, api, argv, real: f.r11, wanted });
+}
+
+/// How rules with matchers decide a call.
+enum ByFacts {
+    Decided(ApiDecision),
+    /// An exec of a program that does not exist: refused with ENOENT, as the
+    /// kernel would, without a decision or an event.
+    NoProgram,
+    /// An exec by name whose program rules need: its `PATH` search's
+    /// `execve` calls are decided, not this call.
+    Searched,
+}
+
+/// The decision for a call of `api` by the rules of its chain, from the
+/// facts they need. Out of line: its work is in a scratch slot, not on the
+/// (possibly small) stack. With no slot free, the facts are unknown: no
+/// rule with matchers matches, the chain's fallback decides.
+#[inline(never)]
+fn decide_by_facts(c: &Contract, p: &crate::ptable::PolicyTable, api: ApiId, f: &HookFrame, origin: Origin) -> ByFacts {
+    let mut slot = crate::facts::pool::take();
+    let found = match slot.as_mut() {
+        Some(s) => crate::facts::gather(c, api, f, origin, crate::rules::needed(p, api as u16), s.scratch()),
+        None => crate::facts::Found::default(),
+    };
+    if found.searched {
+        return ByFacts::Searched;
+    }
+    if found.no_program {
+        return ByFacts::NoProgram;
+    }
+    ByFacts::Decided(crate::rules::decide(p, api as u16, &found.facts))
+}
+
+/// Makes the refused call fail the way the real function fails, with
+/// `errno`; returns what `dfp_hook` must do ([`RETURN`] the value set, or
+/// [`FORWARD`]).
+fn refuse(c: &Contract, api: ApiId, f: &mut HookFrame, errno: i32) -> u64 {
     match api.shape() {
         Shape::Dlopen => {
             f.rdi = DENIED_LIBRARY.as_ptr() as u64;
@@ -413,13 +533,13 @@ fn refuse(c: &Contract, api: ApiId, f: &mut HookFrame) -> u64 {
         _ => {}
     }
     match api.shape().failure() {
-        Failure::ErrorNumber => f.rax = EPERM as u64,
+        Failure::ErrorNumber => f.rax = errno as u64,
         Failure::MinusOneErrno => {
-            set_errno(c, EPERM);
+            set_errno(c, errno);
             f.rax = u64::MAX;
         }
         Failure::NullErrno => {
-            set_errno(c, EPERM);
+            set_errno(c, errno);
             f.rax = 0;
         }
     }

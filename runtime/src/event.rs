@@ -162,8 +162,71 @@ impl Event<'_> {
         caller(self.c, &mut j, self.origin, self.f);
         stack(&mut j, self.origin, self.f);
         decode::args(&mut j, self.api.shape(), self.f);
+        matched(self.c, &mut j, self.api, self.f, self.origin);
         finish(j, fd, regular);
     }
+}
+
+/// `"match":{...}`: what rules match this call on (see `facts`): its
+/// resolved `path` (and `new_path`), `access`, `command`, `ip` and `port`;
+/// left out when the call has none of them. (The caller is `caller`.)
+#[inline(never)]
+fn matched(c: &Contract, j: &mut Json, api: ApiId, f: &HookFrame, origin: Origin) {
+    use crate::contract::match_key;
+    let keys = crate::rules::keys_of(api) & !match_key::CALLER;
+    if keys == 0 {
+        return;
+    }
+    let Some(mut slot) = crate::facts::pool::take() else { return };
+    let found = crate::facts::gather(c, api, f, origin, keys, slot.scratch());
+    let facts = found.facts;
+    if facts.paths[0].is_none() && facts.command.is_none() && facts.ip.is_none() && facts.access == 0 {
+        return;
+    }
+    j.key(false, b"match");
+    let opened = j.open(b'{');
+    let mut first = true;
+    let mut key = |j: &mut Json, name: &[u8]| {
+        j.key(first, name);
+        first = false;
+    };
+    for (path, name) in facts.paths.iter().zip([&b"path"[..], b"new_path"]) {
+        if let Some(path) = path {
+            key(j, name);
+            j.string(path);
+        }
+    }
+    if facts.access != 0 {
+        key(j, b"access");
+        let inner = j.open(b'[');
+        for (i, (_, name)) in crate::rules::ACCESS_NAMES.iter().filter(|(bit, _)| facts.access & bit != 0).enumerate() {
+            if j.element(i == 0) {
+                j.string(name.as_bytes());
+            }
+        }
+        j.close(b']', inner);
+    }
+    if let Some(command) = facts.command {
+        key(j, b"command");
+        j.string(command);
+    }
+    if let Some(ip) = facts.ip {
+        key(j, b"ip");
+        if ip.v6 {
+            let mut out = [0u8; 40];
+            let n = decode::ipv6(&ip.addr, &mut out);
+            j.string(out.get(..n).unwrap_or(&[]));
+        } else {
+            let mut out = [0u8; 16];
+            let n = decode::ipv4(&ip.addr[..4], &mut out);
+            j.string(out.get(..n).unwrap_or(&[]));
+        }
+        if let Some(port) = facts.port {
+            key(j, b"port");
+            j.u64(port as u64);
+        }
+    }
+    j.close(b'}', opened);
 }
 
 /// The first fields of every event: `time`, `pid`, `tid`, `exe`, `api`, `class`.
@@ -369,12 +432,11 @@ fn c_string(addr: u64, buf: &mut [u8]) -> &[u8] {
     buf.get(..end).unwrap_or(&[])
 }
 
-/// `"caller":{"module":..., "offset":..., "return_address":...}` (no
-/// return address for a `syscall` instruction). A call made by libc itself
-/// (its internal path: `wordexp` or `popen` reaching `posix_spawn`) names
-/// the first caller outside libc, found on the stack, and libc's own call
-/// as `"via"`.
-fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
+/// Where the call was made as the event's caller names it: a call made by
+/// libc itself (its internal path) is the first caller outside libc, found
+/// by unwinding or, without call frame information, by scanning the stack
+/// (`scanned`); libc's own call site is `via`.
+fn caller_origin(origin: Origin, f: &HookFrame) -> (Origin, Option<u64>, bool) {
     let mut origin = origin;
     let mut via = None;
     let mut scanned = false;
@@ -405,6 +467,42 @@ fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
             }
         }
     }
+    (origin, via, scanned)
+}
+
+/// The calling module's path (as the event's caller names it) into `out`:
+/// its length, and whether it is the executable.
+pub(crate) fn caller_module(c: &Contract, origin: Origin, f: &HookFrame, out: &mut [u8; 256]) -> (usize, bool) {
+    let site = match caller_origin(origin, f).0 {
+        Origin::Returns(ret) => call_site(ret),
+        Origin::At(at, _, _) => at,
+    };
+    let link = site.wrapping_sub(bias(c));
+    if link >= c.exe_lo && link < c.exe_hi {
+        let exe = exe_path();
+        let n = exe.len().min(out.len());
+        out[..n].copy_from_slice(&exe[..n]);
+        return (n, true);
+    }
+    if let Some((_, name, _)) = crate::unwind::registered_module(site).filter(|m| m.1 != 0) {
+        let mut buf = [0u8; 256];
+        let path = c_string(name, &mut buf);
+        out[..path.len()].copy_from_slice(path);
+        return (path.len(), false);
+    }
+    match loader::mapped_module(site, out) {
+        Some((n, _)) => (n, false),
+        None => (0, false),
+    }
+}
+
+/// `"caller":{"module":..., "offset":..., "return_address":...}` (no
+/// return address for a `syscall` instruction). A call made by libc itself
+/// (its internal path: `wordexp` or `popen` reaching `posix_spawn`) names
+/// the first caller outside libc, found on the stack, and libc's own call
+/// as `"via"`.
+fn caller(c: &Contract, j: &mut Json, origin: Origin, f: &HookFrame) {
+    let (origin, via, scanned) = caller_origin(origin, f);
     let site = match origin {
         Origin::Returns(ret) => call_site(ret),
         Origin::At(at, _, _) => at,

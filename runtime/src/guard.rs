@@ -345,7 +345,7 @@ pub(crate) fn is_own_process(pid: u64) -> bool {
 }
 
 /// `prefix` followed by `n` in decimal and a NUL, in `out`.
-fn numbered<'a>(prefix: &[u8], n: u64, out: &'a mut [u8; 48]) -> &'a [u8] {
+pub(crate) fn numbered<'a>(prefix: &[u8], n: u64, out: &'a mut [u8; 48]) -> &'a [u8] {
     let mut digits = [0u8; 20];
     let len = crate::json::fmt_u64(n, &mut digits);
     let total = prefix.len() + len;

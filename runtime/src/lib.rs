@@ -18,6 +18,7 @@ pub mod contract;
 pub mod decode;
 pub mod dispatch;
 pub mod event;
+pub mod facts;
 pub mod filter;
 pub mod glob;
 pub mod guard;

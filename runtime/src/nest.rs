@@ -76,7 +76,28 @@ pub struct Outer {
     /// Where the call was sent on: the function, or the trampoline that runs
     /// its first instructions (see [`tail_call`]).
     pub real: u64,
+    /// What the policy wanted for it (`contract::action`): in monitor mode a
+    /// call enforce mode would refuse runs too, and the calls inside it,
+    /// which enforce mode would never see, are folded whatever they want
+    /// (see [`folds`]).
+    pub wanted: u8,
 }
+
+/// Whether a call the policy wants `wanted` for, part of the reported call
+/// `o`, is folded into it (no event, no decision of its own): when the
+/// policy would let it through with an alert, or when `o` itself is one
+/// enforce mode would refuse. A call the policy would refuse inside one it
+/// lets through is decided and reported as enforce mode decides it, so a
+/// monitored run shows everything enforce mode will refuse.
+pub fn folds(o: &Outer, wanted: u8) -> bool {
+    use crate::contract::action;
+    wanted == action::ALERT || o.wanted == action::DENY || o.wanted == action::KILL
+}
+
+/// [`Outer::wanted`] of a spawn by name (`posix_spawnp("git")`) whose
+/// program rules need: not decided itself; the `execve` calls its child
+/// makes are, with the spawn's caller (see `dispatch`).
+pub const SEARCHED: u8 = 0xfe;
 
 struct Slot {
     /// Even: stable; odd: being written.
@@ -120,7 +141,9 @@ impl Slot {
                 self.real.load(Ordering::Relaxed),
             )
         })?;
-        Some(Outer { pid, tid, frame, ret, tag, api: ApiId::from_u16(api as u16)?, argv, real })
+        // (`api` holds the API number and, above it, the wanted action.)
+        let wanted = (api >> 16) as u8;
+        Some(Outer { pid, tid, frame, ret, tag, api: ApiId::from_u16(api as u16)?, argv, real, wanted })
     }
 }
 
@@ -170,7 +193,7 @@ fn write_slot(s: &Slot, o: &Outer) {
         s.pid.store(o.pid, Ordering::Relaxed);
         s.tid.store(o.tid, Ordering::Relaxed);
         s.tag.store(o.tag, Ordering::Relaxed);
-        s.api.store(o.api as u32, Ordering::Relaxed);
+        s.api.store(o.api as u32 | u32::from(o.wanted) << 16, Ordering::Relaxed);
         s.frame.store(o.frame, Ordering::Relaxed);
         s.ret.store(o.ret, Ordering::Relaxed);
         s.argv.store(o.argv, Ordering::Relaxed);
@@ -186,7 +209,7 @@ pub fn covers(outer: ApiId, inner: ApiId) -> bool {
 }
 
 /// Whether calls of `api` start a child process that runs a program for them.
-fn spawns(api: ApiId) -> bool {
+pub fn spawns(api: ApiId) -> bool {
     matches!(api.shape(), Shape::System | Shape::Popen | Shape::Spawn)
 }
 

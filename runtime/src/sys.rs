@@ -26,6 +26,7 @@ const SYS_GETSOCKNAME: u64 = 51;
 const SYS_EXIT_GROUP: u64 = 231;
 const SYS_FCNTL: u64 = 72;
 const SYS_READLINK: u64 = 89;
+const SYS_GETCWD: u64 = 79;
 const SYS_GETTID: u64 = 186;
 const SYS_CLOCK_GETTIME: u64 = 228;
 pub const SYS_TGKILL: u64 = 234;
@@ -127,6 +128,13 @@ pub fn readlink(path: &[u8], out: &mut [u8]) -> Result<usize, i64> {
     // SAFETY: live NUL-terminated path; the kernel writes at most out.len() bytes.
     result(unsafe { syscall3(SYS_READLINK, path.as_ptr() as u64, out.as_mut_ptr() as u64, out.len() as u64) })
         .map(|n| n as usize)
+}
+
+/// `getcwd`: the current directory into `out`; the length the kernel
+/// returns (the NUL included).
+pub fn getcwd(out: &mut [u8]) -> Result<usize, i64> {
+    // SAFETY: the kernel writes at most out.len() bytes into `out`.
+    result(unsafe { syscall2(SYS_GETCWD, out.as_mut_ptr() as u64, out.len() as u64) }).map(|n| n as usize)
 }
 
 pub fn getpid() -> u64 {

@@ -12,6 +12,7 @@ mod common;
 mod doors;
 mod golang;
 mod libraries;
+mod matchers;
 mod one_event;
 mod properties;
 mod runtime;

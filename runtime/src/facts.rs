@@ -1,0 +1,551 @@
+//! The facts of one call that rules match on (see `rules`), read from the
+//! call's arguments and the program's memory: its destination address and
+//! port, its paths as the kernel resolves them, the program and command
+//! line it runs, the access it wants, and its calling module.
+//!
+//! Paths are resolved as the kernel walks them: relative ones against the
+//! current directory (`getcwd`) or the `dirfd`'s folder (`/proc/self/fd`),
+//! `.` and `..` removed, and every symbolic link followed (`readlink` on each
+//! component; the last one only where the call itself follows it). A part
+//! that does not exist is taken as written. Everything lives in a
+//! [`Scratch`] slot outside the stack: hooks run on small stacks too.
+
+use crate::apis::{ApiId, Shape};
+use crate::arch::x86_64::HookFrame;
+use crate::contract::{match_key, Contract};
+use crate::event::Origin;
+use crate::rules::{self, Facts, Ip};
+use crate::{mem, paths, sys};
+
+/// A path buffer: `PATH_MAX` bytes and a NUL.
+const PATH_BUF: usize = paths::MAX + 1;
+/// The longest command line matched.
+const COMMAND_MAX: usize = 4096;
+/// Most symbolic links followed in one path (the kernel's limit).
+const MAX_LINKS: u32 = 40;
+const AT_FDCWD: i64 = -100;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+const AT_SYMLINK_FOLLOW: u64 = 0x400;
+const AT_EMPTY_PATH: u64 = 0x1000;
+const O_NOFOLLOW: u64 = 0o400000;
+const ENOENT: i64 = 2;
+
+/// Room for one call's facts.
+#[repr(C)]
+pub struct Scratch {
+    paths: [[u8; PATH_BUF]; 2],
+    command: [u8; COMMAND_MAX],
+    caller: [u8; 256],
+    rest: [u8; PATH_BUF],
+    link: [u8; PATH_BUF],
+}
+
+/// What gathering found besides the facts.
+#[derive(Clone, Copy, Default)]
+pub struct Found<'a> {
+    pub facts: Facts<'a>,
+    /// The program an exec call names does not exist: the kernel would
+    /// fail the call with ENOENT (it is refused so, undecided, unreported).
+    pub no_program: bool,
+    /// An exec call by name (`execvp("git")`) that rules need the program of:
+    /// not decided here; the `execve` calls of its `PATH` search are.
+    pub searched: bool,
+}
+
+/// The facts of a call of `api` (arguments in `f`, made at `origin`) for the
+/// matcher keys `keys`, into `s`.
+pub(crate) fn gather<'s>(
+    c: &Contract,
+    api: ApiId,
+    f: &HookFrame,
+    origin: Origin,
+    keys: u8,
+    s: &'s mut Scratch,
+) -> Found<'s> {
+    let Scratch { paths: [p0, p1], command, caller, rest, link } = s;
+    let mut found = Found::default();
+    let mut w = Walker { rest, link };
+    let shape = api.shape();
+    if keys & (match_key::CALLER | match_key::CALLER_MAIN) != 0 {
+        let (len, main) = crate::event::caller_module(c, origin, f, caller);
+        found.facts.main = main;
+        found.facts.caller = caller.get(..len).filter(|m| !m.is_empty());
+    }
+    // (An API is of one of these kinds at most.)
+    if rules::has_address(api) {
+        if keys & (match_key::IP | match_key::PORT | match_key::PATH) != 0 {
+            address(shape, f, &mut found.facts, p0, &mut w);
+        }
+    } else if rules::runs_program(api) {
+        if keys & (match_key::PATH | match_key::COMMAND) != 0 {
+            program(api, f, keys, &mut found, p0, command, &mut w);
+        }
+    } else if api.class() == crate::apis::Class::File {
+        if keys & (match_key::PATH | match_key::ACCESS) != 0 {
+            file(api, f, &mut found.facts, p0, p1, &mut w);
+        }
+    } else if matches!(shape, Shape::Dlopen | Shape::Dlmopen) && keys & match_key::PATH != 0 {
+        let name = if shape == Shape::Dlopen { f.arg(0) } else { f.arg(1) };
+        // A name without a slash is searched for by the loader: matched as given.
+        let n = w.user_path(name);
+        found.facts.paths[0] = match n {
+            Some(n) if !w.rest[..n].contains(&b'/') => {
+                p0[..n].copy_from_slice(&w.rest[..n]);
+                Some(&p0[..n])
+            }
+            Some(n) => w.resolve(AT_FDCWD, n, true, p0).map(|(len, _)| &p0[..len]),
+            None => None,
+        };
+    }
+    found
+}
+
+/// The destination (or own) address of a network call.
+fn address<'s>(shape: Shape, f: &HookFrame, facts: &mut Facts<'s>, p0: &'s mut [u8; PATH_BUF], w: &mut Walker) {
+    let mut sa = [0u8; 128];
+    let len = match shape {
+        Shape::Sockaddr => user_bytes(f.arg(1), f.arg(2), &mut sa),
+        Shape::SendTo => user_bytes(f.arg(4), f.arg(5), &mut sa),
+        Shape::SendMsg => msg_name(f.arg(1), &mut sa),
+        Shape::SendMmsg => match crate::filter::first_named(f.arg(1), f.arg(2) as u32 as u64) {
+            Some(i) => msg_name(f.arg(1).wrapping_add(i * 64), &mut sa),
+            None => 0,
+        },
+        _ => sys::getsockname(f.arg(0) as i32, &mut sa).unwrap_or(0),
+    };
+    let sa = &sa[..len.min(128)];
+    let port = sa.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]));
+    match sa.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])) {
+        Some(2) => {
+            if let Some(a) = sa.get(4..8) {
+                facts.ip = Some(Ip::from_v4([a[0], a[1], a[2], a[3]]));
+                facts.port = port;
+            }
+        }
+        Some(10) => {
+            if let Some(a) = sa.get(8..24).and_then(|a| <[u8; 16]>::try_from(a).ok()) {
+                facts.ip = Some(Ip::from_v6(a));
+                facts.port = port;
+            }
+        }
+        Some(1) => {
+            let name = sa.get(2..).unwrap_or(&[]);
+            if name.first() == Some(&0) {
+                // An abstract socket: `@name`.
+                let name = &name[1..];
+                let n = name.len().min(PATH_BUF - 1);
+                p0[0] = b'@';
+                p0[1..=n].copy_from_slice(&name[..n]);
+                facts.paths[0] = Some(&p0[..=n]);
+            } else {
+                let n = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                w.rest[..n].copy_from_slice(&name[..n]);
+                facts.paths[0] = w.resolve(AT_FDCWD, n, true, p0).map(|(len, _)| &p0[..len]);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The program an exec call runs and its command line.
+fn program<'s>(
+    api: ApiId,
+    f: &HookFrame,
+    keys: u8,
+    found: &mut Found<'s>,
+    p0: &'s mut [u8; PATH_BUF],
+    command: &'s mut [u8; COMMAND_MAX],
+    w: &mut Walker,
+) {
+    const SHELL: &[u8] = b"/bin/sh";
+    let shape = api.shape();
+    // (dirfd, path, follow the last link, fd when the path is a descriptor's)
+    let (dirfd, path, fd) = match shape {
+        Shape::System | Shape::Popen => (AT_FDCWD, 0, None),
+        Shape::Execv | Shape::Execl => (AT_FDCWD, f.arg(0), None),
+        Shape::Spawn => (AT_FDCWD, f.arg(1), None),
+        Shape::ExecveAt if f.arg(4) & AT_EMPTY_PATH != 0 && is_empty(f.arg(1)) => (AT_FDCWD, 0, Some(f.arg(0) as i32)),
+        Shape::ExecveAt => (f.arg(0) as i32 as i64, f.arg(1), None),
+        _ => (AT_FDCWD, 0, Some(f.arg(0) as i32)),
+    };
+    if keys & match_key::PATH != 0 {
+        let by_name = matches!(api, ApiId::execvp | ApiId::execvpe | ApiId::execlp | ApiId::posix_spawnp);
+        let resolved = if matches!(shape, Shape::System | Shape::Popen) {
+            // The shell libc runs, resolved as any program is.
+            w.rest[..SHELL.len()].copy_from_slice(SHELL);
+            w.resolve(AT_FDCWD, SHELL.len(), true, p0)
+        } else if let Some(fd) = fd {
+            fd_path(fd, p0).map(|n| (n, true))
+        } else {
+            match w.user_path(path) {
+                Some(n) if by_name && !w.rest[..n].contains(&b'/') => {
+                    found.searched = true;
+                    None
+                }
+                Some(n) => w.resolve(dirfd, n, true, p0),
+                None => None,
+            }
+        };
+        if let Some((len, exists)) = resolved {
+            found.facts.paths[0] = Some(&p0[..len]);
+            found.no_program = !exists;
+        }
+    }
+    if keys & match_key::COMMAND != 0 {
+        let len = match shape {
+            Shape::System | Shape::Popen => user_string(f.arg(0), command),
+            Shape::Execl => command_line(
+                |i| if i < 5 { f.arg(i + 1) } else { mem::read_u64(f.stack_arg_addr(i - 5)).unwrap_or(0) },
+                command,
+            ),
+            _ => {
+                let argv = match shape {
+                    Shape::Spawn => f.arg(4),
+                    Shape::ExecveAt => f.arg(2),
+                    _ => f.arg(1),
+                };
+                command_line(|i| mem::read_u64(argv.wrapping_add(8 * i as u64)).unwrap_or(0), command)
+            }
+        };
+        found.facts.command = Some(&command[..len]);
+    }
+}
+
+/// The command line of an argv (`arg(i)` its i-th pointer, 0 at the end)
+/// into `out`: its strings joined by spaces; for a shell run with `-c`
+/// (`sh -c CMD`, what `system` and `popen` run), the shell command `CMD`.
+fn command_line(arg: impl Fn(usize) -> u64, out: &mut [u8; COMMAND_MAX]) -> usize {
+    const SHELLS: &[&[u8]] = &[b"sh", b"bash", b"dash", b"ash", b"zsh", b"ksh", b"mksh"];
+    let mut first = [0u8; 64];
+    let mut flag = [0u8; 4];
+    let n0 = user_string(arg(0), &mut first);
+    let name = first[..n0].rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+    if SHELLS.contains(&name) && user_string(arg(1), &mut flag) == 2 && &flag[..2] == b"-c" {
+        let mut k = 2;
+        let mut dashes = [0u8; 4];
+        if user_string(arg(2), &mut dashes) == 2 && &dashes[..2] == b"--" {
+            k = 3;
+        }
+        if arg(k) != 0 {
+            return user_string(arg(k), out);
+        }
+    }
+    let mut len = 0;
+    for i in 0..256 {
+        let p = arg(i);
+        if p == 0 {
+            break;
+        }
+        if i > 0 {
+            if len >= out.len() {
+                break;
+            }
+            out[len] = b' ';
+            len += 1;
+        }
+        len += user_string(p, &mut out[len..]);
+    }
+    len
+}
+
+/// The paths and access of a file call.
+fn file<'s>(
+    api: ApiId,
+    f: &HookFrame,
+    facts: &mut Facts<'s>,
+    p0: &'s mut [u8; PATH_BUF],
+    p1: &'s mut [u8; PATH_BUF],
+    w: &mut Walker,
+) {
+    let a = |i| f.arg(i);
+    let at = |i: usize| a(i) as i32 as i64;
+    // (dirfd, path, follow) of the first path and of a second one; or a descriptor.
+    enum Named {
+        Paths((i64, u64, bool), Option<(i64, u64, bool)>),
+        Fd(i32),
+    }
+    let mut access = rules::change_access(api);
+    let named = match api.shape() {
+        Shape::Open => {
+            access = rules::open_access(a(1));
+            Named::Paths((AT_FDCWD, a(0), a(1) & O_NOFOLLOW == 0), None)
+        }
+        Shape::OpenAt => {
+            access = rules::open_access(a(2));
+            Named::Paths((at(0), a(1), a(2) & O_NOFOLLOW == 0), None)
+        }
+        Shape::OpenAt2 => {
+            let flags = mem::read_u64(a(2)).unwrap_or(0);
+            access = rules::open_access(flags);
+            Named::Paths((at(0), a(1), flags & O_NOFOLLOW == 0), None)
+        }
+        Shape::Fopen => {
+            let mut mode = [0u8; 8];
+            let n = user_string(a(1), &mut mode);
+            access = rules::open_access(rules::fopen_flags(&mode[..n]));
+            Named::Paths((AT_FDCWD, a(0), true), None)
+        }
+        Shape::Creat | Shape::Chmod | Shape::Truncate => Named::Paths((AT_FDCWD, a(0), true), None),
+        Shape::Chown => Named::Paths((AT_FDCWD, a(0), api == ApiId::chown), None),
+        Shape::Path | Shape::Mknod => Named::Paths((AT_FDCWD, a(0), false), None),
+        Shape::TwoPaths => Named::Paths((AT_FDCWD, a(0), false), Some((AT_FDCWD, a(1), false))),
+        Shape::TwoPathsAt => Named::Paths((at(0), a(1), false), Some((at(2), a(3), false))),
+        Shape::TwoPathsAtFlags => {
+            let follow = matches!(api, ApiId::linkat) && a(4) & AT_SYMLINK_FOLLOW != 0;
+            Named::Paths((at(0), a(1), follow), Some((at(2), a(3), false)))
+        }
+        Shape::Symlink => Named::Paths((AT_FDCWD, a(1), false), None),
+        Shape::SymlinkAt => Named::Paths((at(1), a(2), false), None),
+        Shape::UnlinkAt | Shape::MknodAt => Named::Paths((at(0), a(1), false), None),
+        Shape::FchmodAt => Named::Paths((at(0), a(1), true), None),
+        Shape::FchownAt if a(4) & AT_EMPTY_PATH != 0 && is_empty(a(1)) => Named::Fd(a(0) as i32),
+        Shape::FchownAt => Named::Paths((at(0), a(1), a(4) & AT_SYMLINK_NOFOLLOW == 0), None),
+        _ => Named::Fd(a(0) as i32),
+    };
+    facts.access = access;
+    match named {
+        Named::Fd(fd) => facts.paths[0] = fd_path(fd, p0).map(|n| &p0[..n]),
+        Named::Paths(first, second) => {
+            let mut one = |(dirfd, path, follow): (i64, u64, bool), out: &'s mut [u8; PATH_BUF]| {
+                let n = w.user_path(path)?;
+                w.resolve(dirfd, n, follow, out).map(|(len, _)| &out[..len])
+            };
+            facts.paths[0] = one(first, p0);
+            if let Some(second) = second {
+                // Both must be known for a path rule to match.
+                let other = one(second, p1);
+                if other.is_none() {
+                    facts.paths[0] = None;
+                }
+                facts.paths[1] = other;
+            }
+        }
+    }
+}
+
+/// The path of descriptor `fd` (from `/proc/self/fd`) into `out`; None when
+/// it has none (a socket, a pipe) or /proc is not there.
+fn fd_path(fd: i32, out: &mut [u8; PATH_BUF]) -> Option<usize> {
+    if fd < 0 {
+        return None;
+    }
+    let mut name = [0u8; 48];
+    let n =
+        sys::readlink(crate::guard::numbered(b"/proc/self/fd/", fd as u64, &mut name), &mut out[..paths::MAX]).ok()?;
+    (out.first() == Some(&b'/') && n < paths::MAX).then_some(n)
+}
+
+/// Whether the string at `ptr` is empty (or unreadable): `AT_EMPTY_PATH`
+/// then names the descriptor itself.
+fn is_empty(ptr: u64) -> bool {
+    user_string(ptr, &mut [0u8; 1]) == 0
+}
+
+/// `len` bytes at `ptr` (at most `out`'s length); how many were read.
+fn user_bytes(ptr: u64, len: u64, out: &mut [u8; 128]) -> usize {
+    if ptr == 0 {
+        return 0;
+    }
+    let want = (len as u32 as usize).min(out.len());
+    mem::read(ptr, &mut out[..want])
+}
+
+/// The destination a `struct msghdr` names.
+fn msg_name(msg: u64, out: &mut [u8; 128]) -> usize {
+    match (mem::read_u64(msg), mem::read_u32(msg.wrapping_add(8))) {
+        (Some(name), Some(len)) if len != 0 => user_bytes(name, len as u64, out),
+        _ => 0,
+    }
+}
+
+/// The NUL-terminated string at `ptr` into `out` (cut at its length),
+/// read in chunks that do not cross a page; its length.
+pub fn user_string(ptr: u64, out: &mut [u8]) -> usize {
+    if ptr == 0 {
+        return 0;
+    }
+    let mut len = 0;
+    while len < out.len() {
+        let at = ptr.wrapping_add(len as u64);
+        let want = ((4096 - (at & 4095)) as usize).min(out.len() - len);
+        let got = mem::read(at, &mut out[len..len + want]);
+        if let Some(end) = out[len..len + got].iter().position(|&b| b == 0) {
+            return len + end;
+        }
+        len += got;
+        if got < want {
+            break;
+        }
+    }
+    len
+}
+
+/// Path resolution's buffers: the path still to walk, and a link's target.
+struct Walker<'b> {
+    rest: &'b mut [u8; PATH_BUF],
+    link: &'b mut [u8; PATH_BUF],
+}
+
+impl Walker<'_> {
+    /// The program's path string at `ptr` into `rest`; its length (None for
+    /// NULL, unreadable, empty or longer than `PATH_MAX`).
+    fn user_path(&mut self, ptr: u64) -> Option<usize> {
+        let n = user_string(ptr, &mut self.rest[..paths::MAX]);
+        (n > 0 && n < paths::MAX).then_some(n)
+    }
+
+    /// The path in `rest[..len]`, relative to `dirfd`, resolved into `out`:
+    /// its length, and whether it exists. Symbolic links are followed, the
+    /// last component's only when `follow`.
+    fn resolve(&mut self, dirfd: i64, len: usize, follow: bool, out: &mut [u8; PATH_BUF]) -> Option<(usize, bool)> {
+        // The base: the root, the current directory or the dirfd's folder
+        // (`out` holds the resolved prefix, without a trailing slash; the
+        // root is empty).
+        let mut n = 0;
+        if self.rest.first() != Some(&b'/') {
+            n = if dirfd == AT_FDCWD { getcwd(out)? } else { fd_path(dirfd as i32, out)? };
+            if n == 1 {
+                n = 0;
+            }
+        }
+        let mut links = 0;
+        let (mut at, mut end) = (0, len);
+        let mut exists = true;
+        while at < end {
+            let start = at;
+            while at < end && self.rest[at] != b'/' {
+                at += 1;
+            }
+            let comp = start..at;
+            while at < end && self.rest[at] == b'/' {
+                at += 1;
+            }
+            match &self.rest[comp.clone()] {
+                b"" | b"." => continue,
+                b".." => {
+                    while n > 0 && out[n - 1] != b'/' {
+                        n -= 1;
+                    }
+                    n = n.saturating_sub(1);
+                    continue;
+                }
+                _ => {}
+            }
+            let before = n;
+            let grown = n + 1 + comp.len();
+            if grown >= paths::MAX {
+                return None;
+            }
+            out[n] = b'/';
+            out[n + 1..grown].copy_from_slice(&self.rest[comp]);
+            n = grown;
+            let last = at >= end;
+            if !exists || (last && !follow) {
+                continue;
+            }
+            out[n] = 0;
+            match sys::readlink(&out[..=n], &mut self.link[..paths::MAX]) {
+                Ok(k) if k < paths::MAX => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return None;
+                    }
+                    // The walk goes on in the link's target, then what was left.
+                    let left = end - at;
+                    if k + 1 + left >= paths::MAX {
+                        return None;
+                    }
+                    self.link[k] = b'/';
+                    self.link[k + 1..k + 1 + left].copy_from_slice(&self.rest[at..end]);
+                    end = k + 1 + left;
+                    self.rest[..end].copy_from_slice(&self.link[..end]);
+                    at = 0;
+                    n = if self.rest[0] == b'/' { 0 } else { before };
+                }
+                Ok(_) => return None,
+                // Not a link: go on.
+                Err(e) if e == sys::EINVAL => {}
+                // Missing (or unreadable): the rest is taken as written.
+                Err(e) => exists = e != ENOENT && exists,
+            }
+        }
+        if n == 0 {
+            out[0] = b'/';
+            n = 1;
+        }
+        Some((n, exists))
+    }
+}
+
+/// The current directory into `out`; its length.
+fn getcwd(out: &mut [u8; PATH_BUF]) -> Option<usize> {
+    let n = sys::getcwd(&mut out[..paths::MAX]).ok()?;
+    // The kernel counts the NUL; "(unreachable)/..." is not a path.
+    let n = n.checked_sub(1)?;
+    (out.first() == Some(&b'/')).then_some(n)
+}
+
+/// [`Scratch`] slots outside the stack, taken and given back with atomics,
+/// in one anonymous mapping made by the first call that needs one.
+pub mod pool {
+    use super::Scratch;
+    use crate::sys;
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const SLOTS: usize = 64;
+    const SIZE: usize = core::mem::size_of::<Scratch>().next_multiple_of(4096);
+    const FAILED: u64 = 1;
+    static BUSY: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    static BASE: AtomicU64 = AtomicU64::new(0);
+
+    /// A slot held until dropped.
+    pub struct Slot {
+        index: usize,
+        base: u64,
+    }
+
+    impl Slot {
+        pub fn scratch(&mut self) -> &mut Scratch {
+            // SAFETY: the mapping is SLOTS * SIZE bytes, page aligned, never
+            // unmapped, and zero-filled: a valid Scratch (byte arrays). This
+            // Slot holds BUSY[index], so no one else uses this part, and the
+            // `&mut self` borrow makes the reference unique.
+            unsafe { &mut *((self.base + (self.index * SIZE) as u64) as *mut Scratch) }
+        }
+    }
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            BUSY[self.index].store(false, Ordering::Release);
+        }
+    }
+
+    fn base() -> Option<u64> {
+        match BASE.load(Ordering::Acquire) {
+            FAILED => return None,
+            0 => {}
+            b => return Some(b),
+        }
+        let len = (SLOTS * SIZE) as u64;
+        let Some(mine) = sys::map_anonymous(len) else {
+            let _ = BASE.compare_exchange(0, FAILED, Ordering::AcqRel, Ordering::Acquire);
+            return None;
+        };
+        match BASE.compare_exchange(0, mine, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Some(mine),
+            Err(theirs) => {
+                // SAFETY: our mapping was never published: nobody else uses it.
+                unsafe { sys::unmap(mine, len) };
+                (theirs != FAILED).then_some(theirs)
+            }
+        }
+    }
+
+    /// A free slot; None when all are taken or the mapping failed.
+    pub fn take() -> Option<Slot> {
+        let base = base()?;
+        (0..SLOTS)
+            .find(|&i| BUSY[i].compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
+            .map(|index| Slot { index, base })
+    }
+}
