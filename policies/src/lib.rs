@@ -32,6 +32,7 @@
 
 mod compile;
 mod error;
+mod learn;
 mod matchers;
 mod model;
 mod parse;
@@ -41,6 +42,7 @@ mod table;
 use sha2::{Digest, Sha256};
 
 pub use error::PolicyError;
+pub use learn::{learn, LearnError, FOLD_AT};
 pub use matchers::{IpBlock, Matchers};
 pub use model::{shadowed_by, Action, ApiSelector, Mode, Policy, Rule, Sink};
 pub use parse::{MAX_RULES, MAX_RULE_ID_LEN, MAX_SINK_FD, MAX_SINK_PATH_LEN};

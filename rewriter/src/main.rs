@@ -93,7 +93,7 @@ enum Command {
         #[arg(short, long, value_name = "OUT")]
         output: Option<PathBuf>,
     },
-    /// Check a policy file, or print a bundled one.
+    /// Check a policy file, print a bundled one, or learn one from events.
     #[command(subcommand)]
     Policy(PolicyCommand),
 }
@@ -106,6 +106,25 @@ enum PolicyCommand {
     Show { name: Option<String> },
     /// List the bundled policies.
     List,
+    /// Print a policy that allows exactly what monitored runs did and refuses the rest.
+    ///
+    /// The loop: patch with `--preset monitor-all`, run the program's own tests
+    /// (events to a file sink), learn, patch with the learned policy, run the
+    /// tests again: nothing refused, and anything new is.
+    #[command(after_help = "Example:\n  \
+        dfpatch policy show monitor-all | sed 's|^sink = .*|sink = \"file:/tmp/app.jsonl\"|' > monitor.toml\n  \
+        dfpatch --policy monitor.toml -o app.monitored app\n  \
+        ./app.monitored ...                     # the program's own tests\n  \
+        dfpatch policy learn /tmp/app.jsonl > app.toml\n  \
+        dfpatch --policy app.toml -o app.enforced app")]
+    Learn {
+        /// The `[report] sink` of the learned policy: stderr, file:/absolute/path or fd:N.
+        #[arg(long, value_name = "SINK", default_value = "stderr")]
+        sink: String,
+        /// Event files (JSON Lines) written by monitored runs; `-` reads standard input.
+        #[arg(required = true, value_name = "EVENTS.jsonl")]
+        events: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -458,6 +477,23 @@ fn policy_command(p: PolicyCommand) -> Result<String, String> {
                     writeln!(out, "  {:<14} {:<8} {:<6} ({by}{first})", api.name(), api.class().name(), action.name());
             }
             Ok(out)
+        }
+        PolicyCommand::Learn { sink, events } => {
+            let mut files = Vec::with_capacity(events.len());
+            for path in &events {
+                let text = if path.as_os_str() == "-" {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| format!("-: {e}"))?;
+                    text
+                } else {
+                    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+                };
+                files.push((path.display().to_string(), text));
+            }
+            dfpatch_policy::learn(&files, &sink).map_err(|e| match e {
+                dfpatch_policy::LearnError::Invalid(e) => format!("bad --sink {sink:?}: {e}"),
+                e => e.to_string(),
+            })
         }
         PolicyCommand::Show { name } => {
             let name = name.as_deref().unwrap_or("default");

@@ -152,12 +152,14 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         nest::sent_on(tid, frame, f.r11);
         return FORWARD; // this very call was reported by the executable's hook
     }
-    // Part of a reported call in progress (see `nest`): no event. Only a
-    // call the policy would let through itself is folded: a `deny` or `kill`
-    // always applies (and is reported), so a stale nesting entry can cost a
-    // lost alert, never a refusal. (In monitor mode, calls inside one that
-    // enforce mode would refuse are folded too: see `nest::folds`.)
-    if done == action::ALERT && part_of_reported(c, api, kind, tag, tid, frame, f, d.action) {
+    // Part of a call in progress (see `nest`): no event, no decision of its
+    // own. `nest::folds` says which: a call the policy would let through
+    // with an alert; in monitor mode, any call inside one enforce mode
+    // would refuse; any exec or process call of a spawn a rule let through.
+    // Otherwise a `deny` or `kill` applies (and is reported), so a stale
+    // nesting entry costs a lost alert, not a refusal (a spawn's entry
+    // aside: its frame and return address must still be in place).
+    if part_of_reported(c, api, kind, tag, tid, frame, f, d.action) {
         return FORWARD;
     }
     // The program a libc spawn starts (`posix_spawn`, `system`, `popen`) is
@@ -383,8 +385,9 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
     // call inside a reported `dlopen` is the library's).
     let libc_own = libplans::detoured_range(site).is_some();
     let nestable = !has_loader(c) || libc_own;
-    // (Only what the policy would let through is folded: see dfp_dispatch.)
-    let foldable = nestable && done == action::ALERT;
+    // (Only what the policy would let through is folded, see dfp_dispatch;
+    // `nest::folds` says which.)
+    let foldable = nestable;
     if foldable {
         if let Some(o) = nest::inside(tid, at.below) {
             // As for function calls: the call frame information (glibc)
@@ -397,7 +400,7 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
     }
     // libc repeating a reported `setuid` on this thread (see `nest`; when
     // it is not, this call is recorded as the one reported).
-    if foldable && nest::broadcast(api, tid, [call.arg(0), call.arg(1), call.arg(2)]) {
+    if foldable && done == action::ALERT && nest::broadcast(api, tid, [call.arg(0), call.arg(1), call.arg(2)]) {
         return None;
     }
     if api.class() == Class::Exec {

@@ -473,8 +473,31 @@ impl Walker<'_> {
             out[0] = b'/';
             n = 1;
         }
-        Some((n, exists))
+        Some((own_proc(out, n), exists))
     }
+}
+
+/// `/proc/PID...` of this very process as `/proc/self...` (what
+/// `/proc/self` resolves to, named the same in every run); the new length.
+fn own_proc(out: &mut [u8; PATH_BUF], n: usize) -> usize {
+    const PROC: &[u8] = b"/proc/";
+    let mut digits = [0u8; 20];
+    let len = crate::json::fmt_u64(sys::getpid(), &mut digits);
+    let pid = &digits[20 - len..];
+    let end = PROC.len() + pid.len();
+    if n < end || &out[..PROC.len()] != PROC || &out[PROC.len()..end] != pid || (n > end && out[end] != b'/') {
+        return n;
+    }
+    // "/proc/" + "self" + the rest, moved left (a pid has 1 to 7 digits: the
+    // rest moves right by up to 3 bytes only for 1-digit pids).
+    let rest = n - end;
+    let to = PROC.len() + 4;
+    if to + rest >= PATH_BUF {
+        return n;
+    }
+    out.copy_within(end..n, to);
+    out[PROC.len()..to].copy_from_slice(b"self");
+    to + rest
 }
 
 /// The current directory into `out`; its length.

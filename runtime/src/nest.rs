@@ -83,15 +83,19 @@ pub struct Outer {
     pub wanted: u8,
 }
 
-/// Whether a call the policy wants `wanted` for, part of the reported call
-/// `o`, is folded into it (no event, no decision of its own): when the
-/// policy would let it through with an alert, or when `o` itself is one
-/// enforce mode would refuse. A call the policy would refuse inside one it
-/// lets through is decided and reported as enforce mode decides it, so a
-/// monitored run shows everything enforce mode will refuse.
+/// Whether a call the policy wants `wanted` for, part of the call `o` in
+/// progress, is folded into it (no event, no decision of its own):
+/// - when the policy would let it through with an alert;
+/// - when `o` is one enforce mode would refuse (in monitor mode it runs);
+/// - whatever it wants, when `o` is a spawn a rule let through (its `clone`,
+///   its child's exec: the spawn the rule allowed is made of them).
+///
+/// Otherwise a call the policy would refuse inside one it lets through is
+/// decided and reported as enforce mode decides it, so a monitored run
+/// shows everything enforce mode will refuse.
 pub fn folds(o: &Outer, wanted: u8) -> bool {
     use crate::contract::action;
-    wanted == action::ALERT || o.wanted == action::DENY || o.wanted == action::KILL
+    wanted == action::ALERT || matches!(o.wanted, action::DENY | action::KILL | action::ALLOW)
 }
 
 /// [`Outer::wanted`] of a spawn by name (`posix_spawnp("git")`) whose

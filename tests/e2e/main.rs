@@ -11,6 +11,7 @@ mod busybox;
 mod common;
 mod doors;
 mod golang;
+mod learn;
 mod libraries;
 mod matchers;
 mod one_event;

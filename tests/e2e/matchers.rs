@@ -191,8 +191,7 @@ fn matchers_decide_by_argument_and_caller() {
             let got = line.split_once('=').map_or("", |(_, v)| v);
             assert_eq!(got, step.enforce, "{flavour}: {} printed {line:?}; events {evs:#?}", step.arg);
         }
-        let want: Vec<(&str, Option<String>)> =
-            steps.iter().filter_map(|s| s.refused.clone()).map(|(rule, path)| (rule, path)).collect();
+        let want: Vec<(&str, Option<String>)> = steps.iter().filter_map(|s| s.refused.clone()).collect();
         let got = refusals(&evs);
         assert_eq!(got.len(), want.len(), "{flavour}: one event per refused step: {got:#?}\n{evs:#?}");
         for ((api, rule, path), (want_rule, want_path)) in got.iter().zip(&want) {

@@ -1,0 +1,354 @@
+//! Learn mode: a policy that lets through exactly what monitored runs did
+//! and refuses the rest, from their events (`dfpatch policy learn`).
+//!
+//! Allow rules come first, one per program (its commands and callers), per
+//! destination address (its ports, APIs and callers), per kind of file
+//! access (the files, folded into `folder/*` where many share a folder),
+//! for the libraries loaded and per API of the other classes; then a deny
+//! rule per class. The output is deterministic (sorted, stable ids) and
+//! says in comments how many events each rule covers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use dfpatch_runtime::apis::{ApiId, Class};
+
+use crate::model::toml_string;
+use crate::{Policy, PolicyError};
+
+/// Files of one folder that fold into `folder/*`.
+pub const FOLD_AT: usize = 4;
+
+/// The folders never folded: what `folder/*` would allow there is too much
+/// (`/etc/*` holds `/etc/shadow`).
+const NEVER_FOLDED: &[&str] =
+    &["/", "/etc", "/root", "/home", "/tmp", "/var", "/usr", "/proc", "/dev", "/run", "/boot"];
+
+/// Why events could not be learned from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LearnError {
+    /// A line that is not a JSON object.
+    #[error("{source_name}:{line}: not an event (a JSON object per line): {reason}")]
+    NotAnEvent {
+        /// The file (or `-`).
+        source_name: String,
+        /// 1-based line number.
+        line: usize,
+        /// What the JSON parser said.
+        reason: String,
+    },
+    /// No monitored call at all.
+    #[error("no events to learn from: run the program patched with --preset monitor-all first")]
+    Empty,
+    /// The policy made does not parse (a bug: reported rather than printed).
+    #[error("the learned policy does not parse: {0}")]
+    Invalid(#[from] PolicyError),
+}
+
+/// One event, reduced to what rules match on.
+#[derive(Debug, Clone)]
+struct Seen {
+    api: String,
+    class: Class,
+    /// `main`, a module path, or None (code outside any file).
+    caller: Option<String>,
+    path: Option<String>,
+    new_path: Option<String>,
+    access: Vec<String>,
+    command: Option<String>,
+    ip: Option<String>,
+    port: Option<u16>,
+}
+
+/// `path` as a glob matching only itself, but for the process id `pid`
+/// where it stands alone in a name (`temp-4242.rdb`), which becomes `*`:
+/// the next run has another.
+fn path_glob(path: &str, pid: Option<u64>) -> String {
+    let escaped = escape(path);
+    let Some(pid) = pid.map(|p| p.to_string()) else { return escaped };
+    let mut out = String::with_capacity(escaped.len());
+    let mut rest = escaped.as_str();
+    while let Some(at) = rest.find(&pid) {
+        let (before, after) = (&rest[..at], &rest[at + pid.len()..]);
+        let digit_before = before.chars().last().is_some_and(|c| c.is_ascii_digit());
+        let digit_after = after.chars().next().is_some_and(|c| c.is_ascii_digit());
+        out.push_str(before);
+        out.push_str(if digit_before || digit_after { &pid } else { "*" });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Reads one event line; None for events of no API (`dfpatch.degraded`).
+fn seen(v: &serde_json::Value) -> Option<Seen> {
+    let api = v.get("api")?.as_str()?.to_string();
+    let class = Class::from_name(v.get("class")?.as_str()?)?;
+    ApiId::from_name(&api)?;
+    let exe = v.get("exe").and_then(|e| e.as_str());
+    let module = v.get("caller").and_then(|c| c.get("module")).and_then(|m| m.as_str());
+    let caller = match module {
+        Some(m) if Some(m) == exe => Some("main".to_string()),
+        Some(m) if m.starts_with('/') => Some(m.to_string()),
+        _ => None,
+    };
+    let m = v.get("match");
+    let text = |key: &str| m.and_then(|m| m.get(key)).and_then(|s| s.as_str()).map(String::from);
+    let access = m
+        .and_then(|m| m.get("access"))
+        .and_then(|a| a.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let port = m.and_then(|m| m.get("port")).and_then(|p| p.as_u64()).and_then(|p| u16::try_from(p).ok());
+    let pid = v.get("pid").and_then(|p| p.as_u64());
+    Some(Seen {
+        api,
+        class,
+        caller,
+        path: text("path").map(|p| path_glob(&p, pid)),
+        new_path: text("new_path").map(|p| path_glob(&p, pid)),
+        access,
+        command: text("command"),
+        ip: text("ip"),
+        port,
+    })
+}
+
+/// One allow rule being gathered.
+#[derive(Default)]
+struct Group {
+    apis: BTreeSet<String>,
+    paths: BTreeSet<String>,
+    commands: BTreeSet<String>,
+    ports: BTreeSet<u16>,
+    callers: BTreeSet<String>,
+    /// A call made from code outside any file: no `caller` key.
+    anonymous_caller: bool,
+    access: Vec<String>,
+    ip: Option<String>,
+    events: usize,
+}
+
+impl Group {
+    fn add(&mut self, s: &Seen) {
+        self.events += 1;
+        self.apis.insert(s.api.clone());
+        match &s.caller {
+            Some(c) => {
+                self.callers.insert(c.clone());
+            }
+            None => self.anonymous_caller = true,
+        }
+    }
+}
+
+/// Reads JSON Lines `text` (from `source_name`) into events.
+fn read(source_name: &str, text: &str, out: &mut Vec<Seen>) -> Result<(), LearnError> {
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| LearnError::NotAnEvent {
+            source_name: source_name.to_string(),
+            line: i + 1,
+            reason: e.to_string(),
+        })?;
+        if !v.is_object() {
+            let reason = "not an object".to_string();
+            return Err(LearnError::NotAnEvent { source_name: source_name.to_string(), line: i + 1, reason });
+        }
+        out.extend(seen(&v));
+    }
+    Ok(())
+}
+
+/// The learned policy's text, from event files given as (name, contents);
+/// `sink` is its `[report] sink` (e.g. `stderr`).
+pub fn learn(files: &[(String, String)], sink: &str) -> Result<String, LearnError> {
+    let mut events = Vec::new();
+    for (name, text) in files {
+        read(name, text, &mut events)?;
+    }
+    if events.is_empty() {
+        return Err(LearnError::Empty);
+    }
+    let mut exec: BTreeMap<String, Group> = BTreeMap::new();
+    let mut net: BTreeMap<String, Group> = BTreeMap::new();
+    let mut files_by_access: BTreeMap<String, Group> = BTreeMap::new();
+    let mut libraries = Group::default();
+    let mut other: BTreeMap<String, Group> = BTreeMap::new();
+    for s in &events {
+        let g = match (s.class, &s.path, &s.ip) {
+            (Class::Exec, Some(path), _) => {
+                let g = exec.entry(path.clone()).or_default();
+                g.paths.insert(path.clone());
+                if let Some(c) = &s.command {
+                    g.commands.insert(escape(c));
+                }
+                g
+            }
+            (Class::Network, _, Some(ip)) => {
+                let g = net.entry(format!("ip {ip}")).or_default();
+                g.ip = Some(ip.clone());
+                g.ports.extend(s.port);
+                g
+            }
+            (Class::Network, Some(path), None) => {
+                let g = net.entry(format!("path {path}")).or_default();
+                g.paths.insert(path.clone());
+                g
+            }
+            (Class::File, Some(path), _) if !s.access.is_empty() => {
+                let g = files_by_access.entry(s.access.join("+")).or_default();
+                g.access = s.access.clone();
+                g.paths.insert(path.clone());
+                g.paths.extend(s.new_path.clone());
+                g
+            }
+            (Class::Library, Some(path), _) => {
+                libraries.paths.insert(path.clone());
+                &mut libraries
+            }
+            _ => other.entry(s.api.clone()).or_default(),
+        };
+        g.add(s);
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "# Learned by `dfpatch policy learn` from {} events ({} files).", events.len(), files.len());
+    let _ = writeln!(out, "# Allows what the monitored runs did; refuses the rest of every class.");
+    let _ = writeln!(out, "mode = \"enforce\"\ndefault = \"allow\"\n\n[report]\nsink = {}", toml_string(sink));
+    let mut n = 0;
+    let mut rule = |out: &mut String, id: &str, g: &Group, body: String| {
+        n += 1;
+        let _ = writeln!(out, "\n# {} event{}", g.events, if g.events == 1 { "" } else { "s" });
+        let _ = write!(out, "[[rule]]\nid = \"{id}-{n}\"\n{body}");
+        if !g.anonymous_caller && !g.callers.is_empty() {
+            let _ = writeln!(
+                out,
+                "caller = [{}]",
+                list(g.callers.iter().map(|c| if c == "main" { c.clone() } else { escape(c) }))
+            );
+        }
+        let _ = writeln!(out, "action = \"allow\"");
+    };
+    for g in exec.values() {
+        let mut body = format!("apis = [\"exec\"]\npath = [{}]\n", list(g.paths.iter().cloned()));
+        if !g.commands.is_empty() {
+            let _ = writeln!(body, "command = [{}]", list(g.commands.iter().cloned()));
+        }
+        rule(&mut out, "exec", g, body);
+    }
+    for g in net.values() {
+        let mut body = format!("apis = [{}]\n", list(g.apis.iter().cloned()));
+        if let Some(ip) = &g.ip {
+            let _ = writeln!(body, "ip = [{}]", toml_string(ip));
+            if !g.ports.is_empty() {
+                let ports: Vec<String> = g.ports.iter().map(u16::to_string).collect();
+                let _ = writeln!(body, "port = [{}]", ports.join(", "));
+            }
+        } else {
+            let _ = writeln!(body, "path = [{}]", list(g.paths.iter().cloned()));
+        }
+        rule(&mut out, "network", g, body);
+    }
+    for g in files_by_access.values() {
+        let folded = fold(&g.paths);
+        let access = list(g.access.iter().cloned());
+        let body = format!("apis = [\"file\"]\npath = [{}]\naccess = [{access}]\n", list(folded.into_iter()));
+        rule(&mut out, "files", g, body);
+    }
+    if libraries.events > 0 {
+        let body = format!("apis = [\"library\"]\npath = [{}]\n", list(libraries.paths.iter().cloned()));
+        rule(&mut out, "libraries", &libraries, body);
+    }
+    for (api, g) in &other {
+        rule(&mut out, "calls", g, format!("apis = [{}]\n", toml_string(api)));
+    }
+    let observed: BTreeSet<&str> = events.iter().map(|s| s.class.name()).collect();
+    for class in Class::ALL {
+        // `process` (fork, clone) only when the runs reported some; `tamper`
+        // is refused unless a rule allows it.
+        if class == Class::Tamper || (class == Class::Process && !observed.contains(class.name())) {
+            continue;
+        }
+        let _ =
+            writeln!(out, "\n# the rest of {}\n[[rule]]\nid = \"no-{}\"", class.name(), class.name().replace('_', "-"));
+        let _ = writeln!(out, "apis = [{}]\naction = \"deny\"", toml_string(class.name()));
+    }
+    Policy::parse(&out)?;
+    Ok(out)
+}
+
+/// Quoted TOML strings, comma separated.
+fn list(items: impl Iterator<Item = String>) -> String {
+    items.map(|s| toml_string(&s)).collect::<Vec<_>>().join(", ")
+}
+
+/// `text` as a glob matching only itself.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Files (as globs) folded: those of a folder with [`FOLD_AT`] or more
+/// become `folder/*` (not in [`NEVER_FOLDED`] folders).
+fn fold(paths: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut by_folder: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for p in paths {
+        let folder = p.rsplit_once('/').map_or("", |(f, _)| f);
+        by_folder.entry(if folder.is_empty() { "/" } else { folder }).or_default().push(p);
+    }
+    let mut out = BTreeSet::new();
+    for (folder, files) in by_folder {
+        if files.len() >= FOLD_AT && !NEVER_FOLDED.contains(&folder) {
+            out.insert(format!("{folder}/*"));
+        } else {
+            out.extend(files.into_iter().cloned());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(api: &str, class: &str, module: &str, m: &str) -> String {
+        format!(r#"{{"api":"{api}","class":"{class}","exe":"/app/x","caller":{{"module":"{module}"}},"match":{m}}}"#)
+    }
+
+    #[test]
+    fn learns_and_folds() {
+        let mut lines = vec![
+            event("connect", "network", "/app/x", r#"{"ip":"127.0.0.1","port":6379}"#),
+            event("system", "exec", "/app/x", r#"{"path":"/usr/bin/dash","command":"ls *"}"#),
+            event("dlopen", "library", "/lib/libc.so.6", r#"{"path":"libz.so.1"}"#),
+            event("ptrace", "debug", "/app/x", "{}"),
+            r#"{"api":"dfpatch.degraded","class":"runtime"}"#.to_string(),
+        ];
+        for f in ["a", "b", "c", "d"] {
+            lines.push(event("open", "file", "/app/x", &format!(r#"{{"path":"/srv/data/{f}","access":["read"]}}"#)));
+        }
+        lines.push(event("open", "file", "/app/x", r#"{"path":"/etc/passwd","access":["read"]}"#));
+        let text = learn(&[("e.jsonl".into(), lines.join("\n"))], "stderr").unwrap_or_else(|e| panic!("{e}"));
+        let policy = Policy::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(text.contains("path = [\"/etc/passwd\", \"/srv/data/*\"]"), "{text}");
+        assert!(text.contains("command = [\"ls \\\\*\"]"), "{text}");
+        assert!(text.contains("ip = [\"127.0.0.1\"]\nport = [6379]\ncaller = [\"main\"]"), "{text}");
+        assert!(text.contains("# 4 events") || text.contains("# 5 events"), "{text}");
+        assert_eq!(policy.mode, crate::Mode::Enforce);
+        assert!(policy.rules.iter().any(|r| r.id == "no-exec"), "{text}");
+        assert!(!policy.rules.iter().any(|r| r.id == "no-process"), "{text}");
+        assert_eq!(learn(&[("e".into(), "{}\n".into())], "stderr"), Err(LearnError::Empty));
+        assert!(matches!(learn(&[("e".into(), "x\n".into())], "stderr"), Err(LearnError::NotAnEvent { line: 1, .. })));
+        assert_eq!(path_glob("/d/temp-4242.rdb", Some(4242)), "/d/temp-*.rdb");
+        assert_eq!(path_glob("/d/142420", Some(4242)), "/d/142420");
+        assert_eq!(path_glob("/d/a*", None), "/d/a\\*");
+    }
+}
