@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Rules are evaluated in order and the first rule whose `apis` covers a
-//! function (by name or through its class) decides; otherwise `default` does.
+//! function (by name or through its class) and whose matchers (`ip`, `port`,
+//! `path`, `command`, `access`, `caller`; none: every call) match the call
+//! decides; otherwise `default` does. `learn` makes a policy from events.
 //!
 //! ```
 //! use dfpatch_policy::{Action, Policy};

@@ -15,10 +15,12 @@ use crate::arch::x86_64::HookFrame;
 use crate::contract::{match_key, Contract};
 use crate::event::Origin;
 use crate::rules::{self, Facts, Ip};
-use crate::{mem, paths, sys};
+use crate::{mem, sys};
 
+/// The longest path resolved (`PATH_MAX`).
+const PATH_MAX: usize = 4096;
 /// A path buffer: `PATH_MAX` bytes and a NUL.
-const PATH_BUF: usize = paths::MAX + 1;
+const PATH_BUF: usize = PATH_MAX + 1;
 /// The longest command line matched.
 const COMMAND_MAX: usize = 4096;
 /// Most symbolic links followed in one path (the kernel's limit).
@@ -331,8 +333,8 @@ fn fd_path(fd: i32, out: &mut [u8; PATH_BUF]) -> Option<usize> {
     }
     let mut name = [0u8; 48];
     let n =
-        sys::readlink(crate::guard::numbered(b"/proc/self/fd/", fd as u64, &mut name), &mut out[..paths::MAX]).ok()?;
-    (out.first() == Some(&b'/') && n < paths::MAX).then_some(n)
+        sys::readlink(crate::guard::numbered(b"/proc/self/fd/", fd as u64, &mut name), &mut out[..PATH_MAX]).ok()?;
+    (out.first() == Some(&b'/') && n < PATH_MAX).then_some(n)
 }
 
 /// Whether the string at `ptr` is empty (or unreadable): `AT_EMPTY_PATH`
@@ -390,8 +392,8 @@ impl Walker<'_> {
     /// The program's path string at `ptr` into `rest`; its length (None for
     /// NULL, unreadable, empty or longer than `PATH_MAX`).
     fn user_path(&mut self, ptr: u64) -> Option<usize> {
-        let n = user_string(ptr, &mut self.rest[..paths::MAX]);
-        (n > 0 && n < paths::MAX).then_some(n)
+        let n = user_string(ptr, &mut self.rest[..PATH_MAX]);
+        (n > 0 && n < PATH_MAX).then_some(n)
     }
 
     /// The path in `rest[..len]`, relative to `dirfd`, resolved into `out`:
@@ -433,7 +435,7 @@ impl Walker<'_> {
             }
             let before = n;
             let grown = n + 1 + comp.len();
-            if grown >= paths::MAX {
+            if grown >= PATH_MAX {
                 return None;
             }
             out[n] = b'/';
@@ -444,15 +446,15 @@ impl Walker<'_> {
                 continue;
             }
             out[n] = 0;
-            match sys::readlink(&out[..=n], &mut self.link[..paths::MAX]) {
-                Ok(k) if k < paths::MAX => {
+            match sys::readlink(&out[..=n], &mut self.link[..PATH_MAX]) {
+                Ok(k) if k < PATH_MAX => {
                     links += 1;
                     if links > MAX_LINKS {
                         return None;
                     }
                     // The walk goes on in the link's target, then what was left.
                     let left = end - at;
-                    if k + 1 + left >= paths::MAX {
+                    if k + 1 + left >= PATH_MAX {
                         return None;
                     }
                     self.link[k] = b'/';
@@ -502,7 +504,7 @@ fn own_proc(out: &mut [u8; PATH_BUF], n: usize) -> usize {
 
 /// The current directory into `out`; its length.
 fn getcwd(out: &mut [u8; PATH_BUF]) -> Option<usize> {
-    let n = sys::getcwd(&mut out[..paths::MAX]).ok()?;
+    let n = sys::getcwd(&mut out[..PATH_MAX]).ok()?;
     // The kernel counts the NUL; "(unreachable)/..." is not a path.
     let n = n.checked_sub(1)?;
     (out.first() == Some(&b'/')).then_some(n)
@@ -570,5 +572,75 @@ pub mod pool {
         (0..SLOTS)
             .find(|&i| BUSY[i].compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
             .map(|index| Slot { index, base })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::format;
+    use std::os::unix::fs::symlink;
+    use std::string::String;
+
+    /// `path` resolved by [`Walker::resolve`].
+    fn resolved(path: &str, follow: bool) -> Option<(String, bool)> {
+        let mut rest = [0u8; PATH_BUF];
+        let mut link = [0u8; PATH_BUF];
+        let mut out = [0u8; PATH_BUF];
+        rest[..path.len()].copy_from_slice(path.as_bytes());
+        let mut w = Walker { rest: &mut rest, link: &mut link };
+        let (n, exists) = w.resolve(AT_FDCWD, path.len(), follow, &mut out)?;
+        Some((String::from_utf8_lossy(&out[..n]).into_owned(), exists))
+    }
+
+    /// What the kernel says `path` is (`realpath`).
+    fn kernel(path: &str) -> String {
+        format!("{}", std::fs::canonicalize(path).unwrap().display())
+    }
+
+    #[test]
+    fn resolution_agrees_with_the_kernel() {
+        let d = format!("/tmp/dfpatch-facts-{}", std::process::id());
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(format!("{d}/a/deep")).unwrap();
+        std::fs::create_dir_all(format!("{d}/b")).unwrap();
+        std::fs::write(format!("{d}/b/x"), "x").unwrap();
+        std::fs::write(format!("{d}/a/file"), "f").unwrap();
+        symlink(format!("{d}/a"), format!("{d}/abs")).unwrap();
+        symlink("a", format!("{d}/rel")).unwrap();
+        symlink("../b/x", format!("{d}/a/up")).unwrap();
+        symlink("deep/..", format!("{d}/a/dotdot")).unwrap();
+        symlink("rel/../b", format!("{d}/chain")).unwrap();
+        symlink("loop2", format!("{d}/loop1")).unwrap();
+        symlink("loop1", format!("{d}/loop2")).unwrap();
+        for path in [
+            "abs/file",
+            "rel/file",
+            "a/up",
+            "rel/up",
+            "abs/dotdot/file",
+            "chain/x",
+            "abs/../b/x",
+            "rel/deep/../../b/./x",
+            "a//deep/",
+            ".",
+        ] {
+            let full = format!("{d}/{path}");
+            assert_eq!(resolved(&full, true), Some((kernel(&full), true)), "{path}");
+        }
+        // The last link not followed: the link itself, in its resolved folder.
+        assert_eq!(resolved(&format!("{d}/rel/up"), false), Some((format!("{}/up", kernel(&format!("{d}/a"))), true)));
+        // A part that does not exist: as written after it.
+        let missing = resolved(&format!("{d}/abs/missing/../x"), true);
+        assert_eq!(missing, Some((format!("{}/x", kernel(&format!("{d}/a"))), false)));
+        // A loop of links: no path.
+        assert_eq!(resolved(&format!("{d}/loop1/x"), true), None);
+        assert_eq!(resolved("/", true), Some(("/".into(), true)));
+        assert_eq!(resolved("/..", true), Some(("/".into(), true)));
+        let own = format!("/proc/{}/status", std::process::id());
+        assert_eq!(resolved(&own, true).map(|r| r.0), Some("/proc/self/status".into()));
+        assert_eq!(resolved("/proc/self/status", true).map(|r| r.0), Some("/proc/self/status".into()));
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -73,11 +73,14 @@ fn run(pattern: &[u8], path: &[u8], sep: u8) -> bool {
     let mut set = closure(toks, 1);
     for &c in path {
         let mut next = 0u128;
-        for (i, t) in toks.iter().enumerate() {
-            if set >> i & 1 == 0 {
-                continue;
-            }
-            let (stay, advance) = match *t {
+        // Only the live states (usually one or two), lowest first.
+        let mut live = set;
+        while live != 0 {
+            let i = live.trailing_zeros() as usize;
+            live &= live - 1;
+            // (State `toks.len()` is the end: no way on.)
+            let Some(&t) = toks.get(i) else { continue };
+            let (stay, advance) = match t {
                 Tok::Byte(b) => (false, c == b),
                 Tok::One => (false, c != sep),
                 Tok::Class { from, to } => {
@@ -103,9 +106,18 @@ fn run(pattern: &[u8], path: &[u8], sep: u8) -> bool {
 
 /// `set` with every state a star may be skipped to.
 fn closure(toks: &[Tok], mut set: u128) -> u128 {
-    for (i, t) in toks.iter().enumerate() {
-        if set >> i & 1 == 1 && matches!(t, Tok::Star | Tok::Stars) {
-            set |= 1 << (i + 1);
+    let mut rest = set;
+    while rest != 0 {
+        let i = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        // A star's next state is live too, and is looked at in turn (it is
+        // above every bit cleared so far).
+        if matches!(toks.get(i), Some(Tok::Star | Tok::Stars)) {
+            let bit = 1u128 << (i + 1);
+            if set & bit == 0 {
+                set |= bit;
+                rest |= bit;
+            }
         }
     }
     set

@@ -27,7 +27,6 @@ pub mod libplans;
 pub mod loader;
 pub mod mem;
 pub mod nest;
-pub mod paths;
 pub mod ptable;
 pub mod rules;
 pub mod sink;
