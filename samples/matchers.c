@@ -9,6 +9,8 @@
  *   openat:DIR:REL     openat(open(DIR, O_DIRECTORY), REL, O_RDONLY)
  *   exec:PATH          fork, execv(PATH, {PATH, "ok"}) in the child; ok when it exits 0
  *   execvp:NAME        the same with execvp
+ *   spawnp:NAME        posix_spawnp(NAME, {NAME, "ok"}); ok when it exits 0
+ *   rename:OLD:NEW     rename(OLD, NEW)
  *   system:CMD         system(CMD); ok when it exits 0
  *   connect:IP:PORT    a TCP connect; a refused connection (nobody listens) is "refused"
  *   udp:IP:PORT        a UDP sendto
@@ -23,8 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #ifdef WITH_LIB
 int lib_system(const char *cmd);
@@ -114,7 +119,8 @@ int main(int argc, char **argv) {
             if (f)
                 fclose(f);
         } else if (!strcmp(op, "cd")) {
-            report(op, chdir(arg) == 0, errno);
+            int r = chdir(arg);
+            report(op, r == 0, errno);
         } else if (!strcmp(op, "openat")) {
             char *rel = after(arg);
             int dir = open(arg, O_RDONLY | O_DIRECTORY);
@@ -127,6 +133,21 @@ int main(int argc, char **argv) {
             run_exec(op, arg, 0);
         } else if (!strcmp(op, "execvp")) {
             run_exec(op, arg, 1);
+        } else if (!strcmp(op, "spawnp")) {
+            pid_t pid;
+            char *args[] = {arg, "ok", NULL};
+            int err = posix_spawnp(&pid, arg, NULL, NULL, args, environ);
+            int st = 0;
+            if (err == 0 && waitpid(pid, &st, 0) < 0)
+                st = -1;
+            if (err)
+                report(op, 0, err);
+            else
+                status(op, st);
+        } else if (!strcmp(op, "rename")) {
+            char *to = after(arg);
+            int r = rename(arg, to);
+            report(op, r == 0, errno);
         } else if (!strcmp(op, "system")) {
             status(op, system(arg));
         } else if (!strcmp(op, "connect") || !strcmp(op, "udp")) {

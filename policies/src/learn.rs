@@ -19,10 +19,14 @@ use crate::{Policy, PolicyError};
 /// Files of one folder that fold into `folder/*`.
 pub const FOLD_AT: usize = 4;
 
-/// The folders never folded: what `folder/*` would allow there is too much
-/// (`/etc/*` holds `/etc/shadow`).
-const NEVER_FOLDED: &[&str] =
-    &["/", "/etc", "/root", "/home", "/tmp", "/var", "/usr", "/proc", "/dev", "/run", "/boot"];
+/// The only places files are folded in: installed software, read-only in
+/// practice. Elsewhere `folder/*` could allow a secret the runs never read
+/// (`/etc/ssl/private/*`, `/home/al/.ssh/*`).
+const FOLDED_UNDER: &[&str] = &["/usr/", "/lib/", "/lib32/", "/lib64/", "/opt/", "/nix/", "/snap/"];
+
+/// Process ids below this are not taken for the run's own in names
+/// (`v1`, `/proc/self/fd/1`): a program running as pid 1 is common.
+const MIN_PID: u64 = 300;
 
 /// Why events could not be learned from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +69,7 @@ struct Seen {
 /// the next run has another.
 fn path_glob(path: &str, pid: Option<u64>) -> String {
     let escaped = escape(path);
-    let Some(pid) = pid.map(|p| p.to_string()) else { return escaped };
+    let Some(pid) = pid.filter(|&p| p >= MIN_PID).map(|p| p.to_string()) else { return escaped };
     let mut out = String::with_capacity(escaped.len());
     let mut rest = escaped.as_str();
     while let Some(at) = rest.find(&pid) {
@@ -177,7 +181,13 @@ pub fn learn(files: &[(String, String)], sink: &str) -> Result<String, LearnErro
     let mut files_by_access: BTreeMap<String, Group> = BTreeMap::new();
     let mut libraries = Group::default();
     let mut other: BTreeMap<String, Group> = BTreeMap::new();
+    // Events a rule cannot be learned from: by API.
+    let mut unlearned: BTreeMap<String, usize> = BTreeMap::new();
     for s in &events {
+        if let Some(why) = unlearnable(s) {
+            *unlearned.entry(format!("{} ({why})", s.api)).or_default() += 1;
+            continue;
+        }
         let g = match (s.class, &s.path, &s.ip) {
             (Class::Exec, Some(path), _) => {
                 let g = exec.entry(path.clone()).or_default();
@@ -216,6 +226,12 @@ pub fn learn(files: &[(String, String)], sink: &str) -> Result<String, LearnErro
     let mut out = String::new();
     let _ = writeln!(out, "# Learned by `dfpatch policy learn` from {} events ({} files).", events.len(), files.len());
     let _ = writeln!(out, "# Allows what the monitored runs did; refuses the rest of every class.");
+    if !unlearned.is_empty() {
+        let _ = writeln!(out, "# Not learned (refused under this policy):");
+        for (what, n) in &unlearned {
+            let _ = writeln!(out, "#   {what}: {n} event{}", if *n == 1 { "" } else { "s" });
+        }
+    }
     let _ = writeln!(out, "mode = \"enforce\"\ndefault = \"allow\"\n\n[report]\nsink = {}", toml_string(sink));
     let mut n = 0;
     let mut rule = |out: &mut String, id: &str, g: &Group, body: String| {
@@ -265,10 +281,21 @@ pub fn learn(files: &[(String, String)], sink: &str) -> Result<String, LearnErro
         rule(&mut out, "calls", g, format!("apis = [{}]\n", toml_string(api)));
     }
     let observed: BTreeSet<&str> = events.iter().map(|s| s.class.name()).collect();
+    let allowed = Policy::parse(&out)?;
     for class in Class::ALL {
         // `process` (fork, clone) only when the runs reported some; `tamper`
-        // is refused unless a rule allows it.
-        if class == Class::Tamper || (class == Class::Process && !observed.contains(class.name())) {
+        // is refused unless a rule allows it; none for a class whose every
+        // API an allow rule above decides whole.
+        let rest = crate::Rule {
+            id: String::new(),
+            apis: vec![crate::ApiSelector::Class(class)],
+            action: crate::Action::Deny,
+            matchers: Default::default(),
+        };
+        if class == Class::Tamper
+            || (class == Class::Process && !observed.contains(class.name()))
+            || crate::shadowed_by(&allowed.rules, &rest).is_some()
+        {
             continue;
         }
         let _ =
@@ -277,6 +304,28 @@ pub fn learn(files: &[(String, String)], sink: &str) -> Result<String, LearnErro
     }
     Policy::parse(&out)?;
     Ok(out)
+}
+
+/// Why no rule is learned from `s`, if so: a `tamper` call (never allowed
+/// by learning), or a call of an API rules match on by a fact the event
+/// lacks (an allow rule for the whole API would let every call through).
+fn unlearnable(s: &Seen) -> Option<&'static str> {
+    use dfpatch_runtime::rules::{has_address, runs_program};
+    let api = ApiId::from_name(&s.api)?;
+    if s.class == Class::Tamper {
+        return Some("tamper: never learned");
+    }
+    if s.ip.as_deref().is_some_and(|ip| crate::matchers::parse_ip(ip).is_err()) {
+        return Some("a bad address");
+    }
+    let lacks = match s.class {
+        Class::Network => has_address(api) && s.ip.is_none() && s.path.is_none(),
+        Class::Exec => runs_program(api) && s.path.is_none(),
+        Class::File => s.path.is_none() || s.access.is_empty(),
+        Class::Library => s.path.is_none(),
+        _ => false,
+    };
+    lacks.then_some("no address or path in the event")
 }
 
 /// Quoted TOML strings, comma separated.
@@ -297,7 +346,7 @@ fn escape(text: &str) -> String {
 }
 
 /// Files (as globs) folded: those of a folder with [`FOLD_AT`] or more
-/// become `folder/*` (not in [`NEVER_FOLDED`] folders).
+/// become `folder/*` (only under [`FOLDED_UNDER`]).
 fn fold(paths: &BTreeSet<String>) -> BTreeSet<String> {
     let mut by_folder: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
     for p in paths {
@@ -306,7 +355,8 @@ fn fold(paths: &BTreeSet<String>) -> BTreeSet<String> {
     }
     let mut out = BTreeSet::new();
     for (folder, files) in by_folder {
-        if files.len() >= FOLD_AT && !NEVER_FOLDED.contains(&folder) {
+        let installed = FOLDED_UNDER.iter().any(|under| folder.starts_with(under));
+        if files.len() >= FOLD_AT && installed {
             out.insert(format!("{folder}/*"));
         } else {
             out.extend(files.into_iter().cloned());
@@ -331,17 +381,34 @@ mod tests {
             event("dlopen", "library", "/lib/libc.so.6", r#"{"path":"libz.so.1"}"#),
             event("ptrace", "debug", "/app/x", "{}"),
             r#"{"api":"dfpatch.degraded","class":"runtime"}"#.to_string(),
+            event("tamper.mprotect", "tamper", "/app/x", "{}"),
+            event("connect", "network", "/app/x", "{}"),
+            event("io_uring_setup", "io_uring", "", "{}"),
         ];
         for f in ["a", "b", "c", "d"] {
-            lines.push(event("open", "file", "/app/x", &format!(r#"{{"path":"/srv/data/{f}","access":["read"]}}"#)));
+            lines.push(event("open", "file", "/app/x", &format!(r#"{{"path":"/usr/share/d/{f}","access":["read"]}}"#)));
+            lines.push(event(
+                "open",
+                "file",
+                "/app/x",
+                &format!(r#"{{"path":"/home/al/.ssh/{f}","access":["read"]}}"#),
+            ));
         }
         lines.push(event("open", "file", "/app/x", r#"{"path":"/etc/passwd","access":["read"]}"#));
         let text = learn(&[("e.jsonl".into(), lines.join("\n"))], "stderr").unwrap_or_else(|e| panic!("{e}"));
         let policy = Policy::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        assert!(text.contains("path = [\"/etc/passwd\", \"/srv/data/*\"]"), "{text}");
+        assert!(text.contains("\"/etc/passwd\", \"/home/al/.ssh/a\""), "{text}");
+        assert!(
+            text.contains("\"/home/al/.ssh/d\", \"/usr/share/d/*\"]"),
+            "not folded outside installed software: {text}"
+        );
         assert!(text.contains("command = [\"ls \\\\*\"]"), "{text}");
         assert!(text.contains("ip = [\"127.0.0.1\"]\nport = [6379]\ncaller = [\"main\"]"), "{text}");
-        assert!(text.contains("# 4 events") || text.contains("# 5 events"), "{text}");
+        assert!(text.contains("#   connect (no address or path in the event): 1 event"), "{text}");
+        assert!(text.contains("#   tamper.mprotect (tamper: never learned): 1 event"), "{text}");
+        assert!(!text.contains("apis = [\"connect\"]\ncaller") && !text.contains("tamper.mprotect\"]"), "{text}");
+        // The ring made from code outside any file: allowed whole, so no `no-io-uring`.
+        assert!(text.contains("apis = [\"io_uring_setup\"]\naction") && !text.contains("no-io-uring"), "{text}");
         assert_eq!(policy.mode, crate::Mode::Enforce);
         assert!(policy.rules.iter().any(|r| r.id == "no-exec"), "{text}");
         assert!(!policy.rules.iter().any(|r| r.id == "no-process"), "{text}");
@@ -350,5 +417,6 @@ mod tests {
         assert_eq!(path_glob("/d/temp-4242.rdb", Some(4242)), "/d/temp-*.rdb");
         assert_eq!(path_glob("/d/142420", Some(4242)), "/d/142420");
         assert_eq!(path_glob("/d/a*", None), "/d/a\\*");
+        assert_eq!(path_glob("/srv/v1/a", Some(1)), "/srv/v1/a", "pid 1 is not looked for");
     }
 }

@@ -91,8 +91,12 @@ impl Matchers {
     }
 
     /// The reference matcher: whether a call with `facts` matches, for a
-    /// rule whose action is `action` (see `access` in the README).
+    /// rule whose action is `action` (see `access` and unknown facts in the
+    /// README: a refusing rule matches what cannot be told, any path of
+    /// several; a granting one needs everything known and every path).
     pub fn matches(&self, action: Action, facts: &Facts) -> bool {
+        let refusing = action >= Action::Deny;
+        let unknown = |key: u8| facts.unknown & key != 0;
         let ip = facts.ip.map(|ip| {
             if ip.v6 {
                 IpAddr::from(ip.addr)
@@ -100,21 +104,32 @@ impl Matchers {
                 IpAddr::from([ip.addr[0], ip.addr[1], ip.addr[2], ip.addr[3]])
             }
         });
-        let any_glob = |globs: &[String], subject: &[u8], text: bool| {
-            globs.iter().any(|g| {
-                if text {
-                    glob::matches_text(g.as_bytes(), subject)
-                } else {
-                    glob::matches_tail(g.as_bytes(), subject)
-                }
-            })
+        // A key: absent, or its fact matches, or (refusing) its fact is unknown.
+        let key = |present: bool, bit: u8, fact: Option<bool>| match fact {
+            _ if !present => true,
+            Some(matched) => matched,
+            None => refusing && unknown(bit),
         };
-        let ip_ok = self.ip.is_empty() || ip.is_some_and(|ip| self.ip.iter().any(|b| b.contains(ip)));
-        let port_ok =
-            self.port.is_empty() || facts.port.is_some_and(|p| self.port.iter().any(|&(lo, hi)| lo <= p && p <= hi));
+        let glob_of = |g: &String, subject: &[u8]| glob::matches_tail(g.as_bytes(), subject);
+        let ip_ok = key(!self.ip.is_empty(), match_key::IP, ip.map(|ip| self.ip.iter().any(|b| b.contains(ip))));
+        let port_ok = key(
+            !self.port.is_empty(),
+            match_key::PORT,
+            facts.port.map(|p| self.port.iter().any(|&(lo, hi)| lo <= p && p <= hi)),
+        );
+        let paths: Vec<&[u8]> = facts.paths.iter().flatten().copied().collect();
+        let path_matches = |p: &[u8]| self.path.iter().any(|g| glob_of(g, p));
         let path_ok = self.path.is_empty()
-            || (facts.paths[0].is_some() && facts.paths.iter().flatten().all(|p| any_glob(&self.path, p, false)));
-        let command_ok = self.command.is_empty() || facts.command.is_some_and(|c| any_glob(&self.command, c, true));
+            || if refusing {
+                unknown(match_key::PATH) || paths.iter().any(|p| path_matches(p))
+            } else {
+                !unknown(match_key::PATH) && facts.paths[0].is_some() && paths.iter().all(|p| path_matches(p))
+            };
+        let command_ok = key(
+            !self.command.is_empty(),
+            match_key::COMMAND,
+            facts.command.map(|c| self.command.iter().any(|g| glob::matches_text(g.as_bytes(), c))),
+        );
         let access_ok = self.access == 0
             || (facts.access != 0
                 && if action == Action::Allow {
@@ -124,9 +139,8 @@ impl Matchers {
                 });
         let caller_ok = self.caller.is_empty()
             || (facts.main && self.caller.iter().any(|c| c == "main"))
-            || facts.caller.is_some_and(|m| {
-                self.caller.iter().filter(|c| *c != "main").any(|g| glob::matches_tail(g.as_bytes(), m))
-            });
+            || facts.caller.is_some_and(|m| self.caller.iter().filter(|c| *c != "main").any(|g| glob_of(g, m)))
+            || (refusing && unknown(match_key::CALLER));
         ip_ok && port_ok && path_ok && command_ok && access_ok && caller_ok
     }
 }
@@ -140,6 +154,13 @@ pub fn parse_ip(text: &str) -> Result<IpBlock, String> {
     let addr: IpAddr = addr.parse().map_err(|_| {
         format!("{text:?} is not an IP address or CIDR block: write e.g. \"127.0.0.1\", \"10.0.0.0/8\" or \"::1\"")
     })?;
+    if let IpAddr::V6(v6) = addr {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            return Err(format!(
+                "{text:?} is an IPv4 address written as IPv6: write \"{v4}\" (calls to ::ffff:{v4} are matched as {v4})"
+            ));
+        }
+    }
     let full: u8 = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         None => full,
@@ -250,6 +271,7 @@ mod tests {
         assert!(parse_ip("10.1.0.0/8").is_err_and(|e| e.contains("did you mean \"10.0.0.0/8\"")));
         assert!(parse_ip("10.0.0.0/33").is_err());
         assert!(parse_ip("localhost").is_err());
+        assert!(parse_ip("::ffff:127.0.0.1").is_err_and(|e| e.contains("write \"127.0.0.1\"")));
         let b = parse_ip("fd00::/8").unwrap_or(IpBlock { addr: IpAddr::from([0u8; 4]), prefix: 0 });
         assert!(b.contains("fd12::1".parse().unwrap_or(IpAddr::from([0u8; 4]))));
         assert!(!b.contains("127.0.0.1".parse().unwrap_or(IpAddr::from([0u8; 4]))));

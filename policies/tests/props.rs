@@ -163,11 +163,13 @@ fn facts() -> impl Strategy<Value = OwnedFacts> {
         Some("/lib/libc.so.6"),
         Some("/app/main"),
     ]);
-    (ip, port, path, second, command, 0..8u8, caller, any::<bool>()).prop_map(
-        |(ip, port, path, second, command, access, caller, main)| OwnedFacts {
+    let unknown = prop_oneof![3 => Just(0u8), 1 => 0..64u8];
+    ((ip, port, path, second, command, 0..8u8, caller, any::<bool>()), unknown).prop_map(
+        |((ip, port, path, second, command, access, caller, main), unknown)| OwnedFacts {
+            unknown,
             ip,
             port,
-            paths: [path.map(String::from), path.and(second).map(String::from)],
+            paths: [path.map(String::from), second.map(String::from)],
             command: command.map(String::from),
             access,
             caller: caller.map(String::from),
@@ -186,6 +188,7 @@ struct OwnedFacts {
     access: u8,
     caller: Option<String>,
     main: bool,
+    unknown: u8,
 }
 
 impl OwnedFacts {
@@ -198,6 +201,7 @@ impl OwnedFacts {
             access: self.access,
             caller: self.caller.as_deref().map(str::as_bytes),
             main: self.main,
+            unknown: self.unknown,
         }
     }
 }
@@ -312,4 +316,62 @@ proptest! {
             }
         }
     }
+}
+
+/// The property above compares two matchers; this pins what both must say
+/// on the issue's own example, so that agreeing on nothing cannot pass.
+#[test]
+fn the_runtime_decides_the_issue_example_as_written() {
+    let text = r#"default = "alert"
+[[rule]]
+id = "db"
+apis = ["connect"]
+ip = ["127.0.0.1", "10.0.0.0/8", "::1"]
+port = [6379, "8000-8099"]
+action = "allow"
+[[rule]]
+id = "data"
+apis = ["file"]
+path = ["/var/lib/app/**"]
+access = ["read"]
+action = "allow"
+[[rule]]
+id = "secrets"
+apis = ["file"]
+path = ["/etc/shadow"]
+action = "deny"
+"#;
+    let policy = Policy::parse(text).unwrap();
+    let table = policy.compile();
+    let rt = dfpatch_runtime::ptable::PolicyTable::parse(&table).unwrap();
+    let decide = |api: ApiId, f: &OwnedFacts| {
+        let got = dfpatch_runtime::rules::decide(&rt, api as u16, &f.facts());
+        assert_eq!(Some(got.action), policy.decide(api, &f.facts()).0.code().into(), "{f:?}");
+        (Action::from_code(got.action).unwrap(), String::from_utf8_lossy(rt.rule_name(got.rule)).into_owned())
+    };
+    let none = OwnedFacts {
+        ip: None,
+        port: None,
+        paths: [None, None],
+        command: None,
+        access: 0,
+        caller: None,
+        main: false,
+        unknown: 0,
+    };
+    let net = |ip: Ip, port| OwnedFacts { ip: Some(ip), port: Some(port), ..none.clone() };
+    let file = |path: &str, access| OwnedFacts { paths: [Some(path.into()), None], access, ..none.clone() };
+    assert_eq!(decide(ApiId::connect, &net(Ip::from_v4([127, 0, 0, 1]), 6379)), (Action::Allow, "db".into()));
+    assert_eq!(decide(ApiId::connect, &net(Ip::from_v4([10, 2, 3, 4]), 8050)), (Action::Allow, "db".into()));
+    assert_eq!(decide(ApiId::connect, &net(Ip::from_v4([127, 0, 0, 2]), 6379)), (Action::Alert, "default".into()));
+    assert_eq!(decide(ApiId::connect, &net(Ip::from_v4([127, 0, 0, 1]), 8100)), (Action::Alert, "default".into()));
+    assert_eq!(decide(ApiId::openat, &file("/var/lib/app/x/y", 1)), (Action::Allow, "data".into()));
+    assert_eq!(decide(ApiId::openat, &file("/var/lib/app/x", 3)), (Action::Alert, "default".into()));
+    assert_eq!(decide(ApiId::openat, &file("/etc/shadow", 1)), (Action::Deny, "secrets".into()));
+    // Unknown path: granting rules do not match, refusing ones do.
+    let unknown = OwnedFacts { access: 1, unknown: 0xff, ..none.clone() };
+    assert_eq!(decide(ApiId::openat, &unknown), (Action::Deny, "secrets".into()));
+    // A rename is refused when either path is refused.
+    let rename = OwnedFacts { paths: [Some("/tmp/x".into()), Some("/etc/shadow".into())], access: 6, ..none.clone() };
+    assert_eq!(decide(ApiId::rename, &rename), (Action::Deny, "secrets".into()));
 }

@@ -525,13 +525,16 @@ pub fn make(e: &Elf, rt: &Runtime, policy: &Policy, exe: Option<&std::path::Path
 }
 
 /// Whether calls of `api` go through the runtime (the runtime's
-/// `PolicyTable::watches`): the policy does not allow them all, or `api` is
+/// `PolicyTable::watches`): the policy does not allow them all; or `api` is
+/// `execve` and rules with matchers look at an exec by name; or `api` is
 /// `dlmopen` and anything is watched (a new namespace loads a second libc,
 /// which the runtime redirects when it makes the call itself).
 pub fn watched(policy: &Policy, api: ApiId) -> bool {
     let any_watched = |a: ApiId| policy.outcomes(a).iter().any(|&o| o != Action::Allow);
     any_watched(api)
         || (api == ApiId::dlmopen && ApiId::ALL.iter().any(|&a| any_watched(a)))
+        || (dfpatch_runtime::apis::searched_by(api)
+            && dfpatch_runtime::apis::BY_NAME.iter().any(|&a| !policy.chain(a).is_empty()))
         || (api == ApiId::io_uring_setup && rings_restricted(policy))
 }
 

@@ -256,7 +256,16 @@ macro_rules! apis {
         #[allow(non_camel_case_types)]
         pub enum ApiId { $($id),* }
 
-        impl ApiId {
+        /// The exec APIs that take a program's name and search `PATH` for it.
+pub const BY_NAME: [ApiId; 4] = [ApiId::execvp, ApiId::execvpe, ApiId::execlp, ApiId::posix_spawnp];
+
+/// Whether `api` makes the calls of an exec by name's `PATH` search
+/// (`execve`: the function and the system call).
+pub fn searched_by(api: ApiId) -> bool {
+    api == ApiId::execve
+}
+
+impl ApiId {
             pub const ALL: &'static [ApiId] = &[$(ApiId::$id),*];
 
             pub fn name(self) -> &'static str {

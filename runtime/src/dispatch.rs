@@ -107,32 +107,32 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
         None => return FORWARD,
     };
     let mut d = p.decision(api_id);
+    // An exec that is part of an exec by name or of a spawn (see `outer_exec`).
+    let mut ruled_as = api;
+    let mut origin = Origin::Returns(f.ret);
+    if let Some(o) = outer_exec(c, api, f.ret, exec_argv(api, f), sys::gettid(), f.sp) {
+        // (musl's `posix_spawnp` is its `posix_spawn` with a `PATH` search
+        // in the child: that spawn is the search's, its `execve` calls decide.)
+        if o.wanted == action::ALLOW || api.shape() == Shape::Spawn {
+            return FORWARD;
+        }
+        (ruled_as, origin) = (o.api, Origin::Returns(o.ret));
+        d = p.decision(o.api as u16);
+    }
     // Rules with matchers: the call's facts decide (see `rules`).
     if d.chained != 0 {
-        // A spawn's child running the spawn's program from libc (see
-        // `syscall_verdict`): part of a spawn a rule let through; or
-        // decided with the caller of one left to its child's calls.
-        let mut origin = Origin::Returns(f.ret);
-        let libc_own = !has_loader(c) || libplans::detoured_range(f.ret).is_some();
-        if api.class() == Class::Exec && libc_own && matches!(api.shape(), Shape::Execv | Shape::Fexecve) {
-            match nest::spawned_by(f.rsi) {
-                Some(o) if o.wanted == action::ALLOW => return FORWARD,
-                Some(o) if o.wanted == nest::SEARCHED => origin = Origin::Returns(o.ret),
-                _ => {}
-            }
-        }
-        match decide_by_facts(c, &p, api, f, origin) {
+        match decide_by_facts(c, &p, api, ruled_as, f, origin) {
             ByFacts::Decided(by) => d = by,
             ByFacts::NoProgram => return refuse(c, api, f, ENOENT),
             ByFacts::Searched => {
-                spawn_decided(api, f, tag, nest::SEARCHED);
+                enter_decided(api, f, tag, nest::SEARCHED);
                 return FORWARD;
             }
         }
         // A spawn a rule lets through: the exec its child makes is part of
         // it (that child has neither the spawn's caller nor its command).
         if d.action == action::ALLOW {
-            spawn_decided(api, f, tag, action::ALLOW);
+            enter_decided(api, f, tag, action::ALLOW);
         }
     }
     // dlmopen into a new link-map namespace loads a second libc there: the
@@ -167,8 +167,9 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // would go to the child's redirected stderr (the program's output would
     // change), and it repeats the parent's. A reported spawn's child was
     // folded into it above; this is the child of one the policy let through
-    // unreported (its `deny` or `kill` still applies).
-    if done == action::ALERT && api.class() == Class::Exec && has_loader(c) {
+    // unreported (what the policy would refuse is decided, in monitor mode
+    // too; and a step of a search by name is decided as that API).
+    if d.action == action::ALERT && ruled_as == api && api.class() == Class::Exec && has_loader(c) {
         let regs = after_return(f, f.ret);
         if spawn_child(regs, false) {
             return FORWARD;
@@ -237,7 +238,7 @@ fn part_of_reported(
     f: &HookFrame,
     wanted: u8,
 ) -> bool {
-    let part = |o: &nest::Outer| nest::covers(o.api, api) && nest::folds(o, wanted);
+    let part = |o: &nest::Outer| nest::covers(o.api, api) && nest::folds(o, wanted, api);
     if nest::tail_call(tid, frame, f.ret, tag).is_some_and(|o| part(&o)) {
         return true;
     }
@@ -263,7 +264,7 @@ fn part_of_reported(
             Shape::Execv | Shape::Fexecve => f.rsi,
             _ => 0,
         };
-        if nest::spawned_by(argv).is_some_and(|o| nest::folds(&o, wanted)) {
+        if nest::spawned_by(argv).is_some_and(|o| nest::folds(&o, wanted, api)) {
             return true;
         }
     }
@@ -349,24 +350,18 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
     }
     let p = policy(c)?;
     let mut d = p.decision(api as u16);
-    // A spawn's child running the spawn's program (see `nest::spawned_by`).
-    let spawn = match api.class() {
-        Class::Exec => nest::spawned_by(if api.shape() == Shape::ExecveAt { call.rdx } else { call.rsi }),
-        _ => None,
-    };
+    // An exec that is part of an exec by name or of a spawn (see `outer_exec`).
+    let mut ruled_as = api;
     let mut origin = Origin::At(site, at.sp, at.rbp);
-    if let Some(o) = spawn {
-        // Of a spawn a rule let through: part of it.
+    if let Some(o) = outer_exec(c, api, site, exec_argv(api, call), sys::gettid(), at.below) {
         if o.wanted == action::ALLOW {
             return None;
         }
-        // Of one left to its child's calls: decided with the spawn's caller.
-        if o.wanted == nest::SEARCHED {
-            origin = Origin::Returns(o.ret);
-        }
+        (ruled_as, origin) = (o.api, Origin::Returns(o.ret));
+        d = p.decision(o.api as u16);
     }
     if d.chained != 0 {
-        match decide_by_facts(c, &p, api, call, origin) {
+        match decide_by_facts(c, &p, api, ruled_as, call, origin) {
             ByFacts::Decided(by) => d = by,
             ByFacts::NoProgram => return Some(-ENOENT as i64),
             // (A `syscall` names its program by path.)
@@ -393,7 +388,7 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
             // As for function calls: the call frame information (glibc)
             // tells a stale entry from a call really in progress.
             let stale = libc_own && crate::unwind::reaches(regs, true, o.frame, o.ret) == Some(false);
-            if !stale && nest::covers(o.api, api) && nest::folds(&o, d.action) {
+            if !stale && nest::covers(o.api, api) && nest::folds(&o, d.action, api) {
                 return None;
             }
         }
@@ -405,11 +400,11 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
     }
     if api.class() == Class::Exec {
         // A reported spawn's child running its program.
-        if foldable && spawn.is_some_and(|o| o.wanted != nest::SEARCHED && nest::folds(&o, d.action)) {
+        if foldable && nest::spawned_by(exec_argv(api, call)).is_some_and(|o| nest::folds(&o, d.action, api)) {
             return None;
         }
         // The execve of the child of a libc spawn let through unreported (see dfp_dispatch).
-        if done == action::ALERT && has_loader(c) && libc_own && spawn_child(regs, true) {
+        if d.action == action::ALERT && ruled_as == api && has_loader(c) && libc_own && spawn_child(regs, true) {
             return None;
         }
     }
@@ -477,16 +472,47 @@ static DENIED_LIBRARY: &[u8] = b"/dfpatch: dlopen denied by policy\0";
 const EPERM: i32 = 1;
 const ENOENT: i32 = 2;
 
-/// Records a spawn (`system`, `popen`, `posix_spawn*`) the policy let through
-/// unreported, or left to its child's `execve` calls ([`nest::SEARCHED`]),
-/// so that its child's exec is known for the spawn's (see `syscall_verdict`).
-fn spawn_decided(api: ApiId, f: &HookFrame, tag: u32, wanted: u8) {
-    if !nest::spawns(api) {
+/// Records a spawn (`system`, `popen`, `posix_spawn*`) a rule let through
+/// unreported, or an exec by name left to the `execve` calls of its `PATH`
+/// search ([`nest::SEARCHED`]), so that those calls are known as its own
+/// (see [`outer_exec`]).
+fn enter_decided(api: ApiId, f: &HookFrame, tag: u32, wanted: u8) {
+    if !nest::spawns(api) && wanted != nest::SEARCHED {
         return;
     }
     let argv = if api.shape() == Shape::Spawn { f.arg(4) } else { 0 };
     let (pid, tid) = (sys::getpid() as u32, sys::gettid() as u32);
     nest::enter(nest::Outer { pid, tid, frame: f.sp, ret: f.ret, tag, api, argv, real: f.r11, wanted });
+}
+
+/// The `argv` of an exec or spawn call whose program is named by a path
+/// (0 for any other call).
+fn exec_argv(api: ApiId, call: &HookFrame) -> u64 {
+    match api.shape() {
+        Shape::Execv | Shape::Fexecve => call.rsi,
+        Shape::ExecveAt => call.rdx,
+        Shape::Spawn => call.arg(4),
+        _ => 0,
+    }
+}
+
+/// The call an exec of `argv` made from libc (return address or site
+/// `at`) by thread `tid` below stack address `below` belongs to, when it
+/// is not decided as itself:
+/// - a spawn a rule let through (`wanted` allow), whose child this exec
+///   runs the program for: part of it;
+/// - an exec or spawn by name ([`nest::SEARCHED`]): this exec is one step
+///   of its `PATH` search (in this thread, or in its child), decided by
+///   that API's rules, with its caller.
+fn outer_exec(c: &Contract, api: ApiId, at: u64, argv: u64, tid: u64, below: u64) -> Option<nest::Outer> {
+    if argv == 0 || api.class() != Class::Exec || (has_loader(c) && libplans::detoured_range(at).is_none()) {
+        return None;
+    }
+    let spawn = (api.shape() != Shape::Spawn)
+        .then(|| nest::spawned_by(argv))
+        .flatten()
+        .filter(|o| o.wanted == action::ALLOW || o.wanted == nest::SEARCHED);
+    spawn.or_else(|| nest::inside(tid, below).filter(|o| o.wanted == nest::SEARCHED))
 }
 
 /// How rules with matchers decide a call.
@@ -505,11 +531,19 @@ enum ByFacts {
 /// (possibly small) stack. With no slot free, the facts are unknown: no
 /// rule with matchers matches, the chain's fallback decides.
 #[inline(never)]
-fn decide_by_facts(c: &Contract, p: &crate::ptable::PolicyTable, api: ApiId, f: &HookFrame, origin: Origin) -> ByFacts {
+fn decide_by_facts(
+    c: &Contract,
+    p: &crate::ptable::PolicyTable,
+    api: ApiId,
+    ruled_as: ApiId,
+    f: &HookFrame,
+    origin: Origin,
+) -> ByFacts {
     let mut slot = crate::facts::pool::take();
+    let needed = crate::rules::needed(p, ruled_as as u16);
     let found = match slot.as_mut() {
-        Some(s) => crate::facts::gather(c, api, f, origin, crate::rules::needed(p, api as u16), s.scratch()),
-        None => crate::facts::Found::default(),
+        Some(s) => crate::facts::gather(c, api, f, origin, needed, s.scratch()),
+        None => crate::facts::Found { facts: crate::rules::UNKNOWN, ..Default::default() },
     };
     if found.searched {
         return ByFacts::Searched;
@@ -517,7 +551,7 @@ fn decide_by_facts(c: &Contract, p: &crate::ptable::PolicyTable, api: ApiId, f: 
     if found.no_program {
         return ByFacts::NoProgram;
     }
-    ByFacts::Decided(crate::rules::decide(p, api as u16, &found.facts))
+    ByFacts::Decided(crate::rules::decide(p, ruled_as as u16, &found.facts))
 }
 
 /// Makes the refused call fail the way the real function fails, with

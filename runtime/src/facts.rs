@@ -98,38 +98,59 @@ pub(crate) fn gather<'s>(
             Some(n) => w.resolve(AT_FDCWD, n, true, p0).map(|(len, _)| &p0[..len]),
             None => None,
         };
+        // (`dlopen(NULL)` names the program itself: no path.)
+        if found.facts.paths[0].is_none() && name != 0 {
+            found.facts.unknown |= match_key::PATH;
+        }
     }
     found
 }
 
 /// The destination (or own) address of a network call.
 fn address<'s>(shape: Shape, f: &HookFrame, facts: &mut Facts<'s>, p0: &'s mut [u8; PATH_BUF], w: &mut Walker) {
+    const ADDRESS: u8 = match_key::IP | match_key::PORT | match_key::PATH;
     let mut sa = [0u8; 128];
     let len = match shape {
         Shape::Sockaddr => user_bytes(f.arg(1), f.arg(2), &mut sa),
         Shape::SendTo => user_bytes(f.arg(4), f.arg(5), &mut sa),
         Shape::SendMsg => msg_name(f.arg(1), &mut sa),
-        Shape::SendMmsg => match crate::filter::first_named(f.arg(1), f.arg(2) as u32 as u64) {
-            Some(i) => msg_name(f.arg(1).wrapping_add(i * 64), &mut sa),
-            None => 0,
+        Shape::SendMmsg => match mmsg_name(f.arg(1), f.arg(2) as u32 as u64, &mut sa) {
+            Some(len) => len,
+            None => {
+                // Messages to several destinations: no one address to match.
+                facts.unknown |= ADDRESS;
+                return;
+            }
         },
         _ => sys::getsockname(f.arg(0) as i32, &mut sa).unwrap_or(0),
     };
     let sa = &sa[..len.min(128)];
+    // A destination of "any address" reaches this host (the kernel routes
+    // it to loopback); a socket's own "any address" is every address.
+    let destination = !matches!(shape, Shape::Listen | Shape::Accept | Shape::Accept4);
     let port = sa.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]));
     match sa.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])) {
-        Some(2) => {
-            if let Some(a) = sa.get(4..8) {
-                facts.ip = Some(Ip::from_v4([a[0], a[1], a[2], a[3]]));
+        Some(2) => match sa.get(4..8) {
+            Some(a) => {
+                let mut a = [a[0], a[1], a[2], a[3]];
+                if destination && a == [0; 4] {
+                    a = [127, 0, 0, 1];
+                }
+                facts.ip = Some(Ip::from_v4(a));
                 facts.port = port;
             }
-        }
-        Some(10) => {
-            if let Some(a) = sa.get(8..24).and_then(|a| <[u8; 16]>::try_from(a).ok()) {
+            None => facts.unknown |= ADDRESS,
+        },
+        Some(10) => match sa.get(8..24).and_then(|a| <[u8; 16]>::try_from(a).ok()) {
+            Some(mut a) => {
+                if destination && a == [0; 16] {
+                    a[15] = 1;
+                }
                 facts.ip = Some(Ip::from_v6(a));
                 facts.port = port;
             }
-        }
+            None => facts.unknown |= ADDRESS,
+        },
         Some(1) => {
             let name = sa.get(2..).unwrap_or(&[]);
             if name.first() == Some(&0) {
@@ -143,10 +164,37 @@ fn address<'s>(shape: Shape, f: &HookFrame, facts: &mut Facts<'s>, p0: &'s mut [
                 let n = name.iter().position(|&b| b == 0).unwrap_or(name.len());
                 w.rest[..n].copy_from_slice(&name[..n]);
                 facts.paths[0] = w.resolve(AT_FDCWD, n, true, p0).map(|(len, _)| &p0[..len]);
+                if facts.paths[0].is_none() {
+                    facts.unknown |= match_key::PATH;
+                }
             }
         }
-        _ => {}
+        // Nothing read: unknown. (Another family has no address rules match.)
+        None => facts.unknown |= ADDRESS,
+        Some(_) => {}
     }
+}
+
+/// The one destination the messages of a `sendmmsg` name, into `out`: its
+/// length (0: none names one); None when two name different ones.
+fn mmsg_name(vec: u64, n: u64, out: &mut [u8; 128]) -> Option<usize> {
+    let mut len = 0;
+    let mut at = 0u64;
+    let mut other = [0u8; 128];
+    while at < n {
+        let Some(i) = crate::filter::first_named(vec.wrapping_add(at * 64), n - at) else { break };
+        let index = at + i;
+        if len == 0 {
+            len = msg_name(vec.wrapping_add(index * 64), out);
+        } else {
+            let k = msg_name(vec.wrapping_add(index * 64), &mut other);
+            if other[..k] != out[..len] {
+                return None;
+            }
+        }
+        at = index + 1;
+    }
+    Some(len)
 }
 
 /// The program an exec call runs and its command line.
@@ -161,7 +209,7 @@ fn program<'s>(
 ) {
     const SHELL: &[u8] = b"/bin/sh";
     let shape = api.shape();
-    // (dirfd, path, follow the last link, fd when the path is a descriptor's)
+    // (dirfd, path, fd when the program is a descriptor's)
     let (dirfd, path, fd) = match shape {
         Shape::System | Shape::Popen => (AT_FDCWD, 0, None),
         Shape::Execv | Shape::Execl => (AT_FDCWD, f.arg(0), None),
@@ -170,34 +218,49 @@ fn program<'s>(
         Shape::ExecveAt => (f.arg(0) as i32 as i64, f.arg(1), None),
         _ => (AT_FDCWD, 0, Some(f.arg(0) as i32)),
     };
-    if keys & match_key::PATH != 0 {
-        let by_name = matches!(api, ApiId::execvp | ApiId::execvpe | ApiId::execlp | ApiId::posix_spawnp);
-        let resolved = if matches!(shape, Shape::System | Shape::Popen) {
-            // The shell libc runs, resolved as any program is.
-            w.rest[..SHELL.len()].copy_from_slice(SHELL);
-            w.resolve(AT_FDCWD, SHELL.len(), true, p0)
-        } else if let Some(fd) = fd {
-            fd_path(fd, p0).map(|n| (n, true))
-        } else {
-            match w.user_path(path) {
-                Some(n) if by_name && !w.rest[..n].contains(&b'/') => {
-                    found.searched = true;
-                    None
-                }
-                Some(n) => w.resolve(dirfd, n, true, p0),
-                None => None,
+    // The program, resolved (also for `command`: whether it is a shell).
+    let by_name = matches!(api, ApiId::execvp | ApiId::execvpe | ApiId::execlp | ApiId::posix_spawnp);
+    let mut name_only = 0;
+    let resolved = if matches!(shape, Shape::System | Shape::Popen) {
+        // The shell libc runs, resolved as any program is.
+        w.rest[..SHELL.len()].copy_from_slice(SHELL);
+        w.resolve(AT_FDCWD, SHELL.len(), true, p0)
+    } else if let Some(fd) = fd {
+        fd_path(fd, p0).map(|n| (n, true))
+    } else {
+        match w.user_path(path) {
+            Some(n) if by_name && !w.rest[..n].contains(&b'/') => {
+                // Found by a `PATH` search: the `execve` calls of the search
+                // are decided (as this API), each with its program.
+                found.searched = keys & match_key::PATH != 0;
+                name_only = n;
+                p0[..n].copy_from_slice(&w.rest[..n]);
+                None
             }
-        };
-        if let Some((len, exists)) = resolved {
-            found.facts.paths[0] = Some(&p0[..len]);
-            found.no_program = !exists;
+            Some(n) => w.resolve(dirfd, n, true, p0),
+            None => None,
         }
-    }
+    };
+    let program: &[u8] = match resolved {
+        Some((len, exists)) => {
+            // Missing as the walk saw it (a `/proc/self/fd/N` of a memfd
+            // looks so): the kernel says.
+            found.no_program = !exists && sys::access(dirfd, path) == Err(ENOENT);
+            &p0[..len]
+        }
+        None if name_only > 0 => &p0[..name_only],
+        None => {
+            found.facts.unknown |= match_key::PATH;
+            &[]
+        }
+    };
+    let shell = SHELLS.contains(&program.rsplit(|&b| b == b'/').next().unwrap_or(&[]));
     if keys & match_key::COMMAND != 0 {
         let len = match shape {
             Shape::System | Shape::Popen => user_string(f.arg(0), command),
             Shape::Execl => command_line(
                 |i| if i < 5 { f.arg(i + 1) } else { mem::read_u64(f.stack_arg_addr(i - 5)).unwrap_or(0) },
+                shell,
                 command,
             ),
             _ => {
@@ -206,23 +269,25 @@ fn program<'s>(
                     Shape::ExecveAt => f.arg(2),
                     _ => f.arg(1),
                 };
-                command_line(|i| mem::read_u64(argv.wrapping_add(8 * i as u64)).unwrap_or(0), command)
+                command_line(|i| mem::read_u64(argv.wrapping_add(8 * i as u64)).unwrap_or(0), shell, command)
             }
         };
         found.facts.command = Some(&command[..len]);
     }
+    if keys & match_key::PATH != 0 && name_only == 0 {
+        found.facts.paths[0] = resolved.map(|_| program);
+    }
 }
 
+/// The shells whose `-c` command is a command line's command.
+const SHELLS: &[&[u8]] = &[b"sh", b"bash", b"dash", b"ash", b"zsh", b"ksh", b"mksh", b"busybox"];
+
 /// The command line of an argv (`arg(i)` its i-th pointer, 0 at the end)
-/// into `out`: its strings joined by spaces; for a shell run with `-c`
+/// into `out`: its strings joined by spaces; for a `shell` run with `-c`
 /// (`sh -c CMD`, what `system` and `popen` run), the shell command `CMD`.
-fn command_line(arg: impl Fn(usize) -> u64, out: &mut [u8; COMMAND_MAX]) -> usize {
-    const SHELLS: &[&[u8]] = &[b"sh", b"bash", b"dash", b"ash", b"zsh", b"ksh", b"mksh"];
-    let mut first = [0u8; 64];
+fn command_line(arg: impl Fn(usize) -> u64, shell: bool, out: &mut [u8; COMMAND_MAX]) -> usize {
     let mut flag = [0u8; 4];
-    let n0 = user_string(arg(0), &mut first);
-    let name = first[..n0].rsplit(|&b| b == b'/').next().unwrap_or(&[]);
-    if SHELLS.contains(&name) && user_string(arg(1), &mut flag) == 2 && &flag[..2] == b"-c" {
+    if shell && user_string(arg(1), &mut flag) == 2 && &flag[..2] == b"-c" {
         let mut k = 2;
         let mut dashes = [0u8; 4];
         if user_string(arg(2), &mut dashes) == 2 && &dashes[..2] == b"--" {
@@ -277,8 +342,15 @@ fn file<'s>(
             Named::Paths((at(0), a(1), a(2) & O_NOFOLLOW == 0), None)
         }
         Shape::OpenAt2 => {
+            const RESOLVE_IN_ROOT: u64 = 0x10;
             let flags = mem::read_u64(a(2)).unwrap_or(0);
             access = rules::open_access(flags);
+            // Resolved inside the dirfd as its root: not the path walked here.
+            if mem::read_u64(a(2).wrapping_add(16)).is_none_or(|resolve| resolve & RESOLVE_IN_ROOT != 0) {
+                facts.access = access;
+                facts.unknown |= match_key::PATH;
+                return;
+            }
             Named::Paths((at(0), a(1), flags & O_NOFOLLOW == 0), None)
         }
         Shape::Fopen => {
@@ -314,14 +386,15 @@ fn file<'s>(
             };
             facts.paths[0] = one(first, p0);
             if let Some(second) = second {
-                // Both must be known for a path rule to match.
-                let other = one(second, p1);
-                if other.is_none() {
-                    facts.paths[0] = None;
+                facts.paths[1] = one(second, p1);
+                if facts.paths[1].is_none() {
+                    facts.unknown |= match_key::PATH;
                 }
-                facts.paths[1] = other;
             }
         }
+    }
+    if facts.paths[0].is_none() {
+        facts.unknown |= match_key::PATH;
     }
 }
 
@@ -419,6 +492,8 @@ impl Walker<'_> {
                 at += 1;
             }
             let comp = start..at;
+            // A slash after the last component makes the kernel follow it.
+            let slash = at < end;
             while at < end && self.rest[at] == b'/' {
                 at += 1;
             }
@@ -442,7 +517,7 @@ impl Walker<'_> {
             out[n + 1..grown].copy_from_slice(&self.rest[comp]);
             n = grown;
             let last = at >= end;
-            if !exists || (last && !follow) {
+            if !exists || (last && !follow && !slash) {
                 continue;
             }
             out[n] = 0;
@@ -483,13 +558,17 @@ impl Walker<'_> {
 /// `/proc/self` resolves to, named the same in every run); the new length.
 fn own_proc(out: &mut [u8; PATH_BUF], n: usize) -> usize {
     const PROC: &[u8] = b"/proc/";
-    let mut digits = [0u8; 20];
-    let len = crate::json::fmt_u64(sys::getpid(), &mut digits);
-    let pid = &digits[20 - len..];
-    let end = PROC.len() + pid.len();
-    if n < end || &out[..PROC.len()] != PROC || &out[PROC.len()..end] != pid || (n > end && out[end] != b'/') {
-        return n;
-    }
+    // Where `/proc/ID` ends when `out` starts with it.
+    let ends = |id: u64| {
+        let mut digits = [0u8; 20];
+        let len = crate::json::fmt_u64(id, &mut digits);
+        let end = PROC.len() + len;
+        let named =
+            n >= end && out.get(..PROC.len()) == Some(PROC) && out.get(PROC.len()..end) == digits.get(20 - len..);
+        (named && (n == end || out[end] == b'/')).then_some(end)
+    };
+    // (`/proc/TID` of this thread is its process's too.)
+    let Some(end) = ends(sys::getpid()).or_else(|| ends(sys::gettid())) else { return n };
     // "/proc/" + "self" + the rest, moved left (a pid has 1 to 7 digits: the
     // rest moves right by up to 3 bytes only for 1-digit pids).
     let rest = n - end;
@@ -634,6 +713,10 @@ mod tests {
         // A part that does not exist: as written after it.
         let missing = resolved(&format!("{d}/abs/missing/../x"), true);
         assert_eq!(missing, Some((format!("{}/x", kernel(&format!("{d}/a"))), false)));
+        // A trailing slash follows the last link.
+        assert_eq!(resolved(&format!("{d}/rel/"), false), Some((kernel(&format!("{d}/a")), true)));
+        let thread = resolved("/proc/thread-self/status", true).map(|r| r.0).unwrap_or_default();
+        assert!(thread.starts_with("/proc/self/task/") && thread.ends_with("/status"), "{thread}");
         // A loop of links: no path.
         assert_eq!(resolved(&format!("{d}/loop1/x"), true), None);
         assert_eq!(resolved("/", true), Some(("/".into(), true)));

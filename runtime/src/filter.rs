@@ -55,6 +55,8 @@ pub fn quick(api: ApiId, a: &[u64; 6]) -> Option<bool> {
             // PR_CAP_AMBIENT: only raising one (PR_CAP_AMBIENT_RAISE).
             PRCTL_PRIVILEGE.iter().any(|&(o, _)| o == op) && (op != 47 || a[1] as u32 == 2)
         }
+        // `dlopen(NULL)` is the program itself: it loads nothing.
+        ApiId::dlopen => a[0] != 0,
         // A file that cannot be made executable is none of `exec`'s business.
         ApiId::memfd_create => a[1] & MFD_NOEXEC_SEAL == 0,
         // Another process's memory (this one's own is `tamper`'s business).

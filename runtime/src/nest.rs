@@ -83,19 +83,27 @@ pub struct Outer {
     pub wanted: u8,
 }
 
-/// Whether a call the policy wants `wanted` for, part of the call `o` in
-/// progress, is folded into it (no event, no decision of its own):
+/// Whether a call of `inner` the policy wants `wanted` for, part of the
+/// call `o` in progress, is folded into it (no event, no decision of its
+/// own):
 /// - when the policy would let it through with an alert;
 /// - when `o` is one enforce mode would refuse (in monitor mode it runs);
-/// - whatever it wants, when `o` is a spawn a rule let through (its `clone`,
-///   its child's exec: the spawn the rule allowed is made of them).
+/// - whatever it wants, when `o` is a spawn a rule let through and `inner`
+///   a new process (its `clone`; its child's exec is `dispatch::outer_exec`'s);
+/// - never inside an exec by name ([`SEARCHED`]): its `execve` calls are
+///   decided.
 ///
 /// Otherwise a call the policy would refuse inside one it lets through is
 /// decided and reported as enforce mode decides it, so a monitored run
 /// shows everything enforce mode will refuse.
-pub fn folds(o: &Outer, wanted: u8) -> bool {
+pub fn folds(o: &Outer, wanted: u8, inner: ApiId) -> bool {
     use crate::contract::action;
-    wanted == action::ALERT || matches!(o.wanted, action::DENY | action::KILL | action::ALLOW)
+    match o.wanted {
+        SEARCHED => false,
+        action::ALLOW => inner.class() == crate::apis::Class::Process,
+        action::DENY | action::KILL => true,
+        _ => wanted == action::ALERT,
+    }
 }
 
 /// [`Outer::wanted`] of a spawn by name (`posix_spawnp("git")`) whose

@@ -79,7 +79,9 @@ impl<'a> PolicyTable<'a> {
     }
 
     /// Whether calls of `api` go through the runtime: the policy does not
-    /// allow them all, or `api` is `dlmopen` and anything is watched (a new
+    /// allow them all; or `api` is `execve` and rules with matchers look at
+    /// an exec by name (the `execve` calls of its `PATH` search are decided
+    /// by them); or `api` is `dlmopen` and anything is watched (a new
     /// link-map namespace loads a second libc, whose functions the runtime
     /// must redirect too), or `io_uring_setup` and rings are restricted
     /// (see `uring`).
@@ -88,9 +90,11 @@ impl<'a> PolicyTable<'a> {
         if d.action != action::ALLOW || d.chained != 0 {
             return true;
         }
-        (api == crate::apis::ApiId::dlmopen as u16
-            && crate::apis::ApiId::ALL.iter().any(|&a| self.decision(a as u16).action != action::ALLOW))
-            || (api == crate::apis::ApiId::io_uring_setup as u16 && crate::uring::left_out_by(self).any())
+        use crate::apis::{ApiId, BY_NAME};
+        (api == ApiId::dlmopen as u16 && ApiId::ALL.iter().any(|&a| self.decision(a as u16).action != action::ALLOW))
+            || (api == ApiId::io_uring_setup as u16 && crate::uring::left_out_by(self).any())
+            || (ApiId::from_u16(api).is_some_and(crate::apis::searched_by)
+                && BY_NAME.iter().any(|&a| self.decision(a as u16).chained != 0))
     }
 
     /// Whether some call of `api` may get `wanted` or a stronger action

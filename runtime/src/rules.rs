@@ -109,7 +109,22 @@ pub struct Facts<'a> {
     /// The calling module's path; `main`: it is the executable.
     pub caller: Option<&'a [u8]>,
     pub main: bool,
+    /// [`match_key`] bits of the facts the call has but that could not be
+    /// read (see [`rule_matches`]).
+    pub unknown: u8,
 }
+
+/// The facts of a call nothing could be read of (no scratch room).
+pub const UNKNOWN: Facts<'static> = Facts {
+    ip: None,
+    port: None,
+    paths: [None, None],
+    command: None,
+    access: 0,
+    caller: None,
+    main: false,
+    unknown: 0xff,
+};
 
 /// The decision for a call of `api` with `facts`: the first rule of its
 /// chain that matches, else its [`ApiDecision`]. `chained` is 0 in the result.
@@ -137,35 +152,58 @@ pub fn needed(p: &PolicyTable, api: u16) -> u8 {
 }
 
 /// Whether rule `r` matches a call with `facts`.
+///
+/// A rule that refuses (`deny`, `kill`) matches what it cannot tell: a key
+/// whose fact is [`Facts::unknown`] (a path that could not be resolved, an
+/// address that could not be read, no scratch room) counts as matching, and
+/// a call naming two paths (`rename`) matches when either does. Any other
+/// rule grants: it needs every fact known and every path matched.
 pub fn rule_matches(p: &PolicyTable, r: &RuleRecord, facts: &Facts) -> bool {
     let has = |key: u8| r.keys & key != 0;
+    let refusing = r.action >= action::DENY;
+    // A key the call has no fact for: matched only by a refusing rule, and
+    // only when the fact is unknown (not when it does not apply: a unix
+    // socket has no `ip`).
+    let without = |key: u8| refusing && facts.unknown & key != 0;
     if has(match_key::IP) {
-        let Some(ip) = facts.ip else { return false };
-        if !(0..r.ip_count).any(|i| p.ip_block(r.ip_off, i).is_some_and(|b| ip_in(&b, &ip))) {
-            return false;
+        match facts.ip {
+            Some(ip) if (0..r.ip_count).any(|i| p.ip_block(r.ip_off, i).is_some_and(|b| ip_in(&b, &ip))) => {}
+            Some(_) => return false,
+            None if without(match_key::IP) => {}
+            None => return false,
         }
     }
     if has(match_key::PORT) {
-        let Some(port) = facts.port else { return false };
-        if !(0..r.port_count).any(|i| p.port_range(r.port_off, i).is_some_and(|q| port_in(&q, port))) {
-            return false;
+        match facts.port {
+            Some(port) if (0..r.port_count).any(|i| p.port_range(r.port_off, i).is_some_and(|q| port_in(&q, port))) => {
+            }
+            Some(_) => return false,
+            None if without(match_key::PORT) => {}
+            None => return false,
         }
     }
     if has(match_key::PATH) {
-        let Some(first) = facts.paths[0] else { return false };
         let matched = |path: &[u8]| {
             (0..r.path_count).any(|i| p.string(r.path_off, i).is_some_and(|g| crate::glob::matches_tail(g, path)))
         };
-        if !matched(first) || facts.paths[1].is_some_and(|second| !matched(second)) {
+        let mut known = facts.paths.iter().flatten();
+        let ok = if refusing {
+            facts.unknown & match_key::PATH != 0 || known.any(|path| matched(path))
+        } else {
+            facts.unknown & match_key::PATH == 0 && facts.paths[0].is_some() && known.all(|path| matched(path))
+        };
+        if !ok {
             return false;
         }
     }
     if has(match_key::COMMAND) {
-        let Some(command) = facts.command else { return false };
-        if !(0..r.command_count)
-            .any(|i| p.string(r.command_off, i).is_some_and(|g| crate::glob::matches_text(g, command)))
-        {
-            return false;
+        match facts.command {
+            Some(command)
+                if (0..r.command_count)
+                    .any(|i| p.string(r.command_off, i).is_some_and(|g| crate::glob::matches_text(g, command))) => {}
+            Some(_) => return false,
+            None if without(match_key::COMMAND) => {}
+            None => return false,
         }
     }
     if has(match_key::ACCESS) && !access_matches(r.action, r.access, facts.access) {
@@ -176,7 +214,7 @@ pub fn rule_matches(p: &PolicyTable, r: &RuleRecord, facts: &Facts) -> bool {
         let named = facts.caller.is_some_and(|module| {
             (0..r.caller_count).any(|i| p.string(r.caller_off, i).is_some_and(|g| crate::glob::matches_tail(g, module)))
         });
-        if !main && !named {
+        if !main && !named && !without(match_key::CALLER) {
             return false;
         }
     }

@@ -27,6 +27,7 @@ const SYS_EXIT_GROUP: u64 = 231;
 const SYS_FCNTL: u64 = 72;
 const SYS_READLINK: u64 = 89;
 const SYS_GETCWD: u64 = 79;
+const SYS_FACCESSAT: u64 = 269;
 const SYS_GETTID: u64 = 186;
 const SYS_CLOCK_GETTIME: u64 = 228;
 pub const SYS_TGKILL: u64 = 234;
@@ -135,6 +136,14 @@ pub fn readlink(path: &[u8], out: &mut [u8]) -> Result<usize, i64> {
 pub fn getcwd(out: &mut [u8]) -> Result<usize, i64> {
     // SAFETY: the kernel writes at most out.len() bytes into `out`.
     result(unsafe { syscall2(SYS_GETCWD, out.as_mut_ptr() as u64, out.len() as u64) }).map(|n| n as usize)
+}
+
+/// `faccessat(dirfd, path, F_OK)`: whether the file the program's path
+/// string at `path` names exists (the kernel reads the string).
+pub fn access(dirfd: i64, path: u64) -> Result<(), i64> {
+    // SAFETY: the kernel reads the string at `path` itself, failing with
+    // EFAULT where it is not readable; nothing of ours is written.
+    result(unsafe { syscall3(SYS_FACCESSAT, dirfd as u64, path, 0) }).map(|_| ())
 }
 
 pub fn getpid() -> u64 {

@@ -5,7 +5,10 @@
 //! `openat` from a folder's descriptor, a symbolic link out of an allowed
 //! folder) are decided as the file they reach; a library's `system` is
 //! refused by a `caller` rule while the executable's own runs; `ip` and
-//! `port` with IPv4, IPv6 and a range. Then the same policy in monitor mode:
+//! `port` with IPv4, IPv6, IPv4-mapped IPv6, `0.0.0.0` (which reaches this
+//! host) and a range; a relative link, `..` after a link to a folder, a
+//! `rename` out of an allowed folder into a refused one; `execvp` and
+//! `posix_spawnp` by name, decided by the program their search finds. Then the same policy in monitor mode:
 //! it reports exactly the calls enforce mode refused, as enforce mode
 //! decided them, and refuses nothing.
 
@@ -105,6 +108,7 @@ struct Step {
 fn steps(d: &str, dynamic: bool) -> Vec<Step> {
     let step = |arg: String, enforce, refused: Option<(&'static str, Option<String>)>| Step { arg, enforce, refused };
     let secret = Some(format!("{d}/secret/s"));
+    let ls = format!("{}", std::fs::canonicalize("/bin/ls").unwrap().display());
     let mut all = vec![
         step(format!("open:{d}/data/a"), "ok", None),
         step(format!("fopen:{d}/data/a:r"), "ok", None),
@@ -113,6 +117,13 @@ fn steps(d: &str, dynamic: bool) -> Vec<Step> {
         step(format!("open:{d}/secret/s"), "errno:1", Some(("no-secrets", secret.clone()))),
         step(format!("open:{d}/data/../secret/s"), "errno:1", Some(("no-secrets", secret.clone()))),
         step(format!("open:{d}/data/link"), "errno:1", Some(("no-secrets", secret.clone()))),
+        step(format!("open:{d}/data/rel-link"), "errno:1", Some(("no-secrets", secret.clone()))),
+        step(format!("open:{d}/data/to-secret/../secret/s"), "errno:1", Some(("no-secrets", secret.clone()))),
+        step(
+            format!("rename:{d}/data/a:{d}/secret/moved"),
+            "errno:1",
+            Some(("no-secrets", Some(format!("{d}/data/a")))),
+        ),
         step(format!("openat:{d}/data:../secret/s"), "errno:1", Some(("no-secrets", secret.clone()))),
         step(format!("cd:{d}/data"), "ok", None),
         step("open:../secret/s".into(), "errno:1", Some(("no-secrets", secret.clone()))),
@@ -121,18 +132,24 @@ fn steps(d: &str, dynamic: bool) -> Vec<Step> {
         step("exec:/bin/true".into(), "ok", None),
         step(format!("exec:{d}/tool"), "errno:1", Some(("no-exec", Some(format!("{d}/tool"))))),
         step("execvp:true".into(), "ok", None),
+        step("spawnp:true".into(), "ok", None),
+        step("spawnp:ls".into(), "errno:1", Some(("no-exec", Some(ls.clone())))),
         step("exec:/nonexistent/x".into(), "errno:2", None),
         step("system:true".into(), "ok", None),
         step("system:true --version".into(), "errno:1", None),
         step("connect:127.0.0.1:1".into(), "refused", None),
-        step("connect:127.0.0.1:2".into(), "errno:1", Some(("no-net", None))),
+        step("connect:127.0.0.1:2".into(), "errno:1", Some(("no-net", Some("127.0.0.1:2".into())))),
         step("connect:::1:4".into(), "refused", None),
-        step("connect:127.0.0.2:1".into(), "errno:1", Some(("no-net", None))),
+        step("connect:127.0.0.2:1".into(), "errno:1", Some(("no-net", Some("127.0.0.2:1".into())))),
+        step("connect:::ffff:127.0.0.2:1".into(), "errno:1", Some(("no-net", Some("127.0.0.2:1".into())))),
+        step("connect:::ffff:127.0.0.1:1".into(), "refused", None),
+        step("connect:0.0.0.0:2".into(), "errno:1", Some(("no-net", Some("127.0.0.1:2".into())))),
         step("udp:127.0.0.1:5".into(), "ok", None),
-        step("udp:127.0.0.2:5".into(), "errno:1", Some(("no-net", None))),
+        step("udp:127.0.0.2:5".into(), "errno:1", Some(("no-net", Some("127.0.0.2:5".into())))),
     ];
     // (`system` refused: its event names the shell; checked by rule only.)
-    all[17].refused = Some(("no-exec", None));
+    let shell = all.iter().position(|s| s.arg == "system:true --version").unwrap();
+    all[shell].refused = Some(("no-exec", None));
     if dynamic {
         all.push(step("lib:true".into(), "errno:1", Some(("no-exec-from-libraries", None))));
     }
@@ -143,6 +160,8 @@ fn steps(d: &str, dynamic: bool) -> Vec<Step> {
 fn run_steps(exe: &Path, dir: &Path, steps: &[Step], sink: &Path) -> (Vec<String>, Vec<Value>) {
     let _ = std::fs::remove_file(sink);
     let _ = std::fs::remove_file(dir.join("data/new"));
+    std::fs::write(dir.join("data/a"), "a").unwrap();
+    let _ = std::fs::remove_file(dir.join("secret/moved"));
     let args: Vec<&str> = steps.iter().map(|s| s.arg.as_str()).collect();
     let o = run(exe, &args, dir);
     let text = stdout(&o);
@@ -163,8 +182,10 @@ fn refusals(evs: &[Value]) -> Vec<(String, String, Option<String>)> {
         .collect()
 }
 
+/// What a refusal is checked by: the resolved path, or `ip:port`.
 fn path_of(e: &Value) -> Option<String> {
-    e["match"]["path"].as_str().map(String::from)
+    let m = &e["match"];
+    m["path"].as_str().map(String::from).or_else(|| Some(format!("{}:{}", m["ip"].as_str()?, m["port"].as_u64()?)))
 }
 
 #[test]
@@ -176,8 +197,14 @@ fn matchers_decide_by_argument_and_caller() {
         std::fs::create_dir_all(dir.join("secret")).unwrap();
         std::fs::write(dir.join("data/a"), "a").unwrap();
         std::fs::write(dir.join("secret/s"), "s").unwrap();
-        let _ = std::fs::remove_file(dir.join("data/link"));
-        std::os::unix::fs::symlink(dir.join("secret/s"), dir.join("data/link")).unwrap();
+        for (link, to) in [
+            ("data/link", dir.join("secret/s")),
+            ("data/rel-link", "../secret/s".into()),
+            ("data/to-secret", dir.join("secret")),
+        ] {
+            let _ = std::fs::remove_file(dir.join(link));
+            std::os::unix::fs::symlink(to, dir.join(link)).unwrap();
+        }
         std::fs::copy("/bin/true", dir.join("tool")).unwrap();
         let exe = build(&dir, flavour);
         let steps = steps(&d, !is_static(flavour));
@@ -187,6 +214,7 @@ fn matchers_decide_by_argument_and_caller() {
         let patched = dir.join("matchers-enforce");
         patch(&exe, &patched, &rules("enforce", &d, &sink));
         let (lines, evs) = run_steps(&patched, &dir, &steps, &sink);
+        assert_eq!(lines.len(), steps.len() + 1, "{flavour}: a line per step and done: {lines:?}");
         for (step, line) in steps.iter().zip(&lines) {
             let got = line.split_once('=').map_or("", |(_, v)| v);
             assert_eq!(got, step.enforce, "{flavour}: {} printed {line:?}; events {evs:#?}", step.arg);
