@@ -40,6 +40,18 @@ fn learn(events: &Path, sink: &Path) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// Checks what a learned policy must never do: allow an API whole, or
+/// fold files outside installed software into `folder/*`.
+fn check_learned(learned: &str) {
+    let policy = dfpatch_policy::Policy::parse(learned).unwrap_or_else(|e| panic!("{e}\n{learned}"));
+    for rule in policy.rules.iter().filter(|r| r.action == dfpatch_policy::Action::Allow) {
+        assert!(!rule.matchers.is_empty(), "rule {} allows its apis whole:\n{learned}", rule.id);
+        for path in rule.matchers.path.iter().filter(|p| p.ends_with("/*")) {
+            assert!(path.starts_with("/usr/") || path.starts_with("/lib"), "{path} folded:\n{learned}");
+        }
+    }
+}
+
 /// The events wanting a refusal.
 fn refused(evs: &[Value]) -> Vec<&Value> {
     evs.iter().filter(|e| e.get("policy_action").unwrap_or(&e["action"]) == "deny").collect()
@@ -132,6 +144,7 @@ fn learned_redis_policy_passes_its_workload_and_refuses_a_connection_elsewhere()
     let learned = learn(&watched, &sink);
     std::fs::write(dir.join("learned.toml"), &learned).unwrap();
     assert!(learned.contains(&format!("port = [{port}]")), "{learned}");
+    check_learned(&learned);
 
     let _ = std::fs::remove_file(&exe);
     patch(&original, &exe, &learned);
@@ -221,6 +234,7 @@ fn learned_web_server_policy_passes_its_workload_and_refuses_a_secret_and_a_shel
     let sink = dir.join("enforce.jsonl");
     let learned = learn(&watched, &sink);
     std::fs::write(dir.join("learned.toml"), &learned).unwrap();
+    check_learned(&learned);
 
     let _ = std::fs::remove_file(&python);
     patch(&original, &python, &learned);
