@@ -62,6 +62,8 @@ struct Seen {
     command: Option<String>,
     ip: Option<String>,
     port: Option<u16>,
+    /// An exec by name's program name (`execvp("git")`), as a glob.
+    by_name: Option<String>,
 }
 
 /// `path` as a glob matching only itself, but for the process id `pid`
@@ -105,7 +107,12 @@ fn seen(v: &serde_json::Value) -> Option<Seen> {
         .unwrap_or_default();
     let port = m.and_then(|m| m.get("port")).and_then(|p| p.as_u64()).and_then(|p| u16::try_from(p).ok());
     let pid = v.get("pid").and_then(|p| p.as_u64());
+    let named = v.get("args").and_then(|a| a.get("path")).and_then(|p| p.as_str());
+    let by_name = named
+        .filter(|name| !name.contains('/') && dfpatch_runtime::apis::BY_NAME.iter().any(|a| a.name() == api))
+        .map(escape);
     Some(Seen {
+        by_name,
         api,
         class,
         caller,
@@ -130,6 +137,8 @@ struct Group {
     anonymous_caller: bool,
     access: Vec<String>,
     ip: Option<String>,
+    /// An exec by name's API: the rule is for it alone.
+    by_api: Option<String>,
     events: usize,
 }
 
@@ -189,6 +198,18 @@ pub fn learn(files: &[(String, String)], sink: &str) -> Result<String, LearnErro
             continue;
         }
         let g = match (s.class, &s.path, &s.ip) {
+            (Class::Exec, None, _) if s.by_name.is_some() => {
+                // Decided, at each step of its `PATH` search, by this API's
+                // rules: one for the name.
+                let name = s.by_name.clone().unwrap_or_default();
+                let g = exec.entry(format!("{} {name}", s.api)).or_default();
+                g.by_api = Some(s.api.clone());
+                g.paths.insert(name);
+                if let Some(c) = &s.command {
+                    g.commands.insert(escape(c));
+                }
+                g
+            }
             (Class::Exec, Some(path), _) => {
                 let g = exec.entry(path.clone()).or_default();
                 g.paths.insert(path.clone());
@@ -198,13 +219,13 @@ pub fn learn(files: &[(String, String)], sink: &str) -> Result<String, LearnErro
                 g
             }
             (Class::Network, _, Some(ip)) => {
-                let g = net.entry(format!("ip {ip}")).or_default();
+                let g = net.entry(format!("{} ip {ip}", s.api)).or_default();
                 g.ip = Some(ip.clone());
                 g.ports.extend(s.port);
                 g
             }
             (Class::Network, Some(path), None) => {
-                let g = net.entry(format!("path {path}")).or_default();
+                let g = net.entry(format!("{} path {path}", s.api)).or_default();
                 g.paths.insert(path.clone());
                 g
             }
@@ -248,33 +269,42 @@ pub fn learn(files: &[(String, String)], sink: &str) -> Result<String, LearnErro
         let _ = writeln!(out, "action = \"allow\"");
     };
     for g in exec.values() {
-        let mut body = format!("apis = [\"exec\"]\npath = [{}]\n", list(g.paths.iter().cloned()));
-        if !g.commands.is_empty() {
-            let _ = writeln!(body, "command = [{}]", list(g.commands.iter().cloned()));
+        let apis = toml_string(g.by_api.as_deref().unwrap_or("exec"));
+        let path = list(g.paths.iter().cloned());
+        for commands in chunks(&g.commands) {
+            let mut body = format!("apis = [{apis}]\npath = [{path}]\n");
+            if !commands.is_empty() {
+                let _ = writeln!(body, "command = [{}]", list(commands.into_iter()));
+            }
+            rule(&mut out, "exec", g, body);
         }
-        rule(&mut out, "exec", g, body);
     }
     for g in net.values() {
         let mut body = format!("apis = [{}]\n", list(g.apis.iter().cloned()));
         if let Some(ip) = &g.ip {
             let _ = writeln!(body, "ip = [{}]", toml_string(ip));
-            if !g.ports.is_empty() {
-                let ports: Vec<String> = g.ports.iter().map(u16::to_string).collect();
-                let _ = writeln!(body, "port = [{}]", ports.join(", "));
+            let ports: BTreeSet<String> = g.ports.iter().map(u16::to_string).collect();
+            for ports in chunks(&ports) {
+                let mut body = body.clone();
+                if !ports.is_empty() {
+                    let _ = writeln!(body, "port = [{}]", ports.join(", "));
+                }
+                rule(&mut out, "network", g, body);
             }
         } else {
             let _ = writeln!(body, "path = [{}]", list(g.paths.iter().cloned()));
+            rule(&mut out, "network", g, body);
         }
-        rule(&mut out, "network", g, body);
     }
     for g in files_by_access.values() {
-        let folded = fold(&g.paths);
         let access = list(g.access.iter().cloned());
-        let body = format!("apis = [\"file\"]\npath = [{}]\naccess = [{access}]\n", list(folded.into_iter()));
-        rule(&mut out, "files", g, body);
+        for paths in chunks(&fold(&g.paths)) {
+            let body = format!("apis = [\"file\"]\npath = [{}]\naccess = [{access}]\n", list(paths.into_iter()));
+            rule(&mut out, "files", g, body);
+        }
     }
-    if libraries.events > 0 {
-        let body = format!("apis = [\"library\"]\npath = [{}]\n", list(libraries.paths.iter().cloned()));
+    for paths in chunks(&libraries.paths).into_iter().filter(|_| libraries.events > 0) {
+        let body = format!("apis = [\"library\"]\npath = [{}]\n", list(paths.into_iter()));
         rule(&mut out, "libraries", &libraries, body);
     }
     for (api, g) in &other {
@@ -318,14 +348,35 @@ fn unlearnable(s: &Seen) -> Option<&'static str> {
     if s.ip.as_deref().is_some_and(|ip| crate::matchers::parse_ip(ip).is_err()) {
         return Some("a bad address");
     }
+    // (Paths are globs already; a command and a caller are escaped when written.)
+    let bad_path = |p: &Option<String>| p.as_deref().is_some_and(|p| crate::matchers::check_path_glob(p).is_err());
+    let bad_glob = |t: &Option<String>| t.as_deref().is_some_and(|t| crate::matchers::check_glob(&escape(t)).is_err());
+    if bad_path(&s.path) || bad_path(&s.new_path) || bad_path(&s.by_name) {
+        return Some("a path no rule can name");
+    }
+    if bad_glob(&s.command)
+        || s.caller.as_deref().is_some_and(|c| c != "main" && crate::matchers::check_path_glob(&escape(c)).is_err())
+    {
+        return Some("a command or caller no rule can name");
+    }
     let lacks = match s.class {
         Class::Network => has_address(api) && s.ip.is_none() && s.path.is_none(),
-        Class::Exec => runs_program(api) && s.path.is_none(),
+        Class::Exec => runs_program(api) && s.path.is_none() && s.by_name.is_none(),
         Class::File => s.path.is_none() || s.access.is_empty(),
         Class::Library => s.path.is_none(),
         _ => false,
     };
     lacks.then_some("no address or path in the event")
+}
+
+/// `items` in lists of at most [`crate::matchers::MAX_ENTRIES`] (one,
+/// empty, when there are none).
+fn chunks(items: &BTreeSet<String>) -> Vec<Vec<String>> {
+    let all: Vec<String> = items.iter().cloned().collect();
+    if all.is_empty() {
+        return vec![Vec::new()];
+    }
+    all.chunks(crate::matchers::MAX_ENTRIES).map(<[String]>::to_vec).collect()
 }
 
 /// Quoted TOML strings, comma separated.
@@ -418,5 +469,32 @@ mod tests {
         assert_eq!(path_glob("/d/142420", Some(4242)), "/d/142420");
         assert_eq!(path_glob("/d/a*", None), "/d/a\\*");
         assert_eq!(path_glob("/srv/v1/a", Some(1)), "/srv/v1/a", "pid 1 is not looked for");
+    }
+
+    #[test]
+    fn learns_what_used_to_fail() {
+        let long = format!("/srv/{}", "x".repeat(300));
+        let mut lines = vec![
+            event("open", "file", "/app/x", &format!(r#"{{"path":"{long}","access":["read"]}}"#)),
+            event("connect", "network", "/app/x", r#"{"path":"@a\u0000\u0000b"}"#),
+            event("bind", "network", "/app/x", r#"{"ip":"0.0.0.0","port":80}"#),
+            event("connect", "network", "/app/x", r#"{"ip":"0.0.0.0","port":443}"#),
+            // An exec by name: no path in `match`, the name in `args`.
+            r#"{"api":"execvp","class":"exec","exe":"/app/x","caller":{"module":"/app/x"},"args":{"path":"git"},"match":{"command":"git status"}}"#.to_string(),
+        ];
+        for i in 0..1100 {
+            lines.push(event("open", "file", "/app/x", &format!(r#"{{"path":"/srv/d/f{i}","access":["write"]}}"#)));
+        }
+        let text = learn(&[("e".into(), lines.join("\n"))], "stderr").unwrap_or_else(|e| panic!("{e}"));
+        let policy = Policy::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(text.contains(&long), "a long path is learned");
+        assert!(text.contains("#   connect (a path no rule can name): 1 event"), "{text}");
+        // bind and connect apart: no cross product of their ports.
+        assert!(text.contains("apis = [\"bind\"]\nip = [\"0.0.0.0\"]\nport = [80]"), "{text}");
+        assert!(text.contains("apis = [\"connect\"]\nip = [\"0.0.0.0\"]\nport = [443]"), "{text}");
+        assert!(text.contains("apis = [\"execvp\"]\npath = [\"git\"]\ncommand = [\"git status\"]"), "{text}");
+        // 1,100 files: two rules (at most 1,024 entries a list).
+        let writes = policy.rules.iter().filter(|r| r.matchers.access == 2).count();
+        assert_eq!(writes, 2, "{text}");
     }
 }

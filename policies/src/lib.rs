@@ -35,7 +35,7 @@
 mod compile;
 mod error;
 mod learn;
-mod matchers;
+pub(crate) mod matchers;
 mod model;
 mod parse;
 mod suggest;

@@ -169,7 +169,7 @@ pub fn dfp_dispatch(f: &mut HookFrame) -> u64 {
     // folded into it above; this is the child of one the policy let through
     // unreported (what the policy would refuse is decided, in monitor mode
     // too; and a step of a search by name is decided as that API).
-    if d.action == action::ALERT && ruled_as == api && api.class() == Class::Exec && has_loader(c) {
+    if (d.action == action::ALERT || !file_sink(&p)) && ruled_as == api && api.class() == Class::Exec && has_loader(c) {
         let regs = after_return(f, f.ret);
         if spawn_child(regs, false) {
             return FORWARD;
@@ -404,7 +404,12 @@ pub(crate) fn syscall_verdict(c: &Contract, api: ApiId, call: &HookFrame, at: Si
             return None;
         }
         // The execve of the child of a libc spawn let through unreported (see dfp_dispatch).
-        if d.action == action::ALERT && ruled_as == api && has_loader(c) && libc_own && spawn_child(regs, true) {
+        if (d.action == action::ALERT || !file_sink(&p))
+            && ruled_as == api
+            && has_loader(c)
+            && libc_own
+            && spawn_child(regs, true)
+        {
             return None;
         }
     }
@@ -472,6 +477,14 @@ static DENIED_LIBRARY: &[u8] = b"/dfpatch: dlopen denied by policy\0";
 const EPERM: i32 = 1;
 const ENOENT: i32 = 2;
 
+/// Whether events go to a file the runtime opened: not to a descriptor a
+/// spawn's file actions may have redirected in its child (where an event
+/// of a refusal monitor mode only reports would change the program's
+/// output: that one is not reported).
+fn file_sink(p: &crate::ptable::PolicyTable) -> bool {
+    matches!(p.sink(), crate::ptable::Sink::File(_))
+}
+
 /// Records a spawn (`system`, `popen`, `posix_spawn*`) a rule let through
 /// unreported, or an exec by name left to the `execve` calls of its `PATH`
 /// search ([`nest::SEARCHED`]), so that those calls are known as its own
@@ -480,7 +493,12 @@ fn enter_decided(api: ApiId, f: &HookFrame, tag: u32, wanted: u8) {
     if !nest::spawns(api) && wanted != nest::SEARCHED {
         return;
     }
-    let argv = if api.shape() == Shape::Spawn { f.arg(4) } else { 0 };
+    let argv = match api.shape() {
+        Shape::Spawn => f.arg(4),
+        Shape::Execv => f.arg(1),
+        // (`execlp`'s argv is built in its frames: see `nest::argv_of`.)
+        _ => 0,
+    };
     let (pid, tid) = (sys::getpid() as u32, sys::gettid() as u32);
     nest::enter(nest::Outer { pid, tid, frame: f.sp, ret: f.ret, tag, api, argv, real: f.r11, wanted });
 }
@@ -512,7 +530,9 @@ fn outer_exec(c: &Contract, api: ApiId, at: u64, argv: u64, tid: u64, below: u64
         .then(|| nest::spawned_by(argv))
         .flatten()
         .filter(|o| o.wanted == action::ALLOW || o.wanted == nest::SEARCHED);
-    spawn.or_else(|| nest::inside(tid, below).filter(|o| o.wanted == nest::SEARCHED))
+    // (In this thread: only an exec of the search's own `argv`, not one a
+    // signal handler makes meanwhile.)
+    spawn.or_else(|| nest::inside(tid, below).filter(|o| o.wanted == nest::SEARCHED && nest::argv_of(o, argv)))
 }
 
 /// How rules with matchers decide a call.
@@ -543,7 +563,11 @@ fn decide_by_facts(
     let needed = crate::rules::needed(p, ruled_as as u16);
     let found = match slot.as_mut() {
         Some(s) => crate::facts::gather(c, api, f, origin, needed, s.scratch()),
-        None => crate::facts::Found { facts: crate::rules::UNKNOWN, ..Default::default() },
+        // (The access comes from the registers: known even so.)
+        None => crate::facts::Found {
+            facts: crate::rules::Facts { access: crate::facts::access_of(api, f), ..crate::rules::UNKNOWN },
+            ..Default::default()
+        },
     };
     if found.searched {
         return ByFacts::Searched;

@@ -76,7 +76,7 @@ pub(crate) fn gather<'s>(
     // (An API is of one of these kinds at most.)
     if rules::has_address(api) {
         if keys & (match_key::IP | match_key::PORT | match_key::PATH) != 0 {
-            address(shape, f, &mut found.facts, p0, &mut w);
+            address(api, f, &mut found.facts, p0, &mut w);
         }
     } else if rules::runs_program(api) {
         if keys & (match_key::PATH | match_key::COMMAND) != 0 {
@@ -107,8 +107,9 @@ pub(crate) fn gather<'s>(
 }
 
 /// The destination (or own) address of a network call.
-fn address<'s>(shape: Shape, f: &HookFrame, facts: &mut Facts<'s>, p0: &'s mut [u8; PATH_BUF], w: &mut Walker) {
+fn address<'s>(api: ApiId, f: &HookFrame, facts: &mut Facts<'s>, p0: &'s mut [u8; PATH_BUF], w: &mut Walker) {
     const ADDRESS: u8 = match_key::IP | match_key::PORT | match_key::PATH;
+    let shape = api.shape();
     let mut sa = [0u8; 128];
     let len = match shape {
         Shape::Sockaddr => user_bytes(f.arg(1), f.arg(2), &mut sa),
@@ -126,8 +127,9 @@ fn address<'s>(shape: Shape, f: &HookFrame, facts: &mut Facts<'s>, p0: &'s mut [
     };
     let sa = &sa[..len.min(128)];
     // A destination of "any address" reaches this host (the kernel routes
-    // it to loopback); a socket's own "any address" is every address.
-    let destination = !matches!(shape, Shape::Listen | Shape::Accept | Shape::Accept4);
+    // it to loopback); a socket's own "any address" (`bind`, `listen`,
+    // `accept`) is every address.
+    let destination = !matches!(api, ApiId::bind | ApiId::listen | ApiId::accept | ApiId::accept4);
     let port = sa.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]));
     match sa.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])) {
         Some(2) => match sa.get(4..8) {
@@ -142,11 +144,17 @@ fn address<'s>(shape: Shape, f: &HookFrame, facts: &mut Facts<'s>, p0: &'s mut [
             None => facts.unknown |= ADDRESS,
         },
         Some(10) => match sa.get(8..24).and_then(|a| <[u8; 16]>::try_from(a).ok()) {
-            Some(mut a) => {
-                if destination && a == [0; 16] {
-                    a[15] = 1;
+            Some(a) => {
+                // (Mapped first: `::ffff:0.0.0.0` is 0.0.0.0.)
+                let mut ip = Ip::from_v6(a);
+                if destination && ip.addr == [0; 16] {
+                    ip = if ip.v6 {
+                        Ip::from_v6([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+                    } else {
+                        Ip::from_v4([127, 0, 0, 1])
+                    };
                 }
-                facts.ip = Some(Ip::from_v6(a));
+                facts.ip = Some(ip);
                 facts.port = port;
             }
             None => facts.unknown |= ADDRESS,
@@ -178,6 +186,8 @@ fn address<'s>(shape: Shape, f: &HookFrame, facts: &mut Facts<'s>, p0: &'s mut [
 /// The one destination the messages of a `sendmmsg` name, into `out`: its
 /// length (0: none names one); None when two name different ones.
 fn mmsg_name(vec: u64, n: u64, out: &mut [u8; 128]) -> Option<usize> {
+    // (The kernel sends at most UIO_MAXIOV messages.)
+    let n = n.min(1024);
     let mut len = 0;
     let mut at = 0u64;
     let mut other = [0u8; 128];
@@ -237,6 +247,9 @@ fn program<'s>(
                 p0[..n].copy_from_slice(&w.rest[..n]);
                 None
             }
+            // A relative program with file actions, which may change the
+            // child's folder (`addchdir`): not the path walked here.
+            Some(_) if shape == Shape::Spawn && f.arg(2) != 0 && w.rest[0] != b'/' => None,
             Some(n) => w.resolve(dirfd, n, true, p0),
             None => None,
         }
@@ -331,20 +344,13 @@ fn file<'s>(
         Paths((i64, u64, bool), Option<(i64, u64, bool)>),
         Fd(i32),
     }
-    let mut access = rules::change_access(api);
+    let access = access_of(api, f);
     let named = match api.shape() {
-        Shape::Open => {
-            access = rules::open_access(a(1));
-            Named::Paths((AT_FDCWD, a(0), a(1) & O_NOFOLLOW == 0), None)
-        }
-        Shape::OpenAt => {
-            access = rules::open_access(a(2));
-            Named::Paths((at(0), a(1), a(2) & O_NOFOLLOW == 0), None)
-        }
+        Shape::Open => Named::Paths((AT_FDCWD, a(0), a(1) & O_NOFOLLOW == 0), None),
+        Shape::OpenAt => Named::Paths((at(0), a(1), a(2) & O_NOFOLLOW == 0), None),
         Shape::OpenAt2 => {
             const RESOLVE_IN_ROOT: u64 = 0x10;
             let flags = mem::read_u64(a(2)).unwrap_or(0);
-            access = rules::open_access(flags);
             // Resolved inside the dirfd as its root: not the path walked here.
             if mem::read_u64(a(2).wrapping_add(16)).is_none_or(|resolve| resolve & RESOLVE_IN_ROOT != 0) {
                 facts.access = access;
@@ -353,12 +359,7 @@ fn file<'s>(
             }
             Named::Paths((at(0), a(1), flags & O_NOFOLLOW == 0), None)
         }
-        Shape::Fopen => {
-            let mut mode = [0u8; 8];
-            let n = user_string(a(1), &mut mode);
-            access = rules::open_access(rules::fopen_flags(&mode[..n]));
-            Named::Paths((AT_FDCWD, a(0), true), None)
-        }
+        Shape::Fopen => Named::Paths((AT_FDCWD, a(0), true), None),
         Shape::Creat | Shape::Chmod | Shape::Truncate => Named::Paths((AT_FDCWD, a(0), true), None),
         Shape::Chown => Named::Paths((AT_FDCWD, a(0), api == ApiId::chown), None),
         Shape::Path | Shape::Mknod => Named::Paths((AT_FDCWD, a(0), false), None),
@@ -395,6 +396,28 @@ fn file<'s>(
     }
     if facts.paths[0].is_none() {
         facts.unknown |= match_key::PATH;
+    }
+}
+
+/// The [`crate::contract::access`] a file call of `api` wants: from its
+/// flags (registers, `openat2`'s `how`, `fopen`'s mode), or what the call
+/// changes. Needs no scratch room.
+pub(crate) fn access_of(api: ApiId, f: &HookFrame) -> u8 {
+    if api.class() != crate::apis::Class::File {
+        return 0;
+    }
+    match api.shape() {
+        Shape::Open => rules::open_access(f.arg(1)),
+        Shape::OpenAt => rules::open_access(f.arg(2)),
+        // (Unreadable: as wanting everything.)
+        Shape::OpenAt2 => rules::open_access(mem::read_u64(f.arg(2)).unwrap_or(0o1102)),
+        Shape::Fopen => {
+            let mut mode = [0u8; 8];
+            let n = user_string(f.arg(1), &mut mode);
+            rules::open_access(rules::fopen_flags(&mode[..n]))
+        }
+        Shape::Creat => rules::open_access(0o1101),
+        _ => rules::change_access(api),
     }
 }
 

@@ -5,9 +5,10 @@
 //! set, `\x` the byte `x`; anything else itself. The pattern is matched as
 //! a whole (`/var/lib/app/**` does not match `/var/lib/app`).
 //!
-//! The pattern becomes at most [`MAX_TOKENS`] tokens, and the match is a
-//! simulation of their automaton with one bit per token: time linear in
-//! the path, whatever the stars (no backtracking).
+//! The match simulates the pattern's automaton: its states are the
+//! pattern's byte positions where a token starts, one bit each in a fixed
+//! set ([`MAX_LEN`] bytes at most), and only the live ones are followed:
+//! time linear in the path, whatever the stars (no backtracking).
 //!
 //! Three ways to match, for the three kinds of subject a rule names:
 //! [`matches`] (a path, as written), [`matches_tail`] (a pattern that does
@@ -15,8 +16,10 @@
 //! `*/liblzma.so*`) and [`matches_text`] (a command line: `/` is a byte like
 //! any other, so `git *` matches `git clone https://x/y`).
 
-/// Most tokens a pattern may have ([`check`] refuses longer ones).
-pub const MAX_TOKENS: usize = 127;
+/// The longest pattern ([`check`] refuses longer ones).
+pub const MAX_LEN: usize = 4096;
+/// Words of a state set: a bit per pattern position, the end included.
+const WORDS: usize = MAX_LEN / 64 + 1;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tok {
@@ -29,15 +32,86 @@ enum Tok {
     Stars,
     /// `[...]`: the pattern's bytes `from..to` between the brackets.
     Class {
-        from: u16,
-        to: u16,
+        from: usize,
+        to: usize,
     },
+}
+
+/// The token at `p[i..]` and where the next one starts; None at the end
+/// or for a token [`check`] refuses.
+fn token(p: &[u8], i: usize) -> Option<(Tok, usize)> {
+    Some(match *p.get(i)? {
+        b'*' if p.get(i + 1) == Some(&b'*') => (Tok::Stars, i + 2),
+        b'*' => (Tok::Star, i + 1),
+        b'?' => (Tok::One, i + 1),
+        b'[' => {
+            // The first byte after `[` (or `[!`) may be `]` itself.
+            let from = i + 1;
+            let mut j = from + usize::from(matches!(p.get(from), Some(b'!' | b'^')));
+            j += usize::from(p.get(j) == Some(&b']'));
+            while p.get(j).is_some_and(|&b| b != b']') {
+                j += 1;
+            }
+            if j >= p.len() {
+                return None;
+            }
+            (Tok::Class { from, to: j }, j + 1)
+        }
+        b'\\' => (Tok::Byte(*p.get(i + 1)?), i + 2),
+        b => (Tok::Byte(b), i + 1),
+    })
 }
 
 /// Why a pattern cannot be used, or Ok.
 pub fn check(pattern: &[u8]) -> Result<(), &'static str> {
-    let mut toks = [Tok::One; MAX_TOKENS];
-    tokens(pattern, &mut toks).map(|_| ())
+    if pattern.len() > MAX_LEN {
+        return Err("longer than 4096 bytes");
+    }
+    let mut i = 0;
+    while i < pattern.len() {
+        match token(pattern, i) {
+            Some((_, next)) => i = next,
+            None if pattern[i] == b'\\' => return Err("a `\\` at the end"),
+            None => return Err("a `[` without its `]`"),
+        }
+    }
+    Ok(())
+}
+
+/// A set of pattern positions.
+#[derive(Clone, Copy)]
+struct Set([u64; WORDS]);
+
+impl Set {
+    const EMPTY: Set = Set([0; WORDS]);
+
+    fn has(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    fn add(&mut self, i: usize) {
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    /// The next position in the set at or after `from`, below `end`.
+    fn next(&self, from: usize, end: usize) -> Option<usize> {
+        let mut at = from;
+        while at < end {
+            let word = self.0.get(at / 64)? >> (at % 64);
+            if word != 0 {
+                let found = at + word.trailing_zeros() as usize;
+                return (found < end).then_some(found);
+            }
+            at = (at / 64 + 1) * 64;
+        }
+        None
+    }
 }
 
 /// Whether `path` matches `pattern`; false for a pattern [`check`] refuses.
@@ -67,60 +141,53 @@ pub fn matches_text(pattern: &[u8], text: &[u8]) -> bool {
 /// The automaton of `pattern` run over `path`; `sep` is the byte `*`, `?`
 /// and classes do not match.
 fn run(pattern: &[u8], path: &[u8], sep: u8) -> bool {
-    let mut toks = [Tok::One; MAX_TOKENS];
-    let Ok(n) = tokens(pattern, &mut toks) else { return false };
-    let toks = toks.get(..n).unwrap_or(&[]);
-    let mut set = closure(toks, 1);
+    if check(pattern).is_err() {
+        return false;
+    }
+    let end = pattern.len();
+    let mut set = Set::EMPTY;
+    set.add(0);
+    closure(pattern, &mut set);
     for &c in path {
-        let mut next = 0u128;
+        let mut next = Set::EMPTY;
         // Only the live states (usually one or two), lowest first.
-        let mut live = set;
-        while live != 0 {
-            let i = live.trailing_zeros() as usize;
-            live &= live - 1;
-            // (State `toks.len()` is the end: no way on.)
-            let Some(&t) = toks.get(i) else { continue };
+        let mut at = 0;
+        while let Some(i) = set.next(at, end) {
+            at = i + 1;
+            let Some((t, after)) = token(pattern, i) else { continue };
             let (stay, advance) = match t {
                 Tok::Byte(b) => (false, c == b),
                 Tok::One => (false, c != sep),
-                Tok::Class { from, to } => {
-                    (false, c != sep && in_class(pattern.get(from as usize..to as usize).unwrap_or(&[]), c))
-                }
+                Tok::Class { from, to } => (false, c != sep && in_class(pattern.get(from..to).unwrap_or(&[]), c)),
                 Tok::Star => (c != sep, false),
                 Tok::Stars => (true, false),
             };
             if stay {
-                next |= 1 << i;
+                next.add(i);
             }
             if advance {
-                next |= 1 << (i + 1);
+                next.add(after);
             }
         }
-        if next == 0 {
+        if next.is_empty() {
             return false;
         }
-        set = closure(toks, next);
+        closure(pattern, &mut next);
+        set = next;
     }
-    set >> toks.len() & 1 == 1
+    set.has(end)
 }
 
-/// `set` with every state a star may be skipped to.
-fn closure(toks: &[Tok], mut set: u128) -> u128 {
-    let mut rest = set;
-    while rest != 0 {
-        let i = rest.trailing_zeros() as usize;
-        rest &= rest - 1;
-        // A star's next state is live too, and is looked at in turn (it is
-        // above every bit cleared so far).
-        if matches!(toks.get(i), Some(Tok::Star | Tok::Stars)) {
-            let bit = 1u128 << (i + 1);
-            if set & bit == 0 {
-                set |= bit;
-                rest |= bit;
-            }
+/// Adds to `set` every state a star may be skipped to (in position order:
+/// a star's next state lies after it, and is looked at in turn).
+fn closure(pattern: &[u8], set: &mut Set) {
+    let mut at = 0;
+    while let Some(i) = set.next(at, pattern.len()) {
+        at = i + 1;
+        if let Some((Tok::Star | Tok::Stars, after)) = token(pattern, i) {
+            set.add(after);
         }
     }
-    set
 }
 
 /// Whether byte `c` is in the class whose bytes (between the brackets) are `body`.
@@ -145,73 +212,6 @@ fn in_class(body: &[u8], c: u8) -> bool {
     found != negated
 }
 
-/// The pattern's tokens into `out`; their count.
-fn tokens(p: &[u8], out: &mut [Tok; MAX_TOKENS]) -> Result<usize, &'static str> {
-    if p.len() > u16::MAX as usize {
-        return Err("longer than 65535 bytes");
-    }
-    let mut n: usize = 0;
-    let mut i = 0;
-    while i < p.len() {
-        let tok = match p[i] {
-            b'*' if p.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                Tok::Stars
-            }
-            b'*' => {
-                i += 1;
-                Tok::Star
-            }
-            b'?' => {
-                i += 1;
-                Tok::One
-            }
-            b'[' => {
-                // The first byte after `[` (or `[!`) may be `]` itself.
-                let from = i + 1;
-                let mut j = from + usize::from(matches!(p.get(from), Some(b'!' | b'^')));
-                j += usize::from(p.get(j) == Some(&b']'));
-                while p.get(j).is_some_and(|&b| b != b']') {
-                    j += 1;
-                }
-                if j >= p.len() {
-                    return Err("a `[` without its `]`");
-                }
-                if j == from || (j == from + 1 && matches!(p[from], b'!' | b'^')) {
-                    return Err("an empty `[]`");
-                }
-                i = j + 1;
-                Tok::Class { from: from as u16, to: j as u16 }
-            }
-            b'\\' => {
-                let Some(&b) = p.get(i + 1) else { return Err("a `\\` at the end") };
-                i += 2;
-                Tok::Byte(b)
-            }
-            b => {
-                i += 1;
-                Tok::Byte(b)
-            }
-        };
-        // Two stars in a row match what one of the wider does.
-        let last = n.checked_sub(1).and_then(|k| out.get(k)).copied();
-        if matches!((last, tok), (Some(Tok::Stars), Tok::Star | Tok::Stars)) {
-            continue;
-        }
-        if matches!((last, tok), (Some(Tok::Star), Tok::Stars)) {
-            out[n - 1] = Tok::Stars;
-            continue;
-        }
-        if matches!((last, tok), (Some(Tok::Star), Tok::Star)) {
-            continue;
-        }
-        let Some(slot) = out.get_mut(n) else { return Err("more than 127 parts") };
-        *slot = tok;
-        n += 1;
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +234,12 @@ mod tests {
         assert!(matches_text(b"git *", b"git clone https://x/y") && !matches_text(b"git *", b"gitk"));
         assert_eq!(check(b"/a/[bc"), Err("a `[` without its `]`"));
         assert_eq!(check(b"[]"), Err("a `[` without its `]`"));
+        assert_eq!(check(b"[!]"), Err("a `[` without its `]`"));
+        assert_eq!(check(b"a\\"), Err("a `\\` at the end"));
+        // Long patterns: a 300-byte path and 200 stars.
+        let long = [b'a'; 300];
+        assert!(matches(&long, &long) && !matches(&long, &long[1..]));
+        assert!(matches(&[b'*'; 200], b"abc"));
         assert!(check(b"[]a]").is_ok() && matches(b"[]a]", b"]"));
     }
 

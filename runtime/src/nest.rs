@@ -83,15 +83,25 @@ pub struct Outer {
     pub wanted: u8,
 }
 
+/// Whether `argv` (of an exec) is the one the call `o` was given, or one
+/// built in its frames (`system`, `popen` and `execlp` build theirs there:
+/// glibc 2.36's `system` 840 bytes below its return address, musl 1.2.3's
+/// 1,176).
+pub fn argv_of(o: &Outer, argv: u64) -> bool {
+    const FRAMES: u64 = 4 << 10;
+    argv != 0 && (argv == o.argv || (argv < o.frame && o.frame - argv <= FRAMES))
+}
+
 /// Whether a call of `inner` the policy wants `wanted` for, part of the
 /// call `o` in progress, is folded into it (no event, no decision of its
 /// own):
 /// - when the policy would let it through with an alert;
 /// - when `o` is one enforce mode would refuse (in monitor mode it runs);
 /// - whatever it wants, when `o` is a spawn a rule let through and `inner`
-///   a new process (its `clone`; its child's exec is `dispatch::outer_exec`'s);
-/// - never inside an exec by name ([`SEARCHED`]): its `execve` calls are
-///   decided.
+///   a new process (its `clone`) or libc's own spawn inside it (`system`'s
+///   `posix_spawn`); its child's exec is `dispatch::outer_exec`'s;
+/// - inside an exec by name ([`SEARCHED`]), only its new process: its
+///   `execve` calls are decided.
 ///
 /// Otherwise a call the policy would refuse inside one it lets through is
 /// decided and reported as enforce mode decides it, so a monitored run
@@ -99,8 +109,8 @@ pub struct Outer {
 pub fn folds(o: &Outer, wanted: u8, inner: ApiId) -> bool {
     use crate::contract::action;
     match o.wanted {
-        SEARCHED => false,
-        action::ALLOW => inner.class() == crate::apis::Class::Process,
+        SEARCHED => inner.class() == crate::apis::Class::Process,
+        action::ALLOW => inner.class() == crate::apis::Class::Process || inner.shape() == Shape::Spawn,
         action::DENY | action::KILL => true,
         _ => wanted == action::ALERT,
     }
@@ -392,13 +402,9 @@ fn jumps_into(real: u64, tag: u32) -> bool {
 /// comment. Not for a thread of the spawning process itself (that is
 /// [`inside`]'s case).
 pub fn spawned_by(argv: u64) -> Option<Outer> {
-    /// How far below a reported spawn's return address its own frames reach:
-    /// `system` and `popen` build the shell's `argv` there (glibc 2.36: 840
-    /// and 232 bytes below; musl 1.2.3: 1,176 and 184).
-    const SPAWN_FRAMES: u64 = 4 << 10;
-    let candidate = |o: &Outer| {
-        spawns(o.api) && argv != 0 && (argv == o.argv || (argv < o.frame && o.frame - argv <= SPAWN_FRAMES))
-    };
+    // (`system` and `popen` build the shell's `argv` in their frames:
+    // glibc 2.36 840 and 232 bytes below, musl 1.2.3 1,176 and 184.)
+    let candidate = |o: &Outer| spawns(o.api) && argv_of(o, argv);
     // A few system calls, only when some slot could be the one.
     if !TABLE.iter().filter_map(Slot::read).any(|o| candidate(&o)) {
         return None;

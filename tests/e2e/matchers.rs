@@ -243,3 +243,57 @@ fn matchers_decide_by_argument_and_caller() {
         assert_eq!(refusals(&mevs), got, "{flavour}: monitor mode must report what enforce mode refuses");
     }
 }
+
+/// A rule scoped to one function: `system` allowed by its command under a
+/// policy that refuses every other exec, and new processes refused: the
+/// `posix_spawn` libc makes for `system`, its `clone` and its child's
+/// `execve` of the shell are part of the allowed call; `posix_spawnp` by
+/// name brings its `clone` along too.
+#[test]
+fn a_rule_on_one_function_brings_what_libc_does_for_it() {
+    for flavour in FLAVOURS {
+        let dir = std::fs::canonicalize(scratch(&format!("matchers-scoped-{flavour}"))).unwrap();
+        let exe = build(&dir, flavour);
+        let sink = dir.join("events.jsonl");
+        let truth = format!("{}", std::fs::canonicalize("/bin/true").unwrap().display());
+        let policy = format!(
+            r#"mode = "enforce"
+[report]
+sink = "file:{sink}"
+[[rule]]
+id = "true-only"
+apis = ["system"]
+command = ["true"]
+action = "allow"
+[[rule]]
+id = "spawn-true"
+apis = ["posix_spawnp"]
+path = ["{truth}"]
+action = "allow"
+[[rule]]
+id = "no-exec"
+apis = ["exec"]
+action = "deny"
+[[rule]]
+id = "no-process"
+apis = ["process"]
+action = "deny"
+"#,
+            sink = sink.display()
+        );
+        let patched = dir.join("scoped");
+        patch(&exe, &patched, &policy);
+        let _ = std::fs::remove_file(&sink);
+        let o = run(&patched, &["system:true", "system:ls", "spawnp:true", "spawnp:ls"], &dir);
+        let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+        let evs = events(&sink);
+        assert_eq!(
+            lines,
+            ["system=ok", "system=errno:1", "spawnp=ok", "spawnp=errno:1", "done"],
+            "{flavour}: {evs:#?}"
+        );
+        let refused: Vec<(&str, &str)> =
+            evs.iter().map(|e| (e["api"].as_str().unwrap_or(""), e["rule"].as_str().unwrap_or(""))).collect();
+        assert_eq!(refused, [("system", "no-exec"), ("execve", "no-exec")], "{flavour}: {evs:#?}");
+    }
+}
