@@ -78,40 +78,32 @@ pub fn check(pattern: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A set of pattern positions.
-#[derive(Clone, Copy)]
-struct Set([u64; WORDS]);
+/// A set of pattern positions: bits in words (only the words a pattern's
+/// positions reach are used).
+type Words = [u64; WORDS];
 
-impl Set {
-    const EMPTY: Set = Set([0; WORDS]);
+fn has(set: &[u64], i: usize) -> bool {
+    set.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+}
 
-    fn has(&self, i: usize) -> bool {
-        self.0.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+fn add(set: &mut [u64], i: usize) {
+    if let Some(w) = set.get_mut(i / 64) {
+        *w |= 1 << (i % 64);
     }
+}
 
-    fn add(&mut self, i: usize) {
-        if let Some(w) = self.0.get_mut(i / 64) {
-            *w |= 1 << (i % 64);
+/// The next position in `set` at or after `from`, below `end`.
+fn next_in(set: &[u64], from: usize, end: usize) -> Option<usize> {
+    let mut at = from;
+    while at < end {
+        let word = set.get(at / 64)? >> (at % 64);
+        if word != 0 {
+            let found = at + word.trailing_zeros() as usize;
+            return (found < end).then_some(found);
         }
+        at = (at / 64 + 1) * 64;
     }
-
-    fn is_empty(&self) -> bool {
-        self.0.iter().all(|&w| w == 0)
-    }
-
-    /// The next position in the set at or after `from`, below `end`.
-    fn next(&self, from: usize, end: usize) -> Option<usize> {
-        let mut at = from;
-        while at < end {
-            let word = self.0.get(at / 64)? >> (at % 64);
-            if word != 0 {
-                let found = at + word.trailing_zeros() as usize;
-                return (found < end).then_some(found);
-            }
-            at = (at / 64 + 1) * 64;
-        }
-        None
-    }
+    None
 }
 
 /// Whether `path` matches `pattern`; false for a pattern [`check`] refuses.
@@ -145,14 +137,17 @@ fn run(pattern: &[u8], path: &[u8], sep: u8) -> bool {
         return false;
     }
     let end = pattern.len();
-    let mut set = Set::EMPTY;
-    set.add(0);
-    closure(pattern, &mut set);
+    // The words in use, and the two sets (this byte's, the next one's).
+    let used = end / 64 + 1;
+    let mut sets: [Words; 2] = [[0; WORDS]; 2];
+    let [mut set, mut next] = sets.each_mut().map(|w| &mut w[..used]);
+    add(set, 0);
+    closure(pattern, set);
     for &c in path {
-        let mut next = Set::EMPTY;
+        next.fill(0);
         // Only the live states (usually one or two), lowest first.
         let mut at = 0;
-        while let Some(i) = set.next(at, end) {
+        while let Some(i) = next_in(set, at, end) {
             at = i + 1;
             let Some((t, after)) = token(pattern, i) else { continue };
             let (stay, advance) = match t {
@@ -163,29 +158,29 @@ fn run(pattern: &[u8], path: &[u8], sep: u8) -> bool {
                 Tok::Stars => (true, false),
             };
             if stay {
-                next.add(i);
+                add(next, i);
             }
             if advance {
-                next.add(after);
+                add(next, after);
             }
         }
-        if next.is_empty() {
+        if next.iter().all(|&w| w == 0) {
             return false;
         }
-        closure(pattern, &mut next);
-        set = next;
+        closure(pattern, next);
+        core::mem::swap(&mut set, &mut next);
     }
-    set.has(end)
+    has(set, end)
 }
 
 /// Adds to `set` every state a star may be skipped to (in position order:
 /// a star's next state lies after it, and is looked at in turn).
-fn closure(pattern: &[u8], set: &mut Set) {
+fn closure(pattern: &[u8], set: &mut [u64]) {
     let mut at = 0;
-    while let Some(i) = set.next(at, pattern.len()) {
+    while let Some(i) = next_in(set, at, pattern.len()) {
         at = i + 1;
         if let Some((Tok::Star | Tok::Stars, after)) = token(pattern, i) {
-            set.add(after);
+            add(set, after);
         }
     }
 }
