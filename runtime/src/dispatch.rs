@@ -559,7 +559,7 @@ fn decide_by_facts(
     f: &HookFrame,
     origin: Origin,
 ) -> ByFacts {
-    let mut slot = crate::facts::pool::take();
+    let mut slot = crate::facts::take();
     let needed = crate::rules::needed(p, ruled_as as u16);
     let found = match slot.as_mut() {
         Some(s) => crate::facts::gather(c, api, f, origin, needed, s.scratch()),

@@ -36,7 +36,7 @@ pub(crate) fn emit(event: &Event) {
     let Some((fd, regular)) = sink_fd(event.p) else { return };
     // A buffer from the pool keeps the stack small: hooks also run on small
     // stacks nobody can measure (musl's posix_spawn child has about 5 KiB).
-    if let Some(mut slot) = pool::take() {
+    if let Some(mut slot) = EVENT_BUFFERS.take() {
         event.write_to(slot.bytes(), fd, regular);
         return;
     }
@@ -46,68 +46,8 @@ pub(crate) fn emit(event: &Event) {
     }
 }
 
-/// Event buffers outside the stack, taken and given back with atomics. They
-/// live in one anonymous mapping made by the first event (so a program that
-/// reports nothing maps nothing, and the file carries no 64 KiB of zeros).
-mod pool {
-    use crate::sys;
-    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-    const SLOTS: usize = 16;
-    const SIZE: usize = 4096;
-    const FAILED: u64 = 1;
-    static BUSY: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
-    /// The mapping: 0 not made yet, FAILED, else its address.
-    static BASE: AtomicU64 = AtomicU64::new(0);
-
-    pub struct Slot {
-        index: usize,
-        base: u64,
-    }
-
-    impl Slot {
-        pub fn bytes(&mut self) -> &mut [u8] {
-            // SAFETY: the mapping is SLOTS * SIZE bytes and never unmapped; this
-            // Slot holds BUSY[index], so nobody else uses this part of it, and
-            // the `&mut self` borrow makes the slice unique.
-            unsafe { core::slice::from_raw_parts_mut((self.base + (self.index * SIZE) as u64) as *mut u8, SIZE) }
-        }
-    }
-
-    impl Drop for Slot {
-        fn drop(&mut self) {
-            BUSY[self.index].store(false, Ordering::Release);
-        }
-    }
-
-    fn base() -> Option<u64> {
-        match BASE.load(Ordering::Acquire) {
-            FAILED => return None,
-            0 => {}
-            b => return Some(b),
-        }
-        let len = (SLOTS * SIZE) as u64;
-        let Some(mine) = sys::map_anonymous(len) else {
-            let _ = BASE.compare_exchange(0, FAILED, Ordering::AcqRel, Ordering::Acquire);
-            return None;
-        };
-        match BASE.compare_exchange(0, mine, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => Some(mine),
-            Err(theirs) => {
-                // SAFETY: our mapping was never published: nobody else uses it.
-                unsafe { sys::unmap(mine, len) };
-                (theirs != FAILED).then_some(theirs)
-            }
-        }
-    }
-
-    pub fn take() -> Option<Slot> {
-        let base = base()?;
-        (0..SLOTS)
-            .find(|&i| BUSY[i].compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
-            .map(|index| Slot { index, base })
-    }
-}
+/// Event buffers outside the stack (see `pool`).
+static EVENT_BUFFERS: crate::pool::Pool<16> = crate::pool::Pool::new(4096);
 
 /// One intercepted call, as it is reported.
 pub(crate) struct Event<'a> {
@@ -177,7 +117,7 @@ fn matched(c: &Contract, j: &mut Json, api: ApiId, f: &HookFrame, origin: Origin
     if keys == 0 {
         return;
     }
-    let Some(mut slot) = crate::facts::pool::take() else { return };
+    let Some(mut slot) = crate::facts::take() else { return };
     let found = crate::facts::gather(c, api, f, origin, keys, slot.scratch());
     let facts = found.facts;
     if facts.paths[0].is_none() && facts.command.is_none() && facts.ip.is_none() && facts.access == 0 {

@@ -612,69 +612,27 @@ fn getcwd(out: &mut [u8; PATH_BUF]) -> Option<usize> {
     (out.first() == Some(&b'/')).then_some(n)
 }
 
-/// [`Scratch`] slots outside the stack, taken and given back with atomics,
-/// in one anonymous mapping made by the first call that needs one.
-pub mod pool {
-    use super::Scratch;
-    use crate::sys;
-    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+/// Scratch room for 64 calls at once (see `pool`).
+static SCRATCH: crate::pool::Pool<64> = crate::pool::Pool::new(core::mem::size_of::<Scratch>().next_multiple_of(4096));
 
-    const SLOTS: usize = 64;
-    const SIZE: usize = core::mem::size_of::<Scratch>().next_multiple_of(4096);
-    const FAILED: u64 = 1;
-    static BUSY: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
-    static BASE: AtomicU64 = AtomicU64::new(0);
+/// A [`Scratch`] slot, held until dropped.
+pub struct ScratchSlot(crate::pool::Slot<64>);
 
-    /// A slot held until dropped.
-    pub struct Slot {
-        index: usize,
-        base: u64,
+impl ScratchSlot {
+    pub fn scratch(&mut self) -> &mut Scratch {
+        let bytes = self.0.bytes();
+        debug_assert!(bytes.len() >= core::mem::size_of::<Scratch>());
+        // SAFETY: the slot is page aligned and at least size_of::<Scratch>()
+        // bytes (the pool's size is rounded up from it), held by this slot
+        // alone and borrowed uniquely through `&mut self`; Scratch is byte
+        // arrays only, valid for any contents.
+        unsafe { &mut *(bytes.as_mut_ptr() as *mut Scratch) }
     }
+}
 
-    impl Slot {
-        pub fn scratch(&mut self) -> &mut Scratch {
-            // SAFETY: the mapping is SLOTS * SIZE bytes, page aligned, never
-            // unmapped, and zero-filled: a valid Scratch (byte arrays). This
-            // Slot holds BUSY[index], so no one else uses this part, and the
-            // `&mut self` borrow makes the reference unique.
-            unsafe { &mut *((self.base + (self.index * SIZE) as u64) as *mut Scratch) }
-        }
-    }
-
-    impl Drop for Slot {
-        fn drop(&mut self) {
-            BUSY[self.index].store(false, Ordering::Release);
-        }
-    }
-
-    fn base() -> Option<u64> {
-        match BASE.load(Ordering::Acquire) {
-            FAILED => return None,
-            0 => {}
-            b => return Some(b),
-        }
-        let len = (SLOTS * SIZE) as u64;
-        let Some(mine) = sys::map_anonymous(len) else {
-            let _ = BASE.compare_exchange(0, FAILED, Ordering::AcqRel, Ordering::Acquire);
-            return None;
-        };
-        match BASE.compare_exchange(0, mine, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => Some(mine),
-            Err(theirs) => {
-                // SAFETY: our mapping was never published: nobody else uses it.
-                unsafe { sys::unmap(mine, len) };
-                (theirs != FAILED).then_some(theirs)
-            }
-        }
-    }
-
-    /// A free slot; None when all are taken or the mapping failed.
-    pub fn take() -> Option<Slot> {
-        let base = base()?;
-        (0..SLOTS)
-            .find(|&i| BUSY[i].compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
-            .map(|index| Slot { index, base })
-    }
+/// A free scratch slot; None when all 64 are taken.
+pub fn take() -> Option<ScratchSlot> {
+    SCRATCH.take().map(ScratchSlot)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod libplans;
 pub mod loader;
 pub mod mem;
 pub mod nest;
+pub mod pool;
 pub mod ptable;
 pub mod rules;
 pub mod sink;
