@@ -11,6 +11,7 @@
  *   execvp:NAME        the same with execvp
  *   spawnp:NAME        posix_spawnp(NAME, {NAME, "ok"}); ok when it exits 0
  *   rename:OLD:NEW     rename(OLD, NEW)
+ *   ids                prints ids=UID:EUID
  *   system:CMD         system(CMD); ok when it exits 0
  *   connect:IP:PORT    a TCP connect; a refused connection (nobody listens) is "refused"
  *   udp:IP:PORT        a UDP sendto
@@ -157,6 +158,8 @@ int main(int argc, char **argv) {
             if (colon)
                 *colon = 0;
             net(op, arg, port, !strcmp(op, "udp") ? SOCK_DGRAM : SOCK_STREAM);
+        } else if (!strcmp(op, "ids")) {
+            printf("ids=%d:%d\n", (int)getuid(), (int)geteuid());
         } else if (!strcmp(op, "lib")) {
 #ifdef WITH_LIB
             status(op, lib_system(arg));

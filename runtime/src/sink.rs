@@ -15,13 +15,112 @@ static SINK_INO: AtomicU64 = AtomicU64::new(0);
 /// programs that assume small numbers or close 3..N.
 const SINK_MIN_FD: i32 = 1000;
 
+/// Why a `file:` sink was refused (see [`open_file_sink`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Refused {
+    Link,
+    NotAFile,
+    Owner,
+    Links,
+    /// The open failed with this error number.
+    Open(i64),
+}
+
+impl Refused {
+    fn why(self) -> &'static [u8] {
+        match self {
+            Refused::Link => b"it is, or its path goes through, a symbolic link",
+            Refused::NotAFile => b"it is not a regular file or a FIFO",
+            Refused::Owner => b"it belongs to another user than the program's effective one or root",
+            Refused::Links => b"a set-id program's sink file has other hard links",
+            Refused::Open(2) => b"its folder does not exist",
+            Refused::Open(13) => b"permission denied",
+            Refused::Open(6) => b"a FIFO nobody reads",
+            Refused::Open(_) => b"it cannot be opened",
+        }
+    }
+}
+
+/// Whether a file of type `kind` (`S_IFMT` bits), owned by `owner`, with
+/// `links` hard links, may take the events of a process whose effective
+/// uid is `euid` (`secure`: a set-id process, see [`is_secure`]).
+/// A sink must never become a way to append to a file the program's user
+/// could not write: symbolic links are not followed at all (checked at the
+/// open), the file must be the effective user's or root's, and a set-id
+/// process refuses a file with other names (a hard link to a file of
+/// root's, made where the attacker could write).
+fn acceptable(kind: u32, owner: u32, links: u64, euid: u64, secure: bool) -> Result<(), Refused> {
+    const S_IFREG: u32 = 0o100000;
+    const S_IFIFO: u32 = 0o010000;
+    if kind != S_IFREG && kind != S_IFIFO {
+        return Err(Refused::NotAFile);
+    }
+    if owner as u64 != euid && owner != 0 {
+        return Err(Refused::Owner);
+    }
+    if secure && kind == S_IFREG && links > 1 {
+        return Err(Refused::Links);
+    }
+    Ok(())
+}
+
+/// Whether this process runs with privileges its user does not have: a
+/// set-user-id or set-group-id program (`AT_SECURE`, also given for file
+/// capabilities, read from `/proc/self/auxv` where it can be).
+fn is_secure() -> bool {
+    let (uid, euid, gid, egid) = sys::ids();
+    if uid != euid || gid != egid {
+        return true;
+    }
+    const AT_SECURE: u64 = 23;
+    let Ok(fd) = sys::open(b"/proc/self/auxv\0", sys::O_RDONLY | sys::O_CLOEXEC, 0) else { return false };
+    let mut auxv = [0u8; 1024];
+    let n = sys::read(fd, &mut auxv).unwrap_or(0) as usize;
+    sys::close(fd);
+    auxv.get(..n.min(auxv.len())).unwrap_or(&[]).chunks_exact(16).any(|pair| {
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        word(&pair[..8]) == AT_SECURE && word(&pair[8..]) != 0
+    })
+}
+
+/// Opens a `file:` sink for appending: never through a symbolic link
+/// (`openat2` with `RESOLVE_NO_SYMLINKS`; before Linux 5.6, `O_NOFOLLOW`
+/// on its last component), without blocking (a FIFO nobody reads is not
+/// waited for), checked by [`acceptable`]. A refusal is said once on stderr.
 #[inline(never)]
 fn open_file_sink(path: &[u8]) -> Option<i32> {
+    const O_NONBLOCK: u64 = 0o4000;
+    const O_NOFOLLOW: u64 = 0o400000;
+    const ELOOP: i64 = 40;
+    const ENOTDIR: i64 = 20;
     let mut z = [0u8; 1025];
     let dst = z.get_mut(..path.len())?;
     dst.copy_from_slice(path);
-    let flags = sys::O_WRONLY | sys::O_APPEND | sys::O_CREAT | sys::O_CLOEXEC;
-    let fd = sys::open(z.get(..path.len() + 1)?, flags, 0o600).ok()?;
+    let name = z.get(..path.len() + 1)?;
+    let flags = sys::O_WRONLY | sys::O_APPEND | sys::O_CREAT | sys::O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW;
+    let opened = match sys::open_no_symlinks(name, flags, 0o600) {
+        Err(e) if e == sys::ENOSYS => sys::open(name, flags, 0o600),
+        other => other,
+    };
+    let fd = match opened {
+        Ok(fd) => fd,
+        Err(e) => {
+            // (Refused for a link with ELOOP, or with EACCES where the
+            // kernel protects links in sticky folders: say which.)
+            let mut target = [0u8; 8];
+            let link = e == ELOOP || e == ENOTDIR || sys::readlink(name, &mut target).is_ok();
+            refused(path, if link { Refused::Link } else { Refused::Open(e) });
+            return None;
+        }
+    };
+    let verdict = sys::fstat_owner(fd)
+        .map_err(|_| Refused::NotAFile)
+        .and_then(|(kind, owner, links)| acceptable(kind, owner, links, sys::ids().1, is_secure()));
+    if let Err(why) = verdict {
+        sys::close(fd);
+        refused(path, why);
+        return None;
+    }
     match sys::dupfd_cloexec(fd, SINK_MIN_FD) {
         Ok(high) => {
             sys::close(fd);
@@ -29,6 +128,24 @@ fn open_file_sink(path: &[u8]) -> Option<i32> {
         }
         Err(_) => Some(fd),
     }
+}
+
+/// Whether the refusal of the sink was said already (once per process).
+static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Says once on stderr that events are not written, and why.
+fn refused(path: &[u8], why: Refused) {
+    if SAID.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let mut line = [0u8; 1400];
+    let mut n = 0;
+    for part in [&b"dfpatch: events not written: sink file:"[..], path, b" refused: ", why.why(), b"\n"] {
+        let end = (n + part.len()).min(line.len());
+        line[n..end].copy_from_slice(&part[..end - n]);
+        n = end;
+    }
+    let _ = sys::write_nosigpipe(2, &line[..n]);
 }
 
 /// The descriptor to write an event to, and whether it is known to be a
@@ -66,5 +183,22 @@ pub(crate) fn sink_fd(p: &PolicyTable) -> Option<(i32, bool)> {
         _ if fd >= 0 => Some((fd, false)),
         Sink::Stderr => Some((2, false)),
         Sink::Fd(n) => Some((n, false)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_take_events() {
+        const REG: u32 = 0o100000;
+        assert_eq!(acceptable(REG, 1000, 1, 1000, false), Ok(()));
+        assert_eq!(acceptable(REG, 0, 1, 1000, false), Ok(()));
+        assert_eq!(acceptable(REG, 65534, 1, 0, false), Err(Refused::Owner));
+        assert_eq!(acceptable(0o010000, 0, 1, 0, true), Ok(()), "a FIFO");
+        assert_eq!(acceptable(0o020000, 0, 1, 0, false), Err(Refused::NotAFile), "a character device");
+        assert_eq!(acceptable(REG, 0, 2, 0, false), Ok(()));
+        assert_eq!(acceptable(REG, 0, 2, 0, true), Err(Refused::Links));
     }
 }

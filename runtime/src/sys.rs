@@ -28,6 +28,11 @@ const SYS_FCNTL: u64 = 72;
 const SYS_READLINK: u64 = 89;
 const SYS_GETCWD: u64 = 79;
 const SYS_FACCESSAT: u64 = 269;
+const SYS_OPENAT2: u64 = 437;
+const SYS_GETUID: u64 = 102;
+const SYS_GETGID: u64 = 104;
+const SYS_GETEUID: u64 = 107;
+const SYS_GETEGID: u64 = 108;
 const SYS_GETTID: u64 = 186;
 const SYS_CLOCK_GETTIME: u64 = 228;
 pub const SYS_TGKILL: u64 = 234;
@@ -110,6 +115,44 @@ pub fn fstat_id(fd: i32) -> Result<(u64, u64, bool), i64> {
     const S_IFMT: u64 = 0o170000;
     const S_IFREG: u64 = 0o100000;
     Ok((st[0], st[1], st[3] & S_IFMT == S_IFREG))
+}
+
+/// The type bits (`S_IFMT`) of an open descriptor's mode, its owner's uid
+/// and its number of links.
+pub fn fstat_owner(fd: i32) -> Result<(u32, u32, u64), i64> {
+    let mut st = [0u64; 18];
+    // SAFETY: the kernel writes one struct stat (144 bytes) into `st`.
+    result(unsafe { syscall2(SYS_FSTAT, fd as u64, st.as_mut_ptr() as u64) })?;
+    // st_nlink is the third word; st_mode and st_uid the halves of the fourth.
+    Ok((st[3] as u32 & 0o170000, (st[3] >> 32) as u32, st[2]))
+}
+
+/// `openat2(AT_FDCWD, path, {flags, mode, RESOLVE_NO_SYMLINKS})`: a path
+/// opened without following any symbolic link on it (ENOSYS before Linux
+/// 5.6). `path` ends with a NUL byte.
+pub fn open_no_symlinks(path: &[u8], flags: u64, mode: u64) -> Result<i32, i64> {
+    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+    if path.last() != Some(&0) {
+        return Err(EBADF);
+    }
+    let how = [flags, mode, RESOLVE_NO_SYMLINKS];
+    // SAFETY: a live NUL-terminated path and a live `struct open_how` of 24
+    // bytes, both only read by the kernel.
+    result(unsafe { syscall4(SYS_OPENAT2, AT_FDCWD as u64, path.as_ptr() as u64, how.as_ptr() as u64, 24) })
+        .map(|fd| fd as i32)
+}
+
+/// Real and effective user and group ids: (uid, euid, gid, egid).
+pub fn ids() -> (u64, u64, u64, u64) {
+    // SAFETY: these system calls take no arguments and cannot fail.
+    unsafe {
+        (
+            syscall1(SYS_GETUID, 0) as u64,
+            syscall1(SYS_GETEUID, 0) as u64,
+            syscall1(SYS_GETGID, 0) as u64,
+            syscall1(SYS_GETEGID, 0) as u64,
+        )
+    }
 }
 
 /// Writes `buf` to `fd` in one `write`, retried on EINTR.

@@ -17,6 +17,7 @@ mod matchers;
 mod one_event;
 mod properties;
 mod runtime;
+mod sinks;
 mod small_stack;
 mod startup;
 mod statics;
