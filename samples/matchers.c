@@ -12,6 +12,8 @@
  *   spawnp:NAME        posix_spawnp(NAME, {NAME, "ok"}); ok when it exits 0
  *   rename:OLD:NEW     rename(OLD, NEW)
  *   ids                prints ids=UID:EUID
+ *   keep:PATH          opens PATH for writing and keeps it open
+ *   wait:PATH          waits (up to 30 s) until PATH exists
  *   system:CMD         system(CMD); ok when it exits 0
  *   connect:IP:PORT    a TCP connect; a refused connection (nobody listens) is "refused"
  *   udp:IP:PORT        a UDP sendto
@@ -158,6 +160,14 @@ int main(int argc, char **argv) {
             if (colon)
                 *colon = 0;
             net(op, arg, port, !strcmp(op, "udp") ? SOCK_DGRAM : SOCK_STREAM);
+        } else if (!strcmp(op, "keep")) {
+            int fd = open(arg, O_WRONLY | O_CREAT, 0644);
+            printf("keep=%d\n", fd);
+        } else if (!strcmp(op, "wait")) {
+            int n = 0;
+            while (access(arg, F_OK) != 0 && n++ < 3000)
+                usleep(10000);
+            report(op, n <= 3000, ETIMEDOUT);
         } else if (!strcmp(op, "ids")) {
             printf("ids=%d:%d\n", (int)getuid(), (int)geteuid());
         } else if (!strcmp(op, "lib")) {

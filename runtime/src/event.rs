@@ -12,6 +12,7 @@ use crate::ptable::{action_name, PolicyTable};
 use crate::sink::sink_fd;
 use crate::start::{bias, exe_path};
 use crate::{decode, libplans, loader, mem, sys};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Where the intercepted call was made.
 #[derive(Clone, Copy)]
@@ -31,9 +32,13 @@ pub(crate) enum Origin {
 pub(crate) fn emit(event: &Event) {
     let room = sys::altstack_room();
     if room.is_some_and(|r| r < 4096) {
+        LOST.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let Some((fd, regular)) = sink_fd(event.p) else { return };
+    let Some((fd, regular)) = sink_fd(event.p) else {
+        LOST.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
     // A buffer from the pool keeps the stack small: hooks also run on small
     // stacks nobody can measure (musl's posix_spawn child has about 5 KiB).
     if let Some(mut slot) = EVENT_BUFFERS.take() {
@@ -45,6 +50,10 @@ pub(crate) fn emit(event: &Event) {
         _ => event.write::<4096>(fd, regular),
     }
 }
+
+/// Events not written since the last one that was (no sink, a write that
+/// failed, no room): the next event written says how many (`"lost"`).
+static LOST: AtomicU64 = AtomicU64::new(0);
 
 /// Event buffers outside the stack (see `pool`).
 static EVENT_BUFFERS: crate::pool::Pool<16> = crate::pool::Pool::new(4096);
@@ -91,6 +100,11 @@ impl Event<'_> {
         j.string(self.p.rule_name(self.rule));
         j.key(false, b"mode");
         j.string(self.p.mode_name().as_bytes());
+        let lost = LOST.swap(0, Ordering::AcqRel);
+        if lost > 0 {
+            j.key(false, b"lost");
+            j.u64(lost);
+        }
         j.key(false, b"layer");
         j.string(match self.layer {
             hook_kind::GOT => b"plt",
@@ -103,7 +117,9 @@ impl Event<'_> {
         stack(&mut j, self.origin, self.f);
         decode::args(&mut j, self.api.shape(), self.f);
         matched(self.c, &mut j, self.api, self.f, self.origin);
-        finish(j, fd, regular);
+        if !finish(j, fd, regular) {
+            LOST.fetch_add(lost + 1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -239,14 +255,16 @@ fn degraded_event(p: &PolicyTable, args: impl FnOnce(&mut Json)) {
     let opened = j.open(b'{');
     args(&mut j);
     j.close(b'}', opened);
-    finish(j, fd, regular);
+    let _ = finish(j, fd, regular);
 }
 
 /// Closes the event and writes it with one `write`. A regular file cannot
 /// raise SIGPIPE: then the two signal-mask calls are skipped.
-fn finish(mut j: Json, fd: i32, regular: bool) {
+fn finish(mut j: Json, fd: i32, regular: bool) -> bool {
     j.finish();
-    let _ = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
+    let len = j.bytes().len() as u64;
+    let written = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
+    written == Ok(len)
 }
 
 /// Start of the call instruction that returns to `ret`: our `addr32 call

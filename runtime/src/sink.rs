@@ -85,8 +85,9 @@ fn is_secure() -> bool {
 
 /// Opens a `file:` sink for appending: never through a symbolic link
 /// (`openat2` with `RESOLVE_NO_SYMLINKS`; before Linux 5.6, `O_NOFOLLOW`
-/// on its last component), without blocking (a FIFO nobody reads is not
-/// waited for), checked by [`acceptable`]. A refusal is said once on stderr.
+/// on its last component), without waiting (a FIFO nobody reads is not
+/// waited for: its events are lost, and counted), checked by
+/// [`acceptable`]. A refusal is said once on stderr.
 #[inline(never)]
 fn open_file_sink(path: &[u8]) -> Option<i32> {
     const O_NONBLOCK: u64 = 0o4000;
@@ -121,6 +122,9 @@ fn open_file_sink(path: &[u8]) -> Option<i32> {
         refused(path, why);
         return None;
     }
+    // Opened without waiting for a reader; written to as a reader reads
+    // (a slow one holds the writer back, as for any pipe: nothing is lost).
+    let _ = sys::set_blocking(fd);
     match sys::dupfd_cloexec(fd, SINK_MIN_FD) {
         Ok(high) => {
             sys::close(fd);
@@ -134,6 +138,21 @@ fn open_file_sink(path: &[u8]) -> Option<i32> {
 static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Says once on stderr that events are not written, and why.
+fn say_once(why: &[&[u8]; 3]) {
+    if SAID.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let mut line = [0u8; 200];
+    let mut n = 0;
+    for part in [&b"dfpatch: events not written: "[..], why[0], why[1], why[2], b"\n"] {
+        let end = (n + part.len()).min(line.len());
+        line[n..end].copy_from_slice(&part[..end - n]);
+        n = end;
+    }
+    let _ = sys::write_nosigpipe(2, &line[..n]);
+}
+
+/// Says once on stderr that the `file:` sink at `path` is refused, and why.
 fn refused(path: &[u8], why: Refused) {
     if SAID.swap(true, Ordering::Relaxed) {
         return;
@@ -159,7 +178,10 @@ pub(crate) fn sink_fd(p: &PolicyTable) -> Option<(i32, bool)> {
         Sink::File(path) => {
             if fd >= 0 {
                 if let Ok((dev, ino, regular)) = sys::fstat_id(fd) {
-                    if (dev, ino) == (SINK_DEV.load(Ordering::Relaxed), SINK_INO.load(Ordering::Relaxed)) {
+                    let ours = (SINK_DEV.load(Ordering::Relaxed), SINK_INO.load(Ordering::Relaxed));
+                    // Still the file at the path (not renamed away by log
+                    // rotation): keep it.
+                    if (dev, ino) == ours && at_path(path) == Some(ours) {
                         return Some((fd, regular));
                     }
                 }
@@ -182,8 +204,48 @@ pub(crate) fn sink_fd(p: &PolicyTable) -> Option<(i32, bool)> {
         }
         _ if fd >= 0 => Some((fd, false)),
         Sink::Stderr => Some((2, false)),
-        Sink::Fd(n) => Some((n, false)),
+        Sink::Fd(n) => {
+            // Only the descriptor the program was started with: not a file
+            // the program itself opened later under that number.
+            let now = sys::fstat_id(n).ok().map(|(dev, ino, _)| (dev, ino));
+            let given = START_FD.load(Ordering::Acquire);
+            if given != 0 && now.is_some_and(|(dev, ino)| dev == START_FD_DEV.load(Ordering::Relaxed) && ino == given) {
+                return Some((n, false));
+            }
+            let mut digits = [0u8; 20];
+            let len = crate::json::fmt_u64(n as u32 as u64, &mut digits);
+            let why: &[u8] = if given == 0 {
+                b" was not open when the program started"
+            } else {
+                b" is no longer the descriptor the program was started with"
+            };
+            say_once(&[b"sink fd:", &digits[20 - len..], why]);
+            None
+        }
     }
+}
+
+/// The identity of an `fd:N` sink when start-up ran (`START_FD` its inode,
+/// 0: not open then).
+static START_FD: AtomicU64 = AtomicU64::new(0);
+static START_FD_DEV: AtomicU64 = AtomicU64::new(0);
+
+/// Start-up: notes what an `fd:N` sink is, if it is open.
+pub(crate) fn at_start(p: &PolicyTable) {
+    if let Sink::Fd(n) = p.sink() {
+        if let Ok((dev, ino, _)) = sys::fstat_id(n) {
+            START_FD_DEV.store(dev, Ordering::Relaxed);
+            // (An inode number is never 0 on Linux file systems.)
+            START_FD.store(ino.max(1), Ordering::Release);
+        }
+    }
+}
+
+/// The identity of the file at `path` (not following a last link).
+fn at_path(path: &[u8]) -> Option<(u64, u64)> {
+    let mut z = [0u8; 1025];
+    z.get_mut(..path.len())?.copy_from_slice(path);
+    sys::lstat_id(z.get(..path.len() + 1)?)
 }
 
 #[cfg(test)]

@@ -153,6 +153,7 @@ fn init(c: &Contract) {
     // the dispatcher (the rewriter planned the sites with the same mask).
     if let Some(p) = policy(c) {
         crate::backstop::narrow_dispatch_mask(&p);
+        crate::sink::at_start(&p);
     }
     // Last: from here on a system call from outside the runtime traps.
     crate::backstop::start(c);

@@ -100,6 +100,17 @@ pub fn open(path: &[u8], flags: u64, mode: u64) -> Result<i32, i64> {
     result(unsafe { syscall4(SYS_OPENAT, AT_FDCWD as u64, path.as_ptr() as u64, flags, mode) }).map(|fd| fd as i32)
 }
 
+/// Makes writes to `fd` wait again (clears `O_NONBLOCK`).
+pub fn set_blocking(fd: i32) -> Result<(), i64> {
+    const F_GETFL: u64 = 3;
+    const F_SETFL: u64 = 4;
+    const O_NONBLOCK: u64 = 0o4000;
+    // SAFETY: fcntl on a descriptor with integer arguments only.
+    let flags = result(unsafe { syscall3(SYS_FCNTL, fd as u64, F_GETFL, 0) })?;
+    // SAFETY: as above.
+    result(unsafe { syscall3(SYS_FCNTL, fd as u64, F_SETFL, flags & !O_NONBLOCK) }).map(|_| ())
+}
+
 pub fn dupfd_cloexec(fd: i32, min: i32) -> Result<i32, i64> {
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) touches no memory.
     result(unsafe { syscall3(SYS_FCNTL, fd as u64, F_DUPFD_CLOEXEC, min as u64) }).map(|v| v as i32)
@@ -115,6 +126,22 @@ pub fn fstat_id(fd: i32) -> Result<(u64, u64, bool), i64> {
     const S_IFMT: u64 = 0o170000;
     const S_IFREG: u64 = 0o100000;
     Ok((st[0], st[1], st[3] & S_IFMT == S_IFREG))
+}
+
+/// `(st_dev, st_ino)` of the file at `path` (NUL-terminated), not
+/// following a last symbolic link.
+pub fn lstat_id(path: &[u8]) -> Option<(u64, u64)> {
+    const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+    if path.last() != Some(&0) {
+        return None;
+    }
+    let mut st = [0u64; 18];
+    // SAFETY: a live NUL-terminated path; the kernel writes one struct stat
+    // (144 bytes) into `st`.
+    let r = unsafe {
+        syscall4(SYS_NEWFSTATAT, AT_FDCWD as u64, path.as_ptr() as u64, st.as_mut_ptr() as u64, AT_SYMLINK_NOFOLLOW)
+    };
+    (r == 0).then_some((st[0], st[1]))
 }
 
 /// The type bits (`S_IFMT`) of an open descriptor's mode, its owner's uid

@@ -137,3 +137,106 @@ fn a_fifo_nobody_reads_blocks_nothing() {
     let (out, _) = run_prog(&prog, &dir, false);
     assert!(out.contains("open=ok"), "{out}");
 }
+
+/// Waits up to 30 s for `check`.
+fn until(mut check: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < end {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// Starts the patched program in `dir` with `args`, its output captured.
+fn start(prog: &Path, dir: &Path, args: &[&str]) -> std::process::Child {
+    let mut cmd = Command::new(prog);
+    cmd.args(args).current_dir(dir).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed busy", prog.display())
+}
+
+#[test]
+fn a_rotated_log_is_followed() {
+    let (dir, prog) = setup("sinks-rotation", "events.jsonl");
+    let sink = dir.join("events.jsonl");
+    let rotated = dir.join("events.jsonl.1");
+    for f in [&sink, &rotated, &dir.join("go")] {
+        let _ = std::fs::remove_file(f);
+    }
+    let child = start(&prog, &dir, &["open:/etc/hostname", "wait:go", "open:/etc/hosts"]);
+    assert!(until(|| !events(&sink).is_empty()), "no first event");
+    std::fs::rename(&sink, &rotated).unwrap();
+    std::fs::write(dir.join("go"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(stdout(&o).ends_with("done\n"), "{o:?}");
+    let path = |evs: Vec<serde_json::Value>| evs.iter().map(|e| e["args"]["path"].to_string()).collect::<Vec<_>>();
+    assert_eq!(path(events(&rotated)), ["\"/etc/hostname\""], "the rotated file keeps the first event");
+    assert_eq!(path(events(&sink)), ["\"/etc/hosts\""], "the next one goes to a new file at the path");
+}
+
+#[test]
+fn lost_events_are_counted_on_the_next_one() {
+    let (dir, prog) = setup("sinks-lost", "fifo");
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let _ = std::fs::remove_file(dir.join("go"));
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    // Two events while nobody reads the FIFO: lost. Then a reader, and one more.
+    let mut child = start(&prog, &dir, &["open:/etc/hostname", "open:/etc/hosts", "wait:go", "open:/etc/passwd"]);
+    // Both made (the program says so on its way), then a reader.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..2 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "open=ok\n");
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut reader = std::fs::OpenOptions::new().read(true).custom_flags(0o4000).open(&fifo).unwrap();
+    std::fs::write(dir.join("go"), "").unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+    let o = child.wait_with_output().unwrap();
+    assert!(rest.ends_with("done\n"), "{rest} {o:?}");
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut reader, &mut text);
+    let evs: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let opens: Vec<&serde_json::Value> = evs.iter().filter(|e| e["class"] == "file").collect();
+    assert_eq!(opens.len(), 1, "{text}");
+    assert_eq!(opens[0]["args"]["path"], "/etc/passwd", "{text}");
+    assert_eq!(opens[0]["lost"], 2, "{text}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a FIFO nobody reads"), "{o:?}");
+}
+
+#[test]
+fn a_descriptor_sink_is_the_one_the_program_was_given() {
+    let dir = std::fs::canonicalize(scratch("sinks-fd")).unwrap();
+    let exe = dir.join("matchers");
+    build_flavour("matchers", "pie", &exe);
+    let prog = dir.join("prog");
+    let text = "mode = \"monitor\"\ndefault = \"alert\"\n[report]\nsink = \"fd:3\"\n";
+    patch(&exe, &prog, text);
+    // The program's own file that happens to get number 3: never a sink.
+    let data = dir.join("data.txt");
+    let _ = std::fs::remove_file(&data);
+    let o = run(&prog, &["keep:data.txt", "open:/etc/hostname"], &dir);
+    assert!(stdout(&o).contains("keep=3") && stdout(&o).ends_with("done\n"), "{o:?}");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "", "events went into the program's own file");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sink fd:3 was not open when the program started"), "{o:?}");
+    // Given by the environment: used.
+    let ev = dir.join("events.jsonl");
+    let _ = std::fs::remove_file(&ev);
+    let script = format!("exec 3>>{}; exec {} open:/etc/hostname", ev.display(), prog.display());
+    let o = run_command(Command::new("sh").arg("-c").arg(&script).current_dir(&dir));
+    assert!(o.status.success(), "{o:?}");
+    assert!(events(&ev).iter().any(|e| e["class"] == "file"), "{o:?}");
+}
