@@ -32,11 +32,11 @@ pub(crate) enum Origin {
 pub(crate) fn emit(event: &Event) {
     let room = sys::altstack_room();
     if room.is_some_and(|r| r < 4096) {
-        LOST.fetch_add(1, Ordering::Relaxed);
+        lose(1);
         return;
     }
     let Some((fd, regular)) = sink_fd(event.p) else {
-        LOST.fetch_add(1, Ordering::Relaxed);
+        lose(1);
         return;
     };
     // A buffer from the pool keeps the stack small: hooks also run on small
@@ -51,9 +51,30 @@ pub(crate) fn emit(event: &Event) {
     }
 }
 
-/// Events not written since the last one that was (no sink, a write that
-/// failed, no room): the next event written says how many (`"lost"`).
+/// Events this process did not write since the last one it did (no sink,
+/// a write that failed, no room): the next event written says how many
+/// (`"lost"`). The process id in the high half, the count in the low: a
+/// `fork` child does not repeat its parent's count.
 static LOST: AtomicU64 = AtomicU64::new(0);
+
+/// Counts `n` events lost by this process.
+fn lose(n: u64) {
+    let pid = sys::getpid() << 32;
+    let _ = LOST.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+        Some(if v >> 32 == pid >> 32 { v.wrapping_add(n) } else { pid | (n & 0xffff_ffff) })
+    });
+}
+
+/// This process's lost events, taken (the count starts again at 0).
+fn take_lost() -> u64 {
+    let pid = sys::getpid() << 32;
+    let v = LOST.swap(pid, Ordering::AcqRel);
+    if v >> 32 == pid >> 32 {
+        v & 0xffff_ffff
+    } else {
+        0
+    }
+}
 
 /// Event buffers outside the stack (see `pool`).
 static EVENT_BUFFERS: crate::pool::Pool<16> = crate::pool::Pool::new(4096);
@@ -87,6 +108,7 @@ impl Event<'_> {
     fn write_to(&self, buf: &mut [u8], fd: i32, regular: bool) {
         let mut j = Json::new(buf);
         if !j.open(b'{') {
+            lose(1);
             return;
         }
         head(&mut j, self.api.name().as_bytes(), self.api.class().name().as_bytes());
@@ -100,7 +122,7 @@ impl Event<'_> {
         j.string(self.p.rule_name(self.rule));
         j.key(false, b"mode");
         j.string(self.p.mode_name().as_bytes());
-        let lost = LOST.swap(0, Ordering::AcqRel);
+        let lost = take_lost();
         if lost > 0 {
             j.key(false, b"lost");
             j.u64(lost);
@@ -118,7 +140,7 @@ impl Event<'_> {
         decode::args(&mut j, self.api.shape(), self.f);
         matched(self.c, &mut j, self.api, self.f, self.origin);
         if !finish(j, fd, regular) {
-            LOST.fetch_add(lost + 1, Ordering::Relaxed);
+            lose(lost + 1);
         }
     }
 }
@@ -262,9 +284,7 @@ fn degraded_event(p: &PolicyTable, args: impl FnOnce(&mut Json)) {
 /// raise SIGPIPE: then the two signal-mask calls are skipped.
 fn finish(mut j: Json, fd: i32, regular: bool) -> bool {
     j.finish();
-    let len = j.bytes().len() as u64;
-    let written = if regular { sys::write_all_once(fd, j.bytes()) } else { sys::write_nosigpipe(fd, j.bytes()) };
-    written == Ok(len)
+    crate::sink::write_event(fd, j.bytes(), regular)
 }
 
 /// Start of the call instruction that returns to `ret`: our `addr32 call

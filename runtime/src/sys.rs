@@ -28,7 +28,6 @@ const SYS_FCNTL: u64 = 72;
 const SYS_READLINK: u64 = 89;
 const SYS_GETCWD: u64 = 79;
 const SYS_FACCESSAT: u64 = 269;
-const SYS_OPENAT2: u64 = 437;
 const SYS_GETUID: u64 = 102;
 const SYS_GETGID: u64 = 104;
 const SYS_GETEUID: u64 = 107;
@@ -144,29 +143,37 @@ pub fn lstat_id(path: &[u8]) -> Option<(u64, u64)> {
     (r == 0).then_some((st[0], st[1]))
 }
 
-/// The type bits (`S_IFMT`) of an open descriptor's mode, its owner's uid
+/// An open descriptor's mode (type and permission bits), its owner's uid
 /// and its number of links.
 pub fn fstat_owner(fd: i32) -> Result<(u32, u32, u64), i64> {
     let mut st = [0u64; 18];
     // SAFETY: the kernel writes one struct stat (144 bytes) into `st`.
     result(unsafe { syscall2(SYS_FSTAT, fd as u64, st.as_mut_ptr() as u64) })?;
     // st_nlink is the third word; st_mode and st_uid the halves of the fourth.
-    Ok((st[3] as u32 & 0o170000, (st[3] >> 32) as u32, st[2]))
+    Ok((st[3] as u32, (st[3] >> 32) as u32, st[2]))
 }
 
-/// `openat2(AT_FDCWD, path, {flags, mode, RESOLVE_NO_SYMLINKS})`: a path
-/// opened without following any symbolic link on it (ENOSYS before Linux
-/// 5.6). `path` ends with a NUL byte.
-pub fn open_no_symlinks(path: &[u8], flags: u64, mode: u64) -> Result<i32, i64> {
-    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
-    if path.last() != Some(&0) {
+/// `openat(dirfd, name, flags, mode)`; `name` ends with a NUL byte.
+pub fn open_at(dirfd: i32, name: &[u8], flags: u64, mode: u64) -> Result<i32, i64> {
+    if name.last() != Some(&0) {
         return Err(EBADF);
     }
-    let how = [flags, mode, RESOLVE_NO_SYMLINKS];
-    // SAFETY: a live NUL-terminated path and a live `struct open_how` of 24
-    // bytes, both only read by the kernel.
-    result(unsafe { syscall4(SYS_OPENAT2, AT_FDCWD as u64, path.as_ptr() as u64, how.as_ptr() as u64, 24) })
-        .map(|fd| fd as i32)
+    // SAFETY: a live NUL-terminated name, only read by the kernel.
+    result(unsafe { syscall4(SYS_OPENAT, dirfd as u64, name.as_ptr() as u64, flags, mode) }).map(|fd| fd as i32)
+}
+
+/// Whether `name` (NUL-terminated) in folder `dirfd` is a symbolic link.
+pub fn is_link_at(dirfd: i32, name: &[u8]) -> bool {
+    const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+    if name.last() != Some(&0) {
+        return false;
+    }
+    let mut st = [0u64; 18];
+    // SAFETY: a live NUL-terminated name; the kernel writes one struct stat.
+    let r = unsafe {
+        syscall4(SYS_NEWFSTATAT, dirfd as u64, name.as_ptr() as u64, st.as_mut_ptr() as u64, AT_SYMLINK_NOFOLLOW)
+    };
+    r == 0 && st[3] as u32 & 0o170000 == 0o120000
 }
 
 /// Real and effective user and group ids: (uid, euid, gid, egid).
@@ -475,13 +482,31 @@ pub fn getsockname(fd: i32, out: &mut [u8; 128]) -> Result<usize, i64> {
 /// yields EPIPE instead of killing the program; a SIGPIPE raised by our write
 /// is consumed before the old mask comes back.
 pub fn write_nosigpipe(fd: i32, buf: &[u8]) -> Result<u64, i64> {
+    without_sigpipe(|| write_all_once(fd, buf))
+}
+
+/// `writev(fd, parts)` with SIGPIPE blocked (see [`write_nosigpipe`]): one
+/// line from pieces, with no buffer.
+pub fn writev_nosigpipe(fd: i32, parts: &[&[u8]]) -> Result<u64, i64> {
+    const SYS_WRITEV: u64 = 20;
+    let mut iov = [[0u64; 2]; 8];
+    let n = parts.len().min(iov.len());
+    for (v, p) in iov.iter_mut().zip(parts) {
+        *v = [p.as_ptr() as u64, p.len() as u64];
+    }
+    // SAFETY: `iov` holds `n` live (pointer, length) pairs the kernel only reads.
+    without_sigpipe(|| result(unsafe { syscall3(SYS_WRITEV, fd as u64, iov.as_ptr() as u64, n as u64) }))
+}
+
+/// Runs `write` with SIGPIPE blocked, consuming a SIGPIPE it raised.
+fn without_sigpipe(write: impl FnOnce() -> Result<u64, i64>) -> Result<u64, i64> {
     let block: u64 = 1 << (SIGPIPE - 1);
     let mut old: u64 = 0;
     // SAFETY: rt_sigprocmask reads `block` and writes `old`, both live u64s (sigsetsize 8).
     let masked =
         unsafe { syscall4(SYS_RT_SIGPROCMASK, SIG_BLOCK, &block as *const u64 as u64, &mut old as *mut u64 as u64, 8) }
             == 0;
-    let r = write_all_once(fd, buf);
+    let r = write();
     if masked {
         if r == Err(32) && old & block == 0 {
             let ts = [0i64; 2];

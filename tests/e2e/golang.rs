@@ -158,28 +158,29 @@ fn goroutines_outnumbering_the_stacks_wait_for_one() {
     assert!(st.success());
     let patched = root.join("patched");
     patch(&exe, &patched, &policy("monitor", "allow", &fifo, &[("files", "\"file\"", "alert")]));
-    let reader_path = fifo.clone();
+    // The reader is there before the program starts (a sink FIFO nobody
+    // reads loses its events): opened without waiting for a writer, read
+    // slowly until the program has ended and nothing is left.
+    use std::os::unix::fs::OpenOptionsExt;
+    const O_NONBLOCK: i32 = 0o4000;
+    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(&fifo).expect("open the FIFO");
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let program_ended = ended.clone();
     let reader = std::thread::spawn(move || {
-        let mut f = std::fs::File::open(&reader_path).expect("open the FIFO");
         let (mut all, mut buf) = (Vec::new(), [0u8; 512]);
-        while let Ok(n) = f.read(&mut buf) {
-            if n == 0 {
-                break;
+        loop {
+            match f.read(&mut buf) {
+                Ok(n) if n > 0 => all.extend_from_slice(&buf[..n]),
+                // No data (or no writer yet): done once the program is.
+                _ if program_ended.load(std::sync::atomic::Ordering::Acquire) => break,
+                _ => {}
             }
-            all.extend_from_slice(&buf[..n]);
             std::thread::sleep(std::time::Duration::from_micros(500));
         }
         all
     });
     let out = run_within(Command::new(&patched).args(["goroutines", secret.to_str().unwrap()]), 240);
-    // A writer of our own, so that the reader's open returns (and it sees
-    // the end) even when the program never opened the FIFO (non-blocking:
-    // when the reader is done, there is no reader left to wait for).
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        const O_NONBLOCK: i32 = 0o4000;
-        drop(std::fs::OpenOptions::new().write(true).custom_flags(O_NONBLOCK).open(&fifo));
-    }
+    ended.store(true, std::sync::atomic::Ordering::Release);
     let events = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     let out = out.expect("the patched program hangs");
     let opens = events.lines().filter(|l| l.contains("\"api\":\"openat\"") && l.contains("secret.txt")).count();

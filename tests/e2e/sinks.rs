@@ -94,37 +94,47 @@ fn a_setuid_root_program_appends_to_no_file_of_roots() {
     std::fs::create_dir_all(&drop).unwrap();
     std::fs::set_permissions(&drop, std::fs::Permissions::from_mode(0o1777)).unwrap();
     std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let (out, _) = run_prog(&prog, &dir, true);
-    assert!(out.contains("ids=65534:0"), "the program did not run set-user-id root: {out}");
-
-    // nobody's symbolic link to root's file.
     let sink = drop.join("x.jsonl");
     let _ = std::fs::remove_file(&sink);
-    symlink(&v, &sink).unwrap();
-    std::os::unix::fs::lchown(&sink, Some(65534), Some(65534)).unwrap();
-    let (_, err) = run_prog(&prog, &dir, true);
-    assert_eq!(std::fs::read_to_string(&v).unwrap(), "root only\n", "{err}");
-    assert!(err.contains("symbolic link"), "{err}");
+    let (out, err) = run_prog(&prog, &dir, true);
+    assert!(out.contains("ids=65534:0"), "the program did not run set-user-id root: {out}");
+    // Where others can write, a set-id program keeps no sink at all: nothing
+    // planted there (a link, a hard link swapped in between two checks, a
+    // file of their own) can be written through.
+    assert!(!sink.exists() && err.contains("folders only root or its user can write"), "{err}");
+    let planted: [(&str, &dyn Fn()); 3] = [
+        ("a symbolic link", &|| symlink(&v, &sink).unwrap()),
+        ("a hard link", &|| std::fs::hard_link(&v, &sink).unwrap()),
+        ("nobody's file", &|| {
+            std::fs::write(&sink, "").unwrap();
+            std::os::unix::fs::chown(&sink, Some(65534), Some(65534)).unwrap();
+        }),
+    ];
+    for (what, plant) in planted {
+        let _ = std::fs::remove_file(&sink);
+        plant();
+        let (_, err) = run_prog(&prog, &dir, true);
+        assert_eq!(std::fs::read_to_string(&v).unwrap(), "root only\n", "{what}: {err}");
+        assert!(err.contains("refused"), "{what}: {err}");
+    }
+    let _ = std::fs::remove_file(&sink);
 
-    // A hard link to root's file (where fs.protected_hardlinks is 0).
-    std::fs::remove_file(&sink).unwrap();
-    std::fs::hard_link(&v, &sink).unwrap();
-    let (_, err) = run_prog(&prog, &dir, true);
-    assert_eq!(std::fs::read_to_string(&v).unwrap(), "root only\n", "{err}");
-    assert!(err.contains("hard links"), "{err}");
-
-    // nobody's own file planted there.
-    std::fs::remove_file(&sink).unwrap();
-    std::fs::write(&sink, "").unwrap();
-    std::os::unix::fs::chown(&sink, Some(65534), Some(65534)).unwrap();
-    let (_, err) = run_prog(&prog, &dir, true);
-    assert_eq!(std::fs::read_to_string(&sink).unwrap(), "", "{err}");
-    assert!(err.contains("another user"), "{err}");
-
-    // No file there: the program makes its own (root's, 0600), as before.
-    std::fs::remove_file(&sink).unwrap();
-    let (_, err) = run_prog(&prog, &dir, true);
-    assert!(err.is_empty() && !events(&sink).is_empty(), "{err}");
+    // In folders only root can write: the program's own file (root's, 0600).
+    let (dir2, prog2) = setup("sinks-setuid-safe", "logs/x.jsonl");
+    std::fs::create_dir_all(dir2.join("logs")).unwrap();
+    std::fs::set_permissions(dir2.join("logs"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&prog2, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let sink2 = dir2.join("logs/x.jsonl");
+    let _ = std::fs::remove_file(&sink2);
+    let (_, err) = run_prog(&prog2, &dir2, true);
+    assert!(err.is_empty() && !events(&sink2).is_empty(), "{err}");
+    // A hard link to root's file there (made by root: nobody cannot write there).
+    let v2 = victim(&dir2);
+    std::fs::remove_file(&sink2).unwrap();
+    std::fs::hard_link(&v2, &sink2).unwrap();
+    let (_, err) = run_prog(&prog2, &dir2, true);
+    assert_eq!(std::fs::read_to_string(&v2).unwrap(), "root only\n", "{err}");
+    assert!(err.contains("other hard links"), "{err}");
 }
 
 #[test]
@@ -134,8 +144,8 @@ fn a_fifo_nobody_reads_blocks_nothing() {
     let _ = std::fs::remove_file(&fifo);
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     // (run_prog fails the test when the program does not end within 30 s.)
-    let (out, _) = run_prog(&prog, &dir, false);
-    assert!(out.contains("open=ok"), "{out}");
+    let (out, err) = run_prog(&prog, &dir, false);
+    assert!(out.contains("open=ok") && err.contains("a FIFO nobody reads"), "{out} {err}");
 }
 
 /// Waits up to 30 s for `check`.
@@ -231,7 +241,11 @@ fn a_descriptor_sink_is_the_one_the_program_was_given() {
     let o = run(&prog, &["keep:data.txt", "open:/etc/hostname"], &dir);
     assert!(stdout(&o).contains("keep=3") && stdout(&o).ends_with("done\n"), "{o:?}");
     assert_eq!(std::fs::read_to_string(&data).unwrap(), "", "events went into the program's own file");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("sink fd:3 was not open when the program started"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("sink fd:3 refused: the descriptor was not open when the program started"),
+        "{o:?}"
+    );
     // Given by the environment: used.
     let ev = dir.join("events.jsonl");
     let _ = std::fs::remove_file(&ev);
