@@ -152,7 +152,6 @@ fn open_file_sink(path: &[u8]) -> Option<(i32, bool)> {
     const O_NONBLOCK: u64 = 0o4000;
     const O_NOFOLLOW: u64 = 0o400000;
     const ELOOP: i64 = 40;
-    const ENOTDIR: i64 = 20;
     const S_IFIFO: u32 = 0o010000;
     let (euid, strict) = (sys::ids().1, secure());
     let folder_ok =
@@ -185,10 +184,10 @@ fn open_file_sink(path: &[u8]) -> Option<(i32, bool)> {
                 sys::close(dir);
                 dir = fd;
             }
-            // (A link gives ELOOP, ENOTDIR, or EACCES where the kernel
-            // protects links in sticky folders: say which.)
+            // (A link gives ELOOP, ENOTDIR as a folder, or EACCES where the
+            // kernel protects links in sticky folders: say which.)
             Err(e) => {
-                let link = e == ELOOP || e == ENOTDIR || sys::is_link_at(dir, z);
+                let link = e == ELOOP || sys::is_link_at(dir, z);
                 return fail(dir, if link { Refused::Link } else { Refused::Open(e) });
             }
         }
