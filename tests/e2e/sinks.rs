@@ -119,22 +119,30 @@ fn a_setuid_root_program_appends_to_no_file_of_roots() {
     }
     let _ = std::fs::remove_file(&sink);
 
-    // In folders only root can write: the program's own file (root's, 0600).
-    let (dir2, prog2) = setup("sinks-setuid-safe", "logs/x.jsonl");
-    std::fs::create_dir_all(dir2.join("logs")).unwrap();
-    std::fs::set_permissions(dir2.join("logs"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // In folders only root can write (every one from /: not under /tmp,
+    // where a clone of the repository may be): the program's own file
+    // (root's, 0600).
+    let logs = PathBuf::from(format!("/var/lib/dfpatch-e2e-sinks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sink2 = logs.join("x.jsonl");
+    let prog2 = dir.join("prog-safe");
+    patch(&dir.join("matchers"), &prog2, &policy("monitor", "alert", &sink2, &[]));
     std::fs::set_permissions(&prog2, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let sink2 = dir2.join("logs/x.jsonl");
-    let _ = std::fs::remove_file(&sink2);
-    let (_, err) = run_prog(&prog2, &dir2, true);
-    assert!(err.is_empty() && !events(&sink2).is_empty(), "{err}");
+    let (_, err) = run_prog(&prog2, &dir, true);
+    let written = events(&sink2);
     // A hard link to root's file there (made by root: nobody cannot write there).
-    let v2 = victim(&dir2);
+    let v2 = logs.join("victim");
+    std::fs::write(&v2, "root only\n").unwrap();
     std::fs::remove_file(&sink2).unwrap();
     std::fs::hard_link(&v2, &sink2).unwrap();
-    let (_, err) = run_prog(&prog2, &dir2, true);
-    assert_eq!(std::fs::read_to_string(&v2).unwrap(), "root only\n", "{err}");
-    assert!(err.contains("other hard links"), "{err}");
+    let (_, err2) = run_prog(&prog2, &dir, true);
+    let after = std::fs::read_to_string(&v2).unwrap();
+    let _ = std::fs::remove_dir_all(&logs);
+    assert!(err.is_empty() && !written.is_empty(), "{err}");
+    assert_eq!(after, "root only\n", "{err2}");
+    assert!(err2.contains("other hard links"), "{err2}");
 }
 
 #[test]
