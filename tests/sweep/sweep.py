@@ -779,8 +779,12 @@ def main():
     parser.add_argument("--jobs", type=int, default=min(4, 2 * (os.cpu_count() or 1)),
                         help="files handled in parallel (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=5.0, help="time limit of each run, seconds (default: 5)")
-    parser.add_argument("--scratch", default="/var/tmp",
-                        help="where to create the scratch directory (default: /var/tmp; not under %s)" % ", ".join(PRIVATE))
+    # Not /var/tmp: a set-id program (chage, ssh-agent) keeps no event sink in a folder
+    # others can write to, and says so on stderr, which would differ from the original.
+    parser.add_argument("--scratch", default="/var/lib",
+                        help="where to create the scratch directory (default: /var/lib; not under %s, "
+                        "and only root may write in it and above it, or set-id programs refuse their sink)"
+                        % ", ".join(PRIVATE))
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (patched files, outputs)")
     parser.add_argument("--json", metavar="FILE", help="also write totals and per-file results as JSON")
     args = parser.parse_args()
