@@ -438,8 +438,7 @@ fn user_sockaddr(j: &mut Json, ptr: u64, len: u64) {
         return;
     }
     let mut sa = [0u8; 128];
-    let len = (len as u32 as usize).min(128);
-    let got = mem::read(ptr, sa.get_mut(..len).unwrap_or(&mut []));
+    let got = crate::facts::user_bytes(ptr, len, &mut sa);
     sockaddr(j, sa.get(..got).unwrap_or(&[]));
 }
 
@@ -453,10 +452,10 @@ fn own_address(j: &mut Json, fd: u64) {
 
 /// The destination a `struct msghdr` names (`msg_name`, `msg_namelen`).
 fn msg_name(j: &mut Json, msg: u64) {
-    if let (Some(name), Some(len)) = (mem::read_u64(msg), mem::read_u32(msg.wrapping_add(8))) {
-        if len != 0 {
-            user_sockaddr(j, name, len as u64);
-        }
+    let mut sa = [0u8; 128];
+    let got = crate::facts::msg_name(msg, &mut sa);
+    if got > 0 {
+        sockaddr(j, sa.get(..got).unwrap_or(&[]));
     }
 }
 

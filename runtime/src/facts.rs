@@ -440,7 +440,7 @@ fn is_empty(ptr: u64) -> bool {
 }
 
 /// `len` bytes at `ptr` (at most `out`'s length); how many were read.
-fn user_bytes(ptr: u64, len: u64, out: &mut [u8; 128]) -> usize {
+pub(crate) fn user_bytes(ptr: u64, len: u64, out: &mut [u8; 128]) -> usize {
     if ptr == 0 {
         return 0;
     }
@@ -449,7 +449,7 @@ fn user_bytes(ptr: u64, len: u64, out: &mut [u8; 128]) -> usize {
 }
 
 /// The destination a `struct msghdr` names.
-fn msg_name(msg: u64, out: &mut [u8; 128]) -> usize {
+pub(crate) fn msg_name(msg: u64, out: &mut [u8; 128]) -> usize {
     match (mem::read_u64(msg), mem::read_u32(msg.wrapping_add(8))) {
         (Some(name), Some(len)) if len != 0 => user_bytes(name, len as u64, out),
         _ => 0,

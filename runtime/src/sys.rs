@@ -92,11 +92,7 @@ pub fn close(fd: i32) {
 
 /// `openat(AT_FDCWD, path, flags, mode)`; `path` must end with a NUL byte.
 pub fn open(path: &[u8], flags: u64, mode: u64) -> Result<i32, i64> {
-    if path.last() != Some(&0) {
-        return Err(crate::sys::EBADF);
-    }
-    // SAFETY: `path` is a live NUL-terminated buffer.
-    result(unsafe { syscall4(SYS_OPENAT, AT_FDCWD as u64, path.as_ptr() as u64, flags, mode) }).map(|fd| fd as i32)
+    open_at(AT_FDCWD as i32, path, flags, mode)
 }
 
 /// Makes writes to `fd` wait again (clears `O_NONBLOCK`).
@@ -115,42 +111,49 @@ pub fn dupfd_cloexec(fd: i32, min: i32) -> Result<i32, i64> {
     result(unsafe { syscall3(SYS_FCNTL, fd as u64, F_DUPFD_CLOEXEC, min as u64) }).map(|v| v as i32)
 }
 
-/// Device, inode and whether it is a regular file, of an open descriptor.
-pub fn fstat_id(fd: i32) -> Result<(u64, u64, bool), i64> {
-    // struct stat is 144 bytes on x86-64.
+/// The `struct stat` of an open descriptor, as its 18 words (144 bytes on
+/// x86-64: st_dev, st_ino, st_nlink, then st_mode and st_uid as the halves
+/// of the fourth word).
+fn fstat_words(fd: i32) -> Result<[u64; 18], i64> {
     let mut st = [0u64; 18];
     // SAFETY: the kernel writes one struct stat (144 bytes) into `st`.
     result(unsafe { syscall2(SYS_FSTAT, fd as u64, st.as_mut_ptr() as u64) })?;
-    // st_dev, st_ino, st_nlink, then st_mode in the low half of the fourth word.
+    Ok(st)
+}
+
+/// The `struct stat` (as [`fstat_words`]) of `name` (NUL-terminated) in
+/// folder `dirfd`, not following a last symbolic link.
+fn lstat_words(dirfd: i64, name: &[u8]) -> Option<[u64; 18]> {
+    const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+    if name.last() != Some(&0) {
+        return None;
+    }
+    let mut st = [0u64; 18];
+    // SAFETY: a live NUL-terminated name; the kernel writes one struct stat
+    // (144 bytes) into `st`.
+    let r = unsafe {
+        syscall4(SYS_NEWFSTATAT, dirfd as u64, name.as_ptr() as u64, st.as_mut_ptr() as u64, AT_SYMLINK_NOFOLLOW)
+    };
+    (r == 0).then_some(st)
+}
+
+/// Device, inode and whether it is a regular file, of an open descriptor.
+pub fn fstat_id(fd: i32) -> Result<(u64, u64, bool), i64> {
     const S_IFMT: u64 = 0o170000;
     const S_IFREG: u64 = 0o100000;
-    Ok((st[0], st[1], st[3] & S_IFMT == S_IFREG))
+    fstat_words(fd).map(|st| (st[0], st[1], st[3] & S_IFMT == S_IFREG))
 }
 
 /// `(st_dev, st_ino)` of the file at `path` (NUL-terminated), not
 /// following a last symbolic link.
 pub fn lstat_id(path: &[u8]) -> Option<(u64, u64)> {
-    const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
-    if path.last() != Some(&0) {
-        return None;
-    }
-    let mut st = [0u64; 18];
-    // SAFETY: a live NUL-terminated path; the kernel writes one struct stat
-    // (144 bytes) into `st`.
-    let r = unsafe {
-        syscall4(SYS_NEWFSTATAT, AT_FDCWD as u64, path.as_ptr() as u64, st.as_mut_ptr() as u64, AT_SYMLINK_NOFOLLOW)
-    };
-    (r == 0).then_some((st[0], st[1]))
+    lstat_words(AT_FDCWD, path).map(|st| (st[0], st[1]))
 }
 
 /// An open descriptor's mode (type and permission bits), its owner's uid
 /// and its number of links.
 pub fn fstat_owner(fd: i32) -> Result<(u32, u32, u64), i64> {
-    let mut st = [0u64; 18];
-    // SAFETY: the kernel writes one struct stat (144 bytes) into `st`.
-    result(unsafe { syscall2(SYS_FSTAT, fd as u64, st.as_mut_ptr() as u64) })?;
-    // st_nlink is the third word; st_mode and st_uid the halves of the fourth.
-    Ok((st[3] as u32, (st[3] >> 32) as u32, st[2]))
+    fstat_words(fd).map(|st| (st[3] as u32, (st[3] >> 32) as u32, st[2]))
 }
 
 /// `openat(dirfd, name, flags, mode)`; `name` ends with a NUL byte.
@@ -164,16 +167,7 @@ pub fn open_at(dirfd: i32, name: &[u8], flags: u64, mode: u64) -> Result<i32, i6
 
 /// Whether `name` (NUL-terminated) in folder `dirfd` is a symbolic link.
 pub fn is_link_at(dirfd: i32, name: &[u8]) -> bool {
-    const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
-    if name.last() != Some(&0) {
-        return false;
-    }
-    let mut st = [0u64; 18];
-    // SAFETY: a live NUL-terminated name; the kernel writes one struct stat.
-    let r = unsafe {
-        syscall4(SYS_NEWFSTATAT, dirfd as u64, name.as_ptr() as u64, st.as_mut_ptr() as u64, AT_SYMLINK_NOFOLLOW)
-    };
-    r == 0 && st[3] as u32 & 0o170000 == 0o120000
+    lstat_words(dirfd as i64, name).is_some_and(|st| st[3] as u32 & 0o170000 == 0o120000)
 }
 
 /// Real and effective user and group ids: (uid, euid, gid, egid).
